@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs everything, runs the main job on its defaults
+#   make test   creates .venv, installs everything, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test simulate bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch: the CPU build (a bare 'torch' requirement may pull a multi-GB CUDA build)
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[train,flower,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/secagg demo
+
+simulate: $(STAMP)
+	$(VENV)/bin/secagg simulate
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_primitives.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis runs

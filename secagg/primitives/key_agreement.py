@@ -1,0 +1,58 @@
+"""X25519 key agreement (RFC 7748).
+
+A shared secret of all zeros (the result of a low-order peer public key) is
+rejected: an attacker who could force it would know the "shared" key. The raw
+shared secret is never used directly; callers pass it through
+:func:`secagg.primitives.kdf.derive_key` with a label and the session id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from ..errors import RemoteProtocolError, AbortReason
+from .randomness import RandomSource, default_random
+
+__all__ = ["KeyPair", "generate_keypair", "agree", "PUBLIC_KEY_SIZE"]
+
+PUBLIC_KEY_SIZE = 32
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An X25519 key pair. ``private`` is the 32-byte scalar (clamped by X25519)."""
+
+    private: bytes
+    public: bytes
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"KeyPair(public={self.public.hex()[:16]}...)"
+
+
+def generate_keypair(rng: RandomSource | None = None) -> KeyPair:
+    """A fresh key pair from 32 bytes of ``rng``."""
+    private = default_random(rng).bytes(32)
+    pub = X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    return KeyPair(private=private, public=pub)
+
+
+def public_from_private(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def agree(private: bytes, peer_public: bytes) -> bytes:
+    """The 32-byte X25519 shared secret. Raises :class:`RemoteProtocolError`
+    for a malformed or low-order peer key (all-zero output)."""
+    if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
+        raise RemoteProtocolError("X25519 public key must be 32 bytes", AbortReason.MALFORMED_MESSAGE)
+    try:
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(bytes(peer_public)))
+    except ValueError as exc:  # cryptography refuses all-zero results itself
+        raise RemoteProtocolError(f"X25519 exchange failed: {exc}", AbortReason.MALFORMED_MESSAGE) from None
+    if shared == b"\x00" * 32:
+        raise RemoteProtocolError("X25519 shared secret is all zeros (low-order key)",
+                                  AbortReason.MALFORMED_MESSAGE)
+    return shared

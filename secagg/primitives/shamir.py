@@ -1,0 +1,198 @@
+"""Shamir t-of-n secret sharing over a named prime field, vectorised.
+
+A secret of ``L`` bytes is cut into ``c`` chunks of ``floor(log2 p)`` bits, each
+chunk an element of GF(p); each chunk is shared with its own independent random
+polynomial of degree ``t - 1`` (coefficients drawn uniformly by rejection
+sampling). Any ``t`` shares determine every chunk; any ``t - 1`` are jointly
+uniform, independent of the secret (tested exhaustively on a tiny field).
+
+The default field is GF(2^31 - 1) ("M31"): products of two elements fit in a
+64-bit word, so evaluation (Horner's rule at all ``n`` points at once) and
+reconstruction are numpy operations. A 32-byte seed is 9 chunks, 36 bytes per
+share. Evaluation points are the party ids ``1..n`` (0 is the secret).
+
+For many secrets held by the same set of share holders, the Lagrange
+coefficients at zero are computed once (:func:`lagrange_at_zero`) and each
+secret is then a dot product (:func:`reconstruct_many`): O(t) per secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ReconstructionError
+from .randomness import RandomSource, default_random
+
+__all__ = ["PrimeField", "M31", "split", "reconstruct", "lagrange_at_zero", "reconstruct_many",
+           "uniform_mod", "chunks_for"]
+
+
+@dataclass(frozen=True)
+class PrimeField:
+    name: str
+    prime: int
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.prime < (1 << 31) + 1:
+            raise ValueError("field prime must be below 2^31 so products fit in 64 bits")
+
+    @property
+    def chunk_bits(self) -> int:
+        """Bits of secret per field element: floor(log2 p)."""
+        return self.prime.bit_length() - 1
+
+
+M31 = PrimeField("M31", (1 << 31) - 1)
+
+
+def chunks_for(secret_len: int, field: PrimeField = M31) -> int:
+    return -(-secret_len * 8 // field.chunk_bits)
+
+
+def uniform_mod(rng: RandomSource, count: int, prime: int) -> np.ndarray:
+    """``count`` elements uniform in [0, prime), rejection-sampled from 64-bit words."""
+    limit = ((1 << 64) // prime) * prime
+    out = np.empty(count, dtype=np.uint64)
+    filled = 0
+    while filled < count:
+        need = count - filled
+        words = np.frombuffer(rng.bytes(8 * (need + 4)), dtype=np.uint64)
+        if limit < (1 << 64):
+            words = words[words < np.uint64(limit)]
+        take = min(words.size, need)
+        out[filled:filled + take] = words[:take] % np.uint64(prime)
+        filled += take
+    return out
+
+
+def _to_chunks(secret: bytes, field: PrimeField) -> np.ndarray:
+    c = chunks_for(len(secret), field)
+    value = int.from_bytes(secret, "big")
+    mask = (1 << field.chunk_bits) - 1
+    return np.array([(value >> (field.chunk_bits * i)) & mask for i in range(c)], dtype=np.uint64)
+
+
+def _from_chunks(chunks: np.ndarray, secret_len: int, field: PrimeField) -> bytes:
+    value = 0
+    for i, ch in enumerate(chunks.tolist()):
+        if ch >> field.chunk_bits:
+            raise ReconstructionError("reconstructed chunk out of range: inconsistent shares")
+        value |= ch << (field.chunk_bits * i)
+    if value >> (8 * secret_len):
+        raise ReconstructionError("reconstructed value longer than the secret: inconsistent shares")
+    return value.to_bytes(secret_len, "big")
+
+
+def _check_points(xs: Sequence[int], field: PrimeField) -> np.ndarray:
+    arr = np.asarray(list(xs), dtype=np.int64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ReconstructionError("no share points given")
+    if np.any(arr <= 0) or np.any(arr >= field.prime):
+        raise ReconstructionError("share points must lie in [1, p)")
+    if np.unique(arr).size != arr.size:
+        raise ReconstructionError("duplicate share points")
+    return arr.astype(np.uint64)
+
+
+def evaluate(coefficients: np.ndarray, xs: np.ndarray, field: PrimeField = M31) -> np.ndarray:
+    """Evaluate ``c`` polynomials (``coefficients`` shape (t, c), constant term
+    first) at the points ``xs``: result shape (len(xs), c). Pure; the tests
+    enumerate coefficients through this."""
+    p = np.uint64(field.prime)
+    x = xs.reshape(-1, 1)
+    acc = np.broadcast_to(coefficients[-1], (xs.size, coefficients.shape[1])).copy()
+    for k in range(coefficients.shape[0] - 2, -1, -1):
+        acc *= x
+        acc += coefficients[k]
+        acc %= p
+    return acc
+
+
+def split(secret: bytes, threshold: int, xs: Sequence[int], rng: RandomSource | None = None,
+          field: PrimeField = M31) -> np.ndarray:
+    """Shares of ``secret`` for the points ``xs`` (usually party ids): array of
+    shape (len(xs), chunks) with one share per row. Any ``threshold`` rows
+    reconstruct; fewer reveal nothing."""
+    points = _check_points(xs, field)
+    if not 1 <= threshold <= points.size:
+        raise ValueError(f"threshold must be in [1, {points.size}], got {threshold}")
+    secret_chunks = _to_chunks(bytes(secret), field)
+    c = secret_chunks.size
+    coeffs = np.empty((threshold, c), dtype=np.uint64)
+    coeffs[0] = secret_chunks
+    if threshold > 1:
+        coeffs[1:] = uniform_mod(default_random(rng), (threshold - 1) * c, field.prime).reshape(threshold - 1, c)
+    return evaluate(coeffs, points, field)
+
+
+def _prod_mod(m: np.ndarray, p: np.uint64) -> np.ndarray:
+    """Product of each row of ``m`` modulo p, by pairwise tree reduction."""
+    while m.shape[1] > 1:
+        if m.shape[1] % 2:
+            m = np.concatenate([m, np.ones((m.shape[0], 1), dtype=np.uint64)], axis=1)
+        m = (m[:, 0::2] * m[:, 1::2]) % p
+    return m[:, 0]
+
+
+def lagrange_at_zero(xs: Sequence[int], field: PrimeField = M31) -> np.ndarray:
+    """Lagrange coefficients ``l_i = prod_{j != i} x_j / (x_j - x_i)`` mod p, so
+    that ``f(0) = sum_i l_i f(x_i)`` for any polynomial of degree < len(xs)."""
+    pts = _check_points(xs, field)
+    p = field.prime
+    pu = np.uint64(p)
+    t = pts.size
+    numer_all = int(_prod_mod(pts.reshape(1, -1), pu)[0])
+    out = np.empty(t, dtype=np.uint64)
+    block = 256
+    for start in range(0, t, block):
+        rows = pts[start:start + block]
+        diff = (pts.reshape(1, -1) + (pu - rows.reshape(-1, 1))) % pu  # x_j - x_i
+        idx = np.arange(rows.size)
+        diff[idx, start + idx] = 1
+        denom = _prod_mod(diff, pu)
+        for k, (xi, d) in enumerate(zip(rows.tolist(), denom.tolist())):
+            numer = numer_all * pow(xi, p - 2, p) % p
+            out[start + k] = numer * pow(d, p - 2, p) % p
+    return out
+
+
+def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: int,
+                     field: PrimeField = M31) -> list[bytes]:
+    """Reconstruct ``m`` secrets at once from ``shares`` of shape (m, t, chunks)
+    held by the points the ``coefficients`` were computed for."""
+    if shares.ndim != 3 or shares.shape[1] != coefficients.size:
+        raise ReconstructionError("share array does not match the holder set")
+    if shares.shape[2] != chunks_for(secret_len, field):
+        raise ReconstructionError("share length does not match the secret length")
+    p = np.uint64(field.prime)
+    if np.any(shares >= p):
+        raise ReconstructionError("share value outside the field")
+    prod = (shares * coefficients.reshape(1, -1, 1)) % p
+    chunks = prod.sum(axis=1) % p
+    return [_from_chunks(row, secret_len, field) for row in chunks]
+
+
+def reconstruct(xs: Sequence[int], shares: np.ndarray, threshold: int, secret_len: int = 32,
+                field: PrimeField = M31) -> bytes:
+    """The secret from at least ``threshold`` shares (rows of ``shares`` at the
+    points ``xs``). Too few, duplicate or malformed shares raise
+    :class:`secagg.errors.ReconstructionError`. Extra shares beyond the
+    threshold are used for nothing but the length check: the first
+    ``threshold`` reconstruct."""
+    pts = list(xs)
+    arr = np.asarray(shares)
+    if len(pts) < threshold:
+        raise ReconstructionError(f"need {threshold} shares, got {len(pts)}")
+    if arr.ndim != 2 or arr.shape[0] != len(pts):
+        raise ReconstructionError("shares must be one row per point")
+    if arr.dtype.kind not in "ui":
+        raise ReconstructionError("shares must be integers")
+    if arr.dtype.kind == "i" and np.any(arr < 0):
+        raise ReconstructionError("negative share value")
+    _check_points(pts, field)
+    pts, arr = pts[:threshold], arr[:threshold].astype(np.uint64)
+    coeffs = lagrange_at_zero(pts, field)
+    return reconstruct_many(coeffs, arr.reshape(1, *arr.shape), secret_len, field)[0]
