@@ -69,8 +69,15 @@ def _positive(v: float, what: str) -> float:
 
 
 def hybrid_weight(examples: float, quality: float, alpha: float = 1.0, beta: float = 1.0) -> float:
-    """``examples^alpha * quality^beta`` (both must be > 0)."""
-    return _positive(examples, "examples") ** alpha * _positive(quality, "quality") ** beta
+    """``examples^alpha * quality^beta`` (both must be > 0, and so must the result)."""
+    e, q = _positive(examples, "examples"), _positive(quality, "quality")
+    try:
+        w = e ** float(alpha) * q ** float(beta)
+    except OverflowError:
+        w = math.inf
+    if not (math.isfinite(w) and w > 0):
+        raise ParameterError(f"hybrid weight {examples!r}^{alpha} * {quality!r}^{beta} is not a finite number > 0")
+    return w
 
 
 def client_weight(rule: "str | Rule", *, weight: float | None = None, examples: float | None = None,
@@ -124,6 +131,8 @@ def reference_aggregate(rule: "str | Rule", updates: Sequence[np.ndarray],
     xs = [np.asarray(u, dtype=np.float64).ravel() for u in updates]
     if clip is not None:
         xs = [np.clip(x, -clip, clip) for x in xs]
+    if weights is not None and len(weights) != len(xs):
+        raise ParameterError(f"{len(weights)} weights for {len(xs)} updates")
     ws = [1.0] * len(xs) if (weights is None or not r.uses_weights) else [float(w) for w in weights]
     sw = np.sum([w * x for w, x in zip(ws, xs)], axis=0)
     return finalize(r, sw, float(sum(ws)))

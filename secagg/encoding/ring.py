@@ -31,7 +31,16 @@ def dtype_for(bits: int) -> type[np.unsignedinteger]:
 def to_ring(values: np.ndarray, bits: int) -> np.ndarray:
     """Signed int64 -> Z_{2^bits} (two's complement)."""
     dtype = dtype_for(bits)
-    v = np.asarray(values, dtype=np.int64)
+    raw = np.asarray(values)
+    # Integers only: a float vector here is a caller bug, and the int64 cast
+    # would silently truncate it (1.7 -> 1) or wrap it (uint64 >= 2^63).
+    if raw.size == 0:
+        raw = raw.astype(np.int64)  # np.asarray([]) is float64
+    elif raw.dtype.kind not in "iu":
+        raise ParameterError(f"expected integers, got dtype {raw.dtype}")
+    elif raw.dtype.kind == "u" and int(raw.max()) > np.iinfo(np.int64).max:
+        raise ParameterError("value does not fit in int64")
+    v = raw.astype(np.int64)
     bound = 1 << (bits - 1)
     if bits < 64 and v.size and (int(v.max()) >= bound or int(v.min()) < -bound):
         raise ParameterError(f"value does not fit in a {bits}-bit ring")

@@ -6,11 +6,12 @@ order]]``. Decoding is schema-driven: every field is checked against its type
 annotation (exact types: a bool is not an int, a str is not bytes), declared
 byte lengths and integer ranges (``field(metadata=...)``), and array dtypes and
 shapes. Anything else (truncated or trailing bytes, oversize input, an unknown
-version or type, a missing or extra field, a wrong type) raises
-:class:`secagg.errors.WireFormatError` and builds no object.
+version or type, a missing or extra field, a wrong type, a non-canonical
+encoding of a valid message) raises :class:`secagg.errors.WireFormatError` and
+builds no object. Decoding is canonical: ``encode(decode(b)) == b``.
 
 Supported field types: ``int``, ``bool``, ``float``, ``str``, ``bytes``,
-``np.ndarray`` (1-D, dtype from metadata), ``tuple[T, ...]``, ``dict[K, V]``,
+``np.ndarray`` (1-D, little-endian on the wire, dtype from metadata), ``tuple[T, ...]``, ``dict[K, V]``,
 ``T | None``, ``enum.Enum`` subclasses and other registered messages.
 Big integers (Paillier ciphertexts) travel as ``bytes``.
 """
@@ -74,8 +75,14 @@ def _hints(cls: type) -> dict[str, Any]:
 def _to_plain(value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if tp is np.ndarray:
-        arr = np.ascontiguousarray(value)
-        return [str(arr.dtype), arr.tobytes()]
+        arr = np.asarray(value)
+        name = arr.dtype.name  # "uint32" whatever the byte order
+        if arr.ndim != 1:
+            raise ValueError(f"wire arrays are 1-D, got shape {arr.shape}")
+        if name not in _ALLOWED_DTYPES:
+            raise ValueError(f"dtype {name} cannot go on the wire; allowed: {sorted(_ALLOWED_DTYPES)}")
+        # Little-endian on the wire, whatever the host: the decoder reads "<".
+        return [name, arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()]
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
@@ -202,8 +209,8 @@ def _from_plain(raw: Any, tp: Any, meta: typing.Mapping[str, Any], path: str) ->
                   for f, v in zip(fields, raw)}
         try:
             return tp(**kwargs)
-        except (ValueError, TypeError) as exc:
-            _fail(path, f"invalid {tp.__name__}: {exc}")
+        except Exception as exc:  # a message's own validation: still only WireFormatError
+            _fail(path, f"invalid {tp.__name__}: {type(exc).__name__}: {exc}")
     _fail(path, f"unsupported field type {tp!r}")
 
 
@@ -214,9 +221,10 @@ def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
         raise WireFormatError("expected bytes")
     if len(data) > max_size:
         raise WireFormatError(f"message of {len(data)} bytes exceeds the limit of {max_size}")
+    data = bytes(data)
     try:
-        obj = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True,
-                              max_buffer_size=max_size)
+        # unpackb sizes its own limits from len(data), already bounded by max_size.
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise WireFormatError(f"undecodable message ({type(exc).__name__})") from None
     if not (isinstance(obj, list) and len(obj) == 4):
@@ -233,4 +241,16 @@ def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
         allowed = expected if isinstance(expected, tuple) else (expected,)
         if cls not in allowed:
             raise WireFormatError(f"unexpected message type {name!r}")
-    return typing.cast(T, _from_plain(body, cls, {}, name))
+    msg = _from_plain(body, cls, {}, name)
+    # Canonical form: msgpack admits several encodings of one value (an int in
+    # a wider format than needed, a float32, a long string header, True for
+    # 1 in the envelope). Only the one ``encode`` produces is accepted, so that
+    # equal messages are equal bytes (signatures, hashes and replay checks
+    # over the bytes cannot be sidestepped by a re-encoding).
+    try:
+        canonical = encode(msg)
+    except Exception:
+        _fail(name, "message does not re-encode")
+    if canonical != data:
+        raise WireFormatError(f"{name}: non-canonical encoding")
+    return typing.cast(T, msg)

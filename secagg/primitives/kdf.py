@@ -17,7 +17,12 @@ LABEL_PREFIX = b"secagg/v1/"
 
 
 def _as_bytes(label: str | bytes) -> bytes:
-    return label.encode() if isinstance(label, str) else bytes(label)
+    if isinstance(label, str):
+        return label.encode()
+    if isinstance(label, (bytes, bytearray)):
+        return bytes(label)
+    # bytes(5) would be five zero bytes: a label must be text or bytes.
+    raise TypeError(f"hkdf: label must be str or bytes, got {type(label).__name__}")
 
 
 def hkdf(secret: bytes, *, label: str | bytes, length: int = 32, salt: bytes | None = None,
@@ -44,5 +49,7 @@ def derive_key(secret: bytes, label: str, context: bytes, length: int = 32) -> b
     slot hashed to a fixed length, so distinct contexts give independent keys."""
     import hashlib
 
-    salt = hashlib.sha256(b"secagg/v1/context\x00" + context).digest()
+    if not isinstance(context, (bytes, bytearray)):
+        raise TypeError("derive_key: context must be bytes (usually the session id)")
+    salt = hashlib.sha256(b"secagg/v1/context\x00" + bytes(context)).digest()
     return hkdf(secret, label=label, length=length, salt=salt)

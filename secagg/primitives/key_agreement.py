@@ -45,11 +45,13 @@ def public_from_private(private: bytes) -> bytes:
 def agree(private: bytes, peer_public: bytes) -> bytes:
     """The 32-byte X25519 shared secret. Raises :class:`RemoteProtocolError`
     for a malformed or low-order peer key (all-zero output)."""
+    # Our own key is checked outside the try: a bad private key is a local bug
+    # (ValueError), not the peer's fault.
+    own = X25519PrivateKey.from_private_bytes(bytes(private))
     if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
         raise RemoteProtocolError("X25519 public key must be 32 bytes", AbortReason.MALFORMED_MESSAGE)
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(bytes(peer_public)))
+        shared = own.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
     except ValueError as exc:  # cryptography refuses all-zero results itself
         raise RemoteProtocolError(f"X25519 exchange failed: {exc}", AbortReason.MALFORMED_MESSAGE) from None
     if shared == b"\x00" * 32:

@@ -9,14 +9,23 @@ own domain-separation ``tag`` and streams under one key never overlap.
 Output limit: at most :data:`MAX_OUTPUT_BYTES` (2^36 bytes, 64 GiB) per
 ``(seed, tag)``, far below the 2^64 blocks the 64-bit counter half allows.
 
+Words are read from the keystream little-endian on every host, so a mask is
+the same on every machine.
+
 Speed: the keystream is written with ``update_into`` into a buffer of the
 caller's array (no per-call allocation of the output), encrypting a cached
 all-zero buffer. This runs within a few per cent of raw AES-CTR throughput.
+``prg_ring_add_into`` reuses a per-thread scratch buffer (threads never share
+one, so concurrent clients in one process cannot corrupt each other's masks).
+
+:func:`prg_field` draws from its own IV namespace (``secagg/v1/prg-field``), so
+its streams never coincide with a ``prg_ring``/``prg_bytes`` stream under any tag.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -28,22 +37,43 @@ MAX_OUTPUT_BYTES = 1 << 36
 _BLOCK = 16
 
 _zeros = np.zeros(0, dtype=np.uint8)
-_scratch: dict[int, np.ndarray] = {}
+_local = threading.local()  # per-thread scratch buffers of prg_ring_add_into
 
 
 def _zero_bytes(n: int) -> memoryview:
     global _zeros
-    if _zeros.size < n:
-        _zeros = np.zeros(max(n, 2 * _zeros.size), dtype=np.uint8)
-    return memoryview(_zeros)[:n]
+    zeros = _zeros
+    if zeros.size < n:
+        zeros = np.zeros(max(n, 2 * zeros.size), dtype=np.uint8)
+        zeros.setflags(write=False)  # only ever read: the plaintext of the keystream
+        _zeros = zeros
+    return memoryview(zeros)[:n]
 
 
-def _iv(tag: bytes | str) -> bytes:
+def _scratch(nbytes: int) -> np.ndarray:
+    cache: dict[int, np.ndarray] | None = getattr(_local, "scratch", None)
+    if cache is None:
+        cache = _local.scratch = {}
+    buf = cache.get(nbytes)
+    if buf is None:
+        if len(cache) > 8:
+            cache.clear()
+        buf = cache[nbytes] = np.empty(nbytes + _BLOCK, dtype=np.uint8)
+    return buf
+
+
+def _tag_bytes(tag: bytes | str) -> bytes:
     if isinstance(tag, str):
         tag = tag.encode()
+    if not isinstance(tag, (bytes, bytearray)):
+        raise TypeError("prg: tag must be str or bytes")
     if not tag:
         raise ValueError("prg: a non-empty domain-separation tag is required")
-    return hashlib.sha256(b"secagg/v1/prg\x00" + tag).digest()[:8] + b"\x00" * 8
+    return bytes(tag)
+
+
+def _iv(tag: bytes | str, domain: bytes = b"prg") -> bytes:
+    return hashlib.sha256(b"secagg/v1/" + domain + b"\x00" + _tag_bytes(tag)).digest()[:8] + b"\x00" * 8
 
 
 def _check(seed: bytes, nbytes: int) -> None:
@@ -53,10 +83,10 @@ def _check(seed: bytes, nbytes: int) -> None:
         raise ValueError(f"prg: output of {nbytes} bytes exceeds the per-key limit of {MAX_OUTPUT_BYTES}")
 
 
-def _keystream_into(seed: bytes, tag: bytes | str, buf: np.ndarray, nbytes: int) -> None:
+def _keystream_into(seed: bytes, iv: bytes, buf: np.ndarray, nbytes: int) -> None:
     """Write ``nbytes`` of keystream into the uint8 array ``buf`` (which must hold
     ``nbytes + 15`` bytes: ``update_into`` needs a block of slack)."""
-    enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(_iv(tag))).encryptor()
+    enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(iv)).encryptor()
     written = enc.update_into(_zero_bytes(nbytes), memoryview(buf))
     assert written == nbytes
 
@@ -65,7 +95,7 @@ def prg_bytes(seed: bytes, tag: bytes | str, n: int) -> bytes:
     """``n`` pseudorandom bytes."""
     _check(seed, n)
     buf = np.empty(n + _BLOCK, dtype=np.uint8)
-    _keystream_into(seed, tag, buf, n)
+    _keystream_into(seed, _iv(tag), buf, n)
     return buf[:n].tobytes()
 
 
@@ -81,34 +111,35 @@ def prg_ring(seed: bytes, tag: bytes | str, length: int, bits: int = 32) -> np.n
     """A vector of ``length`` elements uniform in Z_{2^bits} (bits = 32 or 64).
 
     Every bit pattern of a word is equally likely, so no rejection is needed."""
+    return _ring_words(seed, _iv(tag), length, bits)
+
+
+def _ring_words(seed: bytes, iv: bytes, length: int, bits: int) -> np.ndarray:
     dtype = _dtype(bits)
     nbytes = length * (bits // 8)
     _check(seed, nbytes)
     buf = np.empty(nbytes + _BLOCK, dtype=np.uint8)
-    _keystream_into(seed, tag, buf, nbytes)
-    return buf[:nbytes].view(dtype)
+    _keystream_into(seed, iv, buf, nbytes)
+    # "<": little-endian words on every host (a no-op view on little-endian ones).
+    return buf[:nbytes].view(np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
 
 
 def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int = 1) -> None:
     """``acc += sign * prg_ring(seed, tag, len(acc))`` in place, modulo 2^bits,
-    reusing one scratch buffer (the server's hot loop)."""
+    reusing one scratch buffer per thread (the server's hot loop)."""
     if acc.dtype not in (np.uint32, np.uint64) or acc.ndim != 1:
         raise ValueError("acc must be a 1-D uint32 or uint64 array")
+    if sign not in (1, -1):
+        raise ValueError("sign must be +1 or -1")
     nbytes = acc.nbytes
     _check(seed, nbytes)
-    buf = _scratch.get(nbytes)
-    if buf is None:
-        if len(_scratch) > 8:
-            _scratch.clear()
-        buf = _scratch[nbytes] = np.empty(nbytes + _BLOCK, dtype=np.uint8)
-    _keystream_into(seed, tag, buf, nbytes)
-    stream = buf[:nbytes].view(acc.dtype)
+    buf = _scratch(nbytes)
+    _keystream_into(seed, _iv(tag), buf, nbytes)
+    stream = buf[:nbytes].view(acc.dtype.newbyteorder("<"))
     if sign == 1:
         np.add(acc, stream, out=acc)
-    elif sign == -1:
-        np.subtract(acc, stream, out=acc)
     else:
-        raise ValueError("sign must be +1 or -1")
+        np.subtract(acc, stream, out=acc)
 
 
 def prg_field(seed: bytes, tag: bytes | str, length: int, prime: int) -> np.ndarray:
@@ -117,6 +148,7 @@ def prg_field(seed: bytes, tag: bytes | str, length: int, prime: int) -> np.ndar
     ``prime``. The expected number of draws per element is below 2."""
     if not 2 <= prime < (1 << 63):
         raise ValueError("prg_field supports primes below 2^63")
+    tag_b = _tag_bytes(tag)
     nbits = prime.bit_length()
     mask = np.uint64((1 << nbits) - 1)
     out = np.empty(length, dtype=np.uint64)
@@ -124,7 +156,8 @@ def prg_field(seed: bytes, tag: bytes | str, length: int, prime: int) -> np.ndar
     counter = 0
     while filled < length:
         want = max(16, int((length - filled) * 2.2))
-        words = prg_ring(seed, (tag.encode() if isinstance(tag, str) else tag) + b"/%d" % counter, want, 64) & mask
+        iv = _iv(tag_b + b"\x00" + counter.to_bytes(8, "big"), domain=b"prg-field")
+        words = _ring_words(seed, iv, want, 64) & mask
         counter += 1
         keep = words[words < np.uint64(prime)]
         take = min(keep.size, length - filled)

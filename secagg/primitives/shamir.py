@@ -30,14 +30,42 @@ __all__ = ["PrimeField", "M31", "split", "reconstruct", "lagrange_at_zero", "rec
            "uniform_mod", "chunks_for"]
 
 
+def _is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin, exact for n < 3.3 * 10^24 (these bases)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    for q in small:
+        if n % q == 0:
+            return n == q
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class PrimeField:
     name: str
     prime: int
 
     def __post_init__(self) -> None:
-        if not 2 <= self.prime < (1 << 31) + 1:
+        if not (isinstance(self.prime, int) and 2 <= self.prime < (1 << 31) + 1):
             raise ValueError("field prime must be below 2^31 so products fit in 64 bits")
+        # Inverses are computed as x^(p-2) (Fermat), which is only right mod a prime:
+        # a composite modulus would silently reconstruct garbage.
+        if not _is_prime(self.prime):
+            raise ValueError(f"field modulus {self.prime} is not prime")
 
     @property
     def chunk_bits(self) -> int:
@@ -87,13 +115,29 @@ def _from_chunks(chunks: np.ndarray, secret_len: int, field: PrimeField) -> byte
 
 
 def _check_points(xs: Sequence[int], field: PrimeField) -> np.ndarray:
-    arr = np.asarray(list(xs), dtype=np.int64)
-    if arr.ndim != 1 or arr.size == 0:
+    pts = list(np.asarray(xs).ravel()) if isinstance(xs, np.ndarray) else list(xs)
+    if not pts:
         raise ReconstructionError("no share points given")
-    if np.any(arr <= 0) or np.any(arr >= field.prime):
+    ints = []
+    for x in pts:
+        # Exact integers only: 1.5 or True must not silently become a point.
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise ReconstructionError(f"share point {x!r} is not an integer")
+        ints.append(int(x))
+    if any(not 0 < x < field.prime for x in ints):
         raise ReconstructionError("share points must lie in [1, p)")
-    if np.unique(arr).size != arr.size:
+    if len(set(ints)) != len(ints):
         raise ReconstructionError("duplicate share points")
+    return np.array(ints, dtype=np.uint64)
+
+
+def _as_share_array(shares: np.ndarray, field: PrimeField) -> np.ndarray:
+    """Validate share values (integers in [0, p)) and return them as uint64."""
+    arr = np.asarray(shares)
+    if arr.dtype.kind not in "ui":
+        raise ReconstructionError("shares must be integers")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= field.prime):
+        raise ReconstructionError("share value outside the field")
     return arr.astype(np.uint64)
 
 
@@ -163,13 +207,16 @@ def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
                      field: PrimeField = M31) -> list[bytes]:
     """Reconstruct ``m`` secrets at once from ``shares`` of shape (m, t, chunks)
     held by the points the ``coefficients`` were computed for."""
-    if shares.ndim != 3 or shares.shape[1] != coefficients.size:
+    shares = np.asarray(shares)
+    coefficients = np.asarray(coefficients)
+    if shares.ndim != 3 or coefficients.ndim != 1 or shares.shape[1] != coefficients.size:
         raise ReconstructionError("share array does not match the holder set")
     if shares.shape[2] != chunks_for(secret_len, field):
         raise ReconstructionError("share length does not match the secret length")
+    shares = _as_share_array(shares, field)
+    if coefficients.dtype != np.uint64 or (coefficients.size and int(coefficients.max()) >= field.prime):
+        raise ValueError("coefficients must come from lagrange_at_zero for this field")
     p = np.uint64(field.prime)
-    if np.any(shares >= p):
-        raise ReconstructionError("share value outside the field")
     prod = (shares * coefficients.reshape(1, -1, 1)) % p
     chunks = prod.sum(axis=1) % p
     return [_from_chunks(row, secret_len, field) for row in chunks]
@@ -184,15 +231,14 @@ def reconstruct(xs: Sequence[int], shares: np.ndarray, threshold: int, secret_le
     ``threshold`` reconstruct."""
     pts = list(xs)
     arr = np.asarray(shares)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 1:
+        raise ReconstructionError(f"threshold must be an integer >= 1, got {threshold!r}")
     if len(pts) < threshold:
         raise ReconstructionError(f"need {threshold} shares, got {len(pts)}")
     if arr.ndim != 2 or arr.shape[0] != len(pts):
         raise ReconstructionError("shares must be one row per point")
-    if arr.dtype.kind not in "ui":
-        raise ReconstructionError("shares must be integers")
-    if arr.dtype.kind == "i" and np.any(arr < 0):
-        raise ReconstructionError("negative share value")
+    arr = _as_share_array(arr, field)
     _check_points(pts, field)
-    pts, arr = pts[:threshold], arr[:threshold].astype(np.uint64)
+    pts, arr = pts[:threshold], arr[:threshold]
     coeffs = lagrange_at_zero(pts, field)
     return reconstruct_many(coeffs, arr.reshape(1, *arr.shape), secret_len, field)[0]
