@@ -1,0 +1,1 @@
+"""Sans-I/O protocol cores: ``masking`` (SecAgg / SecAgg+) and ``paillier``."""

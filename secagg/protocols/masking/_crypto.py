@@ -1,0 +1,55 @@
+"""Session-bound derivations of the masking protocol (SPEC.md §4): every key,
+associated-data field, commitment and signed statement includes the session id
+and the party ids, each under its own label."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+from ...primitives.kdf import derive_key
+
+SELF_MASK_TAG = b"masking/self-mask"
+PAIR_MASK_TAG = b"masking/pairwise-mask"
+
+
+def _pair_context(session_id: bytes, u: int, v: int, pub_u: bytes, pub_v: bytes) -> bytes:
+    (a, pa), (b, pb) = sorted(((u, pub_u), (v, pub_v)))
+    return session_id + struct.pack(">II", a, b) + pa + pb
+
+
+def share_encryption_key(shared_secret: bytes, session_id: bytes, u: int, v: int, enc_pub_u: bytes,
+                         enc_pub_v: bytes) -> bytes:
+    """``k_{u,v}``: the AEAD key for shares between u and v (symmetric in u, v)."""
+    return derive_key(shared_secret, "masking/share-encryption", _pair_context(session_id, u, v, enc_pub_u, enc_pub_v))
+
+
+def pairwise_mask_seed(shared_secret: bytes, session_id: bytes, u: int, v: int, mask_pub_u: bytes,
+                       mask_pub_v: bytes) -> bytes:
+    """``s_{u,v}``: the full 256-bit PRG key of the pairwise mask (symmetric)."""
+    return derive_key(shared_secret, "masking/pairwise-mask", _pair_context(session_id, u, v, mask_pub_u, mask_pub_v))
+
+
+def share_associated_data(session_id: bytes, sender: int, recipient: int) -> bytes:
+    return b"secagg/v1/masking/share\x00" + session_id + struct.pack(">II", sender, recipient)
+
+
+def self_mask_commitment(session_id: bytes, u: int, seed: bytes) -> bytes:
+    return hashlib.sha256(b"secagg/v1/masking/commit\x00" + session_id + struct.pack(">I", u) + seed).digest()
+
+
+def advertise_statement(session_id: bytes, u: int, enc_public: bytes, mask_public: bytes, commitment: bytes) -> bytes:
+    return (b"secagg/v1/masking/advertise\x00" + session_id + struct.pack(">I", u) + enc_public + mask_public
+            + commitment)
+
+
+def consistency_statement(session_id: bytes, alive: np.ndarray) -> bytes:
+    return b"secagg/v1/masking/consistency\x00" + session_id + np.asarray(alive, dtype=">u4").tobytes()
+
+
+def mask_sign(u: int, v: int) -> int:
+    """The sign of the pairwise mask ``u`` adds for ``v``: + if u < v, - if u > v,
+    so that the two cancel in the sum."""
+    return 1 if u < v else -1

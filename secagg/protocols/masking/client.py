@@ -1,0 +1,398 @@
+"""The client of the pairwise-masking protocol (SPEC.md §3), sans I/O.
+
+A :class:`MaskingClient` holds one round's :class:`ClientState`. Each round
+method takes the server's message, *validates everything first*, computes a new
+state and the reply, and only then commits the new state: a message that fails
+a check raises :class:`~secagg.errors.RemoteProtocolError` with a typed reason
+and leaves the client unchanged. :meth:`MaskingClient.handle` is the driver's
+entry point: it turns such an error into the ``aborted`` state (a client that
+sees a dishonest server stops talking to it) and returns ``None``.
+
+Named checks (security invariants, DESIGN.md):
+
+* ``_check_session`` — every server message carries this round's session id;
+* ``_check_keys`` — no two parties share a public key, my own advertisement is
+  echoed unchanged, signatures verify (malicious-server mode);
+* ``_check_enough`` — at least ``t`` share holders remain at every round;
+* ``_check_unmask_sets`` — alive and dropped are disjoint, consistent with what
+  this client saw, and each peer gets **one** kind of share, never both.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ...encoding import wire
+from ...encoding.ring import dtype_for, to_ring
+from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
+from ...primitives import aead, shamir
+from ...primitives.key_agreement import agree, generate_keypair
+from ...primitives.prg import prg_ring_add_into
+from ...primitives.randomness import RandomSource, default_random
+from ...primitives.signatures import sign, verify
+from . import _crypto as C
+from .messages import (SHARE_CHUNKS, SHARE_RECORD_PLAINTEXT, SHARE_RECORD_SIZE, ConsistencyRequest,
+                       ConsistencySignature, ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest,
+                       UnmaskShares, AdvertiseKeys)
+from .params import MaskingParams
+
+__all__ = ["MaskingClient", "ClientState"]
+
+_EMPTY_IDS = np.zeros(0, dtype=np.uint32)
+
+
+@wire.message("masking.ClientState")
+@dataclass(frozen=True)
+class ClientState:
+    """Everything a client keeps between rounds (secrets included: store it
+    only where the client's own secrets may live)."""
+
+    client_id: int
+    stage: str
+    enc_private: bytes
+    enc_public: bytes
+    mask_private: bytes
+    mask_public: bytes
+    self_mask_seed: bytes
+    commitment: bytes
+    peers: KeysBroadcast | None = None
+    enc_keys: bytes = b""  # k_{u,v} for each peer in `peers` order (own slot zeros)
+    held_owners: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
+    held_self_mask: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
+    held_mask_key: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
+    masked_with: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
+    signed_alive: np.ndarray | None = None
+    abort_reason: str = ""
+    abort_detail: str = ""
+
+
+def _fail(reason: AbortReason, detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(detail, reason)
+
+
+class MaskingClient:
+    """One client in one round. ``rng`` is the injected random source;
+    ``signing_key`` (malicious-server mode) the client's Ed25519 private key."""
+
+    def __init__(self, params: MaskingParams, client_id: int, rng: RandomSource | None = None,
+                 signing_key: bytes | None = None, *, _state: ClientState | None = None):
+        if client_id not in params.graph._all:
+            raise ParameterError(f"client {client_id} is not a participant of this round")
+        if params.malicious_server and signing_key is None:
+            raise ParameterError("malicious-server mode needs the client's Ed25519 signing key")
+        self.params = params
+        self.client_id = client_id
+        self._rng = default_random(rng)
+        self._signing_key = signing_key
+        if _state is None:
+            enc = generate_keypair(self._rng)
+            mask = generate_keypair(self._rng)
+            seed = self._rng.bytes(32)
+            _state = ClientState(client_id=client_id, stage="init", enc_private=enc.private,
+                                 enc_public=enc.public, mask_private=mask.private, mask_public=mask.public,
+                                 self_mask_seed=seed,
+                                 commitment=C.self_mask_commitment(params.session_id, client_id, seed))
+        self.state = _state
+
+    # ---------------------------------------------------------------- persistence
+    def to_bytes(self) -> bytes:
+        """The client's state (with its secrets) in the canonical wire form."""
+        return wire.encode(self.state)
+
+    @classmethod
+    def from_bytes(cls, params: MaskingParams, data: bytes, rng: RandomSource | None = None,
+                   signing_key: bytes | None = None) -> "MaskingClient":
+        state = wire.decode(data, ClientState)
+        return cls(params, state.client_id, rng, signing_key, _state=state)
+
+    # ---------------------------------------------------------------- introspection
+    @property
+    def stage(self) -> str:
+        return self.state.stage
+
+    @property
+    def aborted(self) -> bool:
+        return self.state.stage == "aborted"
+
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        return AbortReason(self.state.abort_reason) if self.state.abort_reason else None
+
+    # ---------------------------------------------------------------- checks
+    def _expect(self, stage: str, *more: str) -> None:
+        if self.state.stage not in (stage, *more):
+            if self.state.stage == "aborted":
+                raise LocalProtocolError("this client has aborted the round")
+            raise _fail(AbortReason.WRONG_ROUND, f"message not expected in stage {self.state.stage!r}")
+
+    def _check_session(self, session_id: bytes) -> None:
+        if session_id != self.params.session_id:
+            raise _fail(AbortReason.SESSION_MISMATCH, "message belongs to another session")
+
+    def _check_enough(self, count: int, what: str) -> None:
+        if count < self.params.threshold:
+            raise _fail(AbortReason.TOO_FEW_SURVIVORS,
+                        f"only {count} share holders {what}; threshold is {self.params.threshold}")
+
+    @staticmethod
+    def _check_ids(ids: np.ndarray, what: str) -> None:
+        if ids.size and (np.any(ids[1:] <= ids[:-1])):
+            raise _fail(AbortReason.MALFORMED_MESSAGE, f"{what} must be sorted and distinct")
+
+    def _check_keys(self, msg: KeysBroadcast) -> None:
+        u = self.client_id
+        m = msg.client_ids.size
+        if (len(msg.enc_publics) != 32 * m or len(msg.mask_publics) != 32 * m or len(msg.commitments) != 32 * m
+                or len(msg.signatures) not in ((64 * m,) if self.params.malicious_server else (0,))):
+            raise _fail(AbortReason.MALFORMED_MESSAGE, "key broadcast columns have the wrong length")
+        self._check_ids(msg.client_ids, "key broadcast ids")
+        holders = set(self.params.graph.holders(u))
+        ids = msg.client_ids.tolist()
+        if not set(ids) <= holders:
+            raise _fail(AbortReason.UNEXPECTED_SENDER, "key broadcast names clients that are not my neighbours")
+        if u not in ids:
+            raise _fail(AbortReason.MALFORMED_MESSAGE, "key broadcast omits my own advertisement")
+        mine = msg.entry(ids.index(u))
+        if (mine.enc_public, mine.mask_public, mine.self_mask_commitment) != (
+                self.state.enc_public, self.state.mask_public, self.state.commitment):
+            raise _fail(AbortReason.MALFORMED_MESSAGE, "key broadcast altered my own advertisement")
+        for col in (msg.enc_publics, msg.mask_publics):
+            keys = {col[32 * i:32 * (i + 1)] for i in range(m)}
+            if len(keys) != m:
+                raise _fail(AbortReason.DUPLICATE_PUBLIC_KEY, "two parties advertise the same public key")
+        if {msg.enc_publics[32 * i:32 * (i + 1)] for i in range(m)} & {
+                msg.mask_publics[32 * i:32 * (i + 1)] for i in range(m)}:
+            raise _fail(AbortReason.DUPLICATE_PUBLIC_KEY, "an encryption key is reused as a masking key")
+        if self.params.malicious_server:
+            sid = self.params.session_id
+            for i, v in enumerate(ids):
+                e = msg.entry(i)
+                verify(self.params.signing_keys[v],
+                       C.advertise_statement(sid, v, e.enc_public, e.mask_public, e.self_mask_commitment),
+                       e.signature)
+        self._check_enough(m, "advertised keys")
+
+    # ---------------------------------------------------------------- round 0
+    def advertise_keys(self) -> AdvertiseKeys:
+        """Round 0 (AdvertiseKeys): send ``c_u^PK``, ``s_u^PK`` and the
+        commitment to ``b_u``, signed in malicious-server mode."""
+        if self.state.stage != "init":
+            raise LocalProtocolError("keys were already advertised in this round")
+        st = self.state
+        signature = b""
+        if self.params.malicious_server:
+            assert self._signing_key is not None
+            signature = sign(self._signing_key, C.advertise_statement(
+                self.params.session_id, self.client_id, st.enc_public, st.mask_public, st.commitment))
+        self.state = replace(st, stage="advertised")
+        return AdvertiseKeys(self.client_id, st.enc_public, st.mask_public, st.commitment, signature)
+
+    # ---------------------------------------------------------------- round 1
+    def share_keys(self, msg: KeysBroadcast) -> ShareKeys:
+        """Round 1 (ShareKeys): Shamir-share ``b_u`` and ``s_u^SK`` among the
+        holders present, encrypt each peer's pair of shares under ``k_{u,v}``."""
+        self._expect("advertised")
+        self._check_session(msg.session_id)
+        self._check_keys(msg)
+        st, p, u = self.state, self.params, self.client_id
+        ids = msg.client_ids.tolist()
+        share_b = shamir.split(st.self_mask_seed, p.threshold, ids, self._rng)
+        share_sk = shamir.split(st.mask_private, p.threshold, ids, self._rng)
+        sid = p.session_id
+        enc_keys = bytearray(32 * len(ids))
+        records = []
+        recipients = []
+        for i, v in enumerate(ids):
+            if v == u:
+                continue
+            peer_enc = msg.enc_publics[32 * i:32 * (i + 1)]
+            key = C.share_encryption_key(agree(st.enc_private, peer_enc), sid, u, v, st.enc_public, peer_enc)
+            enc_keys[32 * i:32 * (i + 1)] = key
+            plaintext = (struct.pack(">II", u, v) + share_b[i].astype("<u4").tobytes()
+                         + share_sk[i].astype("<u4").tobytes())
+            records.append(aead.encrypt(key, plaintext, C.share_associated_data(sid, u, v), self._rng))
+            recipients.append(v)
+        me = ids.index(u)
+        self.state = replace(
+            st, stage="shared", peers=msg, enc_keys=bytes(enc_keys),
+            held_owners=np.array([u], dtype=np.uint32),
+            held_self_mask=share_b[me].astype(np.uint32), held_mask_key=share_sk[me].astype(np.uint32))
+        return ShareKeys(u, np.array(recipients, dtype=np.uint32), b"".join(records))
+
+    # ---------------------------------------------------------------- round 2
+    def masked_input(self, msg: ForwardedShares, update: np.ndarray, weight: float = 1.0) -> MaskedInput:
+        """Round 2 (MaskedInputCollection): decrypt and check the shares
+        received, then send ``y_u = [w x_u, w] + PRG(b_u) + sum_v ±PRG(s_{u,v})``
+        over the peers ``v`` whose shares arrived (this client's view of U_2)."""
+        self._expect("shared")
+        self._check_session(msg.session_id)
+        p, st, u = self.params, self.state, self.client_id
+        x = np.asarray(update, dtype=np.float64).ravel()
+        if x.size != p.dim:
+            raise ParameterError(f"update has {x.size} entries; this round aggregates {p.dim}")
+        enc = p.encoding
+        quantized = enc.quantize(x, weight, self._rng)
+        vector = np.empty(p.vector_length, dtype=np.int64)
+        vector[:-1] = quantized.values
+        vector[-1] = enc.quantize_weight(weight, self._rng)
+        self.last_clipped = quantized.clipped
+
+        # decrypt and check every forwarded share before using any
+        senders = msg.senders
+        self._check_ids(senders, "senders")
+        assert st.peers is not None
+        peer_ids = st.peers.client_ids.tolist()
+        index = {v: i for i, v in enumerate(peer_ids)}
+        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * senders.size:
+            raise _fail(AbortReason.MALFORMED_MESSAGE, "forwarded share records have the wrong length")
+        sid = p.session_id
+        owners = [u]
+        got_b = [st.held_self_mask.reshape(1, -1)]
+        got_sk = [st.held_mask_key.reshape(1, -1)]
+        for j, v in enumerate(senders.tolist()):
+            if v == u or v not in index:
+                raise _fail(AbortReason.UNEXPECTED_SENDER, f"share from {v}, who is not an advertised neighbour")
+            i = index[v]
+            record = msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)]
+            plain = aead.decrypt(st.enc_keys[32 * i:32 * (i + 1)], record, C.share_associated_data(sid, v, u))
+            if len(plain) != SHARE_RECORD_PLAINTEXT or struct.unpack(">II", plain[:8]) != (v, u):
+                raise _fail(AbortReason.INVALID_CIPHERTEXT, "share record names the wrong parties")
+            body = np.frombuffer(plain[8:], dtype="<u4").astype(np.uint32).reshape(2, SHARE_CHUNKS)
+            if np.any(body >= shamir.M31.prime):
+                raise _fail(AbortReason.INVALID_CIPHERTEXT, "share value outside the field")
+            owners.append(v)
+            got_b.append(body[0:1])
+            got_sk.append(body[1:2])
+        self._check_enough(len(owners), "sent their shares")
+
+        # mask: self mask from b_u, one pairwise mask per peer in U_2
+        masked = to_ring(vector, p.ring_bits)
+        prg_ring_add_into(masked, st.self_mask_seed, C.SELF_MASK_TAG)
+        for v in senders.tolist():
+            i = index[v]
+            peer_mask = st.peers.mask_publics[32 * i:32 * (i + 1)]
+            seed = C.pairwise_mask_seed(agree(st.mask_private, peer_mask), sid, u, v, st.mask_public, peer_mask)
+            prg_ring_add_into(masked, seed, C.PAIR_MASK_TAG, C.mask_sign(u, v))
+        order = np.argsort(np.array(owners, dtype=np.int64))
+        self.state = replace(
+            st, stage="masked",
+            held_owners=np.array(owners, dtype=np.uint32)[order],
+            held_self_mask=np.concatenate(got_b)[order].astype(np.uint32),
+            held_mask_key=np.concatenate(got_sk)[order].astype(np.uint32),
+            masked_with=np.array(sorted(senders.tolist()), dtype=np.uint32))
+        assert masked.dtype == dtype_for(p.ring_bits)
+        return MaskedInput(u, masked)
+
+    # ---------------------------------------------------------------- round 3
+    def consistency_check(self, msg: ConsistencyRequest) -> ConsistencySignature:
+        """Round 3 (ConsistencyCheck, malicious-server mode): sign U_3."""
+        self._expect("masked")
+        if not self.params.malicious_server:
+            raise _fail(AbortReason.WRONG_ROUND, "no consistency check in honest-server mode")
+        self._check_session(msg.session_id)
+        alive = msg.alive
+        self._check_ids(alive, "alive")
+        alive_set = set(alive.tolist())
+        self._check_alive(alive_set)
+        sig = sign(self._signing_key, C.consistency_statement(self.params.session_id, alive))  # type: ignore[arg-type]
+        self.state = replace(self.state, stage="checked", signed_alive=alive.copy())
+        return ConsistencySignature(self.client_id, sig)
+
+    def _check_alive(self, alive: set[int]) -> None:
+        u = self.client_id
+        if u not in alive:
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS, "server lists me as not alive")
+        if not alive <= set(self.params.client_ids):
+            raise _fail(AbortReason.UNEXPECTED_SENDER, "alive set names unknown clients")
+        my_view = set(self.state.masked_with.tolist())
+        neighbours = set(self.params.graph.neighbours(u))
+        if (alive & neighbours) - my_view:
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS,
+                        "alive set names neighbours whose shares never reached me")
+        self._check_enough(len(alive & set(self.params.graph.holders(u))), "alive")
+
+    # ---------------------------------------------------------------- round 4
+    def _check_unmask_sets(self, msg: UnmaskRequest) -> tuple[list[int], list[int]]:
+        """Invariant 1: for each peer, reveal the b-share (alive) or the
+        s^SK-share (dropped), never both, and only for lists consistent with
+        everything this client has seen."""
+        u = self.client_id
+        self._check_ids(msg.alive, "alive")
+        self._check_ids(msg.dropped, "dropped")
+        alive, dropped = set(msg.alive.tolist()), set(msg.dropped.tolist())
+        if alive & dropped:
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS, "a client is listed both alive and dropped")
+        if not dropped <= set(self.params.client_ids):
+            raise _fail(AbortReason.UNEXPECTED_SENDER, "dropped set names unknown clients")
+        self._check_alive(alive)
+        if self.state.signed_alive is not None and not np.array_equal(self.state.signed_alive, msg.alive):
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS, "alive set differs from the one I signed")
+        my_view = set(self.state.masked_with.tolist())
+        neighbours = set(self.params.graph.neighbours(u))
+        missing = my_view - alive - dropped
+        if missing:
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS,
+                        f"{len(missing)} peer(s) I masked with are neither alive nor dropped")
+        if (dropped & neighbours) - my_view:
+            raise _fail(AbortReason.INCONSISTENT_DROPOUT_SETS, "dropped set names peers I never masked with")
+        reveal_b = sorted((alive & my_view) | {u})
+        reveal_sk = sorted(dropped & my_view)
+        assert not set(reveal_b) & set(reveal_sk)
+        return reveal_b, reveal_sk
+
+    def _check_consistency_signatures(self, msg: UnmaskRequest) -> None:
+        if not self.params.malicious_server:
+            if msg.signatures:
+                raise _fail(AbortReason.MALFORMED_MESSAGE, "unexpected signatures in honest-server mode")
+            return
+        if self.state.signed_alive is None:
+            raise _fail(AbortReason.WRONG_ROUND, "unmask request before the consistency check")
+        statement = C.consistency_statement(self.params.session_id, msg.alive)
+        alive = set(msg.alive.tolist())
+        for v, s in msg.signatures.items():
+            if v not in alive:
+                raise _fail(AbortReason.INVALID_SIGNATURE, "consistency signature from a client not alive")
+            verify(self.params.signing_keys[v], statement, s)
+        holders = set(self.params.graph.holders(self.client_id))
+        self._check_enough(len(holders & set(msg.signatures)), "signed the alive set")
+
+    def unmask(self, msg: UnmaskRequest) -> UnmaskShares:
+        """Round 4 (Unmasking): reveal ``b_v`` shares for alive peers and
+        ``s_v^SK`` shares for dropped ones."""
+        self._expect("checked" if self.params.malicious_server else "masked")
+        self._check_session(msg.session_id)
+        self._check_consistency_signatures(msg)
+        reveal_b, reveal_sk = self._check_unmask_sets(msg)
+        st = self.state
+        row = {v: i for i, v in enumerate(st.held_owners.tolist())}
+        b_rows = [row[v] for v in reveal_b]
+        sk_rows = [row[v] for v in reveal_sk]
+        self.state = replace(st, stage="done")
+        return UnmaskShares(self.client_id, np.array(reveal_b, dtype=np.uint32),
+                            st.held_self_mask[b_rows].ravel().astype(np.uint32),
+                            np.array(reveal_sk, dtype=np.uint32),
+                            st.held_mask_key[sk_rows].ravel().astype(np.uint32))
+
+    # ---------------------------------------------------------------- driver
+    def handle(self, msg: object, update: np.ndarray | None = None, weight: float = 1.0) -> object | None:
+        """Dispatch a server message to its round. A check that fails moves the
+        client to the ``aborted`` state (reason in :attr:`abort_reason`) and
+        returns ``None``: it sends nothing more this round."""
+        try:
+            if isinstance(msg, KeysBroadcast):
+                return self.share_keys(msg)
+            if isinstance(msg, ForwardedShares):
+                if update is None:
+                    raise LocalProtocolError("the masked-input round needs the client's update")
+                return self.masked_input(msg, update, weight)
+            if isinstance(msg, ConsistencyRequest):
+                return self.consistency_check(msg)
+            if isinstance(msg, UnmaskRequest):
+                return self.unmask(msg)
+            raise _fail(AbortReason.MALFORMED_MESSAGE, f"not a server message: {type(msg).__name__}")
+        except RemoteProtocolError as exc:
+            self.state = replace(self.state, stage="aborted", abort_reason=exc.reason.value, abort_detail=str(exc))
+            return None

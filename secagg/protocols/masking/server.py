@@ -1,0 +1,404 @@
+"""The server of the pairwise-masking protocol (SPEC.md §3), sans I/O.
+
+The server has no clock and no sockets: the transport hands it each client
+message with :meth:`MaskingServer.receive` and tells it that a round is over
+with :meth:`MaskingServer.close_round`, which returns the messages to deliver.
+A message that fails validation raises a :class:`~secagg.errors.RemoteProtocolError`
+and changes nothing (that client is then simply treated as dropped). A round
+with too few survivors ends in an :class:`Abort` outcome with a typed reason,
+never in a wrong or partial aggregate.
+
+Masked inputs are added into one accumulator as they arrive: memory O(d), not
+O(n d). Unmasking reconstructs all secrets of one holder set with a single set
+of Lagrange coefficients (a dot product per secret).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from ...encoding.ring import dtype_for, from_ring
+from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
+from ...primitives import shamir
+from ...primitives.key_agreement import agree, public_from_private
+from ...primitives.prg import prg_ring_add_into
+from ...primitives.randomness import RandomSource, default_random
+from ...primitives.signatures import verify
+from ...errors import InvalidSignature
+from . import _crypto as C
+from .messages import (SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
+                       ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
+from .params import MaskingParams
+
+__all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
+
+
+class Stage(str, enum.Enum):
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
+    UNMASKING = "unmasking"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+# the client message each stage accepts
+_ACCEPTS = {Stage.ADVERTISE_KEYS: AdvertiseKeys, Stage.SHARE_KEYS: ShareKeys, Stage.MASKED_INPUT: MaskedInput,
+            Stage.CONSISTENCY_CHECK: ConsistencySignature, Stage.UNMASKING: UnmaskShares}
+
+
+@dataclass(frozen=True)
+class ServerResult:
+    """The unmasked sums over exactly ``included`` (U_3). ``dropped`` maps each
+    client that vanished to the stage it missed; a client that vanished at
+    ``consistency_check`` or ``unmasking`` had already sent its masked input
+    and is still included."""
+
+    sum_weighted: np.ndarray
+    sum_weights: float
+    included: tuple[int, ...]
+    dropped: Mapping[int, str]
+
+
+@dataclass(frozen=True)
+class Abort:
+    reason: AbortReason
+    detail: str = ""
+    stage: str = ""
+
+
+def _err(reason: AbortReason, detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(detail, reason)
+
+
+@dataclass
+class _Collected:
+    advertised: dict[int, AdvertiseKeys] = field(default_factory=dict)
+    shares: dict[int, ShareKeys] = field(default_factory=dict)
+    masked: set[int] = field(default_factory=set)
+    signatures: dict[int, bytes] = field(default_factory=dict)
+    unmask: dict[int, UnmaskShares] = field(default_factory=dict)
+
+
+class MaskingServer:
+    """The server of one round."""
+
+    def __init__(self, params: MaskingParams, rng: RandomSource | None = None):
+        self.params = params
+        self._rng = default_random(rng)
+        self.stage = Stage.ADVERTISE_KEYS
+        self._got = _Collected()
+        self._accumulator = np.zeros(params.vector_length, dtype=dtype_for(params.ring_bits))
+        self.u1: tuple[int, ...] = ()
+        self.u2: tuple[int, ...] = ()
+        self.u3: tuple[int, ...] = ()
+        self.u4: tuple[int, ...] = ()
+        self.u5: tuple[int, ...] = ()
+        self.outcome: ServerResult | Abort | None = None
+        self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    # ---------------------------------------------------------------- receive
+    def receive(self, sender: int, msg: object) -> None:
+        """Take one client message for the current round. Raises
+        :class:`RemoteProtocolError` (state unchanged) if it is out of place,
+        duplicated, misrouted or malformed."""
+        try:
+            self._receive(sender, msg)
+        except RemoteProtocolError as exc:
+            self.rejected.append((int(sender) if isinstance(sender, int) else -1, self.stage.value, exc.reason.value))
+            raise
+
+    def _receive(self, sender: int, msg: object) -> None:
+        if self.done:
+            raise _err(AbortReason.WRONG_ROUND, "the round is over")
+        expected = _ACCEPTS.get(self.stage)
+        if expected is None or not isinstance(msg, expected):
+            raise _err(AbortReason.WRONG_ROUND,
+                       f"{type(msg).__name__} is not accepted in stage {self.stage.value} (late or early)")
+        if getattr(msg, "client_id", None) != sender:
+            raise _err(AbortReason.UNEXPECTED_SENDER, "message names a different sender")
+        if sender not in self.params.graph._all:
+            raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} is not in this round")
+        handler = getattr(self, f"_on_{self.stage.value}")
+        handler(sender, msg)
+
+    def _require_previous(self, sender: int, previous: tuple[int, ...], already: object) -> None:
+        if sender in already:  # type: ignore[operator]
+            raise _err(AbortReason.DUPLICATE_MESSAGE, f"second message from client {sender} in this round")
+        if sender not in previous:
+            raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} dropped out in an earlier round")
+
+    def _on_advertise_keys(self, sender: int, msg: AdvertiseKeys) -> None:
+        if sender in self._got.advertised:
+            raise _err(AbortReason.DUPLICATE_MESSAGE, f"second advertisement from client {sender}")
+        for other in self._got.advertised.values():
+            used = {other.enc_public, other.mask_public}
+            if msg.enc_public in used or msg.mask_public in used:
+                raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
+        if msg.enc_public == msg.mask_public:
+            raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
+        if self.params.malicious_server:
+            try:
+                verify(self.params.signing_keys[sender], C.advertise_statement(
+                    self.params.session_id, sender, msg.enc_public, msg.mask_public, msg.self_mask_commitment),
+                    msg.signature)
+            except InvalidSignature:
+                raise _err(AbortReason.INVALID_SIGNATURE, "advertisement signature does not verify") from None
+        elif msg.signature:
+            raise _err(AbortReason.MALFORMED_MESSAGE, "unexpected signature in honest-server mode")
+        self._got.advertised[sender] = msg
+
+    def _on_share_keys(self, sender: int, msg: ShareKeys) -> None:
+        self._require_previous(sender, self.u1, self._got.shares)
+        expected = [v for v in self.params.graph.neighbours(sender) if v in self._u1_set]
+        if not np.array_equal(msg.recipients, np.array(expected, dtype=np.uint32)):
+            raise _err(AbortReason.MALFORMED_MESSAGE, "shares must go to exactly the neighbours in U1, sorted")
+        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * len(expected):
+            raise _err(AbortReason.MALFORMED_MESSAGE, "share records have the wrong length")
+        self._got.shares[sender] = msg
+
+    def _on_masked_input(self, sender: int, msg: MaskedInput) -> None:
+        self._require_previous(sender, self.u2, self._got.masked)
+        vec = msg.masked
+        if vec.dtype != self._accumulator.dtype or vec.shape != self._accumulator.shape:
+            raise _err(AbortReason.MALFORMED_MESSAGE,
+                       f"masked input must be {self.params.vector_length} {self._accumulator.dtype} entries")
+        np.add(self._accumulator, vec, out=self._accumulator)
+        self._got.masked.add(sender)
+
+    def _on_consistency_check(self, sender: int, msg: ConsistencySignature) -> None:
+        self._require_previous(sender, self.u3, self._got.signatures)
+        try:
+            verify(self.params.signing_keys[sender],
+                   C.consistency_statement(self.params.session_id, np.array(self.u3, dtype=np.uint32)),
+                   msg.signature)
+        except InvalidSignature:
+            raise _err(AbortReason.INVALID_SIGNATURE, "consistency signature does not verify") from None
+        self._got.signatures[sender] = msg.signature
+
+    def _on_unmasking(self, sender: int, msg: UnmaskShares) -> None:
+        previous = self.u4 if self.params.malicious_server else self.u3
+        self._require_previous(sender, previous, self._got.unmask)
+        holders_of = set(self.params.graph.holders(sender))  # sender holds shares of these owners
+        for owners, shares, allowed, what in (
+                (msg.self_mask_owners, msg.self_mask_shares, self._u3_set, "self-mask"),
+                (msg.mask_key_owners, msg.mask_key_shares, self._dropped_set, "mask-key")):
+            if owners.size and np.any(owners[1:] <= owners[:-1]):
+                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
+            if shares.size != owners.size * SHARE_CHUNKS:
+                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} shares have the wrong length")
+            if np.any(shares >= shamir.M31.prime):
+                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} share outside the field")
+            ids = set(owners.tolist())
+            if not ids <= allowed or not ids <= holders_of:
+                raise _err(AbortReason.UNEXPECTED_SENDER, f"{what} shares for clients this sender cannot hold")
+        self._got.unmask[sender] = msg
+
+    # ---------------------------------------------------------------- close
+    def close_round(self) -> dict[int, object]:
+        """The transport says the current round is over: move on and return the
+        messages to deliver, by client id (empty when the round ended; see
+        :attr:`outcome`)."""
+        if self.done:
+            raise LocalProtocolError("the round is already over")
+        try:
+            return getattr(self, f"_close_{self.stage.value}")()
+        except _AbortNow as stop:
+            self.outcome = Abort(stop.reason, stop.detail, self.stage.value)
+            self.stage = Stage.ABORTED
+            self._accumulator = np.zeros(0, dtype=self._accumulator.dtype)
+            return {}
+
+    def _need(self, count: int, what: str) -> None:
+        if count < self.params.threshold:
+            raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
+                            f"{count} clients {what}; threshold is {self.params.threshold}")
+
+    def _close_advertise_keys(self) -> dict[int, object]:
+        got = self._got.advertised
+        self.u1 = tuple(sorted(got))
+        self._u1_set = set(self.u1)
+        self._need(len(self.u1), "advertised keys")
+        p = self.params
+        out: dict[int, object] = {}
+        cache: dict[tuple[int, ...], KeysBroadcast] = {}
+        for u in self.u1:
+            ids = tuple(v for v in p.graph.holders(u) if v in self._u1_set)
+            msg = cache.get(ids)
+            if msg is None:
+                ents = [got[v] for v in ids]
+                msg = cache[ids] = KeysBroadcast(
+                    p.session_id, np.array(ids, dtype=np.uint32), b"".join(e.enc_public for e in ents),
+                    b"".join(e.mask_public for e in ents), b"".join(e.self_mask_commitment for e in ents),
+                    b"".join(e.signature for e in ents))
+            out[u] = msg
+        self.stage = Stage.SHARE_KEYS
+        return out
+
+    def _close_share_keys(self) -> dict[int, object]:
+        got = self._got.shares
+        self.u2 = tuple(sorted(got))
+        u2 = np.array(self.u2, dtype=np.uint32)
+        self._need(len(self.u2), "shared their keys")
+        if got:
+            senders = np.concatenate([np.full(got[u].recipients.size, u, dtype=np.uint32) for u in self.u2])
+            recipients = np.concatenate([got[u].recipients for u in self.u2])
+            blob = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=np.uint8)
+            records = blob.reshape(-1, SHARE_RECORD_SIZE)
+            keep = np.isin(recipients, u2)
+            senders, recipients, records = senders[keep], recipients[keep], records[keep]
+            order = np.lexsort((senders, recipients))
+            senders, recipients, records = senders[order], recipients[order], records[order]
+            bounds = np.searchsorted(recipients, u2, side="left"), np.searchsorted(recipients, u2, side="right")
+        out: dict[int, object] = {}
+        for i, v in enumerate(self.u2):
+            lo, hi = bounds[0][i], bounds[1][i]
+            out[v] = ForwardedShares(self.params.session_id, senders[lo:hi].copy(), records[lo:hi].tobytes())
+        self._got.shares = {}  # routed; the server keeps no ciphertexts
+        self.stage = Stage.MASKED_INPUT
+        return out
+
+    def _close_masked_input(self) -> dict[int, object]:
+        self.u3 = tuple(sorted(self._got.masked))
+        self._u3_set = set(self.u3)
+        self._dropped_set = set(self.u2) - self._u3_set
+        self._need(len(self.u3), "sent masked inputs")
+        for u in self.u3:  # every included client needs t surviving holders
+            self._need(len([v for v in self.params.graph.holders(u) if v in self._u3_set]),
+                       f"among the holders of client {u} survive")
+        alive = np.array(self.u3, dtype=np.uint32)
+        if self.params.malicious_server:
+            req = ConsistencyRequest(self.params.session_id, alive)
+            self.stage = Stage.CONSISTENCY_CHECK
+            return {u: req for u in self.u3}
+        self.stage = Stage.UNMASKING
+        return self._unmask_requests(self.u3, {})
+
+    def _unmask_requests(self, to: tuple[int, ...], signatures: dict[int, bytes]) -> dict[int, object]:
+        req = UnmaskRequest(self.params.session_id, np.array(self.u3, dtype=np.uint32),
+                            np.array(sorted(self._dropped_set), dtype=np.uint32), signatures)
+        return {u: req for u in to}
+
+    def _close_consistency_check(self) -> dict[int, object]:
+        self.u4 = tuple(sorted(self._got.signatures))
+        self._need(len(self.u4), "signed the alive set")
+        self.stage = Stage.UNMASKING
+        return self._unmask_requests(self.u4, dict(self._got.signatures))
+
+    def _close_unmasking(self) -> dict[int, object]:
+        p = self.params
+        got = self._got.unmask
+        self.u5 = tuple(sorted(got))
+        self._need(len(self.u5), "sent unmasking shares")
+        # gather shares per owner: owner -> {holder: share row}
+        b_shares: dict[int, dict[int, np.ndarray]] = {v: {} for v in self.u3}
+        sk_shares: dict[int, dict[int, np.ndarray]] = {v: {} for v in self._dropped_set}
+        for holder in self.u5:
+            m = got[holder]
+            rows = m.self_mask_shares.reshape(-1, SHARE_CHUNKS)
+            for v, r in zip(m.self_mask_owners.tolist(), rows):
+                b_shares[v][holder] = r
+            rows = m.mask_key_shares.reshape(-1, SHARE_CHUNKS)
+            for v, r in zip(m.mask_key_owners.tolist(), rows):
+                sk_shares[v][holder] = r
+        self_masks = self._reconstruct(b_shares, "self-mask seed")
+        mask_keys = self._reconstruct(sk_shares, "mask key")
+        adv = self._got.advertised
+        for v, seed in self_masks.items():  # check b_v against the commitment sent in round 0
+            if C.self_mask_commitment(p.session_id, v, seed) != adv[v].self_mask_commitment:
+                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"self-mask seed of {v} fails its commitment")
+        for v, key in mask_keys.items():  # check s_v^SK against s_v^PK
+            if public_from_private(key) != adv[v].mask_public:
+                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"mask key of {v} does not match its public key")
+        acc = self._accumulator
+        for v in self.u3:
+            prg_ring_add_into(acc, self_masks[v], C.SELF_MASK_TAG, -1)
+        sid = p.session_id
+        for v in sorted(mask_keys):
+            sk, pk_v = mask_keys[v], adv[v].mask_public
+            for w in p.graph.neighbours(v):
+                if w not in self._u3_set:
+                    continue
+                pk_w = adv[w].mask_public
+                seed = C.pairwise_mask_seed(agree(sk, pk_w), sid, v, w, pk_v, pk_w)
+                # w added sign(w, v) * PRG(s_{w,v}); remove it
+                prg_ring_add_into(acc, seed, C.PAIR_MASK_TAG, -C.mask_sign(w, v))
+        total = from_ring(acc, p.ring_bits)
+        enc = p.encoding
+        dropped: dict[int, str] = {}
+        for u in p.client_ids:
+            if u not in adv:
+                dropped[u] = Stage.ADVERTISE_KEYS.value
+            elif u not in self._got_u2_set():
+                dropped[u] = Stage.SHARE_KEYS.value
+            elif u not in self._u3_set:
+                dropped[u] = Stage.MASKED_INPUT.value
+            elif p.malicious_server and u not in self.u4:
+                dropped[u] = Stage.CONSISTENCY_CHECK.value
+            elif u not in got:
+                dropped[u] = Stage.UNMASKING.value
+        self.outcome = ServerResult(sum_weighted=enc.decode(total[:-1]), sum_weights=float(enc.decode(total[-1])),
+                                    included=self.u3, dropped=dropped)
+        self.stage = Stage.DONE
+        return {}
+
+    def _got_u2_set(self) -> set[int]:
+        s = self.__dict__.get("_u2_set")
+        if s is None:
+            s = self._u2_set = set(self.u2)
+        return s
+
+    def _reconstruct(self, shares: dict[int, dict[int, np.ndarray]], what: str) -> dict[int, bytes]:
+        """Reconstruct every owner's secret from the first ``t`` holders (by id)
+        who revealed a share; owners with the same holder set share one set of
+        Lagrange coefficients."""
+        t = self.params.threshold
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for owner, by_holder in shares.items():
+            if len(by_holder) < t:
+                raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
+                                f"only {len(by_holder)} shares of the {what} of client {owner}; need {t}")
+            groups.setdefault(tuple(sorted(by_holder)[:t]), []).append(owner)
+        out: dict[int, bytes] = {}
+        for holders, owners in groups.items():
+            coeffs = shamir.lagrange_at_zero(holders)
+            stack = np.stack([np.stack([shares[o][h] for h in holders]) for o in owners]).astype(np.uint64)
+            try:
+                secrets = shamir.reconstruct_many(coeffs, stack, 32)
+            except Exception as exc:
+                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"{what}: {exc}") from None
+            out.update(zip(owners, secrets))
+        return out
+
+    # ---------------------------------------------------------------- audit
+    def audit_record(self) -> dict[str, object]:
+        """A value-free structured record of the round (no update values)."""
+        rec: dict[str, object] = dict(self.params.summary())
+        rec.update({"stage": self.stage.value, "advertised": len(self.u1), "shared": len(self.u2),
+                    "included": list(self.u3), "rejected_messages": [
+                        {"sender": s, "stage": st, "reason": r} for s, st, r in self.rejected]})
+        if isinstance(self.outcome, ServerResult):
+            rec["dropped"] = {str(k): v for k, v in sorted(self.outcome.dropped.items())}
+            rec["outcome"] = "completed"
+        elif isinstance(self.outcome, Abort):
+            rec["outcome"] = "aborted"
+            rec["abort_reason"] = self.outcome.reason.value
+            rec["abort_detail"] = self.outcome.detail
+            rec["abort_stage"] = self.outcome.stage
+        return rec
+
+
+class _AbortNow(Exception):
+    def __init__(self, reason: AbortReason, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
