@@ -29,11 +29,12 @@ def hkdf(secret: bytes, *, label: str | bytes, length: int = 32, salt: bytes | N
          raw_info: bool = False) -> bytes:
     """HKDF-SHA256(secret, salt, info) with ``info = "secagg/v1/" + label``.
 
-    ``raw_info=True`` uses ``label`` verbatim as ``info`` (known-answer tests
-    against RFC 5869 only).
+    ``raw_info=True`` uses ``label`` verbatim as ``info``, and then also accepts
+    an empty one (known-answer tests against RFC 5869 only: its test case 3 has
+    an empty ``info``). Protocol code never sets it.
     """
     label_b = _as_bytes(label)
-    if not label_b:
+    if not label_b and not raw_info:
         raise ValueError("hkdf: a non-empty domain-separation label is required")
     if not isinstance(secret, (bytes, bytearray)) or len(secret) == 0:
         raise ValueError("hkdf: secret must be non-empty bytes")

@@ -1,0 +1,132 @@
+"""HKDF-SHA256: RFC 5869 known answers and the domain-separation rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from secagg.primitives.kdf import LABEL_PREFIX, derive_key, hkdf
+
+# RFC 5869, Appendix A.1-A.3 (the SHA-256 cases).
+RFC5869 = [
+    pytest.param(
+        bytes.fromhex("0b" * 22),
+        bytes.fromhex("000102030405060708090a0b0c"),
+        bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        42,
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+        id="A.1-basic",
+    ),
+    pytest.param(
+        bytes(range(0x00, 0x50)),
+        bytes(range(0x60, 0xB0)),
+        bytes(range(0xB0, 0x100)),
+        82,
+        "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c"
+        "59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71"
+        "cc30c58179ec3e87c14c01d5c1f3434f1d87",
+        id="A.2-long-inputs",
+    ),
+    pytest.param(
+        bytes.fromhex("0b" * 22),
+        b"",
+        b"",
+        42,
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
+        id="A.3-empty-salt-and-info",
+    ),
+]
+
+
+@pytest.mark.parametrize("ikm, salt, info, length, okm", RFC5869)
+def test_rfc5869_known_answers(ikm: bytes, salt: bytes, info: bytes, length: int, okm: str) -> None:
+    assert hkdf(ikm, label=info, length=length, salt=salt, raw_info=True).hex() == okm
+
+
+def test_empty_salt_is_hashlen_zeros() -> None:
+    # RFC 5869 section 2.2: a missing salt is HashLen zero bytes.
+    ikm = bytes.fromhex("0b" * 22)
+    a = hkdf(ikm, label=b"x", salt=None)
+    assert a == hkdf(ikm, label=b"x", salt=b"\x00" * 32)
+
+
+def test_label_is_prefixed() -> None:
+    secret = b"s" * 32
+    assert hkdf(secret, label="mask") == hkdf(secret, label=LABEL_PREFIX + b"mask", raw_info=True)
+    assert hkdf(secret, label="mask") != hkdf(secret, label=b"mask", raw_info=True)
+    # str and bytes labels are the same label
+    assert hkdf(secret, label="mask") == hkdf(secret, label=b"mask")
+
+
+def test_missing_label_refused() -> None:
+    with pytest.raises(TypeError):
+        hkdf(b"secret")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("label", ["", b"", bytearray()])
+def test_empty_label_refused(label: str | bytes) -> None:
+    with pytest.raises(ValueError):
+        hkdf(b"secret", label=label)
+
+
+@pytest.mark.parametrize("label", [5, None, 3.0, ["mask"]])
+def test_non_text_label_refused(label: object) -> None:
+    # bytes(5) would be five zero bytes: an int must not pass as a label.
+    with pytest.raises(TypeError):
+        hkdf(b"secret", label=label)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("secret", [b"", "text", None, 123])
+def test_bad_secret_refused(secret: object) -> None:
+    with pytest.raises(ValueError):
+        hkdf(secret, label="x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [0, -1, 255 * 32 + 1])
+def test_length_out_of_range(length: int) -> None:
+    with pytest.raises(ValueError):
+        hkdf(b"secret", label="x", length=length)
+
+
+def test_length_bounds_accepted() -> None:
+    assert len(hkdf(b"secret", label="x", length=1)) == 1
+    long = hkdf(b"secret", label="x", length=255 * 32)
+    assert len(long) == 255 * 32
+    # HKDF output is a prefix-stable stream: a shorter output is a prefix.
+    assert hkdf(b"secret", label="x", length=40) == long[:40]
+
+
+def test_labels_separate_domains() -> None:
+    secret = b"k" * 32
+    outputs = {hkdf(secret, label=label) for label in ("mask", "share", "enc", "mask2", "Mask")}
+    assert len(outputs) == 5
+
+
+def test_derive_key_binds_label_and_context() -> None:
+    secret = b"k" * 32
+    session_a, session_b = b"\x01" * 32, b"\x02" * 32
+    k = derive_key(secret, "enc", session_a)
+    assert len(k) == 32
+    assert k == derive_key(secret, "enc", session_a)
+    assert k != derive_key(secret, "enc", session_b)
+    assert k != derive_key(secret, "mask", session_a)
+    assert k != derive_key(b"j" * 32, "enc", session_a)
+    assert len(derive_key(secret, "enc", session_a, length=64)) == 64
+    # the context is not simply appended to the label: swapping bytes between them changes the key
+    assert derive_key(secret, "encA", b"B") != derive_key(secret, "enc", b"AB")
+
+
+def test_derive_key_empty_context_is_a_context() -> None:
+    secret = b"k" * 32
+    assert derive_key(secret, "enc", b"") != derive_key(secret, "enc", b"\x00")
+    assert derive_key(secret, "enc", b"") != hkdf(secret, label="enc")
+
+
+@pytest.mark.parametrize("context", ["session", None, 7])
+def test_derive_key_context_must_be_bytes(context: object) -> None:
+    with pytest.raises(TypeError):
+        derive_key(b"k" * 32, "enc", context)  # type: ignore[arg-type]
+
+
+def test_derive_key_refuses_empty_label() -> None:
+    with pytest.raises(ValueError):
+        derive_key(b"k" * 32, "", b"ctx")

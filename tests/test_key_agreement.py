@@ -1,0 +1,127 @@
+"""X25519: RFC 7748 known answers, low-order and malformed peer keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from secagg.errors import AbortReason, RemoteProtocolError
+from secagg.primitives.key_agreement import (
+    PUBLIC_KEY_SIZE,
+    KeyPair,
+    agree,
+    generate_keypair,
+    public_from_private,
+)
+from secagg.primitives.randomness import DeterministicRandom
+
+# RFC 7748 section 6.1
+ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+ALICE_PUBLIC = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+BOB_PRIVATE = bytes.fromhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
+BOB_PUBLIC = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+SHARED = bytes.fromhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+
+P = 2**255 - 19
+
+
+def test_rfc7748_section_6_1_public_keys() -> None:
+    assert public_from_private(ALICE_PRIVATE) == ALICE_PUBLIC
+    assert public_from_private(BOB_PRIVATE) == BOB_PUBLIC
+
+
+def test_rfc7748_section_6_1_shared_secret() -> None:
+    assert agree(ALICE_PRIVATE, BOB_PUBLIC) == SHARED
+    assert agree(BOB_PRIVATE, ALICE_PUBLIC) == SHARED
+
+
+# RFC 7748 section 5.2: (scalar, u-coordinate, output). The second u has its top
+# bit set, which X25519 must ignore.
+@pytest.mark.parametrize(
+    "scalar, u, out",
+    [
+        ("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+         "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+         "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"),
+        ("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+         "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+         "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"),
+    ],
+)
+def test_rfc7748_section_5_2_vectors(scalar: str, u: str, out: str) -> None:
+    assert agree(bytes.fromhex(scalar), bytes.fromhex(u)).hex() == out
+
+
+def test_rfc7748_section_5_2_iterated() -> None:
+    # k = u = 9; repeat: (k, u) = (X25519(k, u), k). Values after 1 and 1000 rounds.
+    k = u = (9).to_bytes(32, "little")
+    after = {}
+    for i in range(1, 1001):
+        k, u = agree(k, u), k
+        if i in (1, 1000):
+            after[i] = k.hex()
+    assert after[1] == "422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079"
+    assert after[1000] == "684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"
+
+
+# Points of small order on Curve25519 (and the non-canonical encodings of 0 and 1):
+# every scalar multiple is the point at infinity, encoded u = 0.
+LOW_ORDER = [
+    pytest.param((0).to_bytes(32, "little"), id="zero"),
+    pytest.param((1).to_bytes(32, "little"), id="one"),
+    pytest.param(bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), id="order8-a"),
+    pytest.param(bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), id="order8-b"),
+    pytest.param((P - 1).to_bytes(32, "little"), id="p-1"),
+    pytest.param(P.to_bytes(32, "little"), id="p"),
+    pytest.param((P + 1).to_bytes(32, "little"), id="p+1"),
+]
+
+
+@pytest.mark.parametrize("peer_public", LOW_ORDER)
+def test_low_order_peer_key_rejected(peer_public: bytes) -> None:
+    me = generate_keypair(DeterministicRandom(b"low-order"))
+    with pytest.raises(RemoteProtocolError) as info:
+        agree(me.private, peer_public)
+    assert info.value.reason is AbortReason.MALFORMED_MESSAGE
+
+
+@pytest.mark.parametrize("length", [0, 1, 31, 33, 64])
+def test_wrong_length_peer_key_is_remote_error(length: int) -> None:
+    me = generate_keypair(DeterministicRandom(b"len"))
+    with pytest.raises(RemoteProtocolError):
+        agree(me.private, b"\x09" * length)
+
+
+@pytest.mark.parametrize("peer_public", ["9" * 32, None, 12345, [9] * 32])
+def test_non_bytes_peer_key_is_remote_error(peer_public: object) -> None:
+    me = generate_keypair(DeterministicRandom(b"type"))
+    with pytest.raises(RemoteProtocolError):
+        agree(me.private, peer_public)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [0, 31, 33])
+def test_wrong_length_private_key_is_local_error(length: int) -> None:
+    # Our own key being wrong is our bug, not the peer's: no RemoteProtocolError.
+    with pytest.raises(ValueError) as info:
+        agree(b"\x01" * length, BOB_PUBLIC)
+    assert not isinstance(info.value, RemoteProtocolError)
+
+
+def test_generated_pairs_agree() -> None:
+    rng = DeterministicRandom(b"pairs")
+    a, b, c = (generate_keypair(rng) for _ in range(3))
+    assert len(a.public) == PUBLIC_KEY_SIZE and len(a.private) == 32
+    assert agree(a.private, b.public) == agree(b.private, a.public)
+    assert agree(a.private, b.public) != agree(a.private, c.public)
+    assert public_from_private(a.private) == a.public
+
+
+def test_generation_is_replayable_and_uses_the_source() -> None:
+    assert generate_keypair(DeterministicRandom(1)) == generate_keypair(DeterministicRandom(1))
+    assert generate_keypair(DeterministicRandom(1)) != generate_keypair(DeterministicRandom(2))
+    assert generate_keypair() != generate_keypair()  # system randomness
+
+
+def test_repr_hides_private_key() -> None:
+    pair = KeyPair(private=ALICE_PRIVATE, public=ALICE_PUBLIC)
+    assert ALICE_PRIVATE.hex() not in repr(pair)
+    assert ALICE_PRIVATE.hex()[:8] not in repr(pair)
