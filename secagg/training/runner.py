@@ -1,0 +1,522 @@
+"""The federated training runner: R rounds of local torch training on K
+simulated hospitals, with each round's model deltas aggregated through a secure
+protocol (:func:`secagg.simulation.simulate`) and applied by the server.
+
+One round::
+
+    server  -> every client : global model
+    client k                : E epochs of SGD on its own partition -> delta_k,
+                              weight w_k (rule-dependent), checks its own update
+    dropout                 : the chosen clients vanish before sending their
+                              masked input (Paillier: before submitting)
+    protocol                : the server learns only sum w_k delta_k and sum w_k
+                              over the survivors -> the rule's aggregate
+    server                  : global += server_lr * aggregate  (FedAvg step)
+
+Reproducibility and comparability. Everything derives from ``seed``: the data
+split, the model initialisation, the clients that drop in each round (a fixed
+number, ``round(dropout * K)``, drawn afresh each round), each client's batch
+order (a ``torch.Generator`` seeded per client per round), and the protocol's
+randomness. A secure run and the plaintext run of the same seed therefore drop
+the same clients and shuffle the same way; their models differ only by the
+fixed-point rounding of the secure aggregate (``2^-frac_bits`` per entry, far
+below anything that changes a prediction). ``clip`` is set large enough that
+model deltas are not clipped; clipped entries are counted per round and
+reported with a warning.
+
+Errors raised before any round starts (:class:`ParameterError`): a bad
+configuration, a dropout rate that leaves fewer clients than the protocol's
+threshold. Errors raised in a round, before anything is sent: a client update
+whose shape differs from the model's (the client is named), NaN or infinite
+values in an update, a client weight that is not > 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..aggregation import Rule, fedavg_apply, hybrid_weight, reference_aggregate
+from ..encoding.fixed_point import FixedPoint
+from ..errors import ParameterError, ProtocolAborted
+from ..torch import StateDictSpec, flatten_state_dict, unflatten_state_dict
+from .data import SPLITS, FederatedData, make_federated_data
+from .model import MODELS, make_model
+
+__all__ = ["PROTOCOLS", "TRAIN_RULES", "TrainConfig", "LocalResult", "FedRunner", "dropout_schedule",
+           "validate_updates", "default_threshold", "seed_for"]
+
+PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
+TRAIN_RULES = ("mean", "weighted", "fedavg", "hybrid")
+
+#: the protocol stage at which a dropped client vanishes: after training, before
+#: its (masked or encrypted) input reaches the server.
+DROPOUT_STAGE = {"plaintext": "masked_input", "secagg": "masked_input", "secagg+": "masked_input",
+                 "paillier": "submit"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``).
+
+    ``key_bits`` is the Paillier modulus size; the library default is 2048, the
+    demo, benchmark and tests use 1024 for speed. ``max_weight`` is the public
+    bound on client weights fixed for the encoding (default: the smallest power
+    of two covering the round's largest weight). ``client_weights`` are explicit
+    weights for the ``weighted`` rule (default: each client's number of
+    examples); ``client_quality`` the quality factors of the ``hybrid`` rule
+    (default: each client's local training accuracy after its update).
+    """
+
+    protocol: str = "secagg+"
+    rule: str = "fedavg"
+    clients: int = 10
+    rounds: int = 20
+    epochs: int = 2
+    dropout: float = 0.2
+    seed: int = 0
+    split: str = "noniid"
+    alpha: float = 0.5
+    model: str = "mlp"
+    hidden: int = 16
+    lr: float = 0.05
+    momentum: float = 0.0
+    batch_size: int = 16
+    server_lr: float = 1.0
+    hybrid_alpha: float = 1.0
+    hybrid_beta: float = 1.0
+    client_weights: tuple[float, ...] | None = None
+    client_quality: tuple[float, ...] | None = None
+    test_fraction: float = 0.2
+    min_examples: int = 5
+    frac_bits: int = 24
+    clip: float = 64.0
+    max_weight: float | None = None
+    threshold: int | None = None
+    key_bits: int = 2048
+    malicious_server: bool = False
+    on_abort: str = "skip"
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("client_weights", "client_quality"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ParameterError(f"unknown training options {sorted(unknown)}")
+        kw = dict(d)
+        for k in ("client_weights", "client_quality"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(float(v) for v in kw[k])
+        return cls(**kw)
+
+
+@dataclass
+class LocalResult:
+    """What a client's local training produced (before anything is sent)."""
+
+    client_id: int
+    state_dict: Mapping[str, torch.Tensor]
+    examples: int
+    train_loss: float
+    train_accuracy: float
+
+
+def seed_for(seed: int, *tags: int) -> int:
+    """A 32-bit seed derived from ``seed`` and integer tags (independent streams)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *[int(t) for t in tags]]).generate_state(1)[0])
+
+
+_TAG_DROPOUT, _TAG_LOCAL, _TAG_PROTOCOL, _TAG_MODEL = 11, 12, 13, 14
+
+
+def dropout_schedule(seed: int, round_number: int, n_clients: int, rate: float) -> list[int]:
+    """Client ids (1..n) that drop in ``round_number``: exactly ``round(rate*n)``
+    of them, drawn uniformly at random from the seed (independent of protocol)."""
+    n_drop = n_dropped(n_clients, rate)
+    if n_drop == 0:
+        return []
+    rng = np.random.default_rng(seed_for(seed, _TAG_DROPOUT, round_number))
+    return sorted(int(c) + 1 for c in rng.choice(n_clients, size=n_drop, replace=False))
+
+
+def n_dropped(n_clients: int, rate: float) -> int:
+    return int(math.floor(rate * n_clients + 0.5))
+
+
+def default_threshold(protocol: str, n_clients: int) -> int:
+    """The minimum number of surviving clients a round needs when no threshold
+    is given: the simulator's default for the protocol if it exposes one, else a
+    strict majority (``t > n/2``, secure against a dishonest server)."""
+    try:
+        from .. import simulation
+
+        fn = getattr(simulation, "default_threshold", None)
+        if fn is not None:
+            return int(fn(protocol, n_clients))
+    except ImportError:
+        pass
+    if protocol == "plaintext":
+        return 1
+    return n_clients // 2 + 1
+
+
+def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, float] | None,
+                     expected_size: int) -> None:
+    """Check client updates before they are sent: the model's size, finite
+    values, weights finite and > 0. :class:`ParameterError` names the client."""
+    for cid, u in updates.items():
+        arr = np.asarray(u)
+        if arr.ndim != 1 or arr.size != expected_size:
+            raise ParameterError(f"client {cid}: update has shape {arr.shape}, the model has "
+                                 f"({expected_size},)")
+        if not np.all(np.isfinite(arr)):
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise ParameterError(f"client {cid}: update contains {bad} NaN or infinite value(s) "
+                                 "(diverged local training? lower the learning rate)")
+    if weights is not None:
+        for cid, w in weights.items():
+            wf = float(w)
+            if not math.isfinite(wf) or wf <= 0:
+                raise ParameterError(f"client {cid}: weight must be a finite number > 0, got {w!r}")
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class FedRunner:
+    """Runs one federated training with one protocol.
+
+    ``protocol`` overrides ``config.protocol`` (the plaintext baseline of a
+    secure run uses the same config with ``protocol="plaintext"``). Override
+    :meth:`local_update` to plug in another local trainer.
+    """
+
+    def __init__(self, config: TrainConfig, data: FederatedData | None = None, *,
+                 protocol: str | None = None, simulate_fn: Callable[..., Any] | None = None):
+        self.config = config
+        self.protocol = protocol or config.protocol
+        self.check_config()
+        self.data = data if data is not None else make_federated_data(
+            config.clients, config.split, config.alpha, config.seed, config.test_fraction,
+            config.min_examples)
+        if len(self.data.clients) != config.clients:
+            raise ParameterError(f"data has {len(self.data.clients)} clients, the config {config.clients}")
+        self.rule = Rule(config.rule, server_lr=config.server_lr, alpha=config.hybrid_alpha,
+                         beta=config.hybrid_beta)
+        self.model = make_model(config.model, self.data.n_features, config.hidden,
+                                seed_for(config.seed, _TAG_MODEL))
+        self.global_state: dict[str, torch.Tensor] = copy.deepcopy(self.model.state_dict())
+        _, self.spec = flatten_state_dict(self.model, who="global model")
+        self._simulate = simulate_fn
+        self._work = copy.deepcopy(self.model)
+        self._bn = _has_batchnorm(self.model)
+        self.metrics: list[dict[str, Any]] = []
+
+    # -- configuration ---------------------------------------------------------------
+    @property
+    def threshold(self) -> int:
+        c = self.config
+        return c.threshold if c.threshold is not None else default_threshold(self.protocol, c.clients)
+
+    def check_config(self) -> None:
+        """All parameter checks that can be made before the first round."""
+        c = self.config
+        if self.protocol not in PROTOCOLS:
+            raise ParameterError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if c.rule not in TRAIN_RULES:
+            raise ParameterError(f"rule must be one of {TRAIN_RULES} for training, got {c.rule!r}"
+                                 + (" (a sum of model deltas is not a model update)" if c.rule == "sum" else ""))
+        if c.split not in SPLITS:
+            raise ParameterError(f"split must be one of {SPLITS}, got {c.split!r}")
+        if c.model not in MODELS:
+            raise ParameterError(f"model must be one of {MODELS}, got {c.model!r}")
+        for name in ("clients", "rounds", "epochs", "batch_size"):
+            v = getattr(c, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+        if c.clients < 2:
+            raise ParameterError("federated training needs at least 2 clients")
+        if not (isinstance(c.dropout, (int, float)) and 0.0 <= c.dropout < 1.0):
+            raise ParameterError(f"dropout rate must be in [0, 1), got {c.dropout!r}")
+        for name in ("lr", "server_lr"):
+            v = getattr(c, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ParameterError(f"{name} must be a finite number > 0, got {v!r}")
+        if not (0.0 <= c.momentum < 1.0):
+            raise ParameterError(f"momentum must be in [0, 1), got {c.momentum!r}")
+        if c.on_abort not in ("skip", "raise"):
+            raise ParameterError(f"on_abort must be 'skip' or 'raise', got {c.on_abort!r}")
+        for name in ("client_weights", "client_quality"):
+            vals = getattr(c, name)
+            if vals is None:
+                continue
+            if len(vals) != c.clients:
+                raise ParameterError(f"{name} has {len(vals)} entries for {c.clients} clients")
+            for i, w in enumerate(vals, start=1):
+                if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+                    raise ParameterError(f"client {i}: {name[7:]} must be a finite number > 0, got {w!r}")
+        if c.client_weights is not None and c.rule != "weighted":
+            raise ParameterError("client_weights apply to the 'weighted' rule only "
+                                 "(fedavg weighs by examples, hybrid by examples and client_quality)")
+        if c.client_quality is not None and c.rule != "hybrid":
+            raise ParameterError("client_quality applies to the 'hybrid' rule only")
+        # The encoding itself validates clip / frac_bits.
+        FixedPoint(clip=float(c.clip), frac_bits=c.frac_bits, max_weight=float(c.max_weight or 1.0))
+        if c.threshold is not None and not (isinstance(c.threshold, int) and 1 <= c.threshold <= c.clients):
+            raise ParameterError(f"threshold must be an integer in [1, {c.clients}], got {c.threshold!r}")
+        survivors = c.clients - n_dropped(c.clients, c.dropout)
+        t = self.threshold
+        if survivors < t:
+            raise ParameterError(
+                f"dropout rate {c.dropout} drops {c.clients - survivors} of {c.clients} clients each round, "
+                f"leaving {survivors}, fewer than the {self.protocol} threshold of {t}; "
+                f"lower the dropout rate or add clients")
+
+    # -- client side --------------------------------------------------------------------
+    def local_update(self, client_id: int, global_state: Mapping[str, torch.Tensor],
+                     round_number: int) -> LocalResult:
+        """E epochs of minibatch SGD from ``global_state`` on client ``client_id``'s data."""
+        c = self.config
+        x_np, y_np = self.data.clients[client_id - 1]
+        x = torch.from_numpy(x_np)
+        y = torch.from_numpy(y_np.astype(np.float32)).reshape(-1, 1)
+        model = self._work
+        model.load_state_dict(global_state)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum)
+        loss_fn = nn.BCEWithLogitsLoss()
+        gen = torch.Generator().manual_seed(seed_for(c.seed, _TAG_LOCAL, round_number, client_id))
+        n = len(y)
+        total, count = 0.0, 0
+        for _ in range(c.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, c.batch_size):
+                idx = perm[start:start + c.batch_size]
+                if self._bn and len(idx) < 2:
+                    continue  # BatchNorm cannot train on a batch of one
+                opt.zero_grad()
+                loss = loss_fn(model(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+        model.eval()
+        with torch.no_grad():
+            acc = float(((model(x) > 0).float() == y).float().mean())
+        return LocalResult(client_id, {k: v.detach().clone() for k, v in model.state_dict().items()},
+                           n, total / max(count, 1), acc)
+
+    def client_weight(self, result: LocalResult) -> float | None:
+        """The weight client ``result.client_id`` encodes under the rule (None for mean)."""
+        c, cid = self.config, result.client_id
+        if c.rule == "mean":
+            return None
+        if c.rule == "fedavg":
+            return float(result.examples)
+        if c.rule == "weighted":
+            return float(c.client_weights[cid - 1]) if c.client_weights is not None else float(result.examples)
+        quality = (c.client_quality[cid - 1] if c.client_quality is not None
+                   else max(result.train_accuracy, 0.01))
+        return hybrid_weight(result.examples, quality, c.hybrid_alpha, c.hybrid_beta)
+
+    # -- one round ------------------------------------------------------------------------
+    def _encoding(self, weights: Sequence[float] | None) -> FixedPoint:
+        c = self.config
+        if c.max_weight is not None:
+            max_w = float(c.max_weight)
+        elif weights:
+            max_w = float(2 ** math.ceil(math.log2(max(max(weights), 1.0))))
+        else:
+            max_w = 1.0
+        return FixedPoint(clip=float(c.clip), frac_bits=c.frac_bits, max_weight=max_w)
+
+    def _aggregate(self, round_number: int, updates: list[np.ndarray], weights: list[float] | None,
+                   dropped: list[int], encoding: FixedPoint) -> Any:
+        c = self.config
+        stage = DROPOUT_STAGE[self.protocol]
+        simulate = self._simulate
+        if simulate is None:
+            try:
+                from ..simulation import simulate as _sim
+            except ImportError:
+                _sim = _plaintext_simulate
+            simulate = _sim
+        kwargs: dict[str, Any] = dict(
+            protocol=self.protocol, rule=self.rule, dropouts={cid: stage for cid in dropped},
+            seed=seed_for(c.seed, _TAG_PROTOCOL, round_number), encoding=encoding,
+            threshold=c.threshold)
+        if self.protocol == "paillier":
+            kwargs["key_bits"] = c.key_bits
+        if c.malicious_server:
+            kwargs["malicious_server"] = True
+        return simulate(updates, weights, **kwargs)
+
+    def run_round(self, round_number: int) -> dict[str, Any]:
+        c = self.config
+        dropped = dropout_schedule(c.seed, round_number, c.clients, c.dropout)
+        # 1. local training on every client (dropped ones vanish only after training)
+        t0 = time.perf_counter()
+        results = [self.local_update(cid, self.global_state, round_number) for cid in range(1, c.clients + 1)]
+        t_local = time.perf_counter() - t0
+        # 2. each client's delta against the global model, checked before sending
+        global_vec, _ = flatten_state_dict(self.global_state, self.spec, who="global model")
+        updates: dict[int, np.ndarray] = {}
+        for r in results:
+            vec, _ = flatten_state_dict(r.state_dict, self.spec, who=f"client {r.client_id}")
+            updates[r.client_id] = vec - global_vec
+        weights = {r.client_id: self.client_weight(r) for r in results}
+        wmap = None if c.rule == "mean" else {k: float(v) for k, v in weights.items()}  # type: ignore[arg-type]
+        validate_updates(updates, wmap, self.spec.size)
+        ordered = [updates[cid] for cid in range(1, c.clients + 1)]
+        wlist = None if wmap is None else [wmap[cid] for cid in range(1, c.clients + 1)]
+        encoding = self._encoding(wlist)
+        included_ids = [cid for cid in range(1, c.clients + 1) if cid not in set(dropped)]
+        clipped = int(sum(np.count_nonzero(np.abs(updates[cid]) > encoding.clip) for cid in included_ids))
+        if clipped and self.protocol != "plaintext":
+            warnings.warn(f"round {round_number}: {clipped} update entries exceed clip={encoding.clip} "
+                          "and are clipped by the encoding; raise --clip", RuntimeWarning, stacklevel=2)
+        # 3. secure aggregation
+        t1 = time.perf_counter()
+        aborted = ""
+        try:
+            res = self._aggregate(round_number, ordered, wlist, dropped, encoding)
+        except ProtocolAborted as exc:
+            if c.on_abort == "raise":
+                raise
+            warnings.warn(f"round {round_number} aborted ({exc}); the global model is unchanged",
+                          RuntimeWarning, stacklevel=2)
+            res, aborted = None, str(exc.reason.value)
+        t_agg = time.perf_counter() - t1
+        # 4. server step
+        if res is not None:
+            aggregate = np.asarray(res.aggregate, dtype=np.float64)
+            inc = list(res.included)
+            ref = reference_aggregate(self.rule, [updates[i] for i in inc],
+                                      None if wmap is None else [wmap[i] for i in inc],
+                                      clip=None if self.protocol == "plaintext" else encoding.clip)
+            agg_error = float(np.max(np.abs(aggregate - ref))) if aggregate.size else 0.0
+            lr = c.server_lr if c.rule == "fedavg" else 1.0
+            new_vec = fedavg_apply(global_vec, aggregate, lr)
+            self.global_state = unflatten_state_dict(new_vec, self.spec, base=self.global_state)
+            sent = [res.bytes_sent.get(i, 0) for i in inc] or [0]
+            recv = [res.bytes_received.get(i, 0) for i in inc] or [0]
+            timings = {str(k): float(v) for k, v in res.timings.items()}
+            n_inc, dropped_ids = len(inc), sorted(int(k) for k in res.dropped)
+        else:
+            agg_error, sent, recv, timings = float("nan"), [0], [0], {}
+            n_inc, dropped_ids = 0, dropped
+        # 5. evaluation of the new global model
+        t2 = time.perf_counter()
+        ev = self.evaluate()
+        t_eval = time.perf_counter() - t2
+        row: dict[str, Any] = {
+            "round": round_number,
+            **ev,
+            "local_train_loss": float(np.mean([results[i - 1].train_loss for i in included_ids])),
+            "n_included": n_inc,
+            "n_dropped": len(dropped_ids),
+            "dropped": dropped_ids,
+            "aborted": aborted,
+            "bytes_up_per_client": float(np.mean(sent)),
+            "bytes_down_per_client": float(np.mean(recv)),
+            "model_broadcast_bytes": self.model_bytes(),
+            "clipped_entries": clipped,
+            "aggregation_error": agg_error,
+            "time_local_training_s": t_local,
+            "time_secure_aggregation_s": t_agg,
+            "time_evaluation_s": t_eval,
+            "aggregation_timings_s": timings,
+        }
+        self.metrics.append(row)
+        return row
+
+    # -- evaluation -------------------------------------------------------------------
+    def model_bytes(self) -> int:
+        return int(sum(v.numel() * v.element_size() for v in self.global_state.values()))
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy of the global model on the pooled training set and the test set."""
+        model = self._work
+        model.load_state_dict(self.global_state)
+        model.eval()
+        loss_fn = nn.BCEWithLogitsLoss()
+        out: dict[str, float] = {}
+        with torch.no_grad():
+            for split, (x_np, y_np) in (("train", (self.data.x_train, self.data.y_train)),
+                                        ("test", (self.data.x_test, self.data.y_test))):
+                x = torch.from_numpy(x_np)
+                y = torch.from_numpy(y_np.astype(np.float32)).reshape(-1, 1)
+                logits = model(x)
+                out[f"{split}_loss"] = float(loss_fn(logits, y))
+                out[f"{split}_accuracy"] = float(((logits > 0).float() == y).float().mean())
+        return out
+
+    def initial_row(self) -> dict[str, Any]:
+        """Round 0: the initial model, before any aggregation."""
+        return {"round": 0, **self.evaluate(), "local_train_loss": float("nan"), "n_included": 0,
+                "n_dropped": 0, "dropped": [], "aborted": "", "bytes_up_per_client": 0.0,
+                "bytes_down_per_client": 0.0, "model_broadcast_bytes": self.model_bytes(),
+                "clipped_entries": 0, "aggregation_error": 0.0, "time_local_training_s": 0.0,
+                "time_secure_aggregation_s": 0.0, "time_evaluation_s": 0.0, "aggregation_timings_s": {}}
+
+    def run(self, progress: Any = None, on_round: Callable[[dict[str, Any]], None] | None = None
+            ) -> list[dict[str, Any]]:
+        """All rounds; returns the per-round metrics (row 0 = the initial model).
+        ``progress`` is an optional tqdm-like object (``update``, ``set_postfix``)."""
+        # The models are tiny: torch's intra-op threads only add synchronisation
+        # cost (and spin badly on a busy machine), so train single-threaded.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.metrics = [self.initial_row()]
+            for r in range(1, self.config.rounds + 1):
+                row = self.run_round(r)
+                if on_round is not None:
+                    on_round(row)
+                if progress is not None:
+                    progress.set_postfix(acc=f"{row['test_accuracy']:.3f}", refresh=False)
+                    progress.update(1)
+        finally:
+            torch.set_num_threads(threads)
+        return self.metrics
+
+
+# -- fallback used only while secagg.simulation is unavailable -----------------------------
+def _plaintext_simulate(updates: Sequence[np.ndarray], weights: Sequence[float] | None = None, *,
+                        protocol: str = "plaintext", rule: Any = "mean",
+                        dropouts: Mapping[int, str] | None = None, **_: Any) -> Any:
+    from ..result import AggregationResult
+
+    if protocol != "plaintext":
+        raise ParameterError(f"protocol {protocol!r} needs secagg.simulation, which is not available")
+    r = rule if isinstance(rule, Rule) else Rule(rule)
+    dropped = dict(dropouts or {})
+    inc = tuple(i for i in range(1, len(updates) + 1) if i not in dropped)
+    xs = [np.asarray(updates[i - 1], dtype=np.float64) for i in inc]
+    ws = [1.0] * len(inc) if (weights is None or not r.uses_weights) else [float(weights[i - 1]) for i in inc]
+    swx = np.sum([w * x for w, x in zip(ws, xs)], axis=0)
+    size = 8 * (xs[0].size + 1)
+    return AggregationResult(protocol="plaintext", rule=r.name, aggregate=reference_aggregate(r, xs, ws),
+                             sum_weighted=swx, sum_weights=float(sum(ws)), included=inc, dropped=dropped,
+                             session_id="", bytes_sent={i: size for i in inc},
+                             bytes_received={i: 0 for i in inc}, timings={})
