@@ -1,0 +1,1 @@
+"""Flower adapter (work in progress)."""
