@@ -1,0 +1,372 @@
+"""Shamir t-of-n sharing: reconstruction from any t shares, perfect secrecy of
+t - 1 shares (exhaustively on tiny fields), malformed input, batch reconstruction."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg.errors import ReconstructionError
+from secagg.primitives import shamir
+from secagg.primitives.randomness import DeterministicRandom
+from secagg.primitives.shamir import (
+    M31,
+    PrimeField,
+    chunks_for,
+    evaluate,
+    lagrange_at_zero,
+    reconstruct,
+    reconstruct_many,
+    split,
+    uniform_mod,
+)
+
+F7 = PrimeField("F7", 7)
+F11 = PrimeField("F11", 11)
+SECRET = bytes(range(1, 33))
+
+
+# ------------------------------------------------------------- round trips
+
+@given(data=st.data())
+@settings(max_examples=150)
+def test_any_t_of_n_reconstruct(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 50), label="n")
+    t = data.draw(st.integers(1, n), label="t")
+    ids = data.draw(st.lists(st.integers(1, 10**6), min_size=n, max_size=n, unique=True), label="ids")
+    secret = data.draw(st.binary(min_size=1, max_size=48), label="secret")
+    seed = data.draw(st.integers(0, 2**32), label="seed")
+    shares = split(secret, t, ids, DeterministicRandom(seed))
+    assert shares.shape == (n, chunks_for(len(secret)))
+    k = data.draw(st.integers(t, n), label="k")
+    order = data.draw(st.permutations(range(n)), label="order")[:k]
+    holders = [ids[i] for i in order]
+    assert reconstruct(holders, shares[order], t, secret_len=len(secret)) == secret
+    # exactly t of them, through the batch path
+    coeffs = lagrange_at_zero(holders[:t])
+    assert reconstruct_many(coeffs, shares[order[:t]][None], len(secret)) == [secret]
+
+
+@given(data=st.data())
+@settings(max_examples=60)
+def test_fewer_than_t_shares_refused(data: st.DataObject) -> None:
+    n = data.draw(st.integers(2, 30))
+    t = data.draw(st.integers(2, n))
+    shares = split(SECRET, t, range(1, n + 1), DeterministicRandom(n * 100 + t))
+    k = data.draw(st.integers(1, t - 1))
+    with pytest.raises(ReconstructionError):
+        reconstruct(list(range(1, k + 1)), shares[:k], t)
+
+
+@pytest.mark.parametrize("field", [PrimeField("F5", 5), F7, F11, PrimeField("F257", 257), M31])
+def test_round_trip_over_other_fields(field: PrimeField) -> None:
+    n = min(field.prime - 1, 8)
+    t = (n + 1) // 2
+    for secret in (b"\x00", b"\xff", b"\x00\x01", SECRET):
+        shares = split(secret, t, range(1, n + 1), DeterministicRandom(secret), field=field)
+        assert int(shares.max()) < field.prime
+        for subset in itertools.combinations(range(n), t):
+            xs = [i + 1 for i in subset]
+            assert reconstruct(xs, shares[list(subset)], t, len(secret), field) == secret
+
+
+def test_large_n_round_trip() -> None:
+    n, t = 1000, 501
+    rng = DeterministicRandom(b"large")
+    secrets = [rng.bytes(32) for _ in range(5)]
+    shares = np.stack([split(s, t, range(1, n + 1), rng) for s in secrets])  # (m, n, chunks)
+    holders = sorted(np.random.default_rng(5).choice(np.arange(1, n + 1), size=t, replace=False).tolist())
+    rows = [h - 1 for h in holders]
+    assert reconstruct(holders, shares[0][rows], t) == secrets[0]
+    coeffs = lagrange_at_zero(holders)
+    assert reconstruct_many(coeffs, shares[:, rows, :], 32) == secrets
+    # t - 1 of them do not suffice
+    with pytest.raises(ReconstructionError):
+        reconstruct(holders[:-1], shares[0][rows[:-1]], t)
+
+
+def test_threshold_one_and_t_equals_n() -> None:
+    s1 = split(SECRET, 1, [1, 2, 3])
+    assert all(reconstruct([x], s1[[x - 1]], 1) == SECRET for x in (1, 2, 3))
+    sn = split(SECRET, 5, range(1, 6))
+    assert reconstruct(range(1, 6), sn, 5) == SECRET
+
+
+def test_split_is_replayable_and_random() -> None:
+    a = split(SECRET, 3, range(1, 6), DeterministicRandom(1))
+    assert np.array_equal(a, split(SECRET, 3, range(1, 6), DeterministicRandom(1)))
+    assert not np.array_equal(a, split(SECRET, 3, range(1, 6), DeterministicRandom(2)))
+    assert not np.array_equal(split(SECRET, 3, range(1, 6)), split(SECRET, 3, range(1, 6)))
+
+
+def test_extra_shares_are_ignored_beyond_the_first_t() -> None:
+    shares = split(SECRET, 3, range(1, 6), DeterministicRandom(3))
+    tampered = shares.copy()
+    tampered[4] = 0
+    assert reconstruct(range(1, 6), tampered, 3) == SECRET  # documented: the first t are used
+
+
+def test_a_wrong_share_never_yields_the_secret_silently() -> None:
+    shares = split(SECRET, 3, range(1, 6), DeterministicRandom(4))
+    for row in range(3):
+        bad = shares.copy()
+        bad[row, 0] = (int(bad[row, 0]) + 1) % M31.prime
+        try:
+            out = reconstruct(range(1, 6), bad, 3)
+        except ReconstructionError:
+            continue
+        assert out != SECRET
+
+
+# ------------------------------------------------- perfect secrecy (exhaustive)
+
+def _share_distribution(field: PrimeField, secret: int, t: int, xs: list[int]) -> Counter[tuple[int, ...]]:
+    """The shares at ``xs`` of every degree-(t-1) polynomial with constant term
+    ``secret``: one column per choice of the t - 1 random coefficients."""
+    p = field.prime
+    choices = np.array(list(itertools.product(range(p), repeat=t - 1)), dtype=np.uint64).T  # (t-1, p^(t-1))
+    coeffs = np.vstack([np.full((1, choices.shape[1]), secret, dtype=np.uint64), choices])
+    values = evaluate(coeffs, np.array(xs, dtype=np.uint64), field)  # (len(xs), p^(t-1))
+    return Counter(map(tuple, values.T.tolist()))
+
+
+@pytest.mark.parametrize("field, n, t", [(F7, 6, 2), (F7, 6, 3), (F7, 5, 4), (F11, 5, 3)])
+def test_t_minus_1_shares_are_independent_of_the_secret(field: PrimeField, n: int, t: int) -> None:
+    p = field.prime
+    for xs in itertools.combinations(range(1, n + 1), t - 1):
+        dists = [_share_distribution(field, s, t, list(xs)) for s in range(p)]
+        # identical for every secret, and in fact uniform over F_p^(t-1)
+        assert all(d == dists[0] for d in dists)
+        assert len(dists[0]) == p ** (t - 1) and set(dists[0].values()) == {1}
+
+
+@pytest.mark.parametrize("field, n, t", [(F7, 6, 2), (F7, 6, 3), (F11, 5, 3)])
+def test_t_shares_do_determine_the_secret(field: PrimeField, n: int, t: int) -> None:
+    # The same enumeration has the power to see a difference: with t shares the
+    # distributions for different secrets are disjoint.
+    for xs in itertools.combinations(range(1, n + 1), t):
+        supports = [set(_share_distribution(field, s, t, list(xs))) for s in range(field.prime)]
+        for a, b in itertools.combinations(supports, 2):
+            assert not a & b
+
+
+def test_evaluate_matches_hand_computation() -> None:
+    # f(x) = 3 + 2x + x^2 and g(x) = 6 + 0x + 5x^2 over F7
+    coeffs = np.array([[3, 6], [2, 0], [1, 5]], dtype=np.uint64)
+    xs = np.arange(1, 7, dtype=np.uint64)
+    got = evaluate(coeffs, xs, F7)
+    want = [[(3 + 2 * x + x * x) % 7, (6 + 5 * x * x) % 7] for x in range(1, 7)]
+    assert got.tolist() == want
+
+
+def test_split_coefficients_are_uniform() -> None:
+    # With t = 2 a share is secret + a * x: over many splits of one secret, the
+    # share at x = 1 is uniform in F7 (chi-square, 6 df, loose).
+    m = 7000
+    rng = DeterministicRandom(b"uniform")
+    vals = np.array([split(b"\x02", 2, [1, 2], rng, F7)[0, 0] for _ in range(m)])
+    counts = np.bincount(vals.astype(np.int64), minlength=7)
+    chi2 = float(((counts - m / 7) ** 2 / (m / 7)).sum())
+    assert chi2 < 40, counts
+
+
+# ---------------------------------------------------------- lagrange helpers
+
+@pytest.mark.parametrize("xs", [[1], [1, 2], [3, 9, 27], list(range(1, 40)), [5, 1000, 77777, 2**31 - 2]])
+def test_lagrange_coefficients_interpolate_monomials(xs: list[int]) -> None:
+    p = M31.prime
+    lam = [int(v) for v in lagrange_at_zero(xs)]
+    assert all(0 <= v < p for v in lam)
+    # f(0) = sum l_i f(x_i): 1 for f = 1, 0 for f = x^k, 0 < k < t
+    assert sum(lam) % p == 1
+    for k in range(1, len(xs)):
+        assert sum(l_i * pow(x, k, p) for l_i, x in zip(lam, xs)) % p == 0
+
+
+def test_lagrange_is_order_consistent() -> None:
+    xs = [4, 8, 15, 16, 23, 42]
+    lam = dict(zip(xs, lagrange_at_zero(xs).tolist()))
+    rev = dict(zip(xs[::-1], lagrange_at_zero(xs[::-1]).tolist()))
+    assert lam == rev
+
+
+def test_lagrange_blocks_agree_with_small_case() -> None:
+    # more than one 256-row block
+    xs = list(range(1, 600))
+    lam = lagrange_at_zero(xs).tolist()
+    p = M31.prime
+    assert sum(lam) % p == 1
+    assert sum(int(l_i) * x for l_i, x in zip(lam, xs)) % p == 0
+
+
+def test_reconstruct_many_equals_reconstruct() -> None:
+    rng = DeterministicRandom(b"many")
+    n, t = 20, 11
+    secrets = [rng.bytes(32) for _ in range(7)]
+    all_shares = np.stack([split(s, t, range(1, n + 1), rng) for s in secrets])
+    holders = [2, 3, 5, 7, 11, 13, 17, 19, 20, 1, 4]
+    rows = [h - 1 for h in holders]
+    coeffs = lagrange_at_zero(holders)
+    many = reconstruct_many(coeffs, all_shares[:, rows, :], 32)
+    single = [reconstruct(holders, all_shares[i][rows], t) for i in range(len(secrets))]
+    assert many == single == secrets
+
+
+# --------------------------------------------------------- malformed input
+
+def _shares(n: int = 5, t: int = 3) -> np.ndarray:
+    return split(SECRET, t, range(1, n + 1), DeterministicRandom(b"malformed"))
+
+
+@pytest.mark.parametrize("xs", [[1, 1, 2], [1, 2, 2], [3, 3, 3]])
+def test_duplicate_points_refused(xs: list[int]) -> None:
+    s = _shares()
+    with pytest.raises(ReconstructionError):
+        reconstruct(xs, s[[x - 1 for x in xs]], 3)
+    with pytest.raises(ReconstructionError):
+        lagrange_at_zero(xs)
+
+
+def test_duplicate_point_beyond_threshold_refused() -> None:
+    s = _shares()
+    with pytest.raises(ReconstructionError):
+        reconstruct([1, 2, 3, 1], s[[0, 1, 2, 0]], 3)
+
+
+@pytest.mark.parametrize("bad", [0, -1, M31.prime, M31.prime + 1, 2**64, 2**70])
+def test_points_out_of_range_refused(bad: int) -> None:
+    s = _shares()
+    with pytest.raises(ReconstructionError):
+        reconstruct([1, 2, bad], s[:3], 3)
+    with pytest.raises(ReconstructionError):
+        lagrange_at_zero([1, bad])
+
+
+@pytest.mark.parametrize("bad", [1.5, 2.0, "3", None, True, b"\x01"])
+def test_non_integer_points_refused(bad: object) -> None:
+    s = _shares()
+    with pytest.raises(ReconstructionError):
+        reconstruct([bad, 4, 5], s[[0, 3, 4]], 3)  # type: ignore[list-item]
+
+
+def test_numpy_integer_points_accepted() -> None:
+    s = _shares()
+    assert reconstruct(np.array([1, 3, 5]), s[[0, 2, 4]], 3) == SECRET
+    assert reconstruct([np.int64(2), np.uint32(3), 4], s[1:4], 3) == SECRET
+
+
+def test_empty_points_refused() -> None:
+    with pytest.raises(ReconstructionError):
+        lagrange_at_zero([])
+    with pytest.raises(ReconstructionError):
+        reconstruct([], np.zeros((0, 9), dtype=np.uint64), 1)
+
+
+@pytest.mark.parametrize("threshold", [0, -1, -3, 1.5, True])
+def test_bad_threshold_refused(threshold: object) -> None:
+    s = _shares()
+    with pytest.raises(ReconstructionError):
+        reconstruct([1, 2, 3], s[:3], threshold)  # type: ignore[arg-type]
+
+
+def test_malformed_share_arrays_refused() -> None:
+    s = _shares()
+    cases = {
+        "1-D": s[0],
+        "3-D": s[:3][None],
+        "rows != points": s[:2],
+        "too many rows": s[:4],
+        "too few chunks": s[:3, :-1],
+        "too many chunks": np.hstack([s[:3], s[:3, :1]]),
+        "out of field": np.where(np.arange(9) == 4, M31.prime, s[:3]).astype(np.uint64),
+        "uint64 max": np.full((3, 9), np.iinfo(np.uint64).max, dtype=np.uint64),
+        "negative": -s[:3].astype(np.int64),
+        "float": s[:3].astype(np.float64),
+        "object": s[:3].astype(object),
+        "bool": s[:3] > 0,
+        "strings": s[:3].astype(str),
+    }
+    for name, arr in cases.items():
+        with pytest.raises(ReconstructionError):
+            reconstruct([1, 2, 3], arr, 3)
+            pytest.fail(name)
+
+
+def test_reconstruct_many_validates_its_input() -> None:
+    s = _shares()
+    coeffs = lagrange_at_zero([1, 2, 3])
+    good = s[:3][None]
+    assert reconstruct_many(coeffs, good, 32) == [SECRET]
+    for bad in (s[:3], s[:2][None], good[:, :, :-1], -good.astype(np.int64), good.astype(np.float64),
+                good + np.uint64(M31.prime)):
+        with pytest.raises(ReconstructionError):
+            reconstruct_many(coeffs, bad, 32)
+    with pytest.raises(ReconstructionError):
+        reconstruct_many(coeffs, good, 31)  # chunk count does not fit the secret length
+    with pytest.raises(ValueError):
+        reconstruct_many(coeffs.astype(np.float64), good, 32)
+
+
+def test_wrong_secret_length_refused() -> None:
+    s = split(b"\xff" * 32, 3, range(1, 6), DeterministicRandom(9))
+    with pytest.raises(ReconstructionError):
+        reconstruct([1, 2, 3], s[:3], 3, secret_len=16)
+    # 33 bytes need 9 chunks too; the value fits, with a leading zero byte
+    assert reconstruct([1, 2, 3], s[:3], 3, secret_len=33) == b"\x00" + b"\xff" * 32
+
+
+def test_split_refuses_bad_parameters() -> None:
+    with pytest.raises(ValueError):
+        split(SECRET, 0, [1, 2, 3])
+    with pytest.raises(ValueError):
+        split(SECRET, 4, [1, 2, 3])
+    with pytest.raises(ReconstructionError):
+        split(SECRET, 2, [1, 1, 2])
+    with pytest.raises(ReconstructionError):
+        split(SECRET, 2, [0, 1, 2])
+    with pytest.raises(ReconstructionError):
+        split(b"\x01", 2, [1, 2, 7], field=F7)  # the point 7 is 0 in F7
+
+
+# ------------------------------------------------------------------ fields
+
+@pytest.mark.parametrize("modulus", [4, 8, 9, 15, 21, 25, 341, 561, 2**31 - 3, 2**31])
+def test_composite_modulus_refused(modulus: int) -> None:
+    with pytest.raises(ValueError):
+        PrimeField("bad", modulus)
+
+
+@pytest.mark.parametrize("modulus", [0, 1, -7, 2**31 + 11, 2**61 - 1])
+def test_modulus_out_of_range_refused(modulus: int) -> None:
+    with pytest.raises(ValueError):
+        PrimeField("bad", modulus)
+
+
+def test_m31_layout() -> None:
+    assert M31.prime == 2**31 - 1
+    assert M31.chunk_bits == 30
+    assert chunks_for(32) == 9
+    assert split(SECRET, 2, [1, 2]).shape == (2, 9)
+    assert shamir._is_prime(2**31 - 1) and not shamir._is_prime(2**31 + 1)
+
+
+def test_primality_check_against_trial_division() -> None:
+    def slow(n: int) -> bool:
+        return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+    assert [n for n in range(3000) if shamir._is_prime(n)] == [n for n in range(3000) if slow(n)]
+
+
+def test_uniform_mod_range_and_spread() -> None:
+    rng = DeterministicRandom(b"umod")
+    for p in (2, 7, 65521, M31.prime):
+        v = uniform_mod(rng, 20_000, p)
+        assert v.dtype == np.uint64 and int(v.max()) < p
+    v = uniform_mod(rng, 70_000, 7)
+    counts = np.bincount(v.astype(np.int64), minlength=7)
+    assert np.all(np.abs(counts - 10_000) < 600), counts
