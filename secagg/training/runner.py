@@ -272,9 +272,10 @@ class FedRunner:
                 continue
             if len(vals) != c.clients:
                 raise ParameterError(f"{name} has {len(vals)} entries for {c.clients} clients")
+            what = "weight" if name == "client_weights" else "quality"
             for i, w in enumerate(vals, start=1):
                 if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
-                    raise ParameterError(f"client {i}: {name[7:]} must be a finite number > 0, got {w!r}")
+                    raise ParameterError(f"client {i}: {what} must be a finite number > 0, got {w!r}")
         if c.client_weights is not None and c.rule != "weighted":
             raise ParameterError("client_weights apply to the 'weighted' rule only "
                                  "(fedavg weighs by examples, hybrid by examples and client_quality)")

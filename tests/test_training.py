@@ -1,0 +1,221 @@
+"""The federated training runner: data split, validation errors, short runs,
+secure vs plaintext agreement, run directory, CLI."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from click.testing import CliRunner  # noqa: E402
+
+from secagg.errors import ParameterError  # noqa: E402
+from secagg.training.cli import demo_command, train_command  # noqa: E402
+from secagg.training.data import make_federated_data, partition_dirichlet  # noqa: E402
+from secagg.training.run import CSV_COLUMNS, run_training  # noqa: E402
+from secagg.training.runner import (  # noqa: E402
+    FedRunner,
+    LocalResult,
+    TrainConfig,
+    dropout_schedule,
+    validate_updates,
+)
+
+HAVE_SIMULATE = importlib.util.find_spec("secagg.simulation") is not None
+needs_simulate = pytest.mark.skipif(not HAVE_SIMULATE, reason="secagg.simulation not available yet")
+
+FAST = dict(clients=5, rounds=4, epochs=1, dropout=0.2, seed=3, model="logreg", key_bits=1024)
+
+
+# -- data ---------------------------------------------------------------------------------
+def test_data_split_and_standardization():
+    d = make_federated_data(10, "iid", seed=1)
+    assert len(d.y_train) + len(d.y_test) == 569
+    assert d.x_train.shape[1] == 30 and d.x_train.dtype == np.float32
+    assert sum(d.client_sizes) == len(d.y_train)
+    assert max(d.client_sizes) - min(d.client_sizes) <= 1
+    # standardized with training statistics only: train is centred, test is not exactly
+    np.testing.assert_allclose(d.x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(d.x_train.std(axis=0), 1, atol=1e-4)
+    assert abs(d.y_test.mean() - d.y_train.mean()) < 0.02  # stratified
+    # each client's data is a disjoint piece of the training set
+    rows = np.concatenate([x for x, _ in d.clients])
+    assert len({r.tobytes() for r in rows}) == len(rows)
+
+
+def test_noniid_split_is_skewed_and_reproducible():
+    a = make_federated_data(10, "noniid", alpha=0.3, seed=2)
+    b = make_federated_data(10, "noniid", alpha=0.3, seed=2)
+    assert a.client_sizes == b.client_sizes
+    assert min(a.client_sizes) >= 5 and sum(a.client_sizes) == len(a.y_train)
+    shares = [float(np.mean(y)) for _, y in a.clients]
+    assert max(shares) - min(shares) > 0.5  # label skew
+    iid = make_federated_data(10, "iid", seed=2)
+    assert max(float(np.mean(y)) for _, y in iid.clients) - min(float(np.mean(y)) for _, y in iid.clients) < 0.5
+
+
+def test_partition_errors():
+    with pytest.raises(ParameterError, match="alpha"):
+        make_federated_data(5, "noniid", alpha=0.0)
+    with pytest.raises(ParameterError, match="split"):
+        make_federated_data(5, "shards")
+    with pytest.raises(ParameterError, match="at least"):
+        partition_dirichlet(np.zeros(20, dtype=int), 10, 1.0, np.random.default_rng(0), min_examples=5)
+
+
+def test_dropout_schedule_is_seeded_and_exact():
+    s = [dropout_schedule(7, r, 10, 0.2) for r in range(1, 6)]
+    assert all(len(x) == 2 and all(1 <= c <= 10 for c in x) for x in s)
+    assert s == [dropout_schedule(7, r, 10, 0.2) for r in range(1, 6)]
+    assert len({tuple(x) for x in s}) > 1  # a fresh draw per round
+    assert dropout_schedule(7, 1, 10, 0.0) == []
+
+
+# -- clear errors ---------------------------------------------------------------------------
+def test_weight_not_positive_is_an_error():
+    with pytest.raises(ParameterError, match=r"client 2: weight must be a finite number > 0"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "rule": "weighted",
+                                 "client_weights": (1.0, 0.0, 2.0, 1.0, 1.0)}))
+    with pytest.raises(ParameterError, match=r"client 4: weight"):
+        validate_updates({1: np.zeros(3), 4: np.zeros(3)}, {1: 1.0, 4: -2.0}, 3)
+
+
+def test_dropout_leaving_too_few_clients_is_an_error_before_training():
+    # 5 clients, 60 % dropout -> 3 drop, 2 survive < a majority threshold of 3
+    with pytest.raises(ParameterError, match=r"leaving 2, fewer than the secagg\+? threshold of 3"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "secagg", "dropout": 0.6}))
+    with pytest.raises(ParameterError, match="threshold of 5"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "threshold": 5}))
+    with pytest.raises(ParameterError, match="dropout rate"):
+        FedRunner(TrainConfig(**{**FAST, "dropout": 1.0}))
+
+
+def test_other_config_errors():
+    for bad in ({"rule": "sum"}, {"protocol": "rot13"}, {"rounds": 0}, {"lr": -1.0}, {"clients": 1},
+                {"client_weights": (1.0,) * 5}):
+        with pytest.raises(ParameterError):
+            FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", **bad}))
+
+
+class ShapeMismatchRunner(FedRunner):
+    """Client 3 returns a model with a different hidden size."""
+
+    def local_update(self, client_id, global_state, round_number):
+        res = super().local_update(client_id, global_state, round_number)
+        if client_id == 3:
+            sd = dict(res.state_dict)
+            sd["0.weight"] = torch.zeros(2, 30)
+            return LocalResult(client_id, sd, res.examples, res.train_loss, res.train_accuracy)
+        return res
+
+
+class NaNRunner(FedRunner):
+    def local_update(self, client_id, global_state, round_number):
+        res = super().local_update(client_id, global_state, round_number)
+        if client_id == 2:
+            res.state_dict["0.bias"][0] = float("nan")
+        return res
+
+
+def test_mismatched_model_shape_names_the_client():
+    r = ShapeMismatchRunner(TrainConfig(**{**FAST, "protocol": "plaintext"}))
+    with pytest.raises(ParameterError, match=r"client 3: entry '0.weight' has shape \(2, 30\), the model has \(1, 30\)"):
+        r.run()
+    with pytest.raises(ParameterError, match=r"client 2: update has shape \(4,\)"):
+        validate_updates({1: np.zeros(3), 2: np.zeros(4)}, None, 3)
+
+
+def test_nan_update_is_an_error():
+    r = NaNRunner(TrainConfig(**{**FAST, "protocol": "plaintext"}))
+    with pytest.raises(ParameterError, match=r"client 2: NaN or infinite values in \['0.bias'\]"):
+        r.run()
+    with pytest.raises(ParameterError, match="client 1: update contains 1 NaN"):
+        validate_updates({1: np.array([0.0, np.inf, 1.0])}, None, 3)
+
+
+# -- training runs ---------------------------------------------------------------------------
+def test_plaintext_training_learns():
+    cfg = TrainConfig(**{**FAST, "protocol": "plaintext", "rounds": 5})
+    m = FedRunner(cfg).run()
+    assert len(m) == 6 and m[0]["round"] == 0
+    assert m[-1]["test_accuracy"] > 0.9  # chance is ~0.63
+    assert m[-1]["test_loss"] < m[0]["test_loss"]
+    assert all(r["n_dropped"] == 1 and r["n_included"] == 4 for r in m[1:])
+
+
+@pytest.mark.parametrize("rule", ["mean", "weighted", "hybrid"])
+def test_other_rules_train(rule):
+    m = FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "rule": rule, "rounds": 3})).run()
+    assert m[-1]["test_accuracy"] > 0.85
+
+
+def test_batchnorm_model_trains_and_keeps_its_counter():
+    r = FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "model": "mlp_bn", "rounds": 3}))
+    m = r.run()
+    assert m[-1]["test_accuracy"] > 0.85
+    counter = r.global_state["1.num_batches_tracked"]
+    assert counter.dtype == torch.int64 and int(counter) == 0  # never aggregated
+
+
+@needs_simulate
+@pytest.mark.parametrize("protocol", ["secagg+", "paillier"])
+def test_secure_run_matches_plaintext(protocol):
+    cfg = TrainConfig(**{**FAST, "protocol": protocol, "split": "noniid"})
+    secure = FedRunner(cfg).run()
+    plain = FedRunner(cfg, protocol="plaintext").run()
+    assert secure[-1]["test_accuracy"] > 0.85
+    assert [r["dropped"] for r in secure] == [r["dropped"] for r in plain]
+    assert abs(secure[-1]["test_accuracy"] - plain[-1]["test_accuracy"]) <= 0.005
+    assert abs(secure[-1]["test_loss"] - plain[-1]["test_loss"]) < 1e-4
+    assert max(r["aggregation_error"] for r in secure[1:]) < 1e-5
+    assert all(r["bytes_up_per_client"] > 0 for r in secure[1:])
+
+
+def test_run_directory(tmp_path):
+    cfg = TrainConfig(**{**FAST, "protocol": "secagg+" if HAVE_SIMULATE else "plaintext", "rounds": 2})
+    rep = run_training(cfg, runs_dir=tmp_path, progress=False)
+    d = rep.run_dir
+    assert d is not None and d.parent == tmp_path
+    names = {p.name for p in d.iterdir()}
+    assert {"config.json", "metrics.csv", "metrics.json", "summary.json", "comparison.png"} <= names
+    if cfg.protocol != "plaintext":
+        assert {"baseline_metrics.csv", "baseline_metrics.json"} <= names
+    config = json.loads((d / "config.json").read_text())
+    assert config["clients"] == 5 and len(config["partition"]) == 5
+    rows = list(csv.DictReader(open(d / "metrics.csv")))
+    assert [int(r["round"]) for r in rows] == [0, 1, 2]
+    assert tuple(rows[0]) == CSV_COLUMNS
+    js = json.loads((d / "metrics.json").read_text())
+    assert js[-1]["test_accuracy"] == pytest.approx(rep.final_accuracy)
+    assert (d / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == pytest.approx(rep.final_accuracy)
+
+
+def test_cli_train(tmp_path):
+    res = CliRunner().invoke(train_command, ["--protocol", "plaintext", "--rule", "fedavg", "--clients", "4",
+                                             "--rounds", "2", "--dropout", "0.25", "--seed", "1", "--model",
+                                             "logreg", "--out", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "final test accuracy" in res.output and "results: " in res.output
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_cli_reports_parameter_errors_cleanly(tmp_path):
+    res = CliRunner().invoke(train_command, ["--protocol", "secagg", "--clients", "4", "--dropout", "0.5",
+                                             "--out", str(tmp_path), "--no-progress"])
+    assert res.exit_code != 0
+    assert "Error:" in res.output and "threshold" in res.output
+    assert not isinstance(res.exception, ParameterError) or res.exit_code == 1
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_demo_help():
+    res = CliRunner().invoke(demo_command, ["--help"])
+    assert res.exit_code == 0 and "secagg+" in res.output
