@@ -1,0 +1,580 @@
+"""Paillier encryption with ``g = n + 1`` (Paillier, EUROCRYPT'99), a narrow
+wrapper over python-paillier (``phe``) and gmpy2. This is the only module that
+imports ``phe`` (protocols/paillier/SPEC.md, "Primitives").
+
+What it offers, and nothing more:
+
+* key generation (``phe``'s, or from an injected random source for tests and
+  vectors), :class:`PublicKey` (``n``) and :class:`PrivateKey` (CRT decryption);
+* raw encryption of an integer ``0 <= m < n`` with *injected* randomness:
+  ``E(m) = (1 + m*n) * rho mod n^2`` where the *obfuscator* ``rho`` is either
+  ``r^n`` for ``r`` uniform in ``Z*_n`` (standard Paillier) or, as an option,
+  ``h_s^a`` for a fixed public ``h_s = (-x^2)^n`` and a short random exponent
+  ``a`` (Damgard, Jurik, Nielsen, "A generalization of Paillier's public-key
+  system with applications to electronic voting", IJIS 2010). Either way the
+  obfuscator is independent of the message, so it can be computed before the
+  round (:class:`ObfuscatorPool`) and online encryption is one multiplication;
+* a parallel pool precompute over worker processes that exchange only integers;
+* ciphertext (de)serialization at a fixed length and validation that a
+  ciphertext lies in ``Z*_{n^2}`` (one batched gcd per submission).
+
+Security notes. ``(1 + n)^m = 1 + m*n mod n^2`` is exact, so the message part
+needs no exponentiation. An obfuscator must never be used twice: two
+ciphertexts under one ``rho`` reveal the difference of their plaintexts, so the
+pool hands each value out once and forgets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import gmpy2
+from gmpy2 import mpz
+from phe import paillier as _phe
+
+from ..errors import InvalidCiphertext, LocalProtocolError, ParameterError, WireFormatError
+from .randomness import RandomSource, default_random
+
+__all__ = [
+    "DEFAULT_KEY_BITS",
+    "MIN_KEY_BITS",
+    "PublicKey",
+    "PrivateKey",
+    "generate_keypair",
+    "keypair_from_primes",
+    "RandomizerSpec",
+    "STANDARD",
+    "short_exponent",
+    "default_short_exponent_bits",
+    "djn_base",
+    "encrypt",
+    "encrypt_with_obfuscators",
+    "draw_randomizer_inputs",
+    "obfuscators_from_inputs",
+    "precompute_obfuscators",
+    "ObfuscatorPool",
+    "ciphertexts_to_bytes",
+    "ciphertexts_from_bytes",
+    "check_units",
+    "multiply_into",
+    "process_executor",
+]
+
+DEFAULT_KEY_BITS = 2048
+#: Smallest modulus the library will build at all (test keys); protocols refuse
+#: anything below 2048 bits unless a test explicitly lowers their bound.
+MIN_KEY_BITS = 512
+MAX_KEY_BITS = 8192
+
+_KEY_ID_TAG = b"secagg/v1/paillier/key-id\x00"
+_DJN_TAG = b"secagg/v1/paillier/djn-base\x00"
+_EXTRA_BITS = 128  # statistical distance 2^-128 when reducing random bytes mod n
+
+
+def _check_key_bits(bits: int) -> int:
+    if not (isinstance(bits, int) and not isinstance(bits, bool)
+            and MIN_KEY_BITS <= bits <= MAX_KEY_BITS and bits % 8 == 0):
+        raise ParameterError(
+            f"Paillier key size must be a multiple of 8 in [{MIN_KEY_BITS}, {MAX_KEY_BITS}] bits "
+            f"(2048 default, 3072 available), got {bits!r}")
+    return bits
+
+
+def _to_bytes(x: mpz, length: int) -> bytes:
+    return x.to_bytes(length, "big") if hasattr(x, "to_bytes") else int(x).to_bytes(length, "big")
+
+
+if hasattr(mpz, "from_bytes"):
+    def _from_bytes(b: bytes | memoryview) -> mpz:
+        return mpz.from_bytes(b, "big")
+else:  # gmpy2 < 2.2
+    def _from_bytes(b: bytes | memoryview) -> mpz:
+        return mpz(int.from_bytes(b, "big"))
+
+
+# ---------------------------------------------------------------------- keys
+
+class PublicKey:
+    """A Paillier public key: the modulus ``n`` (``g = n + 1`` implicitly).
+
+    ``key_id`` is ``SHA-256("secagg/v1/paillier/key-id" || n)``, the fingerprint
+    bound into every submission. ``ciphertext_bytes`` is the fixed wire length
+    of one ciphertext (an element of ``Z_{n^2}``)."""
+
+    __slots__ = ("n", "n_square", "key_bits", "modulus_bytes", "ciphertext_bytes", "key_id", "_n_mpz")
+
+    def __init__(self, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) and not isinstance(n, type(mpz(0))):
+            raise ParameterError("a Paillier modulus must be an integer")
+        n = int(n)
+        bits = n.bit_length()
+        _check_key_bits(bits)
+        if n % 2 == 0 or gmpy2.is_square(n):
+            raise ParameterError("not a Paillier modulus (even or a perfect square)")
+        self.n = n
+        self._n_mpz = mpz(n)
+        self.n_square = self._n_mpz * self._n_mpz
+        self.key_bits = bits
+        self.modulus_bytes = bits // 8
+        self.ciphertext_bytes = (2 * bits + 7) // 8
+        self.key_id = hashlib.sha256(_KEY_ID_TAG + n.to_bytes(self.modulus_bytes, "big")).digest()
+
+    # Paper names: n, g = n + 1.
+    @property
+    def g(self) -> int:
+        return self.n + 1
+
+    def to_bytes(self) -> bytes:
+        return self.n.to_bytes(self.modulus_bytes, "big")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "PublicKey":
+        if not data or data[0] == 0:
+            raise ParameterError("a Paillier modulus is encoded big-endian with no leading zero byte")
+        return cls(int.from_bytes(data, "big"))
+
+    def to_phe(self) -> _phe.PaillierPublicKey:
+        """The same key as a ``phe`` object (for interoperability)."""
+        return _phe.PaillierPublicKey(self.n)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+    def __repr__(self) -> str:
+        return f"PublicKey(bits={self.key_bits}, key_id={self.key_id.hex()[:16]})"
+
+
+class PrivateKey:
+    """The decryption key: ``phe``'s private key (primes ``p < q`` and the CRT
+    constants ``h_p``, ``h_q``), behind a deliberately small interface.
+
+    It never pickles (so it cannot be sent to a worker process or written to a
+    cache by accident) and its ``repr`` shows only the key id."""
+
+    __slots__ = ("public_key", "_key", "_p", "_q", "_p2", "_q2", "_hp", "_hq", "_p_inv")
+
+    def __init__(self, phe_private_key: _phe.PaillierPrivateKey):
+        if not isinstance(phe_private_key, _phe.PaillierPrivateKey):
+            raise ParameterError("expected a phe PaillierPrivateKey")
+        self._key = phe_private_key
+        self.public_key = PublicKey(phe_private_key.public_key.n)
+        k = phe_private_key
+        self._p, self._q = mpz(k.p), mpz(k.q)
+        self._p2, self._q2 = mpz(k.psquare), mpz(k.qsquare)
+        self._hp, self._hq, self._p_inv = mpz(k.hp), mpz(k.hq), mpz(k.p_inverse)
+
+    def to_phe(self) -> _phe.PaillierPrivateKey:
+        """The underlying ``phe`` key (interoperability tests)."""
+        return self._key
+
+    def decrypt(self, ciphertext: int) -> int:
+        """``phe``'s CRT decryption of one raw ciphertext (no validation)."""
+        return int(self._key.raw_decrypt(int(ciphertext)))
+
+    def decrypt_many(self, ciphertexts: Sequence[int], threads: int = 1) -> list[int]:
+        """CRT decryption of many ciphertexts: ``m_p = L_p(c^(p-1) mod p^2) h_p mod p``,
+        likewise mod ``q``, then Garner's recombination (the same arithmetic as
+        ``phe``'s ``raw_decrypt``, tested equal). The two exponentiations per
+        ciphertext run in gmpy2's list functions, which release the GIL, so
+        ``threads > 1`` uses several cores without the key leaving the process."""
+        cs = [mpz(c) for c in ciphertexts]
+        if not cs:
+            return []
+        p, q, p2, q2 = self._p, self._q, self._p2, self._q2
+        pm1, qm1 = p - 1, q - 1
+        jobs: list[tuple[list[mpz], mpz, mpz]] = []
+        threads = max(1, int(threads))
+        step = max(1, math.ceil(len(cs) / threads))
+        chunks = [cs[i:i + step] for i in range(0, len(cs), step)]
+        for chunk in chunks:
+            jobs.append((chunk, pm1, p2))
+            jobs.append((chunk, qm1, q2))
+        if threads == 1:
+            results = [gmpy2.powmod_base_list(c, e, m) for c, e, m in jobs]
+        else:
+            results = [None] * len(jobs)
+
+            def run(i: int) -> None:
+                c, e, m = jobs[i]
+                results[i] = gmpy2.powmod_base_list(c, e, m)
+
+            workers = [threading.Thread(target=lambda lo=lo: [run(i) for i in range(lo, len(jobs), threads)])
+                       for lo in range(threads)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join()
+        out: list[int] = []
+        hp, hq, p_inv = self._hp, self._hq, self._p_inv
+        for j in range(len(chunks)):
+            for up, uq in zip(results[2 * j], results[2 * j + 1]):  # type: ignore[arg-type]
+                mp = ((up - 1) // p) * hp % p
+                mq = ((uq - 1) // q) * hq % q
+                out.append(int(mp + ((mq - mp) * p_inv % q) * p))
+        return out
+
+    def __reduce__(self):  # noqa: D105 - never serialize a private key
+        raise TypeError("a Paillier private key is never pickled")
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(key_id={self.public_key.key_id.hex()[:16]})"
+
+
+def _random_prime(bits: int, rng: RandomSource) -> int:
+    nbytes = (bits + 7) // 8
+    while True:
+        x = int.from_bytes(rng.bytes(nbytes), "big") >> (8 * nbytes - bits)
+        x |= (3 << (bits - 2)) | 1  # top two bits set: the product has exactly 2*bits bits
+        p = int(gmpy2.next_prime(x))
+        if p.bit_length() == bits:
+            return p
+
+
+def keypair_from_primes(p: int, q: int) -> tuple[PublicKey, PrivateKey]:
+    """A key pair from two known primes (test vectors use fixed small primes)."""
+    if not (gmpy2.is_prime(p) and gmpy2.is_prime(q)) or p == q:
+        raise ParameterError("p and q must be two distinct primes")
+    n = int(p) * int(q)
+    _check_key_bits(n.bit_length())
+    if math.gcd(n, (p - 1) * (q - 1)) != 1:
+        raise ParameterError("gcd(n, phi(n)) != 1")
+    sk = PrivateKey(_phe.PaillierPrivateKey(_phe.PaillierPublicKey(n), int(p), int(q)))
+    return sk.public_key, sk
+
+
+def generate_keypair(key_bits: int = DEFAULT_KEY_BITS,
+                     rng: RandomSource | None = None) -> tuple[PublicKey, PrivateKey]:
+    """A fresh key pair with an ``n`` of exactly ``key_bits`` bits.
+
+    Without ``rng``: ``phe.generate_paillier_keypair`` (the OS CSPRNG). With an
+    injected ``rng`` (tests, simulations, vectors): primes are the next primes
+    after ``key_bits/2``-bit numbers drawn from ``rng`` (top two bits set), so a
+    run is reproducible; the key objects are ``phe``'s either way."""
+    _check_key_bits(key_bits)
+    if rng is None:
+        pub, priv = _phe.generate_paillier_keypair(n_length=key_bits)
+        sk = PrivateKey(priv)
+        return sk.public_key, sk
+    half = key_bits // 2
+    while True:
+        p = _random_prime(half, rng)
+        q = _random_prime(half, rng)
+        if p != q and (p * q).bit_length() == key_bits:
+            return keypair_from_primes(p, q)
+
+
+# ------------------------------------------------------------- randomizers
+
+@dataclass(frozen=True)
+class RandomizerSpec:
+    """How obfuscators are made.
+
+    ``standard``: ``rho = r^n mod n^2``, ``r`` uniform in ``Z*_n`` (Paillier's
+    scheme; security = DCR). ``short_exponent``: ``rho = h_s^a mod n^2`` with
+    the public base :func:`djn_base` and ``a`` uniform in ``[0, 2^exponent_bits)``
+    (DJN 2010; security additionally needs the short-exponent assumption stated
+    in protocols/paillier/SPEC.md). The base is fixed, so exponentiation uses a
+    precomputed table (``window`` bits per digit)."""
+
+    kind: str = "standard"
+    exponent_bits: int = 0
+    window: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("standard", "short_exponent"):
+            raise ParameterError(f"randomizer must be 'standard' or 'short_exponent', got {self.kind!r}")
+        if self.kind == "short_exponent" and not (isinstance(self.exponent_bits, int) and
+                                                  256 <= self.exponent_bits <= MAX_KEY_BITS + _EXTRA_BITS):
+            raise ParameterError("a short exponent needs exponent_bits in [256, key bits + 128]")
+        if self.kind == "standard" and self.exponent_bits:
+            raise ParameterError("the standard randomizer takes no exponent length")
+        if not (isinstance(self.window, int) and 1 <= self.window <= 12):
+            raise ParameterError("window must be in [1, 12]")
+
+    def describe(self) -> str:
+        return "standard r^n" if self.kind == "standard" else f"DJN short exponent ({self.exponent_bits} bits)"
+
+
+STANDARD = RandomizerSpec("standard")
+
+
+def default_short_exponent_bits(key_bits: int) -> int:
+    """``4 * kappa`` for the modulus' security level ``kappa`` (NIST SP 800-57:
+    112 bits for 2048, 128 for 3072, 192 for 7680): generic attacks on an
+    ``l``-bit exponent cost about ``2^(l/2)``, so this keeps a factor-two margin
+    in the exponent over the modulus' own level (448 bits at 2048, 512 at 3072)."""
+    kappa = 112 if key_bits < 3072 else 128 if key_bits < 7680 else 192
+    return 4 * kappa
+
+
+def short_exponent(key_bits: int = DEFAULT_KEY_BITS, exponent_bits: int | None = None) -> RandomizerSpec:
+    return RandomizerSpec("short_exponent", exponent_bits or default_short_exponent_bits(key_bits))
+
+
+def djn_base(public_key: PublicKey) -> int:
+    """The public DJN base ``h_s = h^n mod n^2`` with ``h = -x^2 mod n``.
+
+    ``x`` is derived from ``n`` alone (SHAKE-256 under a domain tag, reduced
+    mod ``n``), so every party computes the same base and nobody chooses it."""
+    n = public_key.n
+    counter = 0
+    while True:
+        seed = _DJN_TAG + public_key.to_bytes() + counter.to_bytes(4, "big")
+        x = int.from_bytes(hashlib.shake_256(seed).digest(public_key.modulus_bytes + 16), "big") % n
+        counter += 1
+        if x > 1 and math.gcd(x, n) == 1:
+            break
+    h = (-x * x) % n
+    h_s = gmpy2.powmod(mpz(h), public_key._n_mpz, public_key.n_square)
+    if h_s == 1:  # pragma: no cover - would need x of tiny order
+        raise ParameterError("degenerate DJN base")
+    return int(h_s)
+
+
+def draw_randomizer_inputs(public_key: PublicKey, spec: RandomizerSpec, count: int,
+                           rng: RandomSource | None = None) -> list[int]:
+    """The random integers behind ``count`` obfuscators, drawn from ``rng``.
+
+    ``standard``: ``r = 1 + (R mod (n - 1))`` for ``R`` of ``key_bits + 128``
+    random bits (bias below 2^-128), redrawn in the negligible case
+    ``gcd(r, n) != 1``. ``short_exponent``: ``a`` = ``exponent_bits`` random bits."""
+    rng = default_random(rng)
+    out: list[int] = []
+    if spec.kind == "standard":
+        nbytes = public_key.modulus_bytes + _EXTRA_BITS // 8
+        n = public_key.n
+        while len(out) < count:
+            r = 1 + int.from_bytes(rng.bytes(nbytes), "big") % (n - 1)
+            if math.gcd(r, n) == 1:
+                out.append(r)
+        return out
+    nbytes = (spec.exponent_bits + 7) // 8
+    mask = (1 << spec.exponent_bits) - 1
+    return [int.from_bytes(rng.bytes(nbytes), "big") & mask for _ in range(count)]
+
+
+class _FixedBase:
+    """``base^a mod m`` for a fixed base by a table of ``base^(d * 2^(w*i))``:
+    one multiplication per nonzero ``w``-bit digit of ``a``, no squarings."""
+
+    def __init__(self, base: int, modulus: mpz, exponent_bits: int, window: int):
+        self.modulus = modulus
+        self.window = window
+        self.mask = (1 << window) - 1
+        rows = math.ceil(exponent_bits / window)
+        table = []
+        b = mpz(base)
+        for _ in range(rows):
+            row = [mpz(1), b]
+            for _d in range(2, 1 << window):
+                row.append(row[-1] * b % modulus)
+            table.append(row)
+            b = row[-1] * b % modulus
+        self.table = table
+
+    def pow(self, a: int) -> mpz:
+        acc = mpz(1)
+        m, w, mask = self.modulus, self.window, self.mask
+        a = mpz(a)
+        for row in self.table:
+            if not a:
+                break
+            d = int(a & mask)
+            if d:
+                acc = acc * row[d] % m
+            a >>= w
+        return acc
+
+
+_TABLES: dict[tuple[int, int, int, int], _FixedBase] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def _fixed_base(n: int, h_s: int, exponent_bits: int, window: int) -> _FixedBase:
+    key = (n, h_s, exponent_bits, window)
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+        if table is None:
+            if len(_TABLES) >= 4:
+                _TABLES.clear()
+            table = _TABLES[key] = _FixedBase(h_s, mpz(n) * mpz(n), exponent_bits, window)
+        return table
+
+
+def obfuscators_from_inputs(n: int, kind: str, inputs: Sequence[int], h_s: int = 0,
+                            exponent_bits: int = 0, window: int = 8) -> list[int]:
+    """Obfuscators from the integers of :func:`draw_randomizer_inputs`.
+
+    A module-level function of integers only, so it runs unchanged in a worker
+    process (nothing but integers and a kind string crosses the boundary)."""
+    n_m = mpz(n)
+    n2 = n_m * n_m
+    if kind == "standard":
+        return [int(v) for v in gmpy2.powmod_base_list([mpz(r) for r in inputs], n_m, n2)]
+    if kind == "short_exponent":
+        table = _fixed_base(n, h_s, exponent_bits, window)
+        return [int(table.pow(a)) for a in inputs]
+    raise ParameterError(f"unknown randomizer kind {kind!r}")
+
+
+def process_executor(workers: int) -> ProcessPoolExecutor:
+    """A process pool for :func:`precompute_obfuscators` ("spawn": no state
+    inherited from the parent, in particular no key material)."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def precompute_obfuscators(public_key: PublicKey, count: int, rng: RandomSource | None = None,
+                           spec: RandomizerSpec = STANDARD, *, workers: int = 1,
+                           executor: Executor | None = None) -> list[mpz]:
+    """``count`` fresh obfuscators (the offline phase).
+
+    The random inputs are always drawn here, in the calling process, from
+    ``rng``: a run with ``workers = 4`` gives the same pool as ``workers = 1``.
+    With ``workers > 1`` (or an ``executor``) the exponentiations run in worker
+    processes; they receive and return integers only."""
+    if count < 0:
+        raise ParameterError("count must be >= 0")
+    inputs = draw_randomizer_inputs(public_key, spec, count, rng)
+    h_s = djn_base(public_key) if spec.kind == "short_exponent" else 0
+    args = dict(h_s=h_s, exponent_bits=spec.exponent_bits, window=spec.window)
+    if count == 0:
+        return []
+    if executor is None and workers <= 1:
+        return [mpz(v) for v in obfuscators_from_inputs(public_key.n, spec.kind, inputs, **args)]
+    own = executor is None
+    ex = executor if executor is not None else process_executor(workers)
+    try:
+        n_workers = getattr(ex, "_max_workers", workers) or workers
+        step = max(1, math.ceil(count / n_workers))
+        futures = [ex.submit(obfuscators_from_inputs, public_key.n, spec.kind, inputs[i:i + step], **args)
+                   for i in range(0, count, step)]
+        out: list[mpz] = []
+        for f in futures:
+            out.extend(mpz(v) for v in f.result())
+        return out
+    finally:
+        if own:
+            ex.shutdown()
+
+
+class ObfuscatorPool:
+    """Precomputed obfuscators for one public key, each handed out once.
+
+    ``take`` removes what it returns: a value can never be used for two
+    ciphertexts (that would reveal the difference of their plaintexts)."""
+
+    def __init__(self, public_key: PublicKey, values: Iterable[int] = ()):
+        self.public_key = public_key
+        self._values: list[mpz] = [mpz(v) for v in values]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def precompute(cls, public_key: PublicKey, count: int, rng: RandomSource | None = None,
+                   spec: RandomizerSpec = STANDARD, *, workers: int = 1,
+                   executor: Executor | None = None) -> "ObfuscatorPool":
+        return cls(public_key, precompute_obfuscators(public_key, count, rng, spec, workers=workers,
+                                                      executor=executor))
+
+    def extend(self, values: Iterable[int]) -> None:
+        with self._lock:
+            self._values.extend(mpz(v) for v in values)
+
+    def take(self, count: int) -> list[mpz]:
+        with self._lock:
+            if count > len(self._values):
+                raise LocalProtocolError(f"obfuscator pool has {len(self._values)} values, {count} needed")
+            out, self._values = self._values[:count], self._values[count:]
+            return out
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ObfuscatorPool({len(self)} values, key_id={self.public_key.key_id.hex()[:16]})"
+
+
+# ---------------------------------------------------------------- encryption
+
+def encrypt_with_obfuscators(public_key: PublicKey, plaintexts: Sequence[int],
+                             obfuscators: Sequence[int]) -> list[mpz]:
+    """``c_i = (1 + m_i*n) * rho_i mod n^2``: the online phase, one modular
+    multiplication per ciphertext. Each ``m_i`` must lie in ``[0, n)``."""
+    if len(plaintexts) != len(obfuscators):
+        raise ParameterError("one obfuscator per plaintext")
+    n, n2 = public_key._n_mpz, public_key.n_square
+    out = []
+    for m, rho in zip(plaintexts, obfuscators):
+        if not 0 <= m < public_key.n:
+            raise ParameterError("Paillier plaintext outside [0, n)")
+        out.append((1 + mpz(m) * n) * rho % n2)
+    return out
+
+
+def encrypt(public_key: PublicKey, plaintext: int, rng: RandomSource | None = None,
+            spec: RandomizerSpec = STANDARD) -> int:
+    """One complete encryption (offline and online phase together)."""
+    rho = precompute_obfuscators(public_key, 1, rng, spec)
+    return int(encrypt_with_obfuscators(public_key, [plaintext], rho)[0])
+
+
+# ------------------------------------------------------- wire and validation
+
+def ciphertexts_to_bytes(public_key: PublicKey, ciphertexts: Sequence[int]) -> bytes:
+    """Big-endian, each exactly ``public_key.ciphertext_bytes`` long, concatenated."""
+    length = public_key.ciphertext_bytes
+    return b"".join(_to_bytes(mpz(c), length) for c in ciphertexts)
+
+
+def ciphertexts_from_bytes(public_key: PublicKey, data: bytes, count: int) -> list[mpz]:
+    """Parse ``count`` fixed-length ciphertexts and check each lies in
+    ``Z*_{n^2}``: range ``0 < c < n^2`` here, coprimality with ``n`` by one
+    batched gcd (:func:`check_units`).
+
+    A wrong total length raises :class:`WireFormatError`; a value outside
+    ``Z*_{n^2}`` raises :class:`InvalidCiphertext` (one opaque error)."""
+    length = public_key.ciphertext_bytes
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != count * length:
+        raise WireFormatError(f"expected {count} ciphertexts of {length} bytes "
+                              f"({count * length} bytes), got {len(data) if hasattr(data, '__len__') else '?'}")
+    view = memoryview(data)
+    n2 = public_key.n_square
+    cs = [_from_bytes(view[i:i + length]) for i in range(0, count * length, length)]
+    for c in cs:
+        if not 0 < c < n2:
+            raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
+    check_units(public_key, cs)
+    return cs
+
+
+def check_units(public_key: PublicKey, ciphertexts: Sequence[mpz]) -> None:
+    """Raise :class:`InvalidCiphertext` unless every ciphertext is coprime to ``n``.
+
+    One gcd for the whole batch: ``gcd(prod c_i mod n, n) = 1`` exactly when no
+    ``c_i`` shares a factor with ``n`` (a prime ``p | n`` divides the product
+    mod ``n`` iff it divides one of the factors)."""
+    n = public_key._n_mpz
+    prod = mpz(1)
+    for c in ciphertexts:
+        prod = prod * c % n
+    if gmpy2.gcd(prod, n) != 1:
+        raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
+
+
+def multiply_into(public_key: PublicKey, accumulator: list[mpz], ciphertexts: Sequence[mpz]) -> None:
+    """``accumulator[i] *= ciphertexts[i] mod n^2`` in place: the homomorphic
+    addition of the plaintexts. Never fails on validated input."""
+    if len(accumulator) != len(ciphertexts):
+        raise ParameterError("ciphertext vectors of different lengths")
+    n2 = public_key.n_square
+    for i, c in enumerate(ciphertexts):
+        accumulator[i] = accumulator[i] * c % n2

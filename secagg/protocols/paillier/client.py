@@ -1,0 +1,128 @@
+"""The Paillier client (protocols/paillier/SPEC.md §3.2): quantize, pack,
+encrypt with precomputed obfuscators, submit.
+
+Two phases. *Offline* (while the model trains, or between rounds):
+:meth:`PaillierClient.precompute` fills an :class:`ObfuscatorPool` for the key
+holder's public key, optionally over worker processes. *Online*:
+:meth:`PaillierClient.submit` encodes ``[w*x, w]`` with the round's fixed-point
+format (clipping and stochastic rounding from the injected random source), packs
+it with the round's layout and encrypts each plaintext with one pool value,
+i.e. one modular multiplication per ciphertext. A pool that runs short is topped
+up online (correct, only slower) and counted in ``online_exponentiations``.
+
+The public key is *pinned*: the client is given the key holder's key through a
+channel it trusts, and refuses round parameters that carry another key (a
+server that substituted its own key could otherwise decrypt every update).
+"""
+
+from __future__ import annotations
+
+import enum
+from concurrent.futures import Executor
+
+import numpy as np
+
+from ...encoding import wire
+from ...errors import LocalProtocolError, ParameterError
+from ...primitives import paillier as pl
+from ...primitives.randomness import RandomSource, default_random
+from .messages import KeyMismatch, Submission, UnexpectedSender
+from .params import PaillierParams, PublicKeyMessage
+
+__all__ = ["ClientState", "PaillierClient", "encode_update"]
+
+
+class ClientState(str, enum.Enum):
+    WAITING_PARAMS = "waiting_params"
+    READY = "ready"
+    SUBMITTED = "submitted"
+
+
+def encode_update(params: PaillierParams, update: np.ndarray, weight: float,
+                  rng: RandomSource | None = None) -> tuple[np.ndarray, int]:
+    """The quantized vector ``[q(w*x), q(w)]`` (int64, ``d + 1`` entries) and
+    how many entries clipping changed."""
+    enc = params.encoding
+    x = np.asarray(update, dtype=np.float64).ravel()
+    if x.size != params.vector_length:
+        raise ParameterError(f"update has {x.size} entries, the round expects {params.vector_length}")
+    rng = default_random(rng)
+    qx = enc.quantize(x, weight, rng)
+    qw = enc.quantize_weight(weight, rng)
+    out = np.empty(x.size + 1, dtype=np.int64)
+    out[:-1] = qx.values
+    out[-1] = qw
+    # Float rounding of w*clip*2^f can exceed the bound by one ulp, and stochastic
+    # rounding could then step past it; never let that reach a slot.
+    bound = params.layout.bound
+    np.clip(out, -bound, bound, out=out)
+    return out, qx.clipped
+
+
+class PaillierClient:
+    """One client's side of a round. ``min_key_bits`` (2048 by default) is the
+    smallest modulus it accepts; tests lower it for small keys."""
+
+    def __init__(self, client_id: int, public_key: pl.PublicKey | PublicKeyMessage, *,
+                 rng: RandomSource | None = None, randomizer: pl.RandomizerSpec = pl.STANDARD,
+                 min_key_bits: int = pl.DEFAULT_KEY_BITS):
+        key = public_key.key if isinstance(public_key, PublicKeyMessage) else public_key
+        if not isinstance(key, pl.PublicKey):
+            raise ParameterError("public_key must be a PublicKey or PublicKeyMessage")
+        if key.key_bits < min_key_bits:
+            raise ParameterError(f"a {key.key_bits}-bit Paillier key is below the {min_key_bits}-bit minimum")
+        if not isinstance(randomizer, pl.RandomizerSpec):
+            raise ParameterError("randomizer must be a RandomizerSpec")
+        self.client_id = int(client_id)
+        self.public_key = key
+        self.randomizer = randomizer
+        self.rng = default_random(rng)
+        self.pool = pl.ObfuscatorPool(key)
+        self.state = ClientState.WAITING_PARAMS
+        self.params: PaillierParams | None = None
+        self.clipped = 0
+        self.online_exponentiations = 0
+
+    # ------------------------------------------------------------------ offline
+    def precompute(self, count: int, *, workers: int = 1, executor: Executor | None = None) -> None:
+        """Add ``count`` obfuscators to the pool (the offline phase)."""
+        self.pool.extend(pl.precompute_obfuscators(self.public_key, int(count), self.rng, self.randomizer,
+                                                   workers=workers, executor=executor))
+
+    @staticmethod
+    def ciphertexts_needed(params: PaillierParams) -> int:
+        return params.n_ciphertexts
+
+    # ------------------------------------------------------------------ round
+    def receive_params(self, params: PaillierParams | bytes) -> None:
+        """Accept the round's parameters (decoded and validated if bytes)."""
+        if self.state is not ClientState.WAITING_PARAMS:
+            raise LocalProtocolError(f"parameters already received (state {self.state.value})")
+        if not isinstance(params, PaillierParams):
+            params = wire.decode(params, PaillierParams)
+        if params.key != self.public_key:
+            raise KeyMismatch("round parameters carry a key other than the key holder's pinned key")
+        if self.client_id not in params.client_ids:
+            raise UnexpectedSender(f"client {self.client_id} is not invited to this round")
+        self.params = params
+        self.state = ClientState.READY
+
+    def submit(self, update: np.ndarray, weight: float = 1.0) -> Submission:
+        """Encode, pack and encrypt ``[w*x, w]`` (the online phase)."""
+        if self.state is not ClientState.READY or self.params is None:
+            raise LocalProtocolError(f"cannot submit in state {self.state.value}")
+        params = self.params
+        q, clipped = encode_update(params, update, weight, self.rng)
+        packed = params.layout.pack(q)
+        have = min(len(self.pool), len(packed))
+        rhos = self.pool.take(have)
+        missing = len(packed) - have
+        if missing:
+            rhos += pl.precompute_obfuscators(self.public_key, missing, self.rng, self.randomizer)
+            self.online_exponentiations += missing
+        cts = pl.encrypt_with_obfuscators(self.public_key, packed, rhos)
+        self.clipped = clipped
+        self.state = ClientState.SUBMITTED
+        return Submission(session_id=params.session_id, key_id=self.public_key.key_id,
+                          client_id=self.client_id,
+                          ciphertexts=pl.ciphertexts_to_bytes(self.public_key, cts))

@@ -1,0 +1,153 @@
+"""Parameters of one Paillier aggregation round (protocols/paillier/SPEC.md §2).
+
+:class:`PaillierParams` is itself a wire message: the server sends it to every
+client and to the key holder before the round. Its hash is the **session id**,
+bound into every submission and into the aggregate, so nothing from another
+round (another nonce, another key, other clients or encoding) is accepted.
+Validation refuses parameters whose packing layout could carry between slots
+(security invariant 5) before a round starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ...aggregation import RULES, Rule, get_rule
+from ...encoding import wire
+from ...encoding.fixed_point import FixedPoint
+from ...encoding.packing import PackingLayout
+from ...errors import ParameterError
+from ...primitives.paillier import MAX_KEY_BITS, PublicKey
+from ...primitives.randomness import RandomSource, default_random
+
+__all__ = ["PROTOCOL_VERSION", "MAX_CLIENT_ID", "PublicKeyMessage", "PaillierParams"]
+
+PROTOCOL_VERSION = 1
+MAX_CLIENT_ID = (1 << 32) - 1
+_SESSION_TAG = b"secagg/v1/paillier/session\x00"
+
+
+@wire.message("paillier.PublicKey")
+@dataclass(frozen=True)
+class PublicKeyMessage:
+    """Key holder -> everyone: the modulus ``n``, big-endian, ``key_bits / 8``
+    bytes with no leading zero byte (``g = n + 1`` is implicit)."""
+
+    modulus: bytes = field(metadata={"max_len": MAX_KEY_BITS // 8})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", PublicKey.from_bytes(self.modulus))  # validates
+
+    @property
+    def key(self) -> PublicKey:
+        return self.__dict__["_key"]
+
+    @classmethod
+    def from_key(cls, key: PublicKey) -> "PublicKeyMessage":
+        return cls(key.to_bytes())
+
+
+@wire.message("paillier.Params")
+@dataclass(frozen=True)
+class PaillierParams:
+    """One round's public parameters.
+
+    ``client_ids`` are the clients invited to the round (the packing layout is
+    sized for all of them); ``min_clients`` is the fewest whose aggregate may be
+    decrypted. ``vector_length`` is the model dimension ``d``; clients encode
+    ``d + 1`` entries, ``[w*x, w]``. ``rule`` is recorded for audit; the key
+    holder uses it for one check (with ``sum``/``mean`` every weight is 1, so
+    the weight slot must decrypt to exactly the number of included clients)."""
+
+    version: int
+    session_nonce: bytes = field(metadata={"len": 32})
+    public_key: PublicKeyMessage
+    client_ids: tuple[int, ...] = field(metadata={"item": {"min": 1, "max": MAX_CLIENT_ID}})
+    min_clients: int = field(metadata={"min": 1})
+    vector_length: int = field(metadata={"min": 1, "max": 1 << 34})
+    clip: float
+    frac_bits: int = field(metadata={"min": 0, "max": 40})
+    max_weight: float
+    rule: str = field(metadata={"max_len": 16})
+
+    def __post_init__(self) -> None:
+        if self.version != PROTOCOL_VERSION:
+            raise ParameterError(f"unsupported Paillier protocol version {self.version}")
+        ids = self.client_ids
+        if not ids:
+            raise ParameterError("a round needs at least one client")
+        if list(ids) != sorted(set(ids)) or ids[0] < 1 or ids[-1] > MAX_CLIENT_ID:
+            raise ParameterError(f"client ids must be distinct, sorted integers in [1, {MAX_CLIENT_ID}]")
+        if not 1 <= self.min_clients <= len(ids):
+            raise ParameterError(f"min_clients must be in [1, {len(ids)}], got {self.min_clients}")
+        if self.rule not in RULES:
+            raise ParameterError(f"unknown aggregation rule {self.rule!r}")
+        if not isinstance(self.public_key, PublicKeyMessage):
+            raise ParameterError("public_key must be a PublicKeyMessage")
+        object.__setattr__(self, "_layout", PackingLayout.derive(self.encoding, len(ids),
+                                                                 self.public_key.key.key_bits))
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def encoding(self) -> FixedPoint:
+        return FixedPoint(clip=self.clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
+
+    @property
+    def key(self) -> PublicKey:
+        return self.public_key.key
+
+    @property
+    def layout(self) -> PackingLayout:
+        return self.__dict__["_layout"]
+
+    @property
+    def n(self) -> int:
+        return len(self.client_ids)
+
+    @property
+    def entries(self) -> int:
+        """Entries per client vector: the ``d`` weighted values and the weight."""
+        return self.vector_length + 1
+
+    @property
+    def n_ciphertexts(self) -> int:
+        return self.layout.ciphertexts(self.entries)
+
+    @property
+    def submission_bytes(self) -> int:
+        """Length of the ciphertext field of one submission."""
+        return self.n_ciphertexts * self.key.ciphertext_bytes
+
+    @property
+    def session_id(self) -> bytes:
+        sid = self.__dict__.get("_session_id")
+        if sid is None:
+            sid = hashlib.sha256(_SESSION_TAG + wire.encode(self)).digest()
+            object.__setattr__(self, "_session_id", sid)
+        return sid
+
+    def summary(self) -> dict[str, object]:
+        """Value-free description for logs and reports."""
+        lay = self.layout
+        return {"protocol": "paillier", "n": self.n, "min_clients": self.min_clients,
+                "dim": self.vector_length, "key_bits": self.key.key_bits, "clip": self.clip,
+                "frac_bits": self.frac_bits, "max_weight": self.max_weight, "rule": self.rule,
+                "slot_bits": lay.slot_bits, "slots_per_ciphertext": lay.slots, "offset": lay.offset,
+                "ciphertexts": self.n_ciphertexts, "ciphertext_bytes": self.key.ciphertext_bytes,
+                "key_id": self.key.key_id.hex(), "session_id": self.session_id.hex()}
+
+    # ------------------------------------------------------------------ factory
+    @classmethod
+    def create(cls, public_key: PublicKey | PublicKeyMessage, client_ids: Sequence[int], vector_length: int,
+               *, encoding: FixedPoint | None = None, rule: "str | Rule" = "mean", min_clients: int = 1,
+               rng: RandomSource | None = None) -> "PaillierParams":
+        """Parameters for a round with a fresh 256-bit nonce from ``rng``."""
+        pk = public_key if isinstance(public_key, PublicKeyMessage) else PublicKeyMessage.from_key(public_key)
+        enc = encoding or FixedPoint()
+        ids = tuple(sorted(int(c) for c in client_ids))
+        return cls(version=PROTOCOL_VERSION, session_nonce=default_random(rng).bytes(32), public_key=pk,
+                   client_ids=ids, min_clients=int(min_clients), vector_length=int(vector_length),
+                   clip=float(enc.clip), frac_bits=int(enc.frac_bits), max_weight=float(enc.max_weight),
+                   rule=get_rule(rule).name)
