@@ -58,3 +58,23 @@ def agree(private: bytes, peer_public: bytes) -> bytes:
         raise RemoteProtocolError("X25519 shared secret is all zeros (low-order key)",
                                   AbortReason.MALFORMED_MESSAGE)
     return shared
+
+
+def agree_many(private: bytes, peer_publics: "list[bytes]") -> "list[bytes]":
+    """:func:`agree` with one private key against many peers, loading the
+    private key once (loading it computes its public point: as costly as an
+    exchange)."""
+    key = X25519PrivateKey.from_private_bytes(private)
+    out = []
+    for peer_public in peer_publics:
+        if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
+            raise RemoteProtocolError("X25519 public key must be 32 bytes", AbortReason.MALFORMED_MESSAGE)
+        try:
+            shared = key.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"X25519 exchange failed: {exc}", AbortReason.MALFORMED_MESSAGE) from None
+        if shared == b"\x00" * 32:
+            raise RemoteProtocolError("X25519 shared secret is all zeros (low-order key)",
+                                      AbortReason.MALFORMED_MESSAGE)
+        out.append(shared)
+    return out

@@ -242,3 +242,23 @@ def reconstruct(xs: Sequence[int], shares: np.ndarray, threshold: int, secret_le
     pts, arr = pts[:threshold], arr[:threshold]
     coeffs = lagrange_at_zero(pts, field)
     return reconstruct_many(coeffs, arr.reshape(1, *arr.shape), secret_len, field)[0]
+
+
+def split_many(secrets: Sequence[bytes], threshold: int, xs: Sequence[int], rng: RandomSource | None = None,
+               field: PrimeField = M31) -> list[np.ndarray]:
+    """:func:`split` for several secrets of one length at once (one polynomial
+    evaluation pass); returns one (len(xs), chunks) array per secret."""
+    if not secrets or len({len(s) for s in secrets}) != 1:
+        raise ValueError("split_many needs secrets of one length")
+    points = _check_points(xs, field)
+    if not 1 <= threshold <= points.size:
+        raise ValueError(f"threshold must be in [1, {points.size}], got {threshold}")
+    chunks = np.concatenate([_to_chunks(bytes(s), field) for s in secrets])
+    c = chunks.size
+    coeffs = np.empty((threshold, c), dtype=np.uint64)
+    coeffs[0] = chunks
+    if threshold > 1:
+        coeffs[1:] = uniform_mod(default_random(rng), (threshold - 1) * c, field.prime).reshape(threshold - 1, c)
+    values = evaluate(coeffs, points, field)
+    per = c // len(secrets)
+    return [values[:, i * per:(i + 1) * per] for i in range(len(secrets))]

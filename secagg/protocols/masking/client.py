@@ -29,7 +29,7 @@ from ...encoding import wire
 from ...encoding.ring import dtype_for, to_ring
 from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
 from ...primitives import aead, shamir
-from ...primitives.key_agreement import agree, generate_keypair
+from ...primitives.key_agreement import agree_many, generate_keypair
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import sign, verify
@@ -199,17 +199,19 @@ class MaskingClient:
         self._check_keys(msg)
         st, p, u = self.state, self.params, self.client_id
         ids = msg.client_ids.tolist()
-        share_b = shamir.split(st.self_mask_seed, p.threshold, ids, self._rng)
-        share_sk = shamir.split(st.mask_private, p.threshold, ids, self._rng)
+        share_b, share_sk = shamir.split_many([st.self_mask_seed, st.mask_private], p.threshold, ids, self._rng)
         sid = p.session_id
         enc_keys = bytearray(32 * len(ids))
         records = []
         recipients = []
+        peer_encs = [msg.enc_publics[32 * i:32 * (i + 1)] for i in range(len(ids))]
+        secrets = agree_many(st.enc_private, [pk for v, pk in zip(ids, peer_encs) if v != u])
+        secret_of = iter(secrets)
         for i, v in enumerate(ids):
             if v == u:
                 continue
-            peer_enc = msg.enc_publics[32 * i:32 * (i + 1)]
-            key = C.share_encryption_key(agree(st.enc_private, peer_enc), sid, u, v, st.enc_public, peer_enc)
+            peer_enc = peer_encs[i]
+            key = C.share_encryption_key(next(secret_of), sid, u, v, st.enc_public, peer_enc)
             enc_keys[32 * i:32 * (i + 1)] = key
             plaintext = (struct.pack(">II", u, v) + share_b[i].astype("<u4").tobytes()
                          + share_sk[i].astype("<u4").tobytes())
@@ -271,10 +273,9 @@ class MaskingClient:
         # mask: self mask from b_u, one pairwise mask per peer in U_2
         masked = to_ring(vector, p.ring_bits)
         prg_ring_add_into(masked, st.self_mask_seed, C.SELF_MASK_TAG)
-        for v in senders.tolist():
-            i = index[v]
-            peer_mask = st.peers.mask_publics[32 * i:32 * (i + 1)]
-            seed = C.pairwise_mask_seed(agree(st.mask_private, peer_mask), sid, u, v, st.mask_public, peer_mask)
+        peer_masks = [st.peers.mask_publics[32 * index[v]:32 * (index[v] + 1)] for v in senders.tolist()]
+        for v, peer_mask, shared in zip(senders.tolist(), peer_masks, agree_many(st.mask_private, peer_masks)):
+            seed = C.pairwise_mask_seed(shared, sid, u, v, st.mask_public, peer_mask)
             prg_ring_add_into(masked, seed, C.PAIR_MASK_TAG, C.mask_sign(u, v))
         order = np.argsort(np.array(owners, dtype=np.int64))
         self.state = replace(

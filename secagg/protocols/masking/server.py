@@ -24,7 +24,7 @@ import numpy as np
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
-from ...primitives.key_agreement import agree, public_from_private
+from ...primitives.key_agreement import agree_many, public_from_private
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
@@ -325,11 +325,10 @@ class MaskingServer:
         sid = p.session_id
         for v in sorted(mask_keys):
             sk, pk_v = mask_keys[v], adv[v].mask_public
-            for w in p.graph.neighbours(v):
-                if w not in self._u3_set:
-                    continue
+            peers = [w for w in p.graph.neighbours(v) if w in self._u3_set]
+            for w, shared in zip(peers, agree_many(sk, [adv[w].mask_public for w in peers])):
                 pk_w = adv[w].mask_public
-                seed = C.pairwise_mask_seed(agree(sk, pk_w), sid, v, w, pk_v, pk_w)
+                seed = C.pairwise_mask_seed(shared, sid, v, w, pk_v, pk_w)
                 # w added sign(w, v) * PRG(s_{w,v}); remove it
                 prg_ring_add_into(acc, seed, C.PAIR_MASK_TAG, -C.mask_sign(w, v))
         total = from_ring(acc, p.ring_bits)
