@@ -1,1 +1,47 @@
-"""Flower adapter (work in progress)."""
+"""Secure aggregation inside real Flower deployments (Flower's Message API).
+
+Two pieces, both thin adapters over the sans-I/O masking core
+(:mod:`secagg.protocols.masking`):
+
+* client: :data:`secagg_mod`, a ClientApp mod around the ``train`` function;
+* server: :class:`SecAggFedAvg`, a FedAvg strategy whose training rounds run
+  the protocol as Flower messages over the Grid (or :func:`run_secure_round`
+  for one round in a custom ServerApp), configured by :class:`SecAggSettings`
+  from the run config.
+
+:class:`~secagg.flower.local.LocalDeployment` starts a real SuperLink and
+SuperNodes on 127.0.0.1 for tests and demos. See docs/flower.md.
+
+Needs the ``flower`` extra (``pip install 'secagg[flower]'``, Flower 1.41).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .settings import SecAggSettings
+
+__all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "SecAggFedAvg", "RoundReport", "SecAggConfigError",
+           "run_secure_round", "exchange", "LocalDeployment"]
+
+_LAZY = {
+    "secagg_mod": "client", "make_secagg_mod": "client",
+    "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server",
+    "run_secure_round": "server", "exchange": "server",
+    "LocalDeployment": "local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "flwr":
+            raise ImportError("secagg.flower needs Flower: pip install 'secagg[flower]' (flwr>=1.41,<1.42)") from exc
+        raise
+    globals()[name] = value
+    return value

@@ -1,0 +1,331 @@
+"""Server side: the masking protocol as rounds of Flower messages over a Grid,
+and :class:`SecAggFedAvg`, a FedAvg strategy whose training rounds run under
+secure aggregation.
+
+One protocol stage is one exchange: push one message per node, then pull the
+replies until all are in or the stage's deadline passes. A node whose reply is
+missing at the deadline, or comes back as a Flower error (the ClientApp raised,
+the node refused, the SuperLink reports the node or message unavailable), or
+fails the protocol's checks, is simply not handed to the protocol server: the
+sans-I/O core (:class:`~secagg.protocols.masking.MaskingServer`) then treats it
+as dropped at that stage and its ``close_round`` does the recovery (unmasking
+the dropped node's pairwise masks from the survivors' shares). Each message's
+TTL equals its stage deadline, so a late reply is discarded by the SuperLink
+and can never leak into a later stage.
+
+Node ids (64-bit Flower ids) map to protocol client ids ``1..n`` in sorted
+order for each round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result
+
+from ..aggregation import fedavg_apply, finalize
+from ..encoding import wire
+from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
+from ..protocols.masking import Abort, MaskingParams, MaskingServer, ServerResult
+from ..protocols.masking.messages import CLIENT_MESSAGES
+from .client import SETUP_STAGE
+from .records import RECORD_KEY, ModelLayout, pack, unpack
+from .settings import SecAggSettings
+
+__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "exchange"]
+
+log = logging.getLogger("flwr.secagg")
+
+
+class SecAggConfigError(ParameterError):
+    """The run's configuration cannot give secure aggregation (e.g. too few
+    nodes for the threshold). Raised before any message is sent."""
+
+
+@dataclass
+class RoundReport:
+    """What happened in one secure-aggregation round (no update values, except
+    the aggregate itself, which the server is meant to learn)."""
+
+    server_round: int
+    outcome: str  # "completed" | "aborted"
+    nodes: tuple[int, ...]
+    client_ids: dict[int, int]  # node id -> protocol client id
+    included: tuple[int, ...] = ()  # node ids whose inputs are in the aggregate
+    dropped: dict[int, str] = field(default_factory=dict)  # node id -> protocol stage it missed
+    failures: dict[int, str] = field(default_factory=dict)  # node id -> what Flower reported
+    sum_weights: float | None = None
+    mean_update: np.ndarray | None = None
+    abort_reason: str | None = None
+    abort_detail: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self, with_aggregate: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "server_round": self.server_round, "outcome": self.outcome, "nodes": [str(n) for n in self.nodes],
+            "client_ids": {str(k): v for k, v in self.client_ids.items()},
+            "included": [str(n) for n in self.included],
+            "dropped": {str(k): v for k, v in self.dropped.items()},
+            "failures": {str(k): v for k, v in self.failures.items()},
+            "sum_weights": self.sum_weights, "abort_reason": self.abort_reason, "abort_detail": self.abort_detail,
+            "stage_seconds": self.stage_seconds, "params": self.params,
+        }
+        if with_aggregate and self.mean_update is not None:
+            out["mean_update"] = self.mean_update.tolist()
+        return out
+
+    def to_json(self, with_aggregate: bool = False) -> str:
+        return json.dumps(self.to_json_dict(with_aggregate), indent=1)
+
+
+def exchange(grid: Grid, messages: Sequence[Message], timeout: float,
+             poll_interval: float = 0.2) -> tuple[dict[int, Message], list[int]]:
+    """Push ``messages`` (one per node) and pull replies until every node has
+    answered or ``timeout`` seconds pass. Returns the replies by node id and the
+    node ids that did not answer in time.
+
+    (``Grid.send_and_receive`` does the same but polls only every few
+    seconds; a protocol of four or five stages is much faster with a short
+    poll interval.)"""
+    messages = list(messages)
+    targets = [m.metadata.dst_node_id for m in messages]
+    if len(set(targets)) != len(targets):
+        raise ValueError("exchange takes at most one message per node")
+    pushed = list(grid.push_messages(messages)) if messages else []
+    pending = {mid: node for mid, node in zip(pushed, targets) if mid}
+    replies: dict[int, Message] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for reply in grid.pull_messages(list(pending)):
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is not None:
+                replies[node] = reply
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_interval)
+    return replies, [n for n in targets if n not in replies]
+
+
+def _describe_error(reply: Message) -> str:
+    err = reply.error
+    return f"error reply (code {err.code}): {err.reason}"
+
+
+def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
+                     settings: SecAggSettings, server_round: int, *, server_learning_rate: float = 1.0,
+                     arrays_key: str = "arrays", config_key: str = "config",
+                     message_type: str = MessageType.TRAIN) -> tuple[RoundReport, ArrayRecord | None]:
+    """One FedAvg round under secure aggregation with the given nodes.
+
+    Returns the round report and the new global model
+    (``global + server_learning_rate * weighted mean update``), or ``None`` for
+    the model if the round aborted and ``settings.on_abort == "skip"``.
+    Raises :class:`SecAggConfigError` if the parameters cannot be secure and
+    :class:`~secagg.errors.ProtocolAborted` if the round aborted and
+    ``settings.on_abort == "raise"``."""
+    nodes = tuple(sorted(set(int(n) for n in node_ids)))
+    client_of = {node: i + 1 for i, node in enumerate(nodes)}
+    node_of = {c: n for n, c in client_of.items()}
+    layout = ModelLayout.of(arrays)
+    params = make_params(settings, len(nodes), layout.dim, server_round)
+    report = RoundReport(server_round, "aborted", nodes, dict(client_of), params=params.summary())
+    server = MaskingServer(params)
+    group = str(server_round)
+    session = params.session_id
+    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values",
+             server_round, params.protocol_name, params.n, params.threshold, params.degree, layout.dim)
+
+    # stage 0: nodes train and advertise their keys
+    params_bytes = wire.encode(params)
+    outgoing: list[Message] = []
+    for node in nodes:
+        content = pack(SETUP_STAGE, b"", params=params_bytes, round=server_round, session=session,
+                       **{"client-id": client_of[node], "arrays-key": arrays_key,
+                          "weighted-by": settings.weighted_by})
+        content[arrays_key] = arrays
+        content[config_key] = train_config
+        outgoing.append(Message(content, node, message_type, ttl=settings.train_timeout, group_id=group))
+    timeout = settings.train_timeout
+
+    while True:
+        stage = server.stage.value
+        t0 = time.monotonic()
+        replies, missing = exchange(grid, outgoing, timeout, settings.poll_interval)
+        report.stage_seconds[stage] = round(time.monotonic() - t0, 3)
+        failed: dict[int, str] = {node: f"no reply within {timeout:g}s" for node in missing}
+        for node, reply in replies.items():
+            if reply.has_error():
+                failed[node] = _describe_error(reply)
+                continue
+            try:
+                rec = unpack(reply.content)
+                server.receive(client_of[node], wire.decode(rec["payload"], CLIENT_MESSAGES))
+            except RemoteProtocolError as exc:
+                failed[node] = f"rejected ({exc.reason.value}): {exc}"
+        for node, why in sorted(failed.items()):
+            log.warning("secagg: round %d: node %d dropped at %s: %s", server_round, node, stage, why)
+            report.failures[node] = f"{stage}: {why}"
+        deliver = server.close_round()
+        if server.done:
+            break
+        timeout = settings.stage_timeout
+        outgoing = [Message(pack(type(m).__name__, wire.encode(m), round=server_round, session=session),
+                            node_of[cid], message_type, ttl=timeout, group_id=group)
+                    for cid, m in sorted(deliver.items())]
+
+    outcome = server.outcome
+    if isinstance(outcome, Abort):
+        report.abort_reason = outcome.reason.value
+        report.abort_detail = outcome.detail
+        log.error("secagg: round %d aborted at %s: %s (%s)", server_round, outcome.stage, outcome.reason.value,
+                  outcome.detail)
+        if settings.on_abort == "raise":
+            raise ProtocolAborted(outcome.reason, f"round {server_round}, stage {outcome.stage}: {outcome.detail}")
+        return report, None
+    assert isinstance(outcome, ServerResult)
+    report.outcome = "completed"
+    report.included = tuple(node_of[c] for c in outcome.included)
+    report.dropped = {node_of[c]: s for c, s in outcome.dropped.items()}
+    report.sum_weights = outcome.sum_weights
+    mean = finalize("fedavg", outcome.sum_weighted, outcome.sum_weights)
+    report.mean_update = mean
+    new_vector = fedavg_apply(layout.to_vector(arrays), mean, server_learning_rate)
+    log.info("secagg: round %d: aggregated %d of %d nodes%s", server_round, len(report.included), len(nodes),
+             f" (dropped: {len(report.dropped)})" if report.dropped else "")
+    return report, layout.from_vector(new_vector, arrays)
+
+
+def make_params(settings: SecAggSettings, num_nodes: int, dim: int, server_round: int = 0) -> MaskingParams:
+    """The round's protocol parameters; a :class:`SecAggConfigError` that names
+    the Flower-side fix when they cannot be secure."""
+    try:
+        return MaskingParams.create(
+            list(range(1, num_nodes + 1)), dim, protocol=settings.protocol,
+            dropout_tolerance=settings.dropout_tolerance, corrupt_fraction=settings.corrupt_fraction,
+            threshold=settings.threshold, degree=settings.degree, encoding=settings.encoding)
+    except ParameterError as exc:
+        raise SecAggConfigError(
+            f"secure aggregation cannot run round {server_round} with {num_nodes} node(s): {exc}. "
+            f"Connect more SuperNodes (or raise min-train-nodes), or change secagg-threshold "
+            f"(now {settings.threshold or 'derived'}), secagg-dropout-tolerance ({settings.dropout_tolerance}) or "
+            f"secagg-corrupt-fraction ({settings.corrupt_fraction}) in the run config.") from None
+
+
+class SecAggFedAvg(FedAvg):
+    """FedAvg whose training rounds run under secure aggregation.
+
+    A drop-in replacement for ``flwr.serverapp.strategy.FedAvg`` in a ServerApp::
+
+        strategy = SecAggFedAvg(settings=SecAggSettings.from_run_config(context.run_config))
+        result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
+
+    Each round samples nodes like FedAvg, then runs :func:`run_secure_round`:
+    the server learns only the weighted mean of the nodes' updates and applies
+    ``global + server_learning_rate * mean``. The clients need
+    :data:`secagg.flower.secagg_mod` on their train function. Federated
+    evaluation is FedAvg's (plain metrics, which reveal per-node evaluation
+    results of the *global* model only). ``on_round`` is called with each
+    :class:`RoundReport`; :attr:`reports` keeps them all.
+
+    Training metrics are not aggregated from the nodes (per-node metrics would
+    reveal what the aggregate hides); ``train_metrics_clientapp`` holds the
+    round's secure-aggregation statistics instead."""
+
+    def __init__(self, *, settings: SecAggSettings | None = None, server_learning_rate: float = 1.0,
+                 fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
+                 min_evaluate_nodes: int = 2, min_available_nodes: int = 2, arrayrecord_key: str = "arrays",
+                 configrecord_key: str = "config",
+                 evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+                 on_round: Callable[[RoundReport], None] | None = None) -> None:
+        self.settings = settings or SecAggSettings()
+        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
+                         min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
+                         min_available_nodes=min_available_nodes,
+                         weighted_by_key=self.settings.weighted_by or "num-examples",
+                         arrayrecord_key=arrayrecord_key, configrecord_key=configrecord_key,
+                         evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
+        if not server_learning_rate > 0:
+            raise ParameterError("server_learning_rate must be > 0")
+        self.server_learning_rate = float(server_learning_rate)
+        self.on_round = on_round
+        self.reports: list[RoundReport] = []
+
+    def summary(self) -> None:
+        super().summary()
+        s = self.settings
+        log.info("\t└──> Secure aggregation: %s, dropout tolerance %.0f%%, corrupt fraction %.0f%%, threshold %s, "
+                 "clip %g, %d fractional bits, max weight %g, weighted by %r, server lr %g", s.protocol,
+                 100 * s.dropout_tolerance, 100 * s.corrupt_fraction, s.threshold or "derived", s.clip,
+                 s.frac_bits, s.max_weight, s.weighted_by, self.server_learning_rate)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None,
+                                                                                        MetricRecord | None]:
+        raise RuntimeError("SecAggFedAvg never aggregates plaintext training replies: call start(), which runs "
+                           "every training round under secure aggregation")
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
+              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None) -> Result:
+        """Run ``num_rounds`` rounds. ``timeout`` bounds federated evaluation
+        (capped at the settings' train timeout); the secure stages use the
+        settings' timeouts."""
+        log.info("Starting %s strategy:", type(self).__name__)
+        self.summary()
+        ModelLayout.of(initial_arrays)  # fail early on a model with nothing to aggregate
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        result = Result(arrays=initial_arrays)
+        t_start = time.monotonic()
+        if evaluate_fn:
+            res = evaluate_fn(0, initial_arrays)
+            log.info("Initial global evaluation results: %s", res)
+            if res is not None:
+                result.evaluate_metrics_serverapp[0] = res
+        arrays = initial_arrays
+        for server_round in range(1, num_rounds + 1):
+            log.info("")
+            log.info("[ROUND %s/%s]", server_round, num_rounds)
+            sampled = list(self.configure_train(server_round, arrays, train_config, grid))
+            node_ids = [m.metadata.dst_node_id for m in sampled]
+            if node_ids:
+                config = sampled[0].content.config_records[self.configrecord_key]
+                report, new_arrays = run_secure_round(
+                    grid, node_ids, arrays, config, self.settings, server_round,
+                    server_learning_rate=self.server_learning_rate, arrays_key=self.arrayrecord_key,
+                    config_key=self.configrecord_key)
+                self.reports.append(report)
+                if new_arrays is not None:
+                    arrays = new_arrays
+                    result.arrays = arrays
+                result.train_metrics_clientapp[server_round] = MetricRecord({
+                    "secagg-completed": int(report.outcome == "completed"),
+                    "secagg-included": len(report.included), "secagg-dropped": len(report.dropped),
+                    "secagg-sum-weights": float(report.sum_weights or 0.0)})
+                if self.on_round is not None:
+                    self.on_round(report)
+            eval_messages = list(self.configure_evaluate(server_round, arrays, evaluate_config, grid))
+            if eval_messages:
+                replies, missing = exchange(grid, eval_messages, min(timeout, self.settings.train_timeout),
+                                            self.settings.poll_interval)
+                if missing:
+                    log.info("evaluation: no reply from %d node(s) in time", len(missing))
+                metrics = self.aggregate_evaluate(server_round, list(replies.values()))
+                if metrics is not None:
+                    log.info("\t└──> Aggregated MetricRecord: %s", metrics)
+                    result.evaluate_metrics_clientapp[server_round] = metrics
+            if evaluate_fn:
+                res = evaluate_fn(server_round, arrays)
+                log.info("\t└──> Global evaluation: %s", res)
+                if res is not None:
+                    result.evaluate_metrics_serverapp[server_round] = res
+        log.info("")
+        log.info("Strategy execution finished in %.2fs", time.monotonic() - t_start)
+        return result

@@ -1,0 +1,126 @@
+"""Secure-aggregation settings of a Flower run, read from the run config.
+
+A Flower app declares its run config in ``pyproject.toml`` under
+``[tool.flwr.app.config]``; ``flwr run --run-config 'k=v ...'`` overrides it.
+The keys this adapter reads all start with ``secagg-`` (any other ``secagg-``
+key is refused, so a typo never silently falls back to a default)::
+
+    secagg-protocol           "secagg+" (sparse graph) or "secagg" (complete graph)
+    secagg-dropout-tolerance  fraction of nodes that may drop in a round (0.2)
+    secagg-corrupt-fraction   fraction of nodes assumed to collude with the server (0.0)
+    secagg-threshold          Shamir threshold t; 0 derives it (default)
+    secagg-degree             neighbours per node (SecAgg+); 0 derives it (default)
+    secagg-clip               each update entry is clipped to [-clip, clip] (1.0)
+    secagg-frac-bits          fixed-point fractional bits (16)
+    secagg-max-weight         largest client weight, e.g. examples per node (1000.0)
+    secagg-weighted-by        reply metric used as the client weight ("num-examples");
+                              "" gives every node weight 1 (plain mean)
+    secagg-train-timeout      seconds for the first stage, where nodes train (300)
+    secagg-stage-timeout      seconds for every other protocol stage (60)
+    secagg-poll-interval      seconds between polls for replies (0.2)
+    secagg-on-abort           "raise" (stop the run) or "skip" (keep the model, go on)
+
+Only the server reads these: it puts the resulting protocol parameters into
+the first message of every round, and each client validates them there
+(threshold against the threat model, ring size against overflow).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from ..encoding.fixed_point import FixedPoint
+from ..errors import ParameterError
+
+__all__ = ["SecAggSettings", "RUN_CONFIG_PREFIX"]
+
+RUN_CONFIG_PREFIX = "secagg-"
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """How the server runs the masking protocol over Flower messages."""
+
+    protocol: str = "secagg+"
+    dropout_tolerance: float = 0.2
+    corrupt_fraction: float = 0.0
+    threshold: int | None = None
+    degree: int | None = None
+    clip: float = 1.0
+    frac_bits: int = 16
+    max_weight: float = 1000.0
+    weighted_by: str = "num-examples"
+    train_timeout: float = 300.0
+    stage_timeout: float = 60.0
+    poll_interval: float = 0.2
+    on_abort: str = "raise"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("secagg", "secagg+"):
+            raise ParameterError(f"secagg-protocol must be 'secagg' or 'secagg+', got {self.protocol!r}")
+        if self.on_abort not in ("raise", "skip"):
+            raise ParameterError(f"secagg-on-abort must be 'raise' or 'skip', got {self.on_abort!r}")
+        for name in ("train_timeout", "stage_timeout", "poll_interval"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ParameterError(f"secagg-{name.replace('_', '-')} must be a number > 0, got {v!r}")
+        for name in ("threshold", "degree"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ParameterError(f"secagg-{name} must be a positive integer (or 0 to derive it)")
+        self.encoding  # validates clip / frac_bits / max_weight
+
+    @property
+    def encoding(self) -> FixedPoint:
+        return FixedPoint(clip=self.clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any], prefix: str = RUN_CONFIG_PREFIX) -> "SecAggSettings":
+        """Settings from a Flower run config (``context.run_config``): every
+        ``secagg-*`` key, with defaults for the missing ones."""
+        names = {f.name.replace("_", "-"): f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in run_config.items():
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix):]
+            f = names.get(name)
+            if f is None:
+                raise ParameterError(f"unknown run-config key {key!r}; known: "
+                                     + ", ".join(prefix + n for n in sorted(names)))
+            kwargs[f.name] = _coerce(key, value, f.name)
+        return cls(**kwargs)
+
+    def as_run_config(self, prefix: str = RUN_CONFIG_PREFIX) -> dict[str, Any]:
+        """The inverse of :meth:`from_run_config` (``None`` written as 0)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[prefix + f.name.replace("_", "-")] = 0 if v is None else v
+        return out
+
+
+_FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train_timeout", "stage_timeout",
+           "poll_interval"}
+_INTS = {"frac_bits"}
+_OPTIONAL_INTS = {"threshold", "degree"}
+_STRINGS = {"protocol", "weighted_by", "on_abort"}
+
+
+def _coerce(key: str, value: Any, name: str) -> Any:
+    if name in _STRINGS:
+        if not isinstance(value, str):
+            raise ParameterError(f"run-config {key} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"run-config {key} must be a number, got {value!r}")
+    if name in _FLOATS:
+        return float(value)
+    if int(value) != value:
+        raise ParameterError(f"run-config {key} must be an integer, got {value!r}")
+    if name in _OPTIONAL_INTS:
+        return None if int(value) == 0 else int(value)
+    assert name in _INTS
+    return int(value)

@@ -1,0 +1,305 @@
+"""Fast tests of the Flower adapter (secagg.flower) without a deployment.
+
+An in-process Grid delivers each message to a real ``flwr.clientapp.ClientApp``
+with the node's own ``Context``, so the mod, the record layout, the context
+state and the server driver run exactly as in a deployment, minus the network.
+Dropouts are simulated by nodes that stop replying or reply with an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Callable
+
+import numpy as np
+import pytest
+
+flwr = pytest.importorskip("flwr", reason="the flower extra (flwr) is not installed")
+
+from flwr.app import (ArrayRecord, ConfigRecord, Context, Error, Message, MessageType,  # noqa: E402
+                      MetricRecord, RecordDict)
+from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.serverapp import Grid  # noqa: E402
+
+from secagg.aggregation import reference_aggregate  # noqa: E402
+from secagg.errors import ParameterError, ProtocolAborted  # noqa: E402
+from secagg.flower import (SecAggConfigError, SecAggFedAvg, SecAggSettings, make_secagg_mod,  # noqa: E402
+                           run_secure_round, secagg_mod)
+from secagg.flower.records import RECORD_KEY, STATE_KEY, ModelLayout  # noqa: E402
+
+SHAPES = {"w": (3, 4), "b": (4,)}
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """Flower stamps new messages with the identity of the running task (set by
+    the ServerApp process in a deployment); give the test process one."""
+    from flwr.supercore.task_identity import TaskIdentity
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 0)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def model(seed: int = 0) -> ArrayRecord:
+    rng = np.random.default_rng(seed)
+    return ArrayRecord({k: flwr.app.Array(rng.normal(size=s).astype(np.float32)) for k, s in SHAPES.items()})
+
+
+def delta_for(node_id: int, server_round: int) -> np.ndarray:
+    rng = np.random.default_rng([node_id, server_round])
+    return rng.uniform(-0.5, 0.5, size=sum(int(np.prod(s)) for s in SHAPES.values()))
+
+
+def weight_for(node_id: int) -> int:
+    return 10 + node_id % 7
+
+
+def make_client_app(mod=secagg_mod) -> ClientApp:
+    app = ClientApp(mods=[mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        arrays = msg.content.array_records["arrays"]
+        layout = ModelLayout.of(arrays)
+        r = int(msg.content.config_records["config"]["server-round"])
+        local = layout.from_vector(layout.to_vector(arrays) + delta_for(context.node_id, r), arrays)
+        return Message(RecordDict({"arrays": local, "metrics": MetricRecord(
+            {"num-examples": weight_for(context.node_id), "train-loss": 0.5})}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 5, "eval-loss": 1.0})}), reply_to=msg)
+
+    return app
+
+
+class InProcessGrid(Grid):
+    """Delivers messages to in-process ClientApps. ``behaviour(node_id, n)``
+    for the node's ``n``-th message (from 1) returns "ok", "silent" (no reply:
+    the node died) or "error" (a Flower error reply)."""
+
+    def __init__(self, node_ids, app: ClientApp | None = None,
+                 behaviour: Callable[[int, int], str] | None = None, tamper=None):
+        self.app = app or make_client_app()
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
+                         for n in node_ids}
+        self.received = {n: 0 for n in node_ids}
+        self.dead: set[int] = set()
+        self.behaviour = behaviour or (lambda node, n: "ok")
+        self.tamper = tamper
+        self.replies: dict[str, Message] = {}
+        self._ids = itertools.count(1)
+
+    def set_run(self, run):  # pragma: no cover - not used
+        self._run = run
+
+    @property
+    def run(self):  # pragma: no cover - not used
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return [n for n in self.contexts if n not in self.dead]
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            mid = f"m{next(self._ids)}"
+            msg.metadata.__dict__["_message_id"] = mid
+            ids.append(mid)
+            node = msg.metadata.dst_node_id
+            if node in self.dead:
+                continue
+            self.received[node] += 1
+            action = self.behaviour(node, self.received[node])
+            if action == "silent":
+                self.dead.add(node)
+                continue
+            # each node gets its own copy, as after deserialization
+            delivered = Message(copy.deepcopy(msg.content), metadata=copy.deepcopy(msg.metadata))
+            if action == "error":
+                reply = Message(Error(code=2, reason="simulated failure"), reply_to=delivered)
+            else:
+                reply = self.app(delivered, self.contexts[node])
+            if self.tamper is not None:
+                reply = self.tamper(node, reply)
+            self.replies[mid] = reply
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.replies.pop(m) for m in list(message_ids) if m in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover - not used
+        return self.pull_messages(self.push_messages(messages))
+
+
+NODES = [1001, 1002, 1003, 1004, 1005]
+FAST = SecAggSettings(train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
+
+
+def expected_mean(included, server_round=1, clip=1.0):
+    return reference_aggregate("fedavg", [delta_for(n, server_round) for n in included],
+                               [weight_for(n) for n in included], clip=clip)
+
+
+def run_round(grid, settings=FAST, nodes=NODES, server_round=1, arrays=None):
+    arrays = arrays or model()
+    cfg = ConfigRecord({"server-round": server_round})
+    return run_secure_round(grid, nodes, arrays, cfg, settings, server_round), arrays
+
+
+def assert_close_to_reference(report, new, arrays, included, settings=FAST):
+    assert report.outcome == "completed"
+    assert sorted(report.included) == sorted(included)
+    layout = ModelLayout.of(arrays)
+    mean = expected_mean(included, clip=settings.clip)
+    # per entry: |error| < n * 2^-f * max_weight / sum(weights), plus float32 storage of the model
+    tol = len(included) * 2.0 ** -settings.frac_bits + 1e-6
+    np.testing.assert_allclose(report.mean_update, mean, atol=tol)
+    got = layout.to_vector(new) - layout.to_vector(arrays)
+    np.testing.assert_allclose(got, mean, atol=tol + 1e-6)
+    assert report.sum_weights == pytest.approx(sum(weight_for(n) for n in included), abs=1e-3)
+
+
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
+def test_round_matches_plaintext_fedavg(protocol):
+    grid = InProcessGrid(NODES)
+    settings = SecAggSettings(protocol=protocol, train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
+    (report, new), arrays = run_round(grid, settings)
+    assert_close_to_reference(report, new, arrays, NODES, settings)
+    assert report.dropped == {} and report.failures == {}
+    # every secret of the round is gone from the nodes' state
+    for ctx in grid.contexts.values():
+        assert STATE_KEY not in ctx.state.config_records
+
+
+@pytest.mark.parametrize("stage_message, stage", [(1, "advertise_keys"), (2, "share_keys"), (3, "masked_input")])
+def test_dropout_at_each_stage_is_recovered(stage_message, stage):
+    victim = NODES[2]
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if (node, n) == (victim, stage_message) else "ok")
+    (report, new), arrays = run_round(grid)
+    survivors = [n for n in NODES if n != victim]
+    assert_close_to_reference(report, new, arrays, survivors)
+    assert report.dropped == {victim: stage}
+    assert "no reply" in report.failures[victim]
+
+
+def test_dropout_after_masked_input_still_included():
+    victim = NODES[0]
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if (node, n) == (victim, 4) else "ok")
+    (report, new), arrays = run_round(grid)
+    assert_close_to_reference(report, new, arrays, NODES)  # its masked input is in; others unmask it
+    assert report.dropped == {victim: "unmasking"}
+
+
+def test_error_reply_counts_as_dropout():
+    victim = NODES[4]
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "error" if (node, n) == (victim, 2) else "ok")
+    (report, new), arrays = run_round(grid)
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != victim])
+    assert "simulated failure" in report.failures[victim]
+
+
+def test_malformed_reply_is_rejected_and_dropped():
+    victim = NODES[1]
+
+    def tamper(node, reply):
+        if node == victim and not reply.has_error() and reply.content.config_records[RECORD_KEY]["stage"] == "ShareKeys":
+            reply.content.config_records[RECORD_KEY]["payload"] = b"\x93garbage"
+        return reply
+
+    grid = InProcessGrid(NODES, tamper=tamper)
+    (report, new), arrays = run_round(grid)
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != victim])
+    assert "rejected (malformed_message)" in report.failures[victim]
+
+
+def test_too_many_dropouts_abort_with_clear_reason():
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if node in NODES[:3] and n == 3 else "ok")
+    with pytest.raises(ProtocolAborted, match="too_few_survivors"):
+        run_round(grid)
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if node in NODES[:3] and n == 3 else "ok")
+    skip = SecAggSettings(train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01, on_abort="skip")
+    (report, new), _ = run_round(grid, skip)
+    assert new is None and report.outcome == "aborted" and report.abort_reason == "too_few_survivors"
+
+
+def test_too_few_nodes_for_threshold_is_a_clear_error():
+    grid = InProcessGrid(NODES[:3])
+    with pytest.raises(SecAggConfigError, match="3 node\\(s\\).*secagg-threshold"):
+        run_round(grid, SecAggSettings(threshold=4), nodes=NODES[:3])
+    with pytest.raises(SecAggConfigError, match="at least 2 clients"):
+        run_round(grid, FAST, nodes=NODES[:1])
+    assert all(v == 0 for v in grid.received.values())  # nothing was sent
+
+
+def test_mod_refuses_plain_train_but_passes_evaluate():
+    app = make_client_app()
+    ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    train = Message(RecordDict({"arrays": model(), "config": ConfigRecord({"server-round": 1})}), 7,
+                    MessageType.TRAIN)
+    train.metadata.__dict__["_message_id"] = "x1"
+    reply = app(train, ctx)
+    assert reply.has_error() and "only trains under secure aggregation" in reply.error.reason
+    ev = Message(RecordDict({"arrays": model()}), 7, MessageType.EVALUATE)
+    ev.metadata.__dict__["_message_id"] = "x2"
+    assert not app(ev, ctx).has_error()
+    permissive = make_client_app(make_secagg_mod(allow_plaintext=True))
+    assert not permissive(train, ctx).has_error()
+
+
+def test_node_policy_min_clients():
+    grid = InProcessGrid(NODES)
+    grid.contexts[NODES[0]].node_config["secagg-min-clients"] = 10
+    (report, new), arrays = run_round(grid)
+    assert "at least 10" in report.failures[NODES[0]]
+    assert_close_to_reference(report, new, arrays, NODES[1:])
+
+
+def test_weight_above_max_weight_refused_before_keys():
+    grid = InProcessGrid(NODES)
+    settings = SecAggSettings(max_weight=12.0, train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
+    (report, new), arrays = run_round(grid, settings)
+    heavy = [n for n in NODES if weight_for(n) > 12]
+    assert heavy and all("max_weight" in report.failures[n] for n in heavy)
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n not in heavy], settings)
+
+
+def test_strategy_runs_rounds_and_keeps_reports():
+    grid = InProcessGrid(NODES)
+    seen = []
+    strategy = SecAggFedAvg(settings=FAST, on_round=seen.append, min_available_nodes=5, min_train_nodes=5)
+    arrays = model()
+    result = strategy.start(grid, arrays, num_rounds=2, timeout=1)
+    assert [r.server_round for r in seen] == [1, 2] and all(r.outcome == "completed" for r in seen)
+    layout = ModelLayout.of(arrays)
+    expected = layout.to_vector(arrays) + expected_mean(NODES, 1) + expected_mean(NODES, 2)
+    np.testing.assert_allclose(layout.to_vector(result.arrays), expected, atol=1e-3)
+    assert result.train_metrics_clientapp[2]["secagg-included"] == 5
+    assert result.evaluate_metrics_clientapp[2]["eval-loss"] == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match="never aggregates plaintext"):
+        strategy.aggregate_train(1, [])
+
+
+def test_settings_from_run_config():
+    s = SecAggSettings.from_run_config({"num-server-rounds": 3, "secagg-protocol": "secagg", "secagg-threshold": 0,
+                                        "secagg-clip": 2, "secagg-frac-bits": 12, "secagg-stage-timeout": 5})
+    assert (s.protocol, s.threshold, s.clip, s.frac_bits, s.stage_timeout) == ("secagg", None, 2.0, 12, 5.0)
+    assert SecAggSettings.from_run_config(s.as_run_config()) == s
+    with pytest.raises(ParameterError, match="unknown run-config key 'secagg-treshold'"):
+        SecAggSettings.from_run_config({"secagg-treshold": 3})
+    with pytest.raises(ParameterError, match="must be an integer"):
+        SecAggSettings.from_run_config({"secagg-frac-bits": 1.5})
+    with pytest.raises(ParameterError):
+        SecAggSettings.from_run_config({"secagg-protocol": "plain"})
+
+
+def test_layout_keeps_integer_arrays_out_of_the_aggregate():
+    rec = ArrayRecord({"w": flwr.app.Array(np.ones((2, 2), np.float32)),
+                       "count": flwr.app.Array(np.array([7], np.int64))})
+    layout = ModelLayout.of(rec)
+    assert layout.dim == 4
+    back = layout.from_vector(np.arange(4.0), rec)
+    assert back["count"].numpy().tolist() == [7] and back["w"].numpy().dtype == np.float32
