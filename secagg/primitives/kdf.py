@@ -8,6 +8,8 @@ one session are then unrelated to keys of any other.
 
 from __future__ import annotations
 
+import hmac
+
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -53,4 +55,10 @@ def derive_key(secret: bytes, label: str, context: bytes, length: int = 32) -> b
     if not isinstance(context, (bytes, bytearray)):
         raise TypeError("derive_key: context must be bytes (usually the session id)")
     salt = hashlib.sha256(b"secagg/v1/context\x00" + bytes(context)).digest()
+    if length == 32 and label and isinstance(secret, (bytes, bytearray)) and len(secret) > 0:
+        # HKDF-SHA256 with one output block, straight on the stdlib's HMAC: the
+        # same bytes as hkdf() (a test checks it) at a fraction of the call cost,
+        # which matters in the per-peer loops of the masking protocol.
+        prk = hmac.digest(salt, bytes(secret), "sha256")
+        return hmac.digest(prk, LABEL_PREFIX + _as_bytes(label) + b"\x01", "sha256")
     return hkdf(secret, label=label, length=length, salt=salt)

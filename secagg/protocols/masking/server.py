@@ -299,19 +299,14 @@ class MaskingServer:
         got = self._got.unmask
         self.u5 = tuple(sorted(got))
         self._need(len(self.u5), "sent unmasking shares")
-        # gather shares per owner: owner -> {holder: share row}
-        b_shares: dict[int, dict[int, np.ndarray]] = {v: {} for v in self.u3}
-        sk_shares: dict[int, dict[int, np.ndarray]] = {v: {} for v in self._dropped_set}
-        for holder in self.u5:
-            m = got[holder]
-            rows = m.self_mask_shares.reshape(-1, SHARE_CHUNKS)
-            for v, r in zip(m.self_mask_owners.tolist(), rows):
-                b_shares[v][holder] = r
-            rows = m.mask_key_shares.reshape(-1, SHARE_CHUNKS)
-            for v, r in zip(m.mask_key_owners.tolist(), rows):
-                sk_shares[v][holder] = r
-        self_masks = self._reconstruct(b_shares, "self-mask seed")
-        mask_keys = self._reconstruct(sk_shares, "mask key")
+        self_masks = self._reconstruct(
+            [(h, got[h].self_mask_owners, got[h].self_mask_shares) for h in self.u5], "self-mask seed")
+        mask_keys = self._reconstruct(
+            [(h, got[h].mask_key_owners, got[h].mask_key_shares) for h in self.u5], "mask key")
+        missing = (self._u3_set - set(self_masks)) or (self._dropped_set - set(mask_keys))
+        if missing:
+            raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
+                            f"no shares at all for client {min(missing)}; need {p.threshold}")
         adv = self._got.advertised
         for v, seed in self_masks.items():  # check b_v against the commitment sent in round 0
             if C.self_mask_commitment(p.session_id, v, seed) != adv[v].self_mask_commitment:
@@ -356,26 +351,40 @@ class MaskingServer:
             s = self._u2_set = set(self.u2)
         return s
 
-    def _reconstruct(self, shares: dict[int, dict[int, np.ndarray]], what: str) -> dict[int, bytes]:
+    def _reconstruct(self, revealed: list[tuple[int, np.ndarray, np.ndarray]], what: str) -> dict[int, bytes]:
         """Reconstruct every owner's secret from the first ``t`` holders (by id)
-        who revealed a share; owners with the same holder set share one set of
-        Lagrange coefficients."""
+        who revealed a share of it. All shares are sorted by (owner, holder) in
+        one array pass; owners with the same ``t`` holders share one set of
+        Lagrange coefficients, so each secret costs a dot product."""
         t = self.params.threshold
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for owner, by_holder in shares.items():
-            if len(by_holder) < t:
-                raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
-                                f"only {len(by_holder)} shares of the {what} of client {owner}; need {t}")
-            groups.setdefault(tuple(sorted(by_holder)[:t]), []).append(owner)
+        parts = [(np.full(o.size, h, dtype=np.int64), o.astype(np.int64), s.reshape(-1, SHARE_CHUNKS))
+                 for h, o, s in revealed if o.size]
+        if not parts:
+            return {}
+        holder = np.concatenate([a for a, _, _ in parts])
+        owner = np.concatenate([b for _, b, _ in parts])
+        rows = np.concatenate([c for _, _, c in parts])
+        order = np.lexsort((holder, owner))
+        holder, owner, rows = holder[order], owner[order], rows[order]
+        owners, start, count = np.unique(owner, return_index=True, return_counts=True)
+        if np.any(count < t):
+            bad = int(owners[np.argmax(count < t)])
+            raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
+                            f"only {int(count[np.argmax(count < t)])} shares of the {what} of client {bad}; need {t}")
+        take = (start.reshape(-1, 1) + np.arange(t).reshape(1, -1))  # first t holders of each owner
+        holder_sets = holder[take]
+        shares = rows[take].astype(np.uint64)
+        groups, inverse = np.unique(holder_sets, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
         out: dict[int, bytes] = {}
-        for holders, owners in groups.items():
-            coeffs = shamir.lagrange_at_zero(holders)
-            stack = np.stack([np.stack([shares[o][h] for h in holders]) for o in owners]).astype(np.uint64)
+        for g, holders in enumerate(groups):
+            members = np.nonzero(inverse == g)[0]
+            coeffs = shamir.lagrange_at_zero(holders.tolist())
             try:
-                secrets = shamir.reconstruct_many(coeffs, stack, 32)
+                secrets = shamir.reconstruct_many(coeffs, shares[members], 32)
             except Exception as exc:
                 raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"{what}: {exc}") from None
-            out.update(zip(owners, secrets))
+            out.update(zip(owners[members].tolist(), secrets))
         return out
 
     # ---------------------------------------------------------------- audit
