@@ -1,0 +1,468 @@
+"""The Paillier protocol roles and the simulator: round trips under every
+rule against the plaintext reference, dropout, adversarial input (typed
+errors, unchanged state), the trust model (the server cannot decrypt)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from functools import lru_cache
+
+import gmpy2
+import numpy as np
+import pytest
+from phe import paillier as phe_paillier
+
+from secagg.aggregation import Rule, reference_aggregate
+from secagg.encoding import wire
+from secagg.encoding.fixed_point import FixedPoint
+from secagg.encoding.packing import PackingLayout, SlotOverflow
+from secagg.errors import (AbortReason, InvalidCiphertext, LocalProtocolError, ParameterError, ProtocolAborted,
+                           RemoteProtocolError, WireFormatError)
+from secagg.primitives import paillier as pl
+from secagg.primitives.randomness import DeterministicRandom
+from secagg.protocols.paillier import (AggregateCiphertext, AggregateSums, AlreadyDecrypted, ClientState,
+                                       DuplicateSubmission, KeyMismatch, LateSubmission, PaillierClient,
+                                       PaillierKeyHolder, PaillierParams, PaillierServer, PublicKeyMessage,
+                                       ServerState, SessionMismatch, Submission, TooFewClients, UnexpectedSender,
+                                       default_encoding, simulate_paillier)
+from secagg.protocols.paillier import server as server_module
+
+KEY_BITS = 512
+ENC = FixedPoint(clip=1.0, frac_bits=12, max_weight=4.0)
+
+
+@lru_cache(maxsize=None)
+def private_key(seed: str = "protocol"):
+    return pl.generate_keypair(KEY_BITS, DeterministicRandom(seed))[1]
+
+
+def keyholder(seed: str = "protocol") -> PaillierKeyHolder:
+    return PaillierKeyHolder(private_key=private_key(seed))
+
+
+def make_round(n=4, d=10, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=1,
+               randomizer=pl.STANDARD):
+    kh = keyholder(key_seed)
+    rng = DeterministicRandom(seed)
+    params = PaillierParams.create(kh.public_key, range(1, n + 1), d, encoding=encoding, rule=rule,
+                                   min_clients=min_clients, rng=rng.fork("server"))
+    kh.accept_params(wire.encode(params))
+    clients = {}
+    for cid in range(1, n + 1):
+        c = PaillierClient(cid, kh.public_key_message(), rng=rng.fork(f"client-{cid}"), min_key_bits=KEY_BITS,
+                           randomizer=randomizer)
+        c.receive_params(wire.encode(params))
+        clients[cid] = c
+    return kh, params, clients
+
+
+def updates_for(n, d, seed=0, scale=0.6):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, scale, d) for _ in range(n)]
+
+
+def submissions(clients, xs, ws):
+    return {cid: wire.encode(c.submit(xs[cid - 1], ws[cid - 1])) for cid, c in clients.items()}
+
+
+def finish(kh, server, params):
+    agg = server.close()
+    sums = wire.decode(wire.encode(kh.decrypt_aggregate(wire.encode(agg))), AggregateSums)
+    s = sums.sums / params.encoding.scale
+    return agg, s[:-1], s[-1]
+
+
+def mean_error_bound(enc: FixedPoint, n_included: int, sum_w: float) -> float:
+    """SPEC.md "Error bound": |A_hat - A| <= n 2^-f (1 + clip) / (S_w - n 2^-f)."""
+    e = n_included / enc.scale
+    return e * (1 + enc.clip) / (sum_w - e)
+
+
+# --------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("rule", ["sum", "mean", "weighted", "fedavg", "hybrid"])
+def test_round_trip_matches_reference(rule):
+    n, d = 4, 37
+    kh, params, clients = make_round(n, d, rule)
+    xs = updates_for(n, d, 1)
+    xs[0][:3] = [5.0, -7.0, 1.5]  # clipped entries
+    ws = [1.0, 2.5, 4.0, 0.25] if Rule(rule).uses_weights else [1.0] * n
+    server = PaillierServer(wire.decode(wire.encode(params), PaillierParams))
+    for cid, data in submissions(clients, xs, ws).items():
+        server.receive(cid, data)
+    assert clients[1].clipped == int(np.count_nonzero(np.abs(xs[0]) > 1.0)) >= 3
+    _, s_wx, s_w = finish(kh, server, params)
+    ref_sum = reference_aggregate("sum", [w * np.clip(x, -1, 1) for x, w in zip(xs, ws)])
+    assert np.max(np.abs(s_wx - ref_sum)) < ENC.sum_error_bound(n)
+    assert abs(s_w - sum(ws)) < ENC.sum_error_bound(n)
+    res = s_wx if rule == "sum" else s_wx / s_w
+    ref = reference_aggregate(rule, xs, ws if Rule(rule).uses_weights else None, clip=ENC.clip)
+    bound = ENC.sum_error_bound(n) if rule == "sum" else mean_error_bound(ENC, n, sum(ws))
+    assert np.max(np.abs(res - ref)) < bound
+
+
+@pytest.mark.parametrize("rule", ["sum", "mean", "weighted", "fedavg", "hybrid"])
+def test_simulator_rules_against_reference(rule):
+    n, d = 5, 120
+    xs = updates_for(n, d, 2)
+    ws = [3.0, 1.0, 2.0, 5.0, 0.5]
+    res = simulate_paillier(xs, ws, rule=rule, encoding=None, dropouts={}, rng=DeterministicRandom(rule),
+                            key_bits=KEY_BITS)
+    enc = FixedPoint(clip=1.0, frac_bits=res.params["frac_bits"], max_weight=res.params["max_weight"])
+    used_w = ws if Rule(rule).uses_weights else None
+    ref = reference_aggregate(rule, xs, used_w, clip=1.0)
+    sw = sum(ws) if used_w else n
+    bound = enc.sum_error_bound(n) if rule == "sum" else mean_error_bound(enc, n, sw)
+    assert np.max(np.abs(res.aggregate - ref)) < bound
+    assert res.protocol == "paillier" and res.rule == rule
+    assert res.included == (1, 2, 3, 4, 5) and res.dropped == {}
+    assert abs(res.sum_weights - sw) < enc.sum_error_bound(n)
+    assert res.params["max_weight"] == (max(ws) if used_w else 1.0)
+
+
+def test_simulator_dropout_names_included_clients():
+    n, d = 6, 50
+    xs = updates_for(n, d, 3)
+    ws = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    res = simulate_paillier(xs, ws, rule="weighted", encoding=ENC.__class__(1.0, 12, 6.0),
+                            dropouts={2: "submit", 5: "submit"}, rng=DeterministicRandom("drop"), key_bits=KEY_BITS)
+    assert res.included == (1, 3, 4, 6)
+    assert res.dropped == {2: "submit", 5: "submit"}
+    keep = [0, 2, 3, 5]
+    ref = reference_aggregate("weighted", [xs[i] for i in keep], [ws[i] for i in keep], clip=1.0)
+    enc = FixedPoint(1.0, 12, 6.0)
+    assert np.max(np.abs(res.aggregate - ref)) < mean_error_bound(enc, 4, sum(ws[i] for i in keep))
+    assert res.bytes_sent[2] == res.bytes_sent[5] == 0
+    assert all(res.bytes_sent[c] > 0 for c in res.included)
+    assert all(v > 0 for v in res.bytes_received.values())
+    assert len(bytes.fromhex(res.session_id)) == 32
+    for stage in ("keygen", "offline_precompute", "online_encrypt", "combine", "decrypt"):
+        assert stage in res.timings
+    assert res.summary()["protocol"] == "paillier"
+
+
+def test_simulator_deterministic_and_short_exponent():
+    xs = updates_for(3, 20, 4)
+    a = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom("det"),
+                          key_bits=KEY_BITS)
+    b = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom("det"),
+                          key_bits=KEY_BITS)
+    assert a.session_id == b.session_id
+    np.testing.assert_array_equal(a.aggregate, b.aggregate)
+    c = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom("det"),
+                          key_bits=KEY_BITS, short_exponent=True)
+    assert "short exponent" in c.params["randomizer"]
+    np.testing.assert_allclose(c.aggregate, a.aggregate, atol=2 * 3 / 2**c.params["frac_bits"])
+
+
+def test_simulator_two_workers():
+    xs = updates_for(2, 30, 5)
+    res = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom("w2"),
+                            key_bits=KEY_BITS, workers=2)
+    ref = reference_aggregate("mean", xs, clip=1.0)
+    assert np.max(np.abs(res.aggregate - ref)) < 2 * 2 / 2 ** res.params["frac_bits"]
+    assert res.params["workers"] == 2
+
+
+def test_simulator_everyone_dropped_aborts():
+    xs = updates_for(2, 5)
+    with pytest.raises(ProtocolAborted) as info:
+        simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={1: "submit", 2: "submit"},
+                          rng=DeterministicRandom("abort"), key_bits=KEY_BITS)
+    assert info.value.reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+def test_simulator_bad_arguments():
+    xs = updates_for(2, 5)
+    kw = dict(rule="mean", encoding=None, rng=DeterministicRandom("bad"), key_bits=KEY_BITS)
+    with pytest.raises(ParameterError):
+        simulate_paillier(xs, None, dropouts={3: "submit"}, **kw)
+    with pytest.raises(ParameterError):
+        simulate_paillier(xs, None, dropouts={1: "unmask"}, **kw)
+    with pytest.raises(ParameterError):
+        simulate_paillier([np.zeros(3), np.zeros(4)], None, dropouts={}, **kw)
+    with pytest.raises(ParameterError):
+        simulate_paillier(xs, [1.0], dropouts={}, **{**kw, "rule": "weighted"})
+    with pytest.raises(ParameterError):  # weight above the encoding's max_weight
+        simulate_paillier(xs, [1.0, 9.0], dropouts={}, **{**kw, "rule": "weighted", "encoding": ENC})
+    with pytest.raises(ParameterError):
+        simulate_paillier([np.array([np.nan, 0.0])] * 2, None, dropouts={}, **kw)
+
+
+def test_default_encoding_targets_slot_width():
+    enc = default_encoding(100, 2048)
+    lay = PackingLayout.derive(enc, 100, 2048)
+    assert enc.frac_bits == 14 and lay.slot_bits == 22 and lay.slots == 93
+    assert default_encoding(2, 2048).frac_bits == 16
+    assert default_encoding(100, 2048, max_weight=1000.0).frac_bits == 8
+
+
+# --------------------------------------------------------------- adversarial
+
+@pytest.fixture()
+def adversarial_round():
+    n, d = 4, 80  # three ciphertexts per client with a 512-bit key
+    kh, params, clients = make_round(n, d, "weighted", seed="adv")
+    xs = updates_for(n, d, 6)
+    ws = [1.0, 2.0, 3.0, 4.0]
+    subs = submissions(clients, xs, ws)
+    honest = PaillierServer(params)
+    for cid in (1, 2, 3):
+        honest.receive(cid, subs[cid])
+    return kh, params, subs, honest.close()
+
+
+def assert_rejected(server, sender, data, error, reason=None):
+    before = (server.included, server.state, list(server._accumulator or []))
+    with pytest.raises(error) as info:
+        server.receive(sender, data)
+    assert isinstance(info.value, RemoteProtocolError)
+    if reason is not None:
+        assert info.value.reason is reason
+    assert (server.included, server.state, list(server._accumulator or [])) == before
+
+
+def test_bad_submissions_are_typed_and_change_nothing(adversarial_round):
+    kh, params, subs, honest_aggregate = adversarial_round
+    server = PaillierServer(params)
+    server.receive(1, subs[1])
+    sub2 = wire.decode(subs[2], Submission)
+    pk = params.key
+    L = pk.ciphertext_bytes
+    # duplicate (an exact replay within the session)
+    assert_rejected(server, 1, subs[1], DuplicateSubmission, AbortReason.DUPLICATE_MESSAGE)
+    # replayed from another session (same key, other nonce)
+    _, other_params, other_clients = make_round(4, 80, "weighted", seed="adv-other")
+    replay = wire.encode(other_clients[2].submit(updates_for(4, 80)[1], 2.0))
+    assert_rejected(server, 2, replay, SessionMismatch, AbortReason.SESSION_MISMATCH)
+    # wrong key: a round under another key holder's key
+    _, foreign_params, foreign_clients = make_round(4, 80, "weighted", seed="adv", key_seed="foreign")
+    foreign = wire.encode(foreign_clients[2].submit(updates_for(4, 80)[1], 2.0))
+    assert_rejected(server, 2, foreign, KeyMismatch, AbortReason.INVALID_CIPHERTEXT)
+    # sender / id mismatches
+    assert_rejected(server, 3, subs[2], UnexpectedSender, AbortReason.UNEXPECTED_SENDER)
+    assert_rejected(server, 9, subs[2], UnexpectedSender)
+    # ciphertexts outside Z*_{n^2}
+    p = int(private_key().to_phe().p)
+    for bad in (0, pk.n_square, pk.n, 5 * p, (1 << (8 * L)) - 1):
+        blob = bad.to_bytes(L, "big") + sub2.ciphertexts[L:]
+        data = wire.encode(dataclasses.replace(sub2, ciphertexts=blob))
+        assert_rejected(server, 2, data, InvalidCiphertext, AbortReason.INVALID_CIPHERTEXT)
+    # wrong length, truncated message, junk, wrong message type, wrong hash length
+    for blob in (sub2.ciphertexts[:-1], sub2.ciphertexts + b"\x01", sub2.ciphertexts[:L], b""):
+        assert_rejected(server, 2, wire.encode(dataclasses.replace(sub2, ciphertexts=blob)), WireFormatError)
+    for data in (subs[2][:-7], subs[2][: len(subs[2]) // 2], b"", b"\x93\x01", wire.encode(params),
+                 subs[2] + b"\x00"):
+        assert_rejected(server, 2, data, WireFormatError, AbortReason.MALFORMED_MESSAGE)
+    short_sid = wire.encode(sub2).replace(sub2.session_id, sub2.session_id[:31], 1)
+    assert_rejected(server, 2, short_sid, WireFormatError)
+    # the honest continuation gives exactly the honest aggregate
+    server.receive(2, subs[2])
+    server.receive(3, subs[3])
+    agg = server.close()
+    assert wire.encode(agg) == wire.encode(honest_aggregate)
+    # late: after close
+    assert_rejected(server, 4, subs[4], LateSubmission, AbortReason.WRONG_ROUND)
+    with pytest.raises(LocalProtocolError):
+        server.close()
+
+
+def test_too_few_clients_is_an_abort_state():
+    kh, params, clients = make_round(3, 5, "mean", seed="few", min_clients=2)
+    server = PaillierServer(params)
+    server.receive(1, wire.encode(clients[1].submit(np.zeros(5))))
+    assert server.close() is None
+    assert server.state is ServerState.ABORTED and server.abort_reason is AbortReason.TOO_FEW_SURVIVORS
+    with pytest.raises(LateSubmission):
+        server.receive(2, wire.encode(clients[2].submit(np.zeros(5))))
+
+
+def test_keyholder_refuses_everything_but_one_honest_aggregate(adversarial_round):
+    kh, params, subs, aggregate = adversarial_round
+    data = wire.encode(aggregate)
+    L = params.key.ciphertext_bytes
+    # not an aggregate
+    with pytest.raises(WireFormatError):
+        kh.decrypt_aggregate(subs[1])
+    # unknown session
+    with pytest.raises(SessionMismatch):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, session_id=bytes(32)))
+    with pytest.raises(KeyMismatch):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, key_id=bytes(32)))
+    with pytest.raises(UnexpectedSender):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, included=(1, 1, 2)))
+    with pytest.raises(UnexpectedSender):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, included=(1, 2, 99)))
+    with pytest.raises(WireFormatError):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=aggregate.ciphertexts[:-L]))
+    with pytest.raises(InvalidCiphertext):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=bytes(L) + aggregate.ciphertexts[L:]))
+    with pytest.raises(WireFormatError):
+        kh.decrypt_aggregate(data[:-3])
+    # bits above the last slot (not a sum of honest packed plaintexts)
+    pk = params.key
+    junk = pl.encrypt_with_obfuscators(pk, [pk.n - 1] * params.n_ciphertexts,
+                                       pl.precompute_obfuscators(pk, params.n_ciphertexts, DeterministicRandom("j")))
+    with pytest.raises(SlotOverflow):
+        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=pl.ciphertexts_to_bytes(pk, junk)))
+    # none of the refusals consumed the session: the honest aggregate decrypts, once
+    sums = kh.decrypt_aggregate(data)
+    assert sums.included == (1, 2, 3)
+    with pytest.raises(AlreadyDecrypted):
+        kh.decrypt_aggregate(data)
+
+
+def test_keyholder_min_clients_and_mean_weight_check():
+    kh, params, clients = make_round(3, 5, "mean", seed="mean-check", min_clients=2)
+    subs = {c: wire.decode(wire.encode(cl.submit(np.full(5, 0.1))), Submission) for c, cl in clients.items()}
+    # a server claiming 3 clients for the ciphertexts of 2: the weight slot says 2
+    pk = params.key
+    c1 = pl.ciphertexts_from_bytes(pk, subs[1].ciphertexts, params.n_ciphertexts)
+    c2 = pl.ciphertexts_from_bytes(pk, subs[2].ciphertexts, params.n_ciphertexts)
+    pl.multiply_into(pk, c1, c2)
+    blob = pl.ciphertexts_to_bytes(pk, c1)
+    lie = AggregateCiphertext(params.session_id, pk.key_id, (1, 2, 3), blob)
+    with pytest.raises(SlotOverflow):
+        kh.decrypt_aggregate(lie)
+    with pytest.raises(TooFewClients):
+        kh.decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1,), subs[1].ciphertexts))
+    ok = kh.decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1, 2), blob))
+    assert int(ok.sums[-1]) == 2 << params.frac_bits
+
+
+def test_client_checks():
+    kh, params, clients = make_round(2, 4, "weighted", seed="client")
+    c = clients[1]
+    with pytest.raises(LocalProtocolError):
+        c.receive_params(params)
+    with pytest.raises(ParameterError):
+        c.submit(np.zeros(5), 1.0)  # wrong length
+    with pytest.raises(ParameterError):
+        c.submit(np.zeros(4), 5.0)  # weight above max_weight
+    c.submit(np.zeros(4), 1.0)
+    assert c.state is ClientState.SUBMITTED
+    with pytest.raises(LocalProtocolError):
+        c.submit(np.zeros(4), 1.0)
+    # pinned key: parameters carrying another key are refused
+    other = PaillierClient(1, keyholder("foreign").public_key, min_key_bits=KEY_BITS)
+    with pytest.raises(KeyMismatch):
+        other.receive_params(wire.encode(params))
+    stranger = PaillierClient(7, kh.public_key, min_key_bits=KEY_BITS)
+    with pytest.raises(UnexpectedSender):
+        stranger.receive_params(params)
+    # small keys are refused unless explicitly allowed
+    with pytest.raises(ParameterError):
+        PaillierClient(1, kh.public_key)
+
+
+def test_pool_offline_online_split():
+    kh, params, clients = make_round(2, 300, "mean", seed="pool")
+    c = clients[1]
+    c.precompute(params.n_ciphertexts)
+    assert len(c.pool) == params.n_ciphertexts
+    sub = c.submit(np.full(300, 0.25))
+    assert len(c.pool) == 0 and c.online_exponentiations == 0
+    # a client without a pool still works (tops up online) and says so
+    sub2 = clients[2].submit(np.full(300, -0.25))
+    assert clients[2].online_exponentiations == params.n_ciphertexts
+    server = PaillierServer(params)
+    server.receive(1, wire.encode(sub))
+    server.receive(2, wire.encode(sub2))
+    _, s_wx, s_w = finish(kh, server, params)
+    assert np.max(np.abs(s_wx)) <= 2 / params.encoding.scale and s_w == 2
+
+
+def test_params_validation_and_session_binding():
+    kh = keyholder()
+    rng = DeterministicRandom("params")
+    p1 = PaillierParams.create(kh.public_key, [1, 2, 3], 10, encoding=ENC, rng=rng)
+    p2 = PaillierParams.create(kh.public_key, [1, 2, 3], 10, encoding=ENC, rng=rng)
+    assert p1.session_id != p2.session_id  # fresh nonce per round
+    assert wire.decode(wire.encode(p1), PaillierParams).session_id == p1.session_id
+    with pytest.raises(ParameterError):  # a layout that could carry is refused before the round
+        PaillierParams.create(kh.public_key, range(1, 1001), 10, encoding=FixedPoint(4.0, 40, 1000.0), rng=rng)
+    with pytest.raises(ParameterError):
+        PaillierParams.create(kh.public_key, [1, 2], 10, min_clients=3, rng=rng)
+    with pytest.raises(ParameterError):
+        PaillierParams.create(kh.public_key, [1, 2], 10, rule="median", rng=rng)
+    bad = wire.encode(p1).replace(p1.public_key.modulus, b"\x00" + p1.public_key.modulus[1:], 1)
+    with pytest.raises(WireFormatError):
+        wire.decode(bad, PaillierParams)
+    with pytest.raises(WireFormatError):
+        wire.decode(wire.encode(p1)[:-2], PaillierParams)
+    with pytest.raises(KeyMismatch):
+        keyholder("foreign").accept_params(p1)
+    assert wire.decode(wire.encode(PublicKeyMessage.from_key(kh.public_key)), PublicKeyMessage).key == kh.public_key
+
+
+# --------------------------------------------------------------- trust model
+
+def _walk(obj, seen=None):
+    """Every object reachable from ``obj`` through attributes and containers."""
+    seen = set() if seen is None else seen
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (type, type(sys))) or callable(o) and not hasattr(o, "__dict__"):
+            continue
+        seen.add(id(o))
+        yield o
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        else:
+            stack.extend(getattr(o, "__dict__", {}).values())
+            for cls in type(o).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if hasattr(o, slot):
+                        stack.append(getattr(o, slot))
+
+
+def test_server_has_no_way_to_decrypt(adversarial_round):
+    kh, params, subs, _ = adversarial_round
+    server = PaillierServer(wire.decode(wire.encode(params), PaillierParams))
+    for cid in (1, 2, 4):
+        server.receive(cid, subs[cid])
+    received = [wire.decode(subs[c], Submission) for c in (1, 2, 4)] + [params]
+    phe_key = private_key().to_phe()
+    secrets = {int(phe_key.p), int(phe_key.q), int(phe_key.hp), int(phe_key.hq), int(phe_key.p_inverse),
+               int((phe_key.p - 1) * (phe_key.q - 1))}
+    for root in [server, *received]:
+        for o in _walk(root):
+            assert not isinstance(o, (pl.PrivateKey, phe_paillier.PaillierPrivateKey, PaillierKeyHolder))
+            if isinstance(o, int) or type(o).__name__ == "mpz":
+                assert int(o) not in secrets
+            if isinstance(o, bytes):
+                assert not any(s.to_bytes((s.bit_length() + 7) // 8, "big") in o for s in secrets if s > 1 << 64)
+    # nothing on the server class or in its module decrypts
+    assert not [a for a in dir(PaillierServer) if "decrypt" in a.lower()]
+    assert "keyholder" not in {m.rsplit(".", 1)[-1] for m in vars(server_module) if isinstance(m, str)}
+    assert not any(isinstance(v, type) and v in (pl.PrivateKey, PaillierKeyHolder) for v in vars(server_module).values())
+    assert not hasattr(server_module, "phe")
+    agg = server.close()
+    # the aggregate is a product of ciphertexts: without the key it is a random-looking unit mod n^2
+    for c in pl.ciphertexts_from_bytes(params.key, agg.ciphertexts, params.n_ciphertexts):
+        assert gmpy2.gcd(c, params.key.n) == 1
+
+
+def test_phe_private_key_decrypts_packed_ciphertext():
+    """Interop: a packed ciphertext is a plain Paillier ciphertext; phe's
+    raw_decrypt of one client's ciphertext gives the packed integer."""
+    kh, params, clients = make_round(2, 40, "weighted", seed="interop")
+    x = updates_for(1, 40, 9)[0]
+    sub = clients[1].submit(x, 2.0)
+    cts = pl.ciphertexts_from_bytes(params.key, sub.ciphertexts, params.n_ciphertexts)
+    phe_key = private_key().to_phe()
+    packed = [phe_key.raw_decrypt(int(c)) for c in cts]
+    assert all(0 <= m < 1 << params.layout.packed_bits for m in packed)
+    q = params.layout.unpack(packed, params.entries, 1)
+    assert abs(q[-1] - 2.0 * params.encoding.scale) == 0
+    np.testing.assert_allclose(q[:-1] / params.encoding.scale, 2.0 * np.clip(x, -1, 1),
+                               atol=1 / params.encoding.scale)
+    assert params.layout.pack(q) == packed
+    # and phe's EncryptedNumber arithmetic on it works as on any phe ciphertext
+    enc_num = phe_paillier.EncryptedNumber(phe_key.public_key, int(cts[0]), 0)
+    assert phe_key.decrypt_encoded(enc_num + enc_num).encoding == 2 * packed[0]
