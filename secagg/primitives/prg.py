@@ -25,6 +25,7 @@ its streams never coincide with a ``prg_ring``/``prg_bytes`` stream under any ta
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 
 import numpy as np
@@ -36,6 +37,8 @@ SEED_SIZE = 32
 MAX_OUTPUT_BYTES = 1 << 36
 _BLOCK = 16
 
+_WORD = {32: np.dtype("<u4"), 64: np.dtype("<u8")}  # keystream words are little-endian
+_LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _zeros = np.zeros(0, dtype=np.uint8)
 _local = threading.local()  # per-thread scratch buffers of prg_ring_add_into
 
@@ -120,8 +123,9 @@ def _ring_words(seed: bytes, iv: bytes, length: int, bits: int) -> np.ndarray:
     _check(seed, nbytes)
     buf = np.empty(nbytes + _BLOCK, dtype=np.uint8)
     _keystream_into(seed, iv, buf, nbytes)
-    # "<": little-endian words on every host (a no-op view on little-endian ones).
-    return buf[:nbytes].view(np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+    words = buf[:nbytes].view(_WORD[bits])
+    # On a little-endian host these are already native words; elsewhere, swap once.
+    return words if _LITTLE_ENDIAN_HOST else words.astype(dtype)
 
 
 def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int = 1) -> None:
@@ -135,7 +139,7 @@ def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int 
     _check(seed, nbytes)
     buf = _scratch(nbytes)
     _keystream_into(seed, _iv(tag), buf, nbytes)
-    stream = buf[:nbytes].view(acc.dtype.newbyteorder("<"))
+    stream = buf[:nbytes].view(_WORD[8 * acc.itemsize])
     if sign == 1:
         np.add(acc, stream, out=acc)
     else:
