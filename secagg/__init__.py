@@ -21,6 +21,7 @@ from .errors import (
 )
 from .primitives.randomness import DeterministicRandom, SystemRandom
 from .result import AggregationResult
+from .simulation import simulate
 
 __version__ = "0.1.0"
 
@@ -43,5 +44,6 @@ __all__ = [
     "client_weight",
     "fedavg_apply",
     "hybrid_weight",
+    "simulate",
     "__version__",
 ]

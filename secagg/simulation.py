@@ -123,7 +123,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              seed: int | None = None, encoding: FixedPoint | None = None, threshold: int | None = None,
              degree: int | None = None, dropout_tolerance: float | None = None, corrupt_fraction: float = 0.0,
              malicious_server: bool = False, key_bits: int = 2048, workers: int = 1,
-             short_exponent: bool = False, progress: bool = False) -> AggregationResult:
+             short_exponent: bool = False, progress: bool = False,
+             trace: list[tuple[str, str, int, bytes]] | None = None) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -136,7 +137,9 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
 
     Raises :class:`ParameterError` for bad input and :class:`ProtocolAborted`
     when the round aborts (e.g. fewer than ``t`` survivors): never a partial
-    aggregate."""
+    aggregate. ``trace`` (masking protocols), if given, receives every message
+    as ``(stage, "to_server" | "to_client", client_id, wire bytes)``: the
+    transcripts of protocols/masking/vectors are made this way."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     r = get_rule(rule)
@@ -163,7 +166,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
         return _plaintext(xs, ws, r, schedule)
     return _masking(xs, ws, r, enc, schedule, rng, protocol=protocol, threshold=threshold, degree=degree,
                     dropout_tolerance=dropout_tolerance, corrupt_fraction=corrupt_fraction,
-                    malicious_server=malicious_server, progress=progress)
+                    malicious_server=malicious_server, progress=progress, trace=trace)
 
 
 def _fork(rng: RandomSource, label: str) -> RandomSource:
@@ -191,7 +194,7 @@ def _plaintext(xs: list[np.ndarray], ws: list[float], rule: Rule, schedule: Mapp
 def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint, schedule: Mapping[int, str],
              rng: RandomSource, *, protocol: str, threshold: int | None, degree: int | None,
              dropout_tolerance: float | None, corrupt_fraction: float, malicious_server: bool,
-             progress: bool) -> AggregationResult:
+             progress: bool, trace: list[tuple[str, str, int, bytes]] | None) -> AggregationResult:
     from .primitives.signatures import generate_signing_keypair
     from .protocols.masking import Abort, MaskingClient, MaskingParams, MaskingServer
 
@@ -222,6 +225,8 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
     def deliver(sender: int, msg: object) -> None:
         data = wire.encode(msg)
         sent[sender] += len(data)
+        if trace is not None:
+            trace.append((stage, "to_server", sender, data))
         t = time.perf_counter()
         try:
             server.receive(sender, wire.decode(data))
@@ -249,6 +254,8 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
             if data is None:
                 data = encoded[id(msg)] = wire.encode(msg)
             recv[i] += len(data)
+            if trace is not None:
+                trace.append((stage, "to_client", i, data))
             if schedule.get(i) == stage:
                 continue
             incoming = wire.decode(data)

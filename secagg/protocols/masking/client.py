@@ -61,7 +61,7 @@ class ClientState:
     peers: KeysBroadcast | None = None
     enc_keys: bytes = b""  # k_{u,v} for each peer in `peers` order (own slot zeros)
     held_owners: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
-    held_self_mask: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
+    held_self_mask: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)  # rows of SHARE_CHUNKS, flattened
     held_mask_key: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
     masked_with: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
     signed_alive: np.ndarray | None = None
@@ -252,8 +252,8 @@ class MaskingClient:
             raise _fail(AbortReason.MALFORMED_MESSAGE, "forwarded share records have the wrong length")
         sid = p.session_id
         owners = [u]
-        got_b = [st.held_self_mask.reshape(1, -1)]
-        got_sk = [st.held_mask_key.reshape(1, -1)]
+        got_b = [st.held_self_mask.reshape(1, SHARE_CHUNKS)]
+        got_sk = [st.held_mask_key.reshape(1, SHARE_CHUNKS)]
         for j, v in enumerate(senders.tolist()):
             if v == u or v not in index:
                 raise _fail(AbortReason.UNEXPECTED_SENDER, f"share from {v}, who is not an advertised neighbour")
@@ -281,8 +281,8 @@ class MaskingClient:
         self.state = replace(
             st, stage="masked",
             held_owners=np.array(owners, dtype=np.uint32)[order],
-            held_self_mask=np.concatenate(got_b)[order].astype(np.uint32),
-            held_mask_key=np.concatenate(got_sk)[order].astype(np.uint32),
+            held_self_mask=np.concatenate(got_b)[order].astype(np.uint32).ravel(),
+            held_mask_key=np.concatenate(got_sk)[order].astype(np.uint32).ravel(),
             masked_with=np.array(sorted(senders.tolist()), dtype=np.uint32))
         assert masked.dtype == dtype_for(p.ring_bits)
         return MaskedInput(u, masked)
@@ -372,10 +372,12 @@ class MaskingClient:
         b_rows = [row[v] for v in reveal_b]
         sk_rows = [row[v] for v in reveal_sk]
         self.state = replace(st, stage="done")
+        held_b = st.held_self_mask.reshape(-1, SHARE_CHUNKS)
+        held_sk = st.held_mask_key.reshape(-1, SHARE_CHUNKS)
         return UnmaskShares(self.client_id, np.array(reveal_b, dtype=np.uint32),
-                            st.held_self_mask[b_rows].ravel().astype(np.uint32),
+                            held_b[b_rows].ravel().astype(np.uint32),
                             np.array(reveal_sk, dtype=np.uint32),
-                            st.held_mask_key[sk_rows].ravel().astype(np.uint32))
+                            held_sk[sk_rows].ravel().astype(np.uint32))
 
     # ---------------------------------------------------------------- driver
     def handle(self, msg: object, update: np.ndarray | None = None, weight: float = 1.0) -> object | None:

@@ -1,0 +1,297 @@
+"""Pairwise masking (SecAgg / SecAgg+): correct aggregates, dropout recovery at
+every stage, aborts with typed reasons, parameters and client-state persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from secagg import simulate
+from secagg.encoding import wire
+from secagg.encoding.fixed_point import FixedPoint
+from secagg.errors import AbortReason, LocalProtocolError, ParameterError, ProtocolAborted, RemoteProtocolError
+from secagg.protocols.masking import (Abort, MaskingClient, MaskingParams, MaskingServer, ServerResult,
+                                      derive_secagg_plus)
+from secagg.protocols.masking.graph import NeighbourGraph, binom_cdf_lt, binom_sf_ge
+
+from masking_harness import Round
+
+STAGES = ["advertise_keys", "share_keys", "masked_input", "unmasking"]
+
+
+def _bound(r: Round, count: int) -> float:
+    enc = r.params.encoding
+    return enc.sum_error_bound(count) * max(1.0, max(r.weights.values(), default=1.0)) + 1e-12
+
+
+def test_no_dropout_complete_graph_matches_plaintext_sum():
+    r = Round(n=6)
+    out = r.run()
+    assert isinstance(out, ServerResult)
+    assert out.included == tuple(r.ids) and out.dropped == {}
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(r.ids))) <= _bound(r, 6)
+    assert out.sum_weights == pytest.approx(6.0, abs=6 / 2**16)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_dropout_at_each_stage_gives_exactly_the_included_aggregate(stage):
+    r = Round(n=7)
+    out = r.run(drop={3: stage, 5: stage})
+    assert isinstance(out, ServerResult)
+    expected_included = [i for i in r.ids if stage == "unmasking" or i not in (3, 5)]
+    assert list(out.included) == expected_included
+    assert out.dropped == {3: stage, 5: stage}
+    err = np.max(np.abs(out.sum_weighted - r.expected_sum(expected_included)))
+    assert err <= _bound(r, len(expected_included))
+    # and it is NOT the sum over everyone (the dropped clients' inputs are really out)
+    if stage != "unmasking":
+        assert np.max(np.abs(out.sum_weighted - r.expected_sum(r.ids))) > 10 * _bound(r, 7)
+
+
+def test_dropouts_at_several_stages_at_once():
+    r = Round(n=10, dropout_tolerance=0.4)
+    out = r.run(drop={2: "advertise_keys", 4: "share_keys", 6: "masked_input", 8: "unmasking"})
+    assert isinstance(out, ServerResult)
+    included = [i for i in r.ids if i not in (2, 4, 6)]
+    assert list(out.included) == included
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= _bound(r, len(included))
+
+
+def test_secagg_plus_sparse_graph_with_dropout():
+    r = Round(n=60, dim=5, protocol="secagg+", dropout_tolerance=0.05)
+    assert not r.params.is_complete and r.params.degree < 59
+    out = r.run(drop={5: "share_keys", 17: "masked_input", 33: "unmasking"})
+    assert isinstance(out, ServerResult)
+    included = [i for i in r.ids if i not in (5, 17)]
+    assert list(out.included) == included
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= _bound(r, len(included))
+
+
+def test_malicious_server_mode_with_consistency_round_and_dropouts():
+    r = Round(n=7, malicious=True)
+    out = r.run(drop={2: "masked_input", 4: "consistency_check", 6: "unmasking"})
+    assert isinstance(out, ServerResult)
+    included = [i for i in r.ids if i != 2]
+    assert list(out.included) == included
+    assert out.dropped == {2: "masked_input", 4: "consistency_check", 6: "unmasking"}
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= _bound(r, len(included))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_too_few_survivors_aborts_with_typed_reason_never_a_sum(stage):
+    r = Round(n=6)  # t = 4
+    drop = {i: stage for i in (1, 2, 3)}
+    out = r.run(drop=drop)
+    assert isinstance(out, Abort)
+    assert out.reason is AbortReason.TOO_FEW_SURVIVORS
+    assert r.server.done and not isinstance(r.server.outcome, ServerResult)
+
+
+def test_weights_are_aggregated_privately_as_two_sums():
+    w = {1: 3.0, 2: 1.5, 3: 7.0, 4: 2.0, 5: 0.5}
+    r = Round(n=5, weights=w, encoding=FixedPoint(clip=1.0, frac_bits=16, max_weight=8.0),
+              dropout_tolerance=0.2)
+    out = r.run(drop={3: "masked_input"})
+    inc = [1, 2, 4, 5]
+    assert out.sum_weights == pytest.approx(sum(w[i] for i in inc), abs=4 / 2**16)
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(inc))) <= 4 * 8 / 2**16
+
+
+def test_clipping_bounds_the_ring_and_is_reported():
+    r = Round(n=4, dropout_tolerance=0.0)
+    r.updates[1][:] = 50.0  # far beyond clip = 1
+    out = r.run()
+    assert isinstance(out, ServerResult)
+    assert r.clients[1].last_clipped == r.dim
+    expected = r.expected_sum(r.ids) - r.updates[1] + 1.0
+    assert np.max(np.abs(out.sum_weighted - expected)) <= _bound(r, 4)
+
+
+def test_server_memory_is_one_accumulator_not_n_vectors():
+    r = Round(n=6)
+    r.advertise()
+    r.step()
+    r.step()  # masked inputs arrive and are summed
+    held = [v for v in vars(r.server).values() if isinstance(v, np.ndarray) and v.size >= r.dim]
+    assert len(held) == 1 and held[0].shape == (r.dim + 1,)
+    assert r.server._got.masked == set(r.ids)  # ids only, no vectors kept
+
+
+def test_client_state_survives_serialization_between_rounds():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    # persist every client after each round and continue from the bytes (as the Flower adapter does)
+    while r.outgoing:
+        for i in r.ids:
+            data = r.clients[i].to_bytes()
+            r.clients[i] = MaskingClient.from_bytes(r.params, data, r.clients[i]._rng)
+        r.step()
+    assert isinstance(r.server.outcome, ServerResult)
+    assert np.max(np.abs(r.server.outcome.sum_weighted - r.expected_sum(r.ids))) <= _bound(r, 5)
+
+
+def test_client_drives_wrong_order_raise_local_or_remote_errors():
+    r = Round(n=4, dropout_tolerance=0.0)
+    c = r.clients[1]
+    c.advertise_keys()
+    with pytest.raises(LocalProtocolError):
+        c.advertise_keys()
+    r2 = Round(n=4, dropout_tolerance=0.0)
+    r2.advertise()
+    with pytest.raises(LocalProtocolError):
+        r2.clients[1].handle(r2.outgoing[1] if False else _forwarded_after_keys(r2), update=None)
+
+
+def _forwarded_after_keys(r: Round):
+    r.step()  # ShareKeys -> ForwardedShares pending
+    return r.outgoing[1]
+
+
+def test_server_close_after_done_is_local_error():
+    r = Round(n=4, dropout_tolerance=0.0)
+    r.run()
+    with pytest.raises(LocalProtocolError):
+        r.server.close_round()
+    with pytest.raises(RemoteProtocolError) as e:
+        r.server.receive(1, r.replies[1])
+    assert e.value.reason is AbortReason.WRONG_ROUND
+
+
+# ----------------------------------------------------------------- parameters
+
+def test_threshold_must_exceed_half_of_the_holders():
+    with pytest.raises(ParameterError):
+        MaskingParams.create(range(1, 11), 4, protocol="secagg", threshold=5)
+    p = MaskingParams.create(range(1, 11), 4, protocol="secagg", threshold=6, dropout_tolerance=0.4)
+    assert p.threshold == 6
+
+
+def test_threshold_accounts_for_corrupt_clients():
+    with pytest.raises(ParameterError):
+        MaskingParams.create(range(1, 11), 4, protocol="secagg", threshold=6, corrupt_fraction=0.2)
+    p = MaskingParams.create(range(1, 11), 4, protocol="secagg", corrupt_fraction=0.2, dropout_tolerance=0.1)
+    assert 2 * p.threshold > 10 + 2
+
+
+def test_dropout_that_leaves_fewer_than_threshold_is_refused_up_front():
+    with pytest.raises(ParameterError, match="cannot tolerate"):
+        MaskingParams.create(range(1, 11), 4, protocol="secagg", dropout_tolerance=0.6)
+
+
+def test_ring_that_could_wrap_is_refused():
+    enc = FixedPoint(clip=1000.0, frac_bits=30, max_weight=1000.0)
+    with pytest.raises(ParameterError, match="wrap"):
+        MaskingParams.create(range(1, 40000), 4, protocol="secagg+", encoding=enc)
+
+
+def test_ring_grows_to_64_bits_when_32_could_wrap():
+    enc = FixedPoint(clip=1.0, frac_bits=16, max_weight=1000.0)
+    p = MaskingParams.create(range(1, 101), 4, protocol="secagg", encoding=enc, dropout_tolerance=0.1)
+    assert p.ring_bits == 64
+    with pytest.raises(ParameterError):
+        MaskingParams(**{**p.__dict__, "ring_bits": 32})
+
+
+def test_malicious_mode_requires_signing_keys_for_everyone():
+    with pytest.raises(ParameterError):
+        MaskingParams.create(range(1, 6), 4, protocol="secagg", malicious_server=True, signing_keys={1: b"\0" * 32})
+
+
+def test_params_are_a_canonical_wire_message_and_bind_the_session():
+    p = MaskingParams.create(range(1, 8), 4, protocol="secagg", dropout_tolerance=0.2)
+    q = wire.decode(wire.encode(p), MaskingParams)
+    assert q == p and q.session_id == p.session_id
+    other = MaskingParams.create(range(1, 8), 4, protocol="secagg", dropout_tolerance=0.2)
+    assert other.session_id != p.session_id  # fresh nonce per round
+
+
+@pytest.mark.parametrize("n,dropout,corrupt", [(1000, 0.05, 0.0), (10000, 0.05, 0.0), (10000, 0.2, 0.0),
+                                               (1000, 0.1, 0.1), (500, 0.3, 0.0)])
+def test_secagg_plus_derivation_meets_its_three_bounds(n, dropout, corrupt):
+    k, t = derive_secagg_plus(n, dropout, corrupt)
+    m = k + 1
+    assert 2 * t > m
+    if k < n - 1:
+        assert n * (dropout + corrupt) ** (k / 2) <= 2.0**-40
+        assert n * binom_sf_ge(m, corrupt, 2 * t - m) <= 2.0**-40
+        assert n * binom_cdf_lt(m, 1 - dropout, t) <= 2.0**-30
+        # and it is the smallest such even degree
+        if k > 2:
+            from secagg.protocols.masking.graph import _sparse_ok
+            assert _sparse_ok(n, k - 2, dropout, corrupt, 40, 30) is None
+
+
+def test_harary_graph_is_regular_symmetric_and_seeded():
+    ids = tuple(range(1, 41))
+    g = NeighbourGraph(ids, 6, b"\x01" * 32)
+    for u in ids:
+        nb = g.neighbours(u)
+        assert len(nb) == 6 and u not in nb
+        assert all(u in g.neighbours(v) for v in nb)
+        assert all(g.are_neighbours(u, v) == (v in nb) for v in ids)
+    g2 = NeighbourGraph(ids, 6, b"\x02" * 32)
+    assert any(g.neighbours(u) != g2.neighbours(u) for u in ids)
+
+
+# ----------------------------------------------------------------- simulator
+
+def test_simulate_reports_included_bytes_and_timings():
+    xs = [np.full(16, 0.01 * i) for i in range(1, 9)]
+    res = simulate(xs, protocol="secagg", dropouts={2: "share_keys", 5: "unmasking"}, seed=3)
+    assert 2 not in res.included and 5 in res.included
+    assert res.dropped == {2: "share_keys", 5: "unmasking"}
+    inc = [xs[i - 1] for i in res.included]
+    assert np.allclose(res.aggregate, np.mean(inc, axis=0), atol=1e-4)
+    assert all(res.bytes_sent[i] > 16 * 4 for i in res.included)
+    assert res.bytes_sent[2] < res.bytes_sent[1]
+    assert {"share_keys.clients", "masked_input.server", "server_total"} <= set(res.timings)
+
+
+def test_simulate_is_reproducible_with_a_seed():
+    xs = [np.linspace(-0.5, 0.5, 10) * i / 7 for i in range(1, 8)]
+    t1, t2 = [], []
+    a = simulate(xs, protocol="secagg+", dropouts=0.3, seed=11, trace=t1)
+    b = simulate(xs, protocol="secagg+", dropouts=0.3, seed=11, trace=t2)
+    assert a.session_id == b.session_id and np.array_equal(a.aggregate, b.aggregate)
+    assert t1 == t2 and len(t1) > 20
+
+
+def test_simulate_abort_raises_protocol_aborted_not_partial_result():
+    xs = [np.ones(4) * 0.1 for _ in range(6)]
+    with pytest.raises(ProtocolAborted) as e:
+        simulate(xs, protocol="secagg", dropouts={1: "masked_input", 2: "masked_input", 3: "unmasking"},
+                 dropout_tolerance=0.3, seed=1)
+    assert e.value.reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+@pytest.mark.parametrize("rule,weights", [("sum", None), ("mean", None), ("weighted", [1, 2, 3, 4, 5]),
+                                          ("fedavg", [10, 20, 30, 40, 50]), ("hybrid", [0.5, 1.5, 2.5, 3.5, 4.5])])
+def test_simulate_rules_match_float_reference(rule, weights):
+    from secagg.aggregation import reference_aggregate
+
+    gen = np.random.default_rng(0)
+    xs = [gen.uniform(-1, 1, 12) for _ in range(5)]
+    res = simulate(xs, weights, protocol="secagg", rule=rule, seed=2, dropout_tolerance=0.2)
+    ref = reference_aggregate(rule, xs, weights)
+    assert np.max(np.abs(res.aggregate - ref)) < 5 * 64 / 2**16
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(updates=[np.ones(3), np.ones(4)]), "entries"),
+    (dict(updates=[np.ones(3), np.array([1, np.nan, 0])]), "NaN"),
+    (dict(updates=[np.ones(3), np.array([1, np.inf, 0])]), "NaN or infinite"),
+    (dict(updates=[np.ones(3)] * 3, weights=[1, 0, 2], rule="weighted"), "weight"),
+    (dict(updates=[np.ones(3)] * 3, weights=[1, -1, 2], rule="fedavg"), "weight"),
+    (dict(updates=[np.ones(3)] * 3, weights=[1, 2, 2], rule="mean"), "takes no weights"),
+    (dict(updates=[np.ones(3)] * 3, rule="fedavg"), "needs one weight"),
+    (dict(updates=[np.ones(3)] * 3, protocol="nope"), "unknown protocol"),
+    (dict(updates=[np.ones(3)] * 3, dropouts={9: "share_keys"}), "names client"),
+    (dict(updates=[np.ones(3)] * 3, dropouts={1: "later"}), "unknown dropout stage"),
+    (dict(updates=[np.ones(3)] * 10, protocol="secagg", dropouts=0.7), "cannot tolerate"),
+])
+def test_simulate_bad_input_gives_clear_parameter_errors(bad, match):
+    kw = dict(bad)
+    updates = kw.pop("updates")
+    weights = kw.pop("weights", None)
+    with pytest.raises(ParameterError, match=match):
+        simulate(updates, weights, seed=0, **kw)
