@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from secagg.primitives.kdf import LABEL_PREFIX, derive_key, hkdf
 
@@ -130,3 +134,29 @@ def test_derive_key_context_must_be_bytes(context: object) -> None:
 def test_derive_key_refuses_empty_label() -> None:
     with pytest.raises(ValueError):
         derive_key(b"k" * 32, "", b"ctx")
+
+
+@given(
+    secret=st.binary(min_size=1, max_size=80),
+    label=st.text(min_size=1, max_size=20) | st.binary(min_size=1, max_size=20),
+    context=st.binary(max_size=80),
+    length=st.sampled_from([1, 16, 31, 32, 33, 64, 100]),
+)
+def test_derive_key_is_hkdf_with_hashed_context_salt(secret: bytes, label: str | bytes, context: bytes,
+                                                     length: int) -> None:
+    # derive_key takes a shortcut for 32-byte outputs (one HMAC block); every
+    # length must give exactly the HKDF of the module docstring.
+    salt = hashlib.sha256(b"secagg/v1/context\x00" + context).digest()
+    expected = hkdf(secret, label=label, length=length, salt=salt)
+    assert derive_key(secret, label, context, length) == expected  # type: ignore[arg-type]
+    assert derive_key(bytearray(secret), label, bytearray(context), length) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [32, 64])
+def test_derive_key_refuses_what_hkdf_refuses(length: int) -> None:
+    with pytest.raises(ValueError):
+        derive_key(b"", "enc", b"ctx", length)
+    with pytest.raises(TypeError):
+        derive_key(b"k", 5, b"ctx", length)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        derive_key(b"k", b"", b"ctx", length)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from secagg.primitives.key_agreement import (
     PUBLIC_KEY_SIZE,
     KeyPair,
     agree,
+    agree_many,
     generate_keypair,
     public_from_private,
 )
@@ -125,3 +126,27 @@ def test_repr_hides_private_key() -> None:
     pair = KeyPair(private=ALICE_PRIVATE, public=ALICE_PUBLIC)
     assert ALICE_PRIVATE.hex() not in repr(pair)
     assert ALICE_PRIVATE.hex()[:8] not in repr(pair)
+
+
+def test_agree_many_equals_agree() -> None:
+    rng = DeterministicRandom(b"many")
+    me = generate_keypair(rng)
+    peers = [generate_keypair(rng).public for _ in range(6)]
+    assert agree_many(me.private, peers) == [agree(me.private, p) for p in peers]
+    assert agree_many(me.private, []) == []
+    assert agree_many(ALICE_PRIVATE, [BOB_PUBLIC, bytearray(BOB_PUBLIC)]) == [SHARED, SHARED]
+
+
+@pytest.mark.parametrize("bad", [p.values[0] for p in LOW_ORDER] + [b"\x09" * 31, b"", None, "x" * 32])
+def test_agree_many_rejects_any_bad_peer(bad: object) -> None:
+    rng = DeterministicRandom(b"many-bad")
+    me = generate_keypair(rng)
+    good = generate_keypair(rng).public
+    with pytest.raises(RemoteProtocolError):
+        agree_many(me.private, [good, bad, good])  # type: ignore[list-item]
+
+
+def test_agree_many_bad_private_key_is_local_error() -> None:
+    with pytest.raises(ValueError) as info:
+        agree_many(b"\x01" * 31, [BOB_PUBLIC])
+    assert not isinstance(info.value, RemoteProtocolError)

@@ -370,3 +370,40 @@ def test_uniform_mod_range_and_spread() -> None:
     v = uniform_mod(rng, 70_000, 7)
     counts = np.bincount(v.astype(np.int64), minlength=7)
     assert np.all(np.abs(counts - 10_000) < 600), counts
+
+
+# ---------------------------------------------------------------- split_many
+
+@given(data=st.data())
+@settings(max_examples=60)
+def test_split_many_shares_each_secret(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 30))
+    t = data.draw(st.integers(1, n))
+    length = data.draw(st.integers(1, 40))
+    secrets = data.draw(st.lists(st.binary(min_size=length, max_size=length), min_size=1, max_size=5))
+    out = shamir.split_many(secrets, t, range(1, n + 1), DeterministicRandom(n + 7 * t))
+    assert len(out) == len(secrets)
+    order = data.draw(st.permutations(range(n)))[:t]
+    holders = [i + 1 for i in order]
+    for secret, shares in zip(secrets, out):
+        assert shares.shape == (n, chunks_for(length))
+        assert int(shares.max()) < M31.prime
+        assert reconstruct(holders, shares[order], t, length) == secret
+
+
+def test_split_many_uses_independent_polynomials() -> None:
+    # Two equal secrets must not get equal shares (that would tell a holder of
+    # one share of each that the secrets are equal).
+    a, b = shamir.split_many([SECRET, SECRET], 3, range(1, 6), DeterministicRandom(1))
+    assert not np.any(a == b)
+
+
+def test_split_many_refuses_bad_input() -> None:
+    with pytest.raises(ValueError):
+        shamir.split_many([], 2, [1, 2])
+    with pytest.raises(ValueError):
+        shamir.split_many([b"ab", b"abc"], 2, [1, 2])
+    with pytest.raises(ValueError):
+        shamir.split_many([b"ab"], 3, [1, 2])
+    with pytest.raises(ReconstructionError):
+        shamir.split_many([b"ab"], 2, [1, 1])
