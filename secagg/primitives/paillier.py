@@ -565,7 +565,7 @@ def check_units(public_key: PublicKey, ciphertexts: Sequence[mpz]) -> None:
     n = public_key._n_mpz
     prod = mpz(1)
     for c in ciphertexts:
-        prod = prod * c % n
+        prod = prod * (c % n) % n  # reducing first keeps both factors at the size of n
     if gmpy2.gcd(prod, n) != 1:
         raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
 
