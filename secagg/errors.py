@@ -105,3 +105,8 @@ class ProtocolAborted(SecAggError):
         super().__init__(f"round aborted: {reason.value}" + (f" ({detail})" if detail else ""))
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Rebuild from (reason, detail), not from the formatted message, so the
+        # error survives pickling (multiprocessing, Ray workers in simulations).
+        return (type(self), (self.reason, self.detail))

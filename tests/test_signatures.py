@@ -119,3 +119,9 @@ def test_generation_replayable_and_repr_hides_secret() -> None:
     assert a != generate_signing_keypair(DeterministicRandom(8))
     assert a.private.hex()[:8] not in repr(a)
     assert isinstance(a, SigningKeyPair)
+
+
+@pytest.mark.parametrize("length", [0, 31, 33, 64])
+def test_wrong_length_signing_key_is_local_error(length: int) -> None:
+    with pytest.raises(ValueError):
+        sign(b"\x01" * length, b"message")

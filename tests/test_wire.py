@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import pickle
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,7 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg.errors import AbortReason, ParameterError, WireFormatError
+from secagg.errors import (
+    AbortReason,
+    InvalidCiphertext,
+    InvalidSignature,
+    LocalProtocolError,
+    ParameterError,
+    ProtocolAborted,
+    ReconstructionError,
+    RemoteProtocolError,
+    SecAggError,
+    WireFormatError,
+)
 from secagg.encoding.wire import MAX_MESSAGE_BYTES, WIRE_VERSION, decode, encode, message, registered
 
 
@@ -512,3 +524,32 @@ def test_sample_fields_cover_every_supported_kind() -> None:
     for kind in ("int", "bool", "float", "str", "bytes", "np.ndarray", "tuple[", "dict[", "| None",
                  "Optional[", "Color", "Stage", "Inner"):
         assert kind in text, kind
+
+
+# ------------------------------------------- errors across process boundaries
+
+@pytest.mark.parametrize("error", [
+    WireFormatError("bad bytes"),
+    RemoteProtocolError("peer sent junk", AbortReason.SESSION_MISMATCH),
+    InvalidCiphertext(),
+    InvalidSignature(),
+    ProtocolAborted(AbortReason.TOO_FEW_SURVIVORS, "2 of 5 left"),
+    ProtocolAborted(AbortReason.INCONSISTENT_DROPOUT_SETS),
+])
+def test_errors_survive_pickling(error: Exception) -> None:
+    # Errors cross process boundaries (multiprocessing, Ray workers in Flower
+    # simulations) pickled: type, message and reason must come back intact.
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert getattr(back, "reason", None) == getattr(error, "reason", None)
+    assert getattr(back, "detail", None) == getattr(error, "detail", None)
+
+
+def test_error_tree() -> None:
+    assert issubclass(WireFormatError, RemoteProtocolError)
+    assert issubclass(InvalidCiphertext, RemoteProtocolError) and issubclass(InvalidSignature, RemoteProtocolError)
+    assert issubclass(ParameterError, ValueError) and issubclass(ParameterError, SecAggError)
+    for cls in (RemoteProtocolError, ReconstructionError, ProtocolAborted, LocalProtocolError):
+        assert issubclass(cls, SecAggError) and not issubclass(cls, ValueError)
+    assert str(ProtocolAborted(AbortReason.WRONG_ROUND)) == "round aborted: wrong_round"
+    assert AbortReason("malformed_message") is AbortReason.MALFORMED_MESSAGE
