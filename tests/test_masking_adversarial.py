@@ -1,0 +1,463 @@
+"""The dishonest server, the forged message and the replayed one.
+
+Each test plays an attacker against honest parties and checks the named
+defence: clients abort with a typed reason and reveal nothing they must not;
+the server rejects bad client messages with a typed error and no state change."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from secagg.encoding import wire
+from secagg.errors import AbortReason, RemoteProtocolError, WireFormatError
+from secagg.protocols.masking import (Abort, ConsistencyRequest, ForwardedShares, KeysBroadcast, MaskedInput,
+                                      ServerResult, ShareKeys, UnmaskRequest, UnmaskShares)
+from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
+
+from masking_harness import Round
+
+
+def _to(stage_round: Round, i: int):
+    return stage_round.outgoing[i]
+
+
+def _run_to(r: Round, stage: str, drop: dict[int, str] | None = None) -> None:
+    drop = drop or {}
+    r.advertise(skip={i for i, s in drop.items() if s == "advertise_keys"})
+    while r.server.stage.value != stage:
+        r.step(skip={i for i, s in drop.items() if s == r.server.stage.value})
+
+
+def _reply(r: Round, i: int, msg) -> object | None:  # type: ignore[no-untyped-def]
+    return r.clients[i].handle(wire.decode(wire.encode(msg)), update=r.updates[i])
+
+
+def _ids(*xs: int) -> np.ndarray:
+    return np.array(sorted(xs), dtype=np.uint32)
+
+
+# ================================================================ invariant 1: never both shares
+
+def test_overlapping_alive_and_dropped_sets_abort_and_reveal_nothing():
+    r = Round(n=6)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[1]
+    evil = dataclasses.replace(req, dropped=_ids(*req.dropped.tolist(), 2))  # 2 is alive AND dropped
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+
+
+def test_peer_missing_from_both_lists_aborts():
+    r = Round(n=6)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[1]
+    evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 4]))
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+
+
+def test_client_never_reveals_a_second_time_in_a_session():
+    """The server asks again with shifted lists (v now 'dropped'): the client
+    has already revealed b_v's share and must not add s_v^SK's."""
+    r = Round(n=6)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[1]
+    first = _reply(r, 1, req)
+    assert isinstance(first, UnmaskShares) and 3 in first.self_mask_owners.tolist()
+    shifted = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 3]),
+                                  dropped=_ids(*req.dropped.tolist(), 3))
+    assert _reply(r, 1, shifted) is None
+    assert r.clients[1].abort_reason is AbortReason.WRONG_ROUND or r.clients[1].aborted
+
+
+def test_alive_set_naming_a_peer_whose_shares_never_arrived_aborts():
+    """Claiming that a client which never shared keys is alive would make
+    honest clients reveal shares they do not hold / unmask an inconsistency."""
+    r = Round(n=6)
+    _run_to(r, "unmasking", drop={5: "share_keys"})
+    req: UnmaskRequest = r.outgoing[1]
+    evil = dataclasses.replace(req, alive=_ids(*req.alive.tolist(), 5))
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+
+
+def test_server_listing_me_as_dropped_aborts():
+    r = Round(n=6)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[2]
+    evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 2]),
+                               dropped=_ids(*req.dropped.tolist(), 2))
+    assert _reply(r, 2, evil) is None
+    assert r.clients[2].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+
+
+def test_split_view_attack_cannot_collect_both_share_kinds_in_malicious_mode():
+    """A dishonest server tells client 1 that victim 3 is alive (to get b_3's
+    share) and tells everyone else that 3 dropped (to get s_3^SK's shares).
+    With signed consistency checks and t > n/2 it can reach the threshold for at
+    most one of the two secrets."""
+    r = Round(n=7, malicious=True)  # t = 4
+    _run_to(r, "consistency_check")
+    victim = 3
+    true_alive = r.outgoing[1].alive
+    fake_alive = _ids(*[v for v in true_alive.tolist() if v != victim])
+    sigs_true, sigs_fake = {}, {}
+    for i in r.ids:
+        if i == victim:
+            continue
+        alive = true_alive if i == 1 else fake_alive
+        rep = _reply(r, i, ConsistencyRequest(r.params.session_id, alive))
+        (sigs_true if i == 1 else sigs_fake)[i] = rep.signature
+    b_shares = s_shares = 0
+    for i in r.ids:
+        if i == victim:
+            continue
+        if i == 1:
+            req = UnmaskRequest(r.params.session_id, true_alive, _ids(), sigs_true)
+        else:  # the server claims 3 dropped, backed by the signatures on the fake set
+            req = UnmaskRequest(r.params.session_id, fake_alive, _ids(victim), sigs_fake)
+        rep = _reply(r, i, req)
+        if rep is None:
+            continue
+        b_shares += victim in rep.self_mask_owners.tolist()
+        s_shares += victim in rep.mask_key_owners.tolist()
+    t = r.params.threshold
+    assert not (b_shares >= t and s_shares >= t)
+    assert b_shares < t  # client 1 refused: too few signatures on the set it signed
+    assert r.clients[1].aborted and r.clients[1].abort_reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+def test_unmask_request_with_a_different_set_than_signed_aborts():
+    r = Round(n=6, malicious=True)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[1]
+    evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 4]),
+                               dropped=_ids(4))
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason in (AbortReason.INCONSISTENT_DROPOUT_SETS, AbortReason.INVALID_SIGNATURE)
+
+
+def test_forged_consistency_signature_aborts():
+    r = Round(n=6, malicious=True)
+    _run_to(r, "unmasking")
+    req: UnmaskRequest = r.outgoing[1]
+    sigs = dict(req.signatures)
+    sigs[2] = bytes(64)
+    assert _reply(r, 1, dataclasses.replace(req, signatures=sigs)) is None
+    assert r.clients[1].abort_reason is AbortReason.INVALID_SIGNATURE
+
+
+# ================================================================ keys: substitution, duplicates, signatures
+
+def _keys_with(msg: KeysBroadcast, i: int, *, enc: bytes | None = None, mask: bytes | None = None) -> KeysBroadcast:
+    e, m = bytearray(msg.enc_publics), bytearray(msg.mask_publics)
+    if enc is not None:
+        e[32 * i:32 * (i + 1)] = enc
+    if mask is not None:
+        m[32 * i:32 * (i + 1)] = mask
+    return dataclasses.replace(msg, enc_publics=bytes(e), mask_publics=bytes(m))
+
+
+def test_duplicate_public_keys_abort():
+    """Two parties with one masking key would have pairwise masks that a third
+    could predict; the client refuses such a key set."""
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    msg: KeysBroadcast = r.outgoing[1]
+    evil = _keys_with(msg, 3, mask=msg.mask_publics[32 * 2:32 * 3])
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.DUPLICATE_PUBLIC_KEY
+
+
+def test_server_rejects_a_second_client_advertising_an_existing_key():
+    r = Round(n=5, dropout_tolerance=0.2)
+    adv1 = r.clients[1].advertise_keys()
+    r.server.receive(1, adv1)
+    adv2 = dataclasses.replace(r.clients[2].advertise_keys(), mask_public=adv1.mask_public)
+    with pytest.raises(RemoteProtocolError) as e:
+        r.server.receive(2, adv2)
+    assert e.value.reason is AbortReason.DUPLICATE_PUBLIC_KEY
+
+
+def test_altered_own_advertisement_aborts():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    msg: KeysBroadcast = r.outgoing[1]
+    evil = _keys_with(msg, 0, enc=bytes([9]) * 32)  # index 0 is client 1 itself
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+
+
+def test_substituted_peer_key_is_caught_by_signatures_in_malicious_mode():
+    from secagg.primitives.key_agreement import generate_keypair
+
+    r = Round(n=5, malicious=True, dropout_tolerance=0.2)
+    r.advertise()
+    msg: KeysBroadcast = r.outgoing[1]
+    evil = _keys_with(msg, 2, enc=generate_keypair().public)  # server's own key in place of client 3's
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.INVALID_SIGNATURE
+
+
+def test_broadcast_naming_non_neighbours_aborts():
+    r = Round(n=60, protocol="secagg+", dropout_tolerance=0.05)
+    r.advertise()
+    msg: KeysBroadcast = r.outgoing[1]
+    stranger = next(v for v in r.ids if v != 1 and v not in r.params.graph.neighbours(1))
+    ids = sorted(msg.client_ids.tolist() + [stranger])
+    pos = ids.index(stranger)
+    ins = lambda col, w: col[:w * pos] + bytes([7 + w]) * w + col[w * pos:]  # noqa: E731
+    evil = dataclasses.replace(msg, client_ids=np.array(ids, dtype=np.uint32), enc_publics=ins(msg.enc_publics, 32),
+                               mask_publics=ins(msg.mask_publics, 32), commitments=ins(msg.commitments, 32))
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.UNEXPECTED_SENDER
+
+
+def test_too_few_keys_in_broadcast_aborts():
+    r = Round(n=6)
+    r.advertise()
+    msg: KeysBroadcast = r.outgoing[1]
+    keep = 2  # client 1 + one peer < t
+    evil = KeysBroadcast(msg.session_id, msg.client_ids[:keep], msg.enc_publics[:32 * keep],
+                         msg.mask_publics[:32 * keep], msg.commitments[:32 * keep], b"")
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+# ================================================================ invariant 3: session binding, replay
+
+def test_message_from_another_session_is_refused():
+    a, b = Round(n=5, seed=1, dropout_tolerance=0.2), Round(n=5, seed=2, dropout_tolerance=0.2)
+    a.advertise()
+    b.advertise()
+    assert _reply(b, 1, a.outgoing[1]) is None
+    assert b.clients[1].abort_reason is AbortReason.SESSION_MISMATCH
+
+
+def test_share_ciphertext_replayed_from_another_session_fails_authentication():
+    """Same parties, same keys even: the session id in the AEAD associated data
+    and in the key derivation makes an old record useless."""
+    a, b = Round(n=5, seed=1, dropout_tolerance=0.2), Round(n=5, seed=2, dropout_tolerance=0.2)
+    for r in (a, b):
+        r.advertise()
+        r.step()
+    fa: ForwardedShares = a.outgoing[1]
+    fb: ForwardedShares = b.outgoing[1]
+    spliced = dataclasses.replace(fb, ciphertexts=fa.ciphertexts[:SHARE_RECORD_SIZE] + fb.ciphertexts[SHARE_RECORD_SIZE:])
+    assert _reply(b, 1, spliced) is None
+    assert b.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+
+
+def test_params_differing_only_in_nonce_give_unrelated_session_ids():
+    a, b = Round(n=5, seed=1, dropout_tolerance=0.2), Round(n=5, seed=1, dropout_tolerance=0.2)
+    assert a.params.session_id == b.params.session_id  # same seed: replayable test vectors
+    p2 = dataclasses.replace(a.params, session_nonce=bytes(32))
+    assert p2.session_id != a.params.session_id
+
+
+# ================================================================ forged, misrouted, truncated shares
+
+def test_forged_share_ciphertext_aborts():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    msg: ForwardedShares = r.outgoing[1]
+    ct = bytearray(msg.ciphertexts)
+    ct[40] ^= 1
+    assert _reply(r, 1, dataclasses.replace(msg, ciphertexts=bytes(ct))) is None
+    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+
+
+def test_misrouted_share_ciphertext_aborts():
+    """Client 2's share for client 3 delivered to client 1 as if from client 2."""
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    to1: ForwardedShares = r.outgoing[1]
+    to3: ForwardedShares = r.outgoing[3]
+    j1 = to1.senders.tolist().index(2)
+    j3 = to3.senders.tolist().index(2)
+    ct = bytearray(to1.ciphertexts)
+    ct[SHARE_RECORD_SIZE * j1:SHARE_RECORD_SIZE * (j1 + 1)] = to3.ciphertexts[SHARE_RECORD_SIZE * j3:SHARE_RECORD_SIZE * (j3 + 1)]
+    assert _reply(r, 1, dataclasses.replace(to1, ciphertexts=bytes(ct))) is None
+    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+
+
+def test_relabelled_sender_aborts():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    msg: ForwardedShares = r.outgoing[1]
+    senders = msg.senders.copy()
+    senders[[0, 1]] = senders[[1, 0]]  # swap who sent which record (still sorted? no: re-sort)
+    evil = dataclasses.replace(msg, senders=np.sort(senders),
+                               ciphertexts=msg.ciphertexts[SHARE_RECORD_SIZE:2 * SHARE_RECORD_SIZE]
+                               + msg.ciphertexts[:SHARE_RECORD_SIZE] + msg.ciphertexts[2 * SHARE_RECORD_SIZE:])
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+
+
+def test_truncated_share_records_abort():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    msg: ForwardedShares = r.outgoing[1]
+    assert _reply(r, 1, dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:-1])) is None
+    assert r.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+
+
+def test_shares_from_a_non_neighbour_abort():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    msg: ForwardedShares = r.outgoing[1]
+    evil = dataclasses.replace(msg, senders=np.array([1] + msg.senders.tolist()[1:], dtype=np.uint32))
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason in (AbortReason.UNEXPECTED_SENDER, AbortReason.MALFORMED_MESSAGE)
+
+
+def test_failed_check_leaves_client_state_unchanged():
+    r = Round(n=5, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    before = r.clients[1].to_bytes()
+    msg: ForwardedShares = r.outgoing[1]
+    with pytest.raises(RemoteProtocolError):
+        r.clients[1].masked_input(dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:-3]), r.updates[1])
+    assert r.clients[1].to_bytes() == before
+    assert isinstance(r.clients[1].masked_input(msg, r.updates[1]), MaskedInput)
+
+
+# ================================================================ invariant 7: bad client input at the server
+
+def _final_sum(r: Round) -> np.ndarray:
+    while r.outgoing:
+        r.step()
+    assert isinstance(r.server.outcome, ServerResult)
+    return r.server.outcome.sum_weighted
+
+
+def _reference() -> np.ndarray:
+    r = Round(n=6, seed=5)
+    r.advertise()
+    return _final_sum(r)
+
+
+def _server_rejects(r: Round, sender: int, msg, reason: AbortReason | None = None) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RemoteProtocolError) as e:
+        r.server.receive(sender, msg)
+    if reason is not None:
+        assert e.value.reason is reason
+
+
+def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_state_change():
+    ref = _reference()
+    r = Round(n=6, seed=5)
+    advs = {i: r.clients[i].advertise_keys() for i in r.ids}
+    for i, a in advs.items():
+        r.server.receive(i, a)
+    _server_rejects(r, 1, advs[1], AbortReason.DUPLICATE_MESSAGE)
+    _server_rejects(r, 2, advs[1], AbortReason.UNEXPECTED_SENDER)  # claims to be someone else
+    _server_rejects(r, 99, dataclasses.replace(advs[1], client_id=99), AbortReason.UNEXPECTED_SENDER)
+    _server_rejects(r, 1, MaskedInput(1, np.zeros(r.dim + 1, dtype=np.uint32)), AbortReason.WRONG_ROUND)
+    r.outgoing = r.server.close_round()
+    _server_rejects(r, 1, advs[1], AbortReason.WRONG_ROUND)  # late
+    # share keys: wrong recipients and truncated records
+    replies = {}
+    for i, m in r.outgoing.items():
+        replies[i] = r.clients[i].handle(m)
+    bad = dataclasses.replace(replies[1], ciphertexts=replies[1].ciphertexts[:-1])
+    _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
+    bad = dataclasses.replace(replies[1], recipients=replies[1].recipients[::-1].copy())
+    _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    _server_rejects(r, 1, replies[1], AbortReason.DUPLICATE_MESSAGE)
+    r.outgoing = r.server.close_round()
+    # masked inputs: wrong dtype, wrong length, duplicate
+    replies = {i: r.clients[i].handle(m, update=r.updates[i]) for i, m in r.outgoing.items()}
+    good = replies[1].masked
+    _server_rejects(r, 1, MaskedInput(1, good.astype(np.uint64)), AbortReason.MALFORMED_MESSAGE)
+    _server_rejects(r, 1, MaskedInput(1, good[:-1].copy()), AbortReason.MALFORMED_MESSAGE)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    _server_rejects(r, 1, replies[1], AbortReason.DUPLICATE_MESSAGE)  # a second add would corrupt the sum
+    r.outgoing = r.server.close_round()
+    # unmasking shares for owners the sender cannot hold / out-of-field values
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    u = replies[1]
+    bad = dataclasses.replace(u, self_mask_shares=np.full_like(u.self_mask_shares, 2**31 - 1))
+    _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
+    bad = dataclasses.replace(u, mask_key_owners=np.array([3], dtype=np.uint32),
+                              mask_key_shares=u.self_mask_shares[:9].copy())
+    _server_rejects(r, 1, bad, AbortReason.UNEXPECTED_SENDER)  # 3 is alive: no mask-key shares for it
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.outgoing = r.server.close_round()
+    assert isinstance(r.server.outcome, ServerResult)
+    assert np.array_equal(r.server.outcome.sum_weighted, ref)  # bad messages changed nothing
+    assert len(r.server.rejected) >= 10
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 17, -1])
+def test_truncated_wire_bytes_raise_wire_format_error(cut):
+    r = Round(n=4, dropout_tolerance=0.0)
+    data = wire.encode(r.clients[1].advertise_keys())
+    with pytest.raises(WireFormatError):
+        wire.decode(data[:cut] if cut >= 0 else data + b"\x00")
+
+
+def test_corrupted_unmask_share_gives_an_abort_not_a_wrong_sum():
+    """A holder that sends a wrong share of b_v: the reconstructed seed fails
+    its round-0 commitment and the server aborts instead of returning garbage."""
+    r = Round(n=5, dropout_tolerance=0.2)
+    _run_to(r, "unmasking")
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    u = replies[1]
+    shares = u.self_mask_shares.copy()
+    shares[0] = (int(shares[0]) + 1) % (2**31 - 1)
+    replies[1] = dataclasses.replace(u, self_mask_shares=shares)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, Abort)
+    assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
+
+
+def test_corrupted_mask_key_share_gives_an_abort_not_a_wrong_sum():
+    r = Round(n=5, dropout_tolerance=0.2)
+    _run_to(r, "unmasking", drop={4: "masked_input"})
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    u = replies[1]
+    assert u.mask_key_owners.tolist() == [4]
+    shares = u.mask_key_shares.copy()
+    shares[3] = (int(shares[3]) + 5) % (2**31 - 1)
+    replies[1] = dataclasses.replace(u, mask_key_shares=shares)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, Abort)
+    assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
+
+
+# ================================================================ invariant 4: the mask PRG
+
+def test_masks_are_full_width_keystream_not_a_small_seeded_rng():
+    """A masked input of a zero update is indistinguishable from uniform words;
+    in particular it is not reproducible from any 32-bit numpy seed of the
+    kind a folded key would give (spot check over the seeds it would need)."""
+    r = Round(n=4, dim=4096, dropout_tolerance=0.0)
+    r.updates = {i: np.zeros(r.dim) for i in r.ids}
+    r.advertise()
+    r.step()
+    replies = r.step(close=False)
+    y = replies[1].masked[:-1]
+    counts = np.bincount((y >> np.uint32(24)).astype(np.int64), minlength=256)
+    chi2 = float(((counts - y.size / 256) ** 2 / (y.size / 256)).sum())
+    assert chi2 < 400  # 255 degrees of freedom; a zero or low-entropy mask fails by far
+    for s in range(256):
+        rs = np.random.RandomState(s).randint(0, 2**31, size=4, dtype=np.int64)
+        assert not np.array_equal(rs.astype(np.uint32), y[:4])
