@@ -118,7 +118,7 @@ def test_simulator_rules_against_reference(rule):
     assert res.protocol == "paillier" and res.rule == rule
     assert res.included == (1, 2, 3, 4, 5) and res.dropped == {}
     assert abs(res.sum_weights - sw) < enc.sum_error_bound(n)
-    assert res.params["max_weight"] == (max(ws) if used_w else 1.0)
+    assert res.params["max_weight"] == (8.0 if used_w else 1.0)  # the largest weight, 5, rounded up
 
 
 def test_simulator_dropout_names_included_clients():
@@ -196,6 +196,8 @@ def test_default_encoding_targets_slot_width():
     assert enc.frac_bits == 14 and lay.slot_bits == 22 and lay.slots == 93
     assert default_encoding(2, 2048).frac_bits == 16
     assert default_encoding(100, 2048, max_weight=1000.0).frac_bits == 8
+    assert default_encoding(100, 2048, max_weight=1000.0).max_weight == 1024.0
+    assert default_encoding(3, 2048, max_weight=0.5).max_weight == 1.0
 
 
 # --------------------------------------------------------------- adversarial

@@ -8,6 +8,7 @@ protocol="paillier")`` and ``secagg simulate --protocol paillier``.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Mapping, Sequence
 
@@ -38,9 +39,15 @@ TARGET_SLOT_BITS = 22
 
 def default_encoding(n_clients: int, key_bits: int = pl.DEFAULT_KEY_BITS, max_weight: float = 1.0,
                      clip: float = 1.0) -> FixedPoint:
-    """``clip`` (1.0), ``max_weight`` as given, and the largest ``frac_bits`` in
-    [8, 16] whose slot fits :data:`TARGET_SLOT_BITS` bits for ``n_clients``
-    (8 if none does; the layout then simply uses wider slots)."""
+    """``clip`` (1.0), ``max_weight`` rounded up to a power of two (the round's
+    ``max_weight`` is public: a power of two reveals only the order of magnitude
+    of the largest weight), and the largest ``frac_bits`` in [8, 16] whose slot
+    fits :data:`TARGET_SLOT_BITS` bits for ``n_clients`` (8 if none does; the
+    layout then simply uses wider slots)."""
+    if max_weight > 1:
+        max_weight = float(2.0 ** math.ceil(math.log2(max_weight)))
+    else:
+        max_weight = 1.0
     for frac_bits in range(16, 7, -1):
         enc = FixedPoint(clip=clip, frac_bits=frac_bits, max_weight=max_weight)
         if PackingLayout.derive(enc, n_clients, key_bits).slot_bits <= TARGET_SLOT_BITS:
