@@ -211,7 +211,10 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
     timings: dict[str, float] = {}
     sent = {i: 0 for i in ids}
     recv = {i: 0 for i in ids}
-    params_bytes = len(wire.encode(params))
+    params_wire = wire.encode(params)
+    params_bytes = len(params_wire)
+    if trace is not None:
+        trace.append(("params", "to_client", 0, params_wire))
     server = MaskingServer(params, _fork(rng, "server"))
     t0 = time.perf_counter()
     clients = {i: MaskingClient(wire.decode(wire.encode(params), MaskingParams) if i == 1 else params, i,
