@@ -88,8 +88,11 @@ def test_weight_not_positive_is_an_error():
 
 def test_dropout_leaving_too_few_clients_is_an_error_before_training():
     # 5 clients, 60 % dropout -> 3 drop, 2 survive < a majority threshold of 3
-    with pytest.raises(ParameterError, match=r"leaving 2, fewer than the secagg\+? threshold of 3"):
-        FedRunner(TrainConfig(**{**FAST, "protocol": "secagg", "dropout": 0.6}))
+    for protocol in ("secagg", "secagg+"):
+        with pytest.raises(ParameterError, match=r"drops 3 of 5 clients each round, leaving 2; .*threshold 3"):
+            FedRunner(TrainConfig(**{**FAST, "protocol": protocol, "dropout": 0.6}))
+    with pytest.raises(ParameterError, match=r"leaving 4, fewer than the paillier threshold of 5"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "paillier", "threshold": 5}))
     with pytest.raises(ParameterError, match="threshold of 5"):
         FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "threshold": 5}))
     with pytest.raises(ParameterError, match="dropout rate"):

@@ -16,6 +16,7 @@ def plot_comparison(path: str | Path, secure: Sequence[dict[str, Any]], baseline
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
@@ -35,6 +36,7 @@ def plot_comparison(path: str | Path, secure: Sequence[dict[str, Any]], baseline
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     final = f"final accuracy: {protocol} {100 * secure[-1]['test_accuracy']:.2f} %"

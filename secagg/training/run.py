@@ -148,13 +148,14 @@ def run_training(config: TrainConfig, *, runs_dir: str | Path | None = "runs", b
         base_runner = FedRunner(config, runner.data, protocol="plaintext")
     out: Path | None = None
     if run_dir is not None:
-        out = Path(run_dir)
+        out = Path(run_dir).resolve()
         out.mkdir(parents=True, exist_ok=True)
     elif runs_dir is not None:
-        out = _new_run_dir(Path(runs_dir), config)
+        out = _new_run_dir(Path(runs_dir), config).resolve()
     if out is not None:
         cfg = config.to_dict()
         cfg["threshold_effective"] = runner.threshold
+        cfg["degree_effective"] = runner.degree
         cfg["partition"] = runner.data.describe()
         cfg["n_train"] = int(len(runner.data.y_train))
         cfg["n_test"] = int(len(runner.data.y_test))

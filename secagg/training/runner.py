@@ -47,13 +47,13 @@ from torch import nn
 
 from ..aggregation import Rule, fedavg_apply, hybrid_weight, reference_aggregate
 from ..encoding.fixed_point import FixedPoint
-from ..errors import ParameterError, ProtocolAborted
+from ..errors import AbortReason, ParameterError, ProtocolAborted
 from ..torch import StateDictSpec, flatten_state_dict, unflatten_state_dict
 from .data import SPLITS, FederatedData, make_federated_data
 from .model import MODELS, make_model
 
 __all__ = ["PROTOCOLS", "TRAIN_RULES", "TrainConfig", "LocalResult", "FedRunner", "dropout_schedule",
-           "validate_updates", "default_threshold", "seed_for"]
+           "validate_updates", "round_threshold", "dropout_tolerance", "seed_for"]
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
 TRAIN_RULES = ("mean", "weighted", "fedavg", "hybrid")
@@ -162,21 +162,36 @@ def n_dropped(n_clients: int, rate: float) -> int:
     return int(math.floor(rate * n_clients + 0.5))
 
 
-def default_threshold(protocol: str, n_clients: int) -> int:
-    """The minimum number of surviving clients a round needs when no threshold
-    is given: the simulator's default for the protocol if it exposes one, else a
-    strict majority (``t > n/2``, secure against a dishonest server)."""
-    try:
-        from .. import simulation
+def dropout_tolerance(protocol: str, n_clients: int, rate: float) -> float:
+    """The dropout tolerance the masking parameters are derived for: the planned
+    dropout fraction (SecAgg+ derives its sparse graph for at least 10 %)."""
+    planned = n_dropped(n_clients, rate) / n_clients
+    return max(0.1, planned) if protocol == "secagg+" else planned
 
-        fn = getattr(simulation, "default_threshold", None)
-        if fn is not None:
-            return int(fn(protocol, n_clients))
-    except ImportError:
-        pass
-    if protocol == "plaintext":
-        return 1
-    return n_clients // 2 + 1
+
+def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int | None = None, *,
+                    malicious_server: bool = False) -> tuple[int, int | None]:
+    """``(threshold, degree)`` a round of ``protocol`` will use, derived exactly
+    as the protocol derives it (so a bad combination fails here, before any
+    training, with the protocol's own explanation as a :class:`ParameterError`).
+
+    Masking: Shamir threshold (per neighbourhood of ``degree + 1`` share
+    holders; ``degree = n - 1`` is the complete graph) from the masking
+    parameters. Paillier has no shares; the runner requires ``threshold``
+    survivors (default 2: an aggregate of one client is that client's update).
+    Plaintext: ``threshold`` or 1."""
+    if protocol in ("secagg", "secagg+"):
+        from ..primitives.randomness import DeterministicRandom
+        from ..protocols.masking import MaskingParams
+
+        params = MaskingParams.create(range(1, n_clients + 1), 1, protocol=protocol,
+                                      dropout_tolerance=dropout_tolerance(protocol, n_clients, rate),
+                                      threshold=threshold, malicious_server=malicious_server,
+                                      rng=DeterministicRandom(b"threshold-check"))
+        return int(params.threshold), int(params.degree)
+    if threshold is not None:
+        return int(threshold), None
+    return (2 if protocol == "paillier" else 1), None
 
 
 def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, float] | None,
@@ -197,6 +212,21 @@ def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, fl
             wf = float(w)
             if not math.isfinite(wf) or wf <= 0:
                 raise ParameterError(f"client {cid}: weight must be a finite number > 0, got {w!r}")
+
+
+def _sgd_step(params: list[torch.Tensor], velocity: list[torch.Tensor], lr: float, momentum: float) -> None:
+    """Plain SGD (heavy-ball momentum as in ``torch.optim.SGD``). Written out
+    because constructing a ``torch.optim`` optimizer imports torch._dynamo,
+    seconds of start-up for a model of a few hundred parameters."""
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            if p.grad is None:
+                continue
+            step = p.grad
+            if momentum:
+                velocity[i].mul_(momentum).add_(step)
+                step = velocity[i]
+            p.add_(step, alpha=-lr)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -235,8 +265,8 @@ class FedRunner:
     # -- configuration ---------------------------------------------------------------
     @property
     def threshold(self) -> int:
-        c = self.config
-        return c.threshold if c.threshold is not None else default_threshold(self.protocol, c.clients)
+        """Fewest surviving clients a round needs (per neighbourhood for sparse SecAgg+)."""
+        return self._threshold
 
     def check_config(self) -> None:
         """All parameter checks that can be made before the first round."""
@@ -286,8 +316,16 @@ class FedRunner:
         if c.threshold is not None and not (isinstance(c.threshold, int) and 1 <= c.threshold <= c.clients):
             raise ParameterError(f"threshold must be an integer in [1, {c.clients}], got {c.threshold!r}")
         survivors = c.clients - n_dropped(c.clients, c.dropout)
-        t = self.threshold
-        if survivors < t:
+        try:
+            t, self.degree = round_threshold(self.protocol, c.clients, c.dropout, c.threshold,
+                                             malicious_server=c.malicious_server)
+        except ParameterError as exc:
+            raise ParameterError(
+                f"dropout rate {c.dropout} drops {c.clients - survivors} of {c.clients} clients each round, "
+                f"leaving {survivors}; {self.protocol} cannot run that: {exc}") from None
+        self._threshold = t
+        complete = self.degree is None or self.degree == c.clients - 1
+        if complete and survivors < t:
             raise ParameterError(
                 f"dropout rate {c.dropout} drops {c.clients - survivors} of {c.clients} clients each round, "
                 f"leaving {survivors}, fewer than the {self.protocol} threshold of {t}; "
@@ -304,7 +342,8 @@ class FedRunner:
         model = self._work
         model.load_state_dict(global_state)
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum)
+        params = [p for p in model.parameters() if p.requires_grad]
+        velocity = [torch.zeros_like(p) for p in params] if c.momentum else []
         loss_fn = nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(seed_for(c.seed, _TAG_LOCAL, round_number, client_id))
         n = len(y)
@@ -315,10 +354,11 @@ class FedRunner:
                 idx = perm[start:start + c.batch_size]
                 if self._bn and len(idx) < 2:
                     continue  # BatchNorm cannot train on a batch of one
-                opt.zero_grad()
+                for p in params:
+                    p.grad = None
                 loss = loss_fn(model(x[idx]), y[idx])
                 loss.backward()
-                opt.step()
+                _sgd_step(params, velocity, c.lr, c.momentum)
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
         model.eval()
@@ -357,17 +397,19 @@ class FedRunner:
         stage = DROPOUT_STAGE[self.protocol]
         simulate = self._simulate
         if simulate is None:
-            try:
-                from ..simulation import simulate as _sim
-            except ImportError:
-                _sim = _plaintext_simulate
-            simulate = _sim
+            from ..simulation import simulate
         kwargs: dict[str, Any] = dict(
             protocol=self.protocol, rule=self.rule, dropouts={cid: stage for cid in dropped},
             seed=seed_for(c.seed, _TAG_PROTOCOL, round_number), encoding=encoding,
             threshold=c.threshold)
+        if self.protocol in ("secagg", "secagg+"):
+            kwargs["dropout_tolerance"] = dropout_tolerance(self.protocol, c.clients, c.dropout)
         if self.protocol == "paillier":
             kwargs["key_bits"] = c.key_bits
+            if c.clients - len(dropped) < self.threshold:  # the runner's own minimum (see round_threshold)
+                raise ProtocolAborted(AbortReason.TOO_FEW_SURVIVORS,
+                                      f"{c.clients - len(dropped)} clients submitted, the round needs "
+                                      f"{self.threshold}")
         if c.malicious_server:
             kwargs["malicious_server"] = True
         return simulate(updates, weights, **kwargs)
@@ -500,24 +542,3 @@ class FedRunner:
         finally:
             torch.set_num_threads(threads)
         return self.metrics
-
-
-# -- fallback used only while secagg.simulation is unavailable -----------------------------
-def _plaintext_simulate(updates: Sequence[np.ndarray], weights: Sequence[float] | None = None, *,
-                        protocol: str = "plaintext", rule: Any = "mean",
-                        dropouts: Mapping[int, str] | None = None, **_: Any) -> Any:
-    from ..result import AggregationResult
-
-    if protocol != "plaintext":
-        raise ParameterError(f"protocol {protocol!r} needs secagg.simulation, which is not available")
-    r = rule if isinstance(rule, Rule) else Rule(rule)
-    dropped = dict(dropouts or {})
-    inc = tuple(i for i in range(1, len(updates) + 1) if i not in dropped)
-    xs = [np.asarray(updates[i - 1], dtype=np.float64) for i in inc]
-    ws = [1.0] * len(inc) if (weights is None or not r.uses_weights) else [float(weights[i - 1]) for i in inc]
-    swx = np.sum([w * x for w, x in zip(ws, xs)], axis=0)
-    size = 8 * (xs[0].size + 1)
-    return AggregationResult(protocol="plaintext", rule=r.name, aggregate=reference_aggregate(r, xs, ws),
-                             sum_weighted=swx, sum_weights=float(sum(ws)), included=inc, dropped=dropped,
-                             session_id="", bytes_sent={i: size for i in inc},
-                             bytes_received={i: 0 for i in inc}, timings={})
