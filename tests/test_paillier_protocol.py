@@ -11,6 +11,8 @@ from functools import lru_cache
 import gmpy2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from phe import paillier as phe_paillier
 
 from secagg.aggregation import Rule, reference_aggregate
@@ -468,3 +470,68 @@ def test_phe_private_key_decrypts_packed_ciphertext():
     # and phe's EncryptedNumber arithmetic on it works as on any phe ciphertext
     enc_num = phe_paillier.EncryptedNumber(phe_key.public_key, int(cts[0]), 0)
     assert phe_key.decrypt_encoded(enc_num + enc_num).encoding == 2 * packed[0]
+
+
+# --------------------------------------------------------------- schedules (property)
+
+@lru_cache(maxsize=None)
+def _schedule_fixture():
+    n, d = 5, 60
+    kh, params, clients = make_round(n, d, "weighted", seed="schedule")
+    xs = updates_for(n, d, 11)
+    ws = [1.0, 0.5, 4.0, 2.0, 3.0]
+    subs = submissions(clients, xs, ws)
+    sk = private_key()
+    quantized = {}
+    for cid, data in subs.items():  # test-only: what each client encoded
+        cts = pl.ciphertexts_from_bytes(params.key, wire.decode(data, Submission).ciphertexts, params.n_ciphertexts)
+        quantized[cid] = params.layout.unpack(sk.decrypt_many(cts), params.entries, 1)
+    sub = wire.decode(subs[1], Submission)
+    bad = [wire.encode(dataclasses.replace(sub, ciphertexts=bytes(params.key.ciphertext_bytes) + sub.ciphertexts[
+        params.key.ciphertext_bytes:])), subs[1][:-5], wire.encode(dataclasses.replace(sub, session_id=bytes(32)))]
+    return params, subs, quantized, bad
+
+
+@settings(max_examples=40)
+@given(st.permutations([1, 2, 3, 4, 5]), st.integers(0, 5), st.lists(st.tuples(st.integers(0, 2), st.integers(1, 5)),
+                                                                    max_size=6), st.data())
+def test_any_dropout_schedule_and_noise_gives_the_sum_of_the_included(order, k, noise, data):
+    params, subs, quantized, bad = _schedule_fixture()
+    kh = PaillierKeyHolder(private_key=private_key())
+    kh.accept_params(params)
+    server = PaillierServer(params)
+    submitters = order[:k]
+    events = [("ok", c) for c in submitters]
+    for which, sender in noise:  # bad messages and duplicates at random points
+        pos = data.draw(st.integers(0, len(events)))
+        events.insert(pos, ("bad", (which, sender)))
+    seen = set()
+    for kind, arg in events:
+        if kind == "ok":
+            server.receive(arg, subs[arg])
+            seen.add(arg)
+        else:
+            which, sender = arg
+            with pytest.raises(RemoteProtocolError):
+                server.receive(sender, bad[which])
+            if sender in seen:
+                with pytest.raises(DuplicateSubmission):
+                    server.receive(sender, subs[sender])
+    agg = server.close()
+    if k == 0:
+        assert agg is None and server.abort_reason is AbortReason.TOO_FEW_SURVIVORS
+        return
+    assert agg.included == tuple(sorted(submitters))
+    sums = kh.decrypt_aggregate(wire.encode(agg)).sums
+    np.testing.assert_array_equal(sums, np.sum([quantized[c] for c in submitters], axis=0))
+
+
+def test_nothing_secret_is_picklable_and_no_exponent_on_the_wire():
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(keyholder())
+    # a submission carries ids, hashes and fixed-length records: no per-value exponent
+    assert [f.name for f in dataclasses.fields(Submission)] == ["session_id", "key_id", "client_id", "ciphertexts"]
+    assert [f.name for f in dataclasses.fields(AggregateCiphertext)] == ["session_id", "key_id", "included",
+                                                                        "ciphertexts"]
