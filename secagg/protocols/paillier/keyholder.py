@@ -16,7 +16,6 @@ the aggregate of many fails here).
 
 from __future__ import annotations
 
-
 from ...encoding import wire
 from ...encoding.packing import SlotOverflow
 from ...errors import ParameterError, WireFormatError
