@@ -202,7 +202,7 @@ class LocalDeployment:
         bin_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         connection_name: str = "secagg-local",
-        superexec_poll_interval: float = 0.1,
+        superexec_poll_interval: float = 0.2,
         startup_timeout: float = 60.0,
     ) -> None:
         if num_nodes < 1:

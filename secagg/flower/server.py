@@ -114,9 +114,18 @@ def exchange(grid: Grid, messages: Sequence[Message], timeout: float,
     return replies, [n for n in targets if n not in replies]
 
 
+# Flower's ErrorCode values for replies the SuperLink makes up itself
+_EXPIRED = (3, 4)  # MESSAGE_UNAVAILABLE, REPLY_MESSAGE_UNAVAILABLE: TTL ran out
+_NODE_UNAVAILABLE = 5  # no heartbeat from the node
+
+
 def _describe_error(reply: Message) -> str:
     err = reply.error
-    return f"error reply (code {err.code}): {err.reason}"
+    if err.code in _EXPIRED:
+        return f"no reply before the message expired (Flower error code {err.code})"
+    if err.code == _NODE_UNAVAILABLE:
+        return f"node unavailable: it stopped sending heartbeats (Flower error code {err.code})"
+    return f"error reply (Flower error code {err.code}): {err.reason}"
 
 
 def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
@@ -170,6 +179,8 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
                 server.receive(client_of[node], wire.decode(rec["payload"], CLIENT_MESSAGES))
             except RemoteProtocolError as exc:
                 failed[node] = f"rejected ({exc.reason.value}): {exc}"
+        log.info("secagg: round %d: %s: %d/%d replies in %.1fs", server_round, stage, len(outgoing) - len(failed),
+                 len(outgoing), report.stage_seconds[stage])
         for node, why in sorted(failed.items()):
             log.warning("secagg: round %d: node %d dropped at %s: %s", server_round, node, stage, why)
             report.failures[node] = f"{stage}: {why}"

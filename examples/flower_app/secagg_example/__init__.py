@@ -1,0 +1,1 @@
+"""secagg + Flower example: FedAvg under secure aggregation."""
