@@ -24,6 +24,7 @@ its streams never coincide with a ``prg_ring``/``prg_bytes`` stream under any ta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import threading
@@ -39,6 +40,7 @@ _BLOCK = 16
 
 _WORD = {32: np.dtype("<u4"), 64: np.dtype("<u8")}  # keystream words are little-endian
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+_ACC_DTYPES = frozenset({np.dtype(np.uint32), np.dtype(np.uint64)})  # native byte order only
 _zeros = np.zeros(0, dtype=np.uint8)
 _local = threading.local()  # per-thread scratch buffers of prg_ring_add_into
 
@@ -76,7 +78,14 @@ def _tag_bytes(tag: bytes | str) -> bytes:
 
 
 def _iv(tag: bytes | str, domain: bytes = b"prg") -> bytes:
-    return hashlib.sha256(b"secagg/v1/" + domain + b"\x00" + _tag_bytes(tag)).digest()[:8] + b"\x00" * 8
+    return _iv_cached(_tag_bytes(tag), domain)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iv_cached(tag: bytes, domain: bytes) -> bytes:
+    # Protocols reuse a handful of constant tags (the per-pair separation is in
+    # the seed), so the hash is computed once per tag, not once per call.
+    return hashlib.sha256(b"secagg/v1/" + domain + b"\x00" + tag).digest()[:8] + b"\x00" * 8
 
 
 def _check(seed: bytes, nbytes: int) -> None:
@@ -131,7 +140,7 @@ def _ring_words(seed: bytes, iv: bytes, length: int, bits: int) -> np.ndarray:
 def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int = 1) -> None:
     """``acc += sign * prg_ring(seed, tag, len(acc))`` in place, modulo 2^bits,
     reusing one scratch buffer per thread (the server's hot loop)."""
-    if acc.dtype not in (np.uint32, np.uint64) or acc.ndim != 1:
+    if acc.dtype not in _ACC_DTYPES or acc.ndim != 1:
         raise ValueError("acc must be a 1-D uint32 or uint64 array")
     if sign not in (1, -1):
         raise ValueError("sign must be +1 or -1")
