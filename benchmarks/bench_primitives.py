@@ -10,7 +10,9 @@ Measures, in one run:
   fraction of the raw AES-CTR keystream (goal: >= 0.8), ``prg_ring_add_into``
   also against the raw keystream followed by a numpy add (the same work);
 - numpy uint32 addition of 1M words (the floor under any masking scheme);
-- an X25519 exchange, ChaCha20-Poly1305 on a ~100-byte share;
+- X25519: the raw exchange, our ``agree`` (which also loads the private key:
+  a second scalar multiplication) and ``agree_many`` per peer;
+  ChaCha20-Poly1305 on a ~100-byte share;
 - Shamir with a 32-byte secret for n = 100 and 1000, t = n // 2 + 1: split,
   Lagrange coefficients for t holders, and reconstruct_many per secret.
 
@@ -35,10 +37,11 @@ from typing import Any, Callable
 
 import cryptography
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg.primitives import aead, shamir
-from secagg.primitives.key_agreement import agree, generate_keypair
+from secagg.primitives.key_agreement import agree, agree_many, generate_keypair
 from secagg.primitives.prg import prg_ring, prg_ring_add_into
 from secagg.primitives.randomness import DeterministicRandom
 
@@ -199,8 +202,17 @@ def bench_small(repeat: int) -> list[dict[str, Any]]:
     share = rng.bytes(100)
     ad = rng.bytes(32) + b"/1/2"
     box = aead.encrypt(key, share, ad)
+    loaded = X25519PrivateKey.from_private_bytes(me.private)
+    peer_key = X25519PublicKey.from_public_bytes(peer.public)
+    peers = [generate_keypair(rng).public for _ in range(100)]
+    many = measure(lambda: agree_many(me.private, peers), repeat)
     return [
-        {"operation": "X25519 exchange (agree)", **measure(lambda: agree(me.private, peer.public), repeat)},
+        {"operation": "X25519 exchange, raw (private key loaded once)",
+         **measure(lambda: loaded.exchange(peer_key), repeat)},
+        {"operation": "X25519 agree (loads the private key: two scalar mults)",
+         **measure(lambda: agree(me.private, peer.public), repeat)},
+        {"operation": "X25519 agree_many, 100 peers (per peer)",
+         **{k: (v / 100 if k.endswith("_s") else v) for k, v in many.items()}},
         {"operation": "AEAD encrypt, 100-byte share", **measure(lambda: aead.encrypt(key, share, ad), repeat)},
         {"operation": "AEAD decrypt, 100-byte share", **measure(lambda: aead.decrypt(key, box, ad), repeat)},
     ]
@@ -285,19 +297,23 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"PRG goal: >= {PRG_GOAL} of the raw AES-256-CTR keystream for `prg_ring`, and for "
         f"`prg_ring_add_into` against the same work done by hand (keystream + add). "
-        f"Met: {'yes' if result['prg_goal_met'] else 'NO'}.",
+        f"Met on the per-round medians: {'yes' if result['prg_goal_met'] else 'NO'}; "
+        f"on the minima: {'yes' if result['prg_goal_met_on_minima'] else 'NO'} "
+        f"(on a busy machine the minima are the better estimate of the undisturbed cost).",
         "",
         "## Other primitives",
         "",
-        "| operation | size | median |",
-        "| --- | --- | ---: |",
+        "| operation | size | median | min |",
+        "| --- | --- | ---: | ---: |",
     ]
     for r in result["numpy"]:
-        lines.append(f"| {r['operation']} | {r['words']:,} words | {fmt_time(r['median_s'])} |")
+        lines.append(f"| {r['operation']} | {r['words']:,} words | {fmt_time(r['median_s'])} "
+                     f"| {fmt_time(r['min_s'])} |")
     for r in result["small"]:
-        lines.append(f"| {r['operation']} | | {fmt_time(r['median_s'])} |")
+        lines.append(f"| {r['operation']} | | {fmt_time(r['median_s'])} | {fmt_time(r['min_s'])} |")
     for r in result["shamir"]:
-        lines.append(f"| {r['operation']} | n={r['n']}, t={r['t']} | {fmt_time(r['median_s'])} |")
+        lines.append(f"| {r['operation']} | n={r['n']}, t={r['t']} | {fmt_time(r['median_s'])} "
+                     f"| {fmt_time(r['min_s'])} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -323,6 +339,8 @@ def main() -> None:
         "prg": prg_rows,
         "prg_goal": PRG_GOAL,
         "prg_goal_met": all(r.get("ratio_to_raw_plus_add", r["ratio_to_raw"]) >= PRG_GOAL for r in prg_rows),
+        "prg_goal_met_on_minima": all(r.get("ratio_to_raw_plus_add_of_mins", r["ratio_to_raw_of_mins"]) >= PRG_GOAL
+                                      for r in prg_rows),
         "numpy": bench_numpy_add(args.repeat),
         "small": bench_small(args.repeat),
         "shamir": bench_shamir(args.repeat),
