@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from secagg.training.runner import FedRunner, TrainConfig
+from secagg.training.runner import FedRunner, TrainConfig, round_threshold
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
 SPLITS = (("iid", "IID"), ("noniid", "non-IID (alpha=0.5)"))
@@ -57,9 +57,21 @@ def main() -> None:
     ap.add_argument("--key-bits", type=int, default=1024)
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite training.md from an existing training.json without training")
     args = ap.parse_args()
+    if args.render_only:
+        saved = json.loads((args.out / "training.json").read_text())
+        meta, results = saved["meta"], saved["results"]
+        c = meta["config"]
+        args.seeds, args.clients, args.rounds = c["seeds"], c["clients"], c["rounds"]
+        args.dropout, args.model, args.key_bits = c["dropout"], c["model"], c["key_bits"]
+        args.protocols = [p for p in PROTOCOLS if any(r["protocol"] == p for r in results)]
+        (args.out / "training.md").write_text(markdown(meta, results, args))
+        return
 
     results = []
+    config = None
     for split, _ in SPLITS:
         for seed in args.seeds:
             config = TrainConfig(protocol="secagg+", rule="fedavg", clients=args.clients, rounds=args.rounds,
@@ -84,10 +96,9 @@ def main() -> None:
         "question": "final test accuracy of each secure protocol vs plaintext FedAvg, same seed",
         "data": "scikit-learn breast cancer (569 patients, 30 features), stratified 80/20 train/test "
                 "(114 test patients: one patient = 0.88 percentage points)",
-        "config": {"clients": args.clients, "rounds": args.rounds, "epochs": 2, "dropout": args.dropout,
-                   "rule": "fedavg", "server_lr": 1.0, "model": args.model, "lr": 0.05, "batch_size": 16,
-                   "frac_bits": 24, "clip": 64.0, "key_bits": args.key_bits, "seeds": args.seeds},
-        "command": "python benchmarks/bench_training.py " + " ".join(sys.argv[1:]),
+        "config": {**{k: v for k, v in config.to_dict().items() if k not in ("seed", "split", "protocol")},
+                   "seeds": args.seeds},
+        "command": " ".join(["python benchmarks/bench_training.py", *sys.argv[1:]]),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count()},
     }
@@ -109,8 +120,9 @@ def markdown(meta: dict, results: list[dict], args: argparse.Namespace) -> str:
     lines = [
         "# Federated training: secure aggregation vs plaintext FedAvg",
         "",
-        f"Breast cancer data, {args.clients} hospitals, {args.rounds} rounds of FedAvg (2 local epochs, "
-        f"MLP 30-16-1), {int(round(100 * args.dropout))} % of the clients dropping out in every round "
+        f"Breast cancer data, {args.clients} hospitals, {args.rounds} rounds of FedAvg "
+        f"({meta['config']['epochs']} local epochs of SGD, lr {meta['config']['lr']}, model {args.model}), "
+        f"{int(round(100 * args.dropout))} % of the clients dropping out in every round "
         f"(the same clients for every protocol of a seed), Paillier with {args.key_bits}-bit keys.",
         f"Test set: 114 patients, so one patient is 0.88 percentage points. Command: `{meta['command']}`.",
         "",
@@ -124,6 +136,13 @@ def markdown(meta: dict, results: list[dict], args: argparse.Namespace) -> str:
         diffs = [cell(split, first, p) for p in secure]
         lines.append(f"| {label} | " + " | ".join(f"{100 * a['final_test_accuracy']:.2f} %" for a in accs if a)
                      + " | " + " | ".join(f"{d['difference_pp']:+.2f}" for d in diffs if d) + " |")
+    lines += ["", "## Final test accuracy, every seed (%)", "",
+              "| split | seed | " + " | ".join(args.protocols) + " |", "|---" * (len(args.protocols) + 2) + "|"]
+    for split, label in SPLITS:
+        for seed in args.seeds:
+            cells = [cell(split, seed, p) for p in args.protocols]
+            lines.append(f"| {label} | {seed} | " + " | ".join(
+                f"{100 * c['final_test_accuracy']:.2f}" if c else "" for c in cells) + " |")
     lines += ["", "## All seeds: largest |secure − plaintext| accuracy difference and model error", "",
               "| split | protocol | seeds | max abs difference (pp) | max abs test-loss difference "
               "| max aggregation error | clipped entries | aborted rounds |",
@@ -148,6 +167,16 @@ def markdown(meta: dict, results: list[dict], args: argparse.Namespace) -> str:
             lines.append(f"| {p} | {r['bytes_up_per_client_per_round']:.0f} | "
                          f"{r['bytes_down_per_client_per_round']:.0f} | "
                          f"{1000 * r['aggregation_seconds_per_round']:.1f} ms | {r['seconds']:.1f} s |")
+    graphs = []
+    for p in ("secagg", "secagg+"):
+        if p in args.protocols:
+            t, k = round_threshold(p, args.clients, args.dropout)
+            graphs.append(f"{p}: degree {k}" + (" (complete graph)" if k == args.clients - 1 else "")
+                          + f", threshold {t}")
+    if graphs:
+        lines += ["", "Masking parameters as derived for this round size and dropout: " + "; ".join(graphs)
+                  + ". (When SecAgg+ derives the complete graph it coincides with SecAgg: at 20 % dropout its "
+                    "sparse graph only becomes admissible between 100 and 200 clients.)"]
     lines += ["", f"Machine: {meta['machine']['platform']}, {meta['machine']['cpus']} CPUs, "
               f"Python {meta['machine']['python']}. Timings are single measurements on a shared machine.", ""]
     return "\n".join(lines)

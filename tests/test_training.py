@@ -24,6 +24,7 @@ from secagg.training.runner import (  # noqa: E402
     LocalResult,
     TrainConfig,
     dropout_schedule,
+    seed_for,
     validate_updates,
 )
 
@@ -167,7 +168,7 @@ def test_batchnorm_model_trains_and_keeps_its_counter():
 
 
 @needs_simulate
-@pytest.mark.parametrize("protocol", ["secagg+", "paillier"])
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+", "paillier"])
 def test_secure_run_matches_plaintext(protocol):
     cfg = TrainConfig(**{**FAST, "protocol": protocol, "split": "noniid"})
     secure = FedRunner(cfg).run()
@@ -178,6 +179,24 @@ def test_secure_run_matches_plaintext(protocol):
     assert abs(secure[-1]["test_loss"] - plain[-1]["test_loss"]) < 1e-4
     assert max(r["aggregation_error"] for r in secure[1:]) < 1e-5
     assert all(r["bytes_up_per_client"] > 0 for r in secure[1:])
+
+
+def test_aborted_round_keeps_the_model(recwarn):
+    from secagg.errors import AbortReason, ProtocolAborted
+    from secagg.simulation import simulate
+
+    def flaky(updates, weights, **kw):
+        if kw["seed"] == seed_for(FAST["seed"], 13, 2):  # the protocol seed of round 2
+            raise ProtocolAborted(AbortReason.TOO_FEW_SURVIVORS, "test")
+        return simulate(updates, weights, **kw)
+
+    cfg = TrainConfig(**{**FAST, "protocol": "plaintext", "rounds": 3})
+    m = FedRunner(cfg, simulate_fn=flaky).run()
+    assert m[2]["aborted"] == "too_few_survivors" and m[1]["aborted"] == ""
+    assert m[2]["test_loss"] == m[1]["test_loss"]
+    assert any("aborted" in str(w.message) for w in recwarn)
+    with pytest.raises(ProtocolAborted):
+        FedRunner(cfg.replace(on_abort="raise"), simulate_fn=flaky).run()
 
 
 def test_run_directory(tmp_path):

@@ -89,7 +89,7 @@ def _options(defaults: dict[str, Any]):  # type: ignore[no-untyped-def]
                          help="Dirichlet concentration of the non-IID split (smaller = more skew)."),
             click.option("--model", type=click.Choice(("logreg", "mlp", "mlp_bn")),
                          default=d.get("model", "mlp"), show_default=True),
-            click.option("--lr", type=float, default=0.05, show_default=True, help="Local SGD learning rate."),
+            click.option("--lr", type=float, default=0.1, show_default=True, help="Local SGD learning rate."),
             click.option("--batch-size", type=int, default=16, show_default=True),
             click.option("--server-lr", type=float, default=1.0, show_default=True,
                          help="FedAvg server learning rate."),

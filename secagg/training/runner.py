@@ -88,7 +88,7 @@ class TrainConfig:
     alpha: float = 0.5
     model: str = "mlp"
     hidden: int = 16
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.0
     batch_size: int = 16
     server_lr: float = 1.0
