@@ -66,7 +66,7 @@ def train(model: nn.Module, loader: DataLoader, epochs: int, lr: float) -> float
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
-            total += float(loss) * len(yb)
+            total += loss.item() * len(yb)
             count += len(yb)
         last = total / max(count, 1)
     return last
