@@ -156,3 +156,30 @@ def test_unflatten_accepts_a_tensor_vector():
     vec, spec = flatten_state_dict(model)
     back = unflatten_state_dict(torch.from_numpy(vec), spec)
     assert torch.equal(back["0.weight"], model.state_dict()["0.weight"])
+
+
+def test_simulate_accepts_modules_state_dicts_and_tensors():
+    from secagg.simulation import simulate
+
+    a, b = bn_model(seed=1), trained(bn_model(seed=2))
+    va, vb = flatten_state_dict(a)[0], flatten_state_dict(b)[0]
+    t = torch.linspace(-1, 1, va.size)
+    from secagg.encoding.fixed_point import FixedPoint
+
+    res = simulate([a, b.state_dict(), t], protocol="secagg", seed=3,
+                   encoding=FixedPoint(clip=8.0, frac_bits=20))  # running_var can exceed the default clip 1
+    expected = (va + vb + t.double().numpy()) / 3
+    assert res.aggregate.shape == va.shape
+    np.testing.assert_allclose(res.aggregate, expected, atol=1e-4)
+
+
+@pytest.mark.xfail(reason="secagg.simulation._as_vectors swallows the ParameterError of as_numpy "
+                          "and reports 'not numeric' instead of the NaN", strict=False)
+def test_simulate_reports_nan_in_a_module():
+    from secagg.simulation import simulate
+
+    a = bn_model()
+    with torch.no_grad():
+        a[0].weight[0, 0] = float("nan")
+    with pytest.raises(ParameterError, match="NaN"):
+        simulate([a, bn_model(seed=1)], protocol="plaintext", seed=1)
