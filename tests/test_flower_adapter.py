@@ -303,3 +303,87 @@ def test_layout_keeps_integer_arrays_out_of_the_aggregate():
     assert layout.dim == 4
     back = layout.from_vector(np.arange(4.0), rec)
     assert back["count"].numpy().tolist() == [7] and back["w"].numpy().dtype == np.float32
+
+
+# ------------------------------------------------------------------ malicious-server mode
+
+from secagg.flower import keys as node_keys  # noqa: E402
+
+MALICIOUS = SecAggSettings(malicious_server=True, train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
+
+
+def provision_keys(grid: InProcessGrid, tmp_path, nodes=NODES, extra_trusted=()):
+    """Each node gets its key file; every node gets the federation's list."""
+    public = {}
+    for n in nodes:
+        public[n] = node_keys.generate_node_key(tmp_path / f"{n}.key")
+    trusted = tmp_path / "trusted-keys.txt"
+    trusted.write_text("# federation\n" + "\n".join(k.hex() for k in [*public.values(), *extra_trusted]) + "\n")
+    for n in nodes:
+        grid.contexts[n].node_config.update({"secagg-signing-key": str(tmp_path / f"{n}.key"),
+                                             "secagg-trusted-keys": str(trusted)})
+    return public
+
+
+def test_malicious_server_mode_round(tmp_path):
+    grid = InProcessGrid(NODES)
+    public = provision_keys(grid, tmp_path)
+    (report, new), arrays = run_round(grid, MALICIOUS)
+    assert_close_to_reference(report, new, arrays, NODES, MALICIOUS)
+    assert report.params["malicious_server"] is True
+    assert report.verification_keys == public
+    assert "consistency_check" in report.stage_seconds
+
+
+def test_malicious_server_mode_dropout_after_masking(tmp_path):
+    victim = NODES[3]
+    # messages: 1 identify, 2 setup, 3 keys, 4 shares, 5 consistency request, 6 unmask request
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if (node, n) == (victim, 5) else "ok")
+    provision_keys(grid, tmp_path)
+    (report, new), arrays = run_round(grid, MALICIOUS)
+    assert_close_to_reference(report, new, arrays, NODES, MALICIOUS)  # its masked input is in
+    assert report.dropped == {victim: "consistency_check"}
+
+
+def test_node_without_key_is_left_out(tmp_path):
+    grid = InProcessGrid(NODES)
+    provision_keys(grid, tmp_path, nodes=NODES[1:])
+    (report, new), arrays = run_round(grid, MALICIOUS)
+    assert NODES[0] not in report.nodes
+    assert "needs the node config secagg-signing-key" in report.failures[NODES[0]]
+    assert_close_to_reference(report, new, arrays, NODES[1:], MALICIOUS)
+
+
+def test_nodes_refuse_keys_not_on_their_list(tmp_path):
+    """A server that swaps in a key of its own for one node (to impersonate it)
+    is refused by every node in the setup stage."""
+    grid = InProcessGrid(NODES)
+    provision_keys(grid, tmp_path)
+    forged = node_keys.generate_node_key(tmp_path / "server-made.key")
+    honest = {n: node_keys.verification_key(node_keys.load_signing_key(tmp_path / f"{n}.key")) for n in NODES}
+    with pytest.raises(ProtocolAborted, match="too_few_survivors"):
+        run_secure_round(grid, NODES, model(), ConfigRecord({"server-round": 1}), MALICIOUS, 1,
+                         signing_keys={**honest, NODES[2]: forged})
+    for n in NODES:
+        assert STATE_KEY not in grid.contexts[n].state.config_records
+
+
+def test_node_policy_requires_malicious_server_mode():
+    grid = InProcessGrid(NODES)
+    grid.contexts[NODES[1]].node_config["secagg-require-malicious-server"] = True
+    (report, new), arrays = run_round(grid)
+    assert "requires the malicious-server mode" in report.failures[NODES[1]]
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != NODES[1]])
+
+
+def test_key_files(tmp_path):
+    pub = node_keys.generate_node_key(tmp_path / "a.key")
+    assert (tmp_path / "a.key").stat().st_mode & 0o777 == 0o600
+    assert node_keys.verification_key(node_keys.load_signing_key(tmp_path / "a.key")) == pub
+    with pytest.raises(FileExistsError):
+        node_keys.generate_node_key(tmp_path / "a.key")
+    (tmp_path / "t.txt").write_text("zz\n")
+    with pytest.raises(ParameterError, match="not a hex key"):
+        node_keys.load_trusted_keys(tmp_path / "t.txt")
+    with pytest.raises(ParameterError, match="cannot read"):
+        node_keys.load_signing_key(tmp_path / "missing.key")

@@ -23,12 +23,12 @@ from typing import Any
 from .settings import SecAggSettings
 
 __all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "SecAggFedAvg", "RoundReport", "SecAggConfigError",
-           "run_secure_round", "exchange", "LocalDeployment"]
+           "run_secure_round", "identify_nodes", "exchange", "LocalDeployment"]
 
 _LAZY = {
     "secagg_mod": "client", "make_secagg_mod": "client",
     "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server",
-    "run_secure_round": "server", "exchange": "server",
+    "run_secure_round": "server", "identify_nodes": "server", "exchange": "server",
     "LocalDeployment": "local",
 }
 

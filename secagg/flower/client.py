@@ -39,7 +39,12 @@ operator, not by the server:
 
 * ``secagg-min-clients``: refuse rounds with fewer participants (default 2);
 * ``secagg-audit-dir``: write this node's own update and weight for each round
-  to this directory (never sent anywhere; for audits and tests).
+  to this directory (never sent anywhere; for audits and tests);
+* ``secagg-signing-key`` and ``secagg-trusted-keys``: this node's Ed25519 key
+  file and the federation's list of verification keys, for the
+  malicious-server mode (:mod:`secagg.flower.keys`);
+* ``secagg-require-malicious-server``: refuse rounds that are not in the
+  malicious-server mode (default false).
 """
 
 from __future__ import annotations
@@ -60,13 +65,15 @@ from ..encoding.fixed_point import check_finite
 from ..errors import ParameterError, SecAggError
 from ..protocols.masking import MaskingClient, MaskingParams
 from ..protocols.masking.messages import SERVER_MESSAGES, SHARE_CHUNKS, MaskedInput, UnmaskShares
+from .keys import load_signing_key, load_trusted_keys, verification_key
 from .records import RECORD_KEY, STATE_KEY, ModelLayout, pack, unpack
 
-__all__ = ["secagg_mod", "make_secagg_mod", "SETUP_STAGE"]
+__all__ = ["secagg_mod", "make_secagg_mod", "SETUP_STAGE", "IDENTIFY_STAGE"]
 
 log = logging.getLogger("flwr.secagg")
 
 SETUP_STAGE = "setup"
+IDENTIFY_STAGE = "identify"
 
 
 class _Refused(Exception):
@@ -76,6 +83,31 @@ class _Refused(Exception):
 def _error_reply(msg: Message, reason: str, code: int = ErrorCode.CLIENT_APP_RAISED_EXCEPTION) -> Message:
     log.warning("secagg: refusing message: %s", reason)
     return Message(Error(code=code, reason=f"secagg: {reason}"), reply_to=msg)
+
+
+def _node_bool(context: Context, key: str, default: bool) -> bool:
+    value = context.node_config.get(key, default)
+    if not isinstance(value, bool):
+        raise _Refused(f"node config {key} must be true or false")
+    return value
+
+
+def _node_path(context: Context, key: str, why: str) -> str:
+    value = context.node_config.get(key)
+    if not isinstance(value, str) or not value:
+        raise _Refused(f"{why} needs the node config {key} (a file path)")
+    return value
+
+
+def _signing_key(context: Context) -> bytes:
+    return load_signing_key(_node_path(context, "secagg-signing-key", "the malicious-server mode"))
+
+
+def _identify(msg: Message, context: Context) -> Message:
+    """Malicious-server mode, before a round: tell the server this node's
+    verification key (which the other nodes find on their trusted lists)."""
+    key = verification_key(_signing_key(context))
+    return Message(pack(IDENTIFY_STAGE, b"", **{"verify-key": key}), reply_to=msg)
 
 
 def _node_int(context: Context, key: str, default: int) -> int:
@@ -107,6 +139,8 @@ def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
             rec = unpack(msg.content)
             if rec["stage"] == SETUP_STAGE:
                 return _setup(msg, rec, context, call_next)
+            if rec["stage"] == IDENTIFY_STAGE:
+                return _identify(msg, context)
             return _step(msg, rec, context)
         except (_Refused, SecAggError) as exc:
             _clear_state(context)
@@ -133,8 +167,27 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     min_clients = _node_int(context, "secagg-min-clients", 2)
     if params.n < min_clients:
         raise _Refused(f"round has {params.n} participants; this node requires at least {min_clients}")
+    signing_key = None
     if params.malicious_server:
-        raise _Refused("malicious-server mode needs node signing keys, which this adapter does not manage")
+        signing_key = _signing_key(context)
+        trusted = load_trusted_keys(_node_path(context, "secagg-trusted-keys", "the malicious-server mode"))
+        keys = params.signing_keys
+        # the server must not invent parties: every key on the federation's list,
+        # one party per key, and this node's own key at its own client id
+        if keys.get(client_id) != verification_key(signing_key):
+            raise _Refused("the round does not give this node its own verification key")
+        if not set(keys.values()) <= trusted or len(set(keys.values())) != len(keys):
+            raise _Refused("the round names verification keys that are not on this node's trusted list")
+        # Client ids are labels the server assigns per round, so the trusted
+        # source here is the federation's key *set*; having checked that every
+        # key of the round is on it (once), the round's id -> key map is the
+        # trusted map the core verifies against. Relabelling keys gains the
+        # server nothing: each party still proves it holds its key by signing.
+        trusted_map: dict[int, bytes] | None = dict(keys)
+    else:
+        trusted_map = None
+    if not params.malicious_server and _node_bool(context, "secagg-require-malicious-server", False):
+        raise _Refused("this node requires the malicious-server mode (secagg-malicious-server = true)")
     if arrays_key not in msg.content.array_records:
         raise _Refused(f"setup message has no ArrayRecord {arrays_key!r}")
     global_arrays = msg.content.array_records[arrays_key]
@@ -158,7 +211,7 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     weight = _weight(reply, weighted_by)
     params.encoding.check_weight(weight)  # clear error before any key is sent
 
-    client = MaskingClient(params, client_id)
+    client = MaskingClient(params, client_id, signing_key=signing_key, trusted_signing_keys=trusted_map)
     advertise = client.advertise_keys()
     context.state[STATE_KEY] = ConfigRecord({
         "round": server_round, "session": params.session_id, "params": rec["params"],
@@ -188,7 +241,7 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
     if rec.get("round") != state["round"] or rec.get("session") != state["session"]:
         raise _Refused("message belongs to another round or session")
     params = wire.decode(state["params"], MaskingParams)
-    client = _restore(params, state["client"])
+    client = _restore(params, state["client"], _signing_key(context) if params.malicious_server else None)
     server_msg = wire.decode(rec["payload"], SERVER_MESSAGES)
     update = None
     if "update" in state:
@@ -230,8 +283,11 @@ def _persist(client: MaskingClient) -> bytes:
     return client.to_bytes()
 
 
-def _restore(params: MaskingParams, data: bytes) -> MaskingClient:
-    client = MaskingClient.from_bytes(params, data)
+def _restore(params: MaskingParams, data: bytes, signing_key: bytes | None) -> MaskingClient:
+    # the keys were checked against the trusted list in the setup stage; params
+    # come back from this node's own state, not from the server
+    trusted = dict(params.signing_keys) if params.malicious_server else None
+    client = MaskingClient.from_bytes(params, data, signing_key=signing_key, trusted_signing_keys=trusted)
     st = client.state
     if st.stage in ("masked", "checked"):
         rows = {f: getattr(st, f).reshape(-1, SHARE_CHUNKS) for f in _ROW_FIELDS if getattr(st, f).ndim == 1}

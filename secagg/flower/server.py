@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -35,11 +35,12 @@ from ..encoding import wire
 from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer, ServerResult
 from ..protocols.masking.messages import CLIENT_MESSAGES
-from .client import SETUP_STAGE
+from .client import IDENTIFY_STAGE, SETUP_STAGE
 from .records import RECORD_KEY, ModelLayout, pack, unpack
 from .settings import SecAggSettings
 
-__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "exchange"]
+__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "identify_nodes", "exchange",
+           "make_params"]
 
 log = logging.getLogger("flwr.secagg")
 
@@ -67,6 +68,7 @@ class RoundReport:
     abort_detail: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    verification_keys: dict[int, bytes] = field(default_factory=dict)  # malicious-server mode
 
     def to_json_dict(self, with_aggregate: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,6 +80,8 @@ class RoundReport:
             "sum_weights": self.sum_weights, "abort_reason": self.abort_reason, "abort_detail": self.abort_detail,
             "stage_seconds": self.stage_seconds, "params": self.params,
         }
+        if self.verification_keys:
+            out["verification_keys"] = {str(k): v.hex() for k, v in self.verification_keys.items()}
         if with_aggregate and self.mean_update is not None:
             out["mean_update"] = self.mean_update.tolist()
         return out
@@ -131,21 +135,45 @@ def _describe_error(reply: Message) -> str:
 def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
                      settings: SecAggSettings, server_round: int, *, server_learning_rate: float = 1.0,
                      arrays_key: str = "arrays", config_key: str = "config",
-                     message_type: str = MessageType.TRAIN) -> tuple[RoundReport, ArrayRecord | None]:
+                     message_type: str = MessageType.TRAIN,
+                     signing_keys: Mapping[int, bytes] | None = None) -> tuple[RoundReport, ArrayRecord | None]:
     """One FedAvg round under secure aggregation with the given nodes.
 
     Returns the round report and the new global model
     (``global + server_learning_rate * weighted mean update``), or ``None`` for
     the model if the round aborted and ``settings.on_abort == "skip"``.
+    In the malicious-server mode, ``signing_keys`` maps node ids to their
+    verification keys; nodes missing from it are asked (:func:`identify_nodes`),
+    and nodes that cannot tell one are left out of the round.
     Raises :class:`SecAggConfigError` if the parameters cannot be secure and
     :class:`~secagg.errors.ProtocolAborted` if the round aborted and
     ``settings.on_abort == "raise"``."""
     nodes = tuple(sorted(set(int(n) for n in node_ids)))
+    layout = ModelLayout.of(arrays)
+    early_failures: dict[int, str] = {}
+    keys_by_node: dict[int, bytes] = {}
+    if settings.malicious_server:
+        keys_by_node = {n: k for n, k in (signing_keys or {}).items() if n in nodes}
+        missing = [n for n in nodes if n not in keys_by_node]
+        if missing:
+            found, failed = identify_nodes(grid, missing, settings, server_round, message_type=message_type)
+            keys_by_node.update(found)
+            early_failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in failed.items()})
+        owners: dict[bytes, list[int]] = {}
+        for n, k in keys_by_node.items():
+            owners.setdefault(k, []).append(n)
+        for k, same in owners.items():
+            if len(same) > 1:  # a key must name one party; leave the round to the nodes' checks otherwise
+                for n in same:
+                    del keys_by_node[n]
+                    early_failures[n] = f"{IDENTIFY_STAGE}: verification key shared with another node"
+        nodes = tuple(n for n in nodes if n in keys_by_node)
     client_of = {node: i + 1 for i, node in enumerate(nodes)}
     node_of = {c: n for n, c in client_of.items()}
-    layout = ModelLayout.of(arrays)
-    params = make_params(settings, len(nodes), layout.dim, server_round)
-    report = RoundReport(server_round, "aborted", nodes, dict(client_of), params=params.summary())
+    params = make_params(settings, len(nodes), layout.dim, server_round,
+                         {client_of[n]: keys_by_node[n] for n in nodes} if settings.malicious_server else None)
+    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=early_failures,
+                         params=params.summary(), verification_keys=dict(keys_by_node))
     server = MaskingServer(params)
     group = str(server_round)
     session = params.session_id
@@ -214,14 +242,44 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     return report, layout.from_vector(new_vector, arrays)
 
 
-def make_params(settings: SecAggSettings, num_nodes: int, dim: int, server_round: int = 0) -> MaskingParams:
+def identify_nodes(grid: Grid, node_ids: Iterable[int], settings: SecAggSettings, server_round: int, *,
+                   message_type: str = MessageType.TRAIN) -> tuple[dict[int, bytes], dict[int, str]]:
+    """Malicious-server mode: ask nodes for their verification keys. Returns
+    the keys by node id and, for nodes without a usable answer, why."""
+    group = str(server_round)
+    messages = [Message(pack(IDENTIFY_STAGE, b"", round=server_round), n, message_type,
+                        ttl=settings.stage_timeout, group_id=group) for n in node_ids]
+    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval)
+    keys: dict[int, bytes] = {}
+    failed: dict[int, str] = {n: f"no reply within {settings.stage_timeout:g}s" for n in missing}
+    for node, reply in replies.items():
+        if reply.has_error():
+            failed[node] = _describe_error(reply)
+            continue
+        try:
+            key = unpack(reply.content).get("verify-key")
+        except RemoteProtocolError as exc:
+            failed[node] = f"rejected: {exc}"
+            continue
+        if not isinstance(key, bytes) or len(key) != 32:
+            failed[node] = "rejected: no 32-byte verification key"
+            continue
+        keys[node] = key
+    for node, why in sorted(failed.items()):
+        log.warning("secagg: round %d: node %d left out (no verification key): %s", server_round, node, why)
+    return keys, failed
+
+
+def make_params(settings: SecAggSettings, num_nodes: int, dim: int, server_round: int = 0,
+                signing_keys: Mapping[int, bytes] | None = None) -> MaskingParams:
     """The round's protocol parameters; a :class:`SecAggConfigError` that names
     the Flower-side fix when they cannot be secure."""
     try:
         return MaskingParams.create(
             list(range(1, num_nodes + 1)), dim, protocol=settings.protocol,
             dropout_tolerance=settings.dropout_tolerance, corrupt_fraction=settings.corrupt_fraction,
-            threshold=settings.threshold, degree=settings.degree, encoding=settings.encoding)
+            threshold=settings.threshold, degree=settings.degree, encoding=settings.encoding,
+            malicious_server=settings.malicious_server, signing_keys=signing_keys)
     except ParameterError as exc:
         raise SecAggConfigError(
             f"secure aggregation cannot run round {server_round} with {num_nodes} node(s): {exc}. "
@@ -268,6 +326,7 @@ class SecAggFedAvg(FedAvg):
         self.server_learning_rate = float(server_learning_rate)
         self.on_round = on_round
         self.reports: list[RoundReport] = []
+        self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
 
     def summary(self) -> None:
         super().summary()
@@ -311,8 +370,9 @@ class SecAggFedAvg(FedAvg):
                 report, new_arrays = run_secure_round(
                     grid, node_ids, arrays, config, self.settings, server_round,
                     server_learning_rate=self.server_learning_rate, arrays_key=self.arrayrecord_key,
-                    config_key=self.configrecord_key)
+                    config_key=self.configrecord_key, signing_keys=self.node_keys)
                 self.reports.append(report)
+                self.node_keys.update(report.verification_keys)
                 if new_arrays is not None:
                     arrays = new_arrays
                     result.arrays = arrays

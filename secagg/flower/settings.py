@@ -19,6 +19,9 @@ key is refused, so a typo never silently falls back to a default)::
     secagg-stage-timeout      seconds for every other protocol stage (60)
     secagg-poll-interval      seconds between polls for replies (0.2)
     secagg-on-abort           "raise" (stop the run) or "skip" (keep the model, go on)
+    secagg-malicious-server   true: signed keys and a consistency round, secure against a
+                              server that lies about dropouts (nodes need signature keys:
+                              see secagg.flower.keys) (false)
 
 Only the server reads these: it puts the resulting protocol parameters into
 the first message of every round, and each client validates them there
@@ -56,6 +59,7 @@ class SecAggSettings:
     stage_timeout: float = 60.0
     poll_interval: float = 0.2
     on_abort: str = "raise"
+    malicious_server: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in ("secagg", "secagg+"):
@@ -70,6 +74,8 @@ class SecAggSettings:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ParameterError(f"secagg-{name} must be a positive integer (or 0 to derive it)")
+        if not isinstance(self.malicious_server, bool):
+            raise ParameterError("secagg-malicious-server must be true or false")
         self.encoding  # validates clip / frac_bits / max_weight
 
     @property
@@ -107,9 +113,14 @@ _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train
 _INTS = {"frac_bits"}
 _OPTIONAL_INTS = {"threshold", "degree"}
 _STRINGS = {"protocol", "weighted_by", "on_abort"}
+_BOOLS = {"malicious_server"}
 
 
 def _coerce(key: str, value: Any, name: str) -> Any:
+    if name in _BOOLS:
+        if not isinstance(value, bool):
+            raise ParameterError(f"run-config {key} must be true or false, got {value!r}")
+        return value
     if name in _STRINGS:
         if not isinstance(value, str):
             raise ParameterError(f"run-config {key} must be a string, got {value!r}")
