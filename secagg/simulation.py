@@ -113,7 +113,7 @@ def _schedule(dropouts: float | Mapping[int, str] | None, n: int, stages: Sequen
     if not 0 <= rate < 1:
         raise ParameterError(f"dropout rate must lie in [0, 1), got {dropouts!r}")
     k = int(round(rate * n))
-    keys = np.frombuffer(rng.bytes(8 * n), dtype=np.uint64)
+    keys = np.frombuffer(rng.bytes(8 * n), dtype="<u8")
     chosen = sorted(int(i) + 1 for i in np.argsort(keys, kind="stable")[:k])
     return {cid: stages[j % len(stages)] for j, cid in enumerate(chosen)}
 
@@ -219,7 +219,10 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
     t0 = time.perf_counter()
     clients = {i: MaskingClient(wire.decode(wire.encode(params), MaskingParams) if i == 1 else params, i,
                                 _fork(rng, f"client/{i}"),
-                                signing_key=signing[i].private if malicious_server else None) for i in ids}
+                                signing_key=signing[i].private if malicious_server else None,
+                                # the simulator is the PKI: it made the keys
+                                trusted_signing_keys={v: k.public for v, k in signing.items()}
+                                if malicious_server else None) for i in ids}
     timings["setup.clients"] = time.perf_counter() - t0
     for i in ids:
         recv[i] += params_bytes

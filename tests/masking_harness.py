@@ -39,8 +39,10 @@ class Round:
             signing_keys={i: k.public for i, k in self.signing.items()}, encoding=self.encoding,
             rng=rng.fork("params"))
         self.server = MaskingServer(self.params, rng.fork("server"))
+        self.trusted = {i: k.public for i, k in self.signing.items()} if self.malicious else None
         self.clients = {i: MaskingClient(self.params, i, rng.fork(f"client{i}"),
-                                         signing_key=self.signing[i].private if self.malicious else None)
+                                         signing_key=self.signing[i].private if self.malicious else None,
+                                         trusted_signing_keys=self.trusted)
                         for i in ids}
         gen = np.random.default_rng(self.seed)
         self.updates = {i: gen.uniform(-0.9, 0.9, self.dim) for i in ids}

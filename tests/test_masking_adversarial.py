@@ -362,7 +362,8 @@ def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_sta
     _server_rejects(r, 1, advs[1], AbortReason.DUPLICATE_MESSAGE)
     _server_rejects(r, 2, advs[1], AbortReason.UNEXPECTED_SENDER)  # claims to be someone else
     _server_rejects(r, 99, dataclasses.replace(advs[1], client_id=99), AbortReason.UNEXPECTED_SENDER)
-    _server_rejects(r, 1, MaskedInput(1, np.zeros(r.dim + 1, dtype=np.uint32)), AbortReason.WRONG_ROUND)
+    _server_rejects(r, 1, MaskedInput(1, r.params.session_id, np.zeros(r.dim + 1, dtype=np.uint32)),
+                    AbortReason.WRONG_ROUND)
     r.outgoing = r.server.close_round()
     _server_rejects(r, 1, advs[1], AbortReason.WRONG_ROUND)  # late
     # share keys: wrong recipients and truncated records
@@ -380,8 +381,10 @@ def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_sta
     # masked inputs: wrong dtype, wrong length, duplicate
     replies = {i: r.clients[i].handle(m, update=r.updates[i]) for i, m in r.outgoing.items()}
     good = replies[1].masked
-    _server_rejects(r, 1, MaskedInput(1, good.astype(np.uint64)), AbortReason.MALFORMED_MESSAGE)
-    _server_rejects(r, 1, MaskedInput(1, good[:-1].copy()), AbortReason.MALFORMED_MESSAGE)
+    sid = r.params.session_id
+    _server_rejects(r, 1, MaskedInput(1, sid, good.astype(np.uint64)), AbortReason.MALFORMED_MESSAGE)
+    _server_rejects(r, 1, MaskedInput(1, sid, good[:-1].copy()), AbortReason.MALFORMED_MESSAGE)
+    _server_rejects(r, 1, dataclasses.replace(replies[1], session_id=bytes(32)), AbortReason.SESSION_MISMATCH)
     for i, m in replies.items():
         r.server.receive(i, m)
     _server_rejects(r, 1, replies[1], AbortReason.DUPLICATE_MESSAGE)  # a second add would corrupt the sum
@@ -410,37 +413,107 @@ def test_truncated_wire_bytes_raise_wire_format_error(cut):
         wire.decode(data[:cut] if cut >= 0 else data + b"\x00")
 
 
-def test_corrupted_unmask_share_gives_an_abort_not_a_wrong_sum():
-    """A holder that sends a wrong share of b_v: the reconstructed seed fails
-    its round-0 commitment and the server aborts instead of returning garbage."""
-    r = Round(n=5, dropout_tolerance=0.2)
+def _corrupt(u: UnmaskShares, field: str, k: int, delta: int = 1) -> UnmaskShares:
+    shares = getattr(u, field).copy()
+    shares[k] = (int(shares[k]) + delta) % (2**31 - 1)
+    return dataclasses.replace(u, **{field: shares})
+
+
+@pytest.mark.parametrize("field,drop", [("self_mask_shares", {}), ("mask_key_shares", {4: "masked_input"})])
+def test_one_wrong_unmask_share_is_detected_and_routed_around(field, drop):
+    """A holder sends a wrong share (of b_v, or of a dropped client's s_v^SK):
+    the reconstructed secret fails its round-0 commitment / public key, and the
+    server retries without one holder at a time: the right sum, no abort."""
+    ref = Round(n=6, dropout_tolerance=0.2)
+    ref_out = ref.run(drop=drop)
+    r = Round(n=6, dropout_tolerance=0.2)
+    _run_to(r, "unmasking", drop=drop)
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    replies[1] = _corrupt(replies[1], field, 0)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, ServerResult)
+    assert np.array_equal(r.server.outcome.sum_weighted, ref_out.sum_weighted)
+
+
+@pytest.mark.parametrize("field,drop", [("self_mask_shares", {}), ("mask_key_shares", {4: "masked_input"})])
+def test_wrong_unmask_shares_beyond_repair_abort_not_a_wrong_sum(field, drop):
+    """Two holders send wrong shares: no holder set the server tries passes the
+    commitment check, and it aborts instead of returning garbage."""
+    r = Round(n=6, dropout_tolerance=0.2)
+    _run_to(r, "unmasking", drop=drop)
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    # distinct errors (equal ones at two points can cancel at zero for some holder sets)
+    replies[1] = _corrupt(replies[1], field, 0, delta=1)
+    replies[2] = _corrupt(replies[2], field, 0, delta=1000)
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, Abort)
+    assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
+
+
+# ================================================================ reviewer findings: PKI, signers, sparse arcs
+
+def test_malicious_mode_refuses_signing_keys_that_differ_from_the_trusted_ones():
+    from secagg.errors import ParameterError
+    from secagg.primitives.signatures import generate_signing_keypair
+    from secagg.protocols.masking import MaskingClient
+
+    r = Round(n=5, malicious=True, dropout_tolerance=0.2)
+    # a server that swaps client 3's verification key for one it holds
+    forged = dict(r.params.signing_keys)
+    forged[3] = generate_signing_keypair().public
+    evil_params = dataclasses.replace(r.params, signing_keys=forged)
+    with pytest.raises(ParameterError, match="differ from the trusted"):
+        MaskingClient(evil_params, 1, signing_key=r.signing[1].private, trusted_signing_keys=r.trusted)
+    with pytest.raises(ParameterError, match="trusted_signing_keys"):
+        MaskingClient(r.params, 1, signing_key=r.signing[1].private)
+    with pytest.raises(ParameterError, match="different signing key"):
+        MaskingClient(r.params, 1, signing_key=r.signing[2].private, trusted_signing_keys=r.trusted)
+
+
+def test_unknown_signer_in_unmask_request_is_a_typed_abort_not_a_crash():
+    r = Round(n=6, malicious=True)
     _run_to(r, "unmasking")
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
-    u = replies[1]
-    shares = u.self_mask_shares.copy()
-    shares[0] = (int(shares[0]) + 1) % (2**31 - 1)
-    replies[1] = dataclasses.replace(u, self_mask_shares=shares)
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.server.close_round()
-    assert isinstance(r.server.outcome, Abort)
-    assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
+    req: UnmaskRequest = r.outgoing[1]
+    sigs = dict(req.signatures)
+    sigs[77] = bytes(64)
+    evil = dataclasses.replace(req, alive=_ids(*req.alive.tolist(), 77), signatures=sigs)
+    assert _reply(r, 1, evil) is None
+    assert r.clients[1].abort_reason in (AbortReason.UNEXPECTED_SENDER, AbortReason.INVALID_SIGNATURE)
 
 
-def test_corrupted_mask_key_share_gives_an_abort_not_a_wrong_sum():
+def test_server_faking_dropouts_cannot_learn_an_arc_of_a_sparse_graph():
+    """Remove two runs of k/2 ring positions (claiming they dropped): the
+    clients next to the runs keep k/2 + 1 holders < t and refuse to unmask, so
+    the server cannot finish with the sum of an arc."""
+    r = Round(n=40, dim=3, protocol="secagg+", dropout_tolerance=0.05)
+    g = r.params.graph
+    half = r.params.degree // 2
+    ring = [int(v) for v in g._ring]
+    removed = set(ring[0:half]) | set(ring[20:20 + half])
+    out = r.run(drop={v: "masked_input" for v in removed})
+    assert isinstance(out, Abort)
+    assert out.reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+def test_sparse_threshold_must_be_at_least_half_degree_plus_two():
+    from secagg.errors import ParameterError
+    from secagg.protocols.masking import MaskingParams
+
+    with pytest.raises(ParameterError, match="needs threshold"):
+        MaskingParams.create(range(1, 31), 3, protocol="secagg+", degree=8, threshold=5)
+    assert MaskingParams.create(range(1, 31), 3, protocol="secagg+", degree=8, threshold=6).threshold == 6
+
+
+def test_server_refuses_low_order_public_keys_at_advertisement():
     r = Round(n=5, dropout_tolerance=0.2)
-    _run_to(r, "unmasking", drop={4: "masked_input"})
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
-    u = replies[1]
-    assert u.mask_key_owners.tolist() == [4]
-    shares = u.mask_key_shares.copy()
-    shares[3] = (int(shares[3]) + 5) % (2**31 - 1)
-    replies[1] = dataclasses.replace(u, mask_key_shares=shares)
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.server.close_round()
-    assert isinstance(r.server.outcome, Abort)
-    assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
+    adv = r.clients[1].advertise_keys()
+    with pytest.raises(RemoteProtocolError):
+        r.server.receive(1, dataclasses.replace(adv, mask_public=bytes(32)))
+    r.server.receive(1, adv)  # the honest one is still accepted: nothing changed
 
 
 # ================================================================ invariant 4: the mask PRG

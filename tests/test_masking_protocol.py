@@ -124,7 +124,8 @@ def test_client_state_survives_serialization_between_rounds():
     while r.outgoing:
         for i in r.ids:
             data = r.clients[i].to_bytes()
-            r.clients[i] = MaskingClient.from_bytes(r.params, data, r.clients[i]._rng)
+            r.clients[i] = MaskingClient.from_bytes(r.params, data, r.clients[i]._rng,
+                                                    trusted_signing_keys=r.trusted)
         r.step()
     assert isinstance(r.server.outcome, ServerResult)
     assert np.max(np.abs(r.server.outcome.sum_weighted - r.expected_sum(r.ids))) <= _bound(r, 5)

@@ -77,5 +77,5 @@ def default_random(rng: RandomSource | None) -> RandomSource:
 
 def uniform_floats(rng: RandomSource, n: int) -> np.ndarray:
     """``n`` floats uniform in [0, 1) with 53 random bits each, drawn from ``rng``."""
-    words = np.frombuffer(rng.bytes(8 * n), dtype=np.uint64)
+    words = np.frombuffer(rng.bytes(8 * n), dtype="<u8").astype(np.uint64)
     return (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)

@@ -87,7 +87,7 @@ def uniform_mod(rng: RandomSource, count: int, prime: int) -> np.ndarray:
     filled = 0
     while filled < count:
         need = count - filled
-        words = np.frombuffer(rng.bytes(8 * (need + 4)), dtype=np.uint64)
+        words = np.frombuffer(rng.bytes(8 * (need + 4)), dtype="<u8").astype(np.uint64)
         if limit < (1 << 64):
             words = words[words < np.uint64(limit)]
         take = min(words.size, need)
@@ -204,9 +204,12 @@ def lagrange_at_zero(xs: Sequence[int], field: PrimeField = M31) -> np.ndarray:
 
 
 def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: int,
-                     field: PrimeField = M31) -> list[bytes]:
+                     field: PrimeField = M31, *, strict: bool = True) -> list:
     """Reconstruct ``m`` secrets at once from ``shares`` of shape (m, t, chunks)
-    held by the points the ``coefficients`` were computed for."""
+    held by the points the ``coefficients`` were computed for. A result that
+    cannot be a secret of ``secret_len`` bytes (inconsistent shares) raises
+    :class:`ReconstructionError`, or with ``strict=False`` gives ``None`` in
+    its place."""
     shares = np.asarray(shares)
     coefficients = np.asarray(coefficients)
     if shares.ndim != 3 or coefficients.ndim != 1 or shares.shape[1] != coefficients.size:
@@ -219,7 +222,15 @@ def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
     p = np.uint64(field.prime)
     prod = (shares * coefficients.reshape(1, -1, 1)) % p
     chunks = prod.sum(axis=1) % p
-    return [_from_chunks(row, secret_len, field) for row in chunks]
+    if strict:
+        return [_from_chunks(row, secret_len, field) for row in chunks]
+    out: list[bytes | None] = []
+    for row in chunks:
+        try:
+            out.append(_from_chunks(row, secret_len, field))
+        except ReconstructionError:
+            out.append(None)
+    return out
 
 
 def reconstruct(xs: Sequence[int], shares: np.ndarray, threshold: int, secret_len: int = 32,

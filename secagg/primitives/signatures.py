@@ -40,3 +40,8 @@ def verify(public: bytes, message: bytes, signature: bytes) -> None:
         Ed25519PublicKey.from_public_bytes(bytes(public)).verify(bytes(signature), message)
     except (_CryptoInvalidSignature, ValueError, TypeError):
         raise InvalidSignature() from None
+
+
+def public_signing_key(private: bytes) -> bytes:
+    """The Ed25519 public key of a 32-byte private seed."""
+    return Ed25519PrivateKey.from_private_bytes(bytes(private)).public_key().public_bytes_raw()

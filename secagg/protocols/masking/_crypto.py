@@ -45,8 +45,13 @@ def advertise_statement(session_id: bytes, u: int, enc_public: bytes, mask_publi
             + commitment)
 
 
-def consistency_statement(session_id: bytes, alive: np.ndarray) -> bytes:
-    return b"secagg/v1/masking/consistency\x00" + session_id + np.asarray(alive, dtype=">u4").tobytes()
+def consistency_statement(session_id: bytes, signer: int, enc_public: bytes, mask_public: bytes,
+                          alive: np.ndarray) -> bytes:
+    """What a client signs in ConsistencyCheck: U_3, bound to the session and
+    to the signer's own per-round public keys (so a signature cannot be reused
+    in another run even if a server repeated a session nonce)."""
+    return (b"secagg/v1/masking/consistency\x00" + session_id + struct.pack(">I", signer) + enc_public
+            + mask_public + np.asarray(alive, dtype=">u4").tobytes())
 
 
 def mask_sign(u: int, v: int) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from ...primitives import aead, shamir
 from ...primitives.key_agreement import agree_many, generate_keypair
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
-from ...primitives.signatures import sign, verify
+from ...primitives.signatures import public_signing_key, sign, verify
 from . import _crypto as C
 from .messages import (SHARE_CHUNKS, SHARE_RECORD_PLAINTEXT, SHARE_RECORD_SIZE, ConsistencyRequest,
                        ConsistencySignature, ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest,
@@ -74,15 +75,31 @@ def _fail(reason: AbortReason, detail: str) -> RemoteProtocolError:
 
 
 class MaskingClient:
-    """One client in one round. ``rng`` is the injected random source;
-    ``signing_key`` (malicious-server mode) the client's Ed25519 private key."""
+    """One client in one round. ``rng`` is the injected random source.
+
+    Malicious-server mode needs ``signing_key`` (this client's Ed25519 private
+    key) and ``trusted_signing_keys``: every participant's Ed25519 public key
+    as obtained from a source the server does not control (a PKI, a registry
+    distributed out of band). The round's parameters come from the server, so
+    their ``signing_keys`` are only accepted if they equal the trusted ones:
+    otherwise a server could swap in keys it holds and impersonate peers."""
 
     def __init__(self, params: MaskingParams, client_id: int, rng: RandomSource | None = None,
-                 signing_key: bytes | None = None, *, _state: ClientState | None = None):
+                 signing_key: bytes | None = None, *, trusted_signing_keys: Mapping[int, bytes] | None = None,
+                 _state: ClientState | None = None):
         if client_id not in params.graph._all:
             raise ParameterError(f"client {client_id} is not a participant of this round")
-        if params.malicious_server and signing_key is None:
-            raise ParameterError("malicious-server mode needs the client's Ed25519 signing key")
+        if params.malicious_server:
+            if signing_key is None:
+                raise ParameterError("malicious-server mode needs the client's Ed25519 signing key")
+            if trusted_signing_keys is None:
+                raise ParameterError(
+                    "malicious-server mode needs trusted_signing_keys: the participants' Ed25519 public keys "
+                    "from a source the server does not control (the round's parameters come from the server)")
+            if public_signing_key(signing_key) != params.signing_keys.get(client_id):
+                raise ParameterError("the round's parameters carry a different signing key for this client")
+            if any(trusted_signing_keys.get(v) != k for v, k in params.signing_keys.items()):
+                raise ParameterError("the round's signing keys differ from the trusted ones: refusing the round")
         self.params = params
         self.client_id = client_id
         self._rng = default_random(rng)
@@ -104,9 +121,11 @@ class MaskingClient:
 
     @classmethod
     def from_bytes(cls, params: MaskingParams, data: bytes, rng: RandomSource | None = None,
-                   signing_key: bytes | None = None) -> "MaskingClient":
+                   signing_key: bytes | None = None, *,
+                   trusted_signing_keys: Mapping[int, bytes] | None = None) -> "MaskingClient":
         state = wire.decode(data, ClientState)
-        return cls(params, state.client_id, rng, signing_key, _state=state)
+        return cls(params, state.client_id, rng, signing_key, trusted_signing_keys=trusted_signing_keys,
+                   _state=state)
 
     # ---------------------------------------------------------------- introspection
     @property
@@ -188,7 +207,8 @@ class MaskingClient:
             signature = sign(self._signing_key, C.advertise_statement(
                 self.params.session_id, self.client_id, st.enc_public, st.mask_public, st.commitment))
         self.state = replace(st, stage="advertised")
-        return AdvertiseKeys(self.client_id, st.enc_public, st.mask_public, st.commitment, signature)
+        return AdvertiseKeys(self.client_id, self.params.session_id, st.enc_public, st.mask_public, st.commitment,
+                             signature)
 
     # ---------------------------------------------------------------- round 1
     def share_keys(self, msg: KeysBroadcast) -> ShareKeys:
@@ -222,7 +242,7 @@ class MaskingClient:
             st, stage="shared", peers=msg, enc_keys=bytes(enc_keys),
             held_owners=np.array([u], dtype=np.uint32),
             held_self_mask=share_b[me].astype(np.uint32), held_mask_key=share_sk[me].astype(np.uint32))
-        return ShareKeys(u, np.array(recipients, dtype=np.uint32), b"".join(records))
+        return ShareKeys(u, sid, np.array(recipients, dtype=np.uint32), b"".join(records))
 
     # ---------------------------------------------------------------- round 2
     def masked_input(self, msg: ForwardedShares, update: np.ndarray, weight: float = 1.0) -> MaskedInput:
@@ -236,11 +256,7 @@ class MaskingClient:
         if x.size != p.dim:
             raise ParameterError(f"update has {x.size} entries; this round aggregates {p.dim}")
         enc = p.encoding
-        quantized = enc.quantize(x, weight, self._rng)
-        vector = np.empty(p.vector_length, dtype=np.int64)
-        vector[:-1] = quantized.values
-        vector[-1] = enc.quantize_weight(weight, self._rng)
-        self.last_clipped = quantized.clipped
+        enc.check_weight(weight)
 
         # decrypt and check every forwarded share before using any
         senders = msg.senders
@@ -270,6 +286,13 @@ class MaskingClient:
             got_sk.append(body[1:2])
         self._check_enough(len(owners), "sent their shares")
 
+        # encode [w x, w] only once the server's message has passed every check
+        quantized = enc.quantize(x, weight, self._rng)
+        vector = np.empty(p.vector_length, dtype=np.int64)
+        vector[:-1] = quantized.values
+        vector[-1] = enc.quantize_weight(weight, self._rng)
+        self.last_clipped = quantized.clipped
+
         # mask: self mask from b_u, one pairwise mask per peer in U_2
         masked = to_ring(vector, p.ring_bits)
         prg_ring_add_into(masked, st.self_mask_seed, C.SELF_MASK_TAG)
@@ -285,7 +308,7 @@ class MaskingClient:
             held_mask_key=np.concatenate(got_sk)[order].astype(np.uint32).ravel(),
             masked_with=np.array(sorted(senders.tolist()), dtype=np.uint32))
         assert masked.dtype == dtype_for(p.ring_bits)
-        return MaskedInput(u, masked)
+        return MaskedInput(u, sid, masked)
 
     # ---------------------------------------------------------------- round 3
     def consistency_check(self, msg: ConsistencyRequest) -> ConsistencySignature:
@@ -298,9 +321,11 @@ class MaskingClient:
         self._check_ids(alive, "alive")
         alive_set = set(alive.tolist())
         self._check_alive(alive_set)
-        sig = sign(self._signing_key, C.consistency_statement(self.params.session_id, alive))  # type: ignore[arg-type]
+        st = self.state
+        sig = sign(self._signing_key, C.consistency_statement(  # type: ignore[arg-type]
+            self.params.session_id, self.client_id, st.enc_public, st.mask_public, alive))
         self.state = replace(self.state, stage="checked", signed_alive=alive.copy())
-        return ConsistencySignature(self.client_id, sig)
+        return ConsistencySignature(self.client_id, self.params.session_id, sig)
 
     def _check_alive(self, alive: set[int]) -> None:
         u = self.client_id
@@ -351,14 +376,23 @@ class MaskingClient:
             return
         if self.state.signed_alive is None:
             raise _fail(AbortReason.WRONG_ROUND, "unmask request before the consistency check")
-        statement = C.consistency_statement(self.params.session_id, msg.alive)
         alive = set(msg.alive.tolist())
+        if not alive <= set(self.params.client_ids):
+            raise _fail(AbortReason.UNEXPECTED_SENDER, "alive set names unknown clients")
+        peers = self.state.peers
+        assert peers is not None
+        keys_of = {v: peers.entry(i) for i, v in enumerate(peers.client_ids.tolist())}
+        counted = 0
         for v, s in msg.signatures.items():
             if v not in alive:
                 raise _fail(AbortReason.INVALID_SIGNATURE, "consistency signature from a client not alive")
-            verify(self.params.signing_keys[v], statement, s)
-        holders = set(self.params.graph.holders(self.client_id))
-        self._check_enough(len(holders & set(msg.signatures)), "signed the alive set")
+            entry = keys_of.get(v)
+            if entry is None:
+                continue  # not a share holder of mine: its keys are unknown here and it does not count
+            verify(self.params.signing_keys[v], C.consistency_statement(
+                self.params.session_id, v, entry.enc_public, entry.mask_public, msg.alive), s)
+            counted += 1
+        self._check_enough(counted, "signed the alive set")
 
     def unmask(self, msg: UnmaskRequest) -> UnmaskShares:
         """Round 4 (Unmasking): reveal ``b_v`` shares for alive peers and
@@ -374,7 +408,7 @@ class MaskingClient:
         self.state = replace(st, stage="done")
         held_b = st.held_self_mask.reshape(-1, SHARE_CHUNKS)
         held_sk = st.held_mask_key.reshape(-1, SHARE_CHUNKS)
-        return UnmaskShares(self.client_id, np.array(reveal_b, dtype=np.uint32),
+        return UnmaskShares(self.client_id, self.params.session_id, np.array(reveal_b, dtype=np.uint32),
                             held_b[b_rows].ravel().astype(np.uint32),
                             np.array(reveal_sk, dtype=np.uint32),
                             held_sk[sk_rows].ravel().astype(np.uint32))

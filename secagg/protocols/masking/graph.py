@@ -10,11 +10,19 @@ The sparse graph is a Harary graph ``H(k, n)`` over a random permutation of the
 client ids (the permutation is drawn from the public ``graph_seed`` with the
 PRG): place the clients on a ring in permuted order and connect each one to the
 ``k/2`` nearest positions on either side. It is ``k``-regular, and the
-clients that remain after removing a set R are connected **iff** R contains no
-run of ``k/2`` consecutive ring positions. This makes the privacy condition
-(the honest survivors' graph stays connected, so the server learns nothing but
-their total) easy to bound: if each client is removed (dropped or corrupt)
-independently with probability ``rho``, ``P[disconnected] <= n * rho^(k/2)``.
+clients that remain after removing a set R can only be disconnected if R
+contains a run of ``k/2`` consecutive ring positions (two such runs are needed
+on a ring; we bound the probability of one, which is looser but simple). This
+makes the privacy condition (the honest survivors' graph stays connected, so
+the server learns nothing but their total) easy to bound: if each client is
+removed (dropped or corrupt) independently with probability ``rho``,
+``P[disconnected] <= n * rho^(k/2)``.
+
+A server that *fakes* dropouts chooses R instead: removing two runs of ``k/2``
+splits the ring into arcs. The client next to a removed run then keeps only
+``k/2 + 1`` share holders (itself included). Sparse graphs therefore use
+``t >= k/2 + 2``: that client refuses to unmask, its self mask cannot be
+removed, and no arc's sum comes out (protocols/masking/SPEC.md §7-8).
 
 Derivation of ``(k, t)`` for SecAgg+ (protocols/masking/SPEC.md §2), with
 ``delta`` the tolerated dropout fraction, ``gamma`` the tolerated corrupt
@@ -23,7 +31,8 @@ fraction, ``sigma`` = 40 (security) and ``eta`` = 30 (correctness) bits:
 1. connectivity:  ``n * (delta + gamma)^(k/2) <= 2^-sigma``;
 2. security (a dishonest server together with corrupt holders never reaches
    both kinds of share of one client):
-   ``t > (k + 1) / 2`` and ``n * P[Bin(k + 1, gamma) >= 2t - (k + 1)] <= 2^-sigma``;
+   ``t >= k/2 + 2`` (see above; this also gives ``t > (k + 1) / 2``) and
+   ``n * P[Bin(k + 1, gamma) >= 2t - (k + 1)] <= 2^-sigma``;
 3. correctness (each client keeps ``t`` surviving holders):
    ``n * P[Bin(k + 1, 1 - delta) < t] <= 2^-eta``.
 
@@ -100,7 +109,7 @@ def _sparse_ok(n: int, k: int, dropout: float, corrupt: float, sigma: int, eta: 
     rho = dropout + corrupt
     if rho > 0 and math.log2(n) + (k / 2) * math.log2(rho) > -sigma:
         return None
-    for t in range(m // 2 + 1, m + 1):
+    for t in range(k // 2 + 2, m + 1):
         if n * binom_sf_ge(m, corrupt, 2 * t - m) <= 2.0**-sigma:
             break
     else:

@@ -46,6 +46,7 @@ class AdvertiseKeys:
     to the self-mask seed, and (malicious-server mode) an Ed25519 signature."""
 
     client_id: int = field(metadata=_ID)
+    session_id: bytes = field(metadata=_KEY)
     enc_public: bytes = field(metadata=_KEY)
     mask_public: bytes = field(metadata=_KEY)
     self_mask_commitment: bytes = field(metadata=_KEY)
@@ -67,7 +68,7 @@ class KeysBroadcast:
 
     def entry(self, i: int) -> AdvertiseKeys:
         sig = self.signatures[64 * i:64 * (i + 1)]
-        return AdvertiseKeys(int(self.client_ids[i]), self.enc_publics[32 * i:32 * (i + 1)],
+        return AdvertiseKeys(int(self.client_ids[i]), self.session_id, self.enc_publics[32 * i:32 * (i + 1)],
                              self.mask_publics[32 * i:32 * (i + 1)], self.commitments[32 * i:32 * (i + 1)], sig)
 
 
@@ -78,6 +79,7 @@ class ShareKeys:
     """Client -> server: one AEAD record ``e_{u,v}`` per neighbour ``v`` in U_1."""
 
     client_id: int = field(metadata=_ID)
+    session_id: bytes = field(metadata=_KEY)
     recipients: np.ndarray = field(metadata=_IDS)
     ciphertexts: bytes
 
@@ -99,6 +101,7 @@ class MaskedInput:
     """Client -> server: ``y_u = x_u + PRG(b_u) + sum_v ±PRG(s_{u,v})`` in Z_{2^k}."""
 
     client_id: int = field(metadata=_ID)
+    session_id: bytes = field(metadata=_KEY)
     masked: np.ndarray = field(metadata={"dtypes": {"uint32", "uint64"}})
 
 
@@ -116,6 +119,7 @@ class ConsistencyRequest:
 @dataclass(frozen=True)
 class ConsistencySignature:
     client_id: int = field(metadata=_ID)
+    session_id: bytes = field(metadata=_KEY)
     signature: bytes = field(metadata={"len": 64})
 
 
@@ -139,6 +143,7 @@ class UnmaskShares:
     dropped ``v`` (rows of SHARE_CHUNKS field elements, flattened)."""
 
     client_id: int = field(metadata=_ID)
+    session_id: bytes = field(metadata=_KEY)
     self_mask_owners: np.ndarray = field(metadata=_IDS)
     self_mask_shares: np.ndarray = field(metadata=_IDS)
     mask_key_owners: np.ndarray = field(metadata=_IDS)

@@ -74,6 +74,14 @@ class MaskingParams:
             raise ParameterError(
                 f"threshold {self.threshold} must exceed half of the {holders} share holders and not "
                 f"exceed them")
+        if self.degree != n - 1 and self.threshold < self.degree // 2 + 2:
+            # A sparse graph loses connectivity when two runs of k/2 ring positions
+            # are removed; a client next to such a run keeps only k/2 + 1 holders.
+            # With t >= k/2 + 2 that client refuses to unmask, so a server faking
+            # those dropouts cannot learn the sum of an arc of clients.
+            raise ParameterError(
+                f"a sparse graph of degree {self.degree} needs threshold >= {self.degree // 2 + 2}, "
+                f"got {self.threshold}")
         if self.degree == n - 1:
             c = math.ceil(self.corrupt_fraction * n)
             if 2 * self.threshold <= n + c:
@@ -174,7 +182,7 @@ class MaskingParams:
             if degree == n - 1:
                 threshold = complete_threshold(n, float(dropout_tolerance), float(corrupt_fraction))
             else:
-                threshold = (degree + 1) // 2 + 1
+                threshold = degree // 2 + 2
         if degree == n - 1:
             survivors = n - math.ceil(dropout_tolerance * n)
             if survivors < threshold:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from .messages import (SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, Consisten
 from .params import MaskingParams
 
 __all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
+
+# A fixed scalar used only to test advertised keys with one exchange (the
+# result is discarded); the exchange fails for low-order points.
+_PROBE_KEY = bytes(range(1, 33))
 
 
 class Stage(str, enum.Enum):
@@ -126,6 +130,8 @@ class MaskingServer:
                        f"{type(msg).__name__} is not accepted in stage {self.stage.value} (late or early)")
         if getattr(msg, "client_id", None) != sender:
             raise _err(AbortReason.UNEXPECTED_SENDER, "message names a different sender")
+        if getattr(msg, "session_id", None) != self.params.session_id:
+            raise _err(AbortReason.SESSION_MISMATCH, "message belongs to another session")
         if sender not in self.params.graph._all:
             raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} is not in this round")
         handler = getattr(self, f"_on_{self.stage.value}")
@@ -146,6 +152,8 @@ class MaskingServer:
                 raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
         if msg.enc_public == msg.mask_public:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
+        # a low-order or malformed X25519 key would make every neighbour abort later: refuse it now
+        agree_many(_PROBE_KEY, [msg.enc_public, msg.mask_public])
         if self.params.malicious_server:
             try:
                 verify(self.params.signing_keys[sender], C.advertise_statement(
@@ -178,8 +186,10 @@ class MaskingServer:
     def _on_consistency_check(self, sender: int, msg: ConsistencySignature) -> None:
         self._require_previous(sender, self.u3, self._got.signatures)
         try:
+            adv = self._got.advertised[sender]
             verify(self.params.signing_keys[sender],
-                   C.consistency_statement(self.params.session_id, np.array(self.u3, dtype=np.uint32)),
+                   C.consistency_statement(self.params.session_id, sender, adv.enc_public, adv.mask_public,
+                                           np.array(self.u3, dtype=np.uint32)),
                    msg.signature)
         except InvalidSignature:
             raise _err(AbortReason.INVALID_SIGNATURE, "consistency signature does not verify") from None
@@ -299,25 +309,21 @@ class MaskingServer:
         got = self._got.unmask
         self.u5 = tuple(sorted(got))
         self._need(len(self.u5), "sent unmasking shares")
+        adv = self._got.advertised
+        sid = p.session_id
         self_masks = self._reconstruct(
-            [(h, got[h].self_mask_owners, got[h].self_mask_shares) for h in self.u5], "self-mask seed")
+            [(h, got[h].self_mask_owners, got[h].self_mask_shares) for h in self.u5], "self-mask seed",
+            lambda v, seed: C.self_mask_commitment(sid, v, seed) == adv[v].self_mask_commitment)
         mask_keys = self._reconstruct(
-            [(h, got[h].mask_key_owners, got[h].mask_key_shares) for h in self.u5], "mask key")
+            [(h, got[h].mask_key_owners, got[h].mask_key_shares) for h in self.u5], "mask key",
+            lambda v, key: public_from_private(key) == adv[v].mask_public)
         missing = (self._u3_set - set(self_masks)) or (self._dropped_set - set(mask_keys))
         if missing:
             raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
                             f"no shares at all for client {min(missing)}; need {p.threshold}")
-        adv = self._got.advertised
-        for v, seed in self_masks.items():  # check b_v against the commitment sent in round 0
-            if C.self_mask_commitment(p.session_id, v, seed) != adv[v].self_mask_commitment:
-                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"self-mask seed of {v} fails its commitment")
-        for v, key in mask_keys.items():  # check s_v^SK against s_v^PK
-            if public_from_private(key) != adv[v].mask_public:
-                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"mask key of {v} does not match its public key")
         acc = self._accumulator
         for v in self.u3:
             prg_ring_add_into(acc, self_masks[v], C.SELF_MASK_TAG, -1)
-        sid = p.session_id
         for v in sorted(mask_keys):
             sk, pk_v = mask_keys[v], adv[v].mask_public
             peers = [w for w in p.graph.neighbours(v) if w in self._u3_set]
@@ -351,11 +357,16 @@ class MaskingServer:
             s = self._u2_set = set(self.u2)
         return s
 
-    def _reconstruct(self, revealed: list[tuple[int, np.ndarray, np.ndarray]], what: str) -> dict[int, bytes]:
+    def _reconstruct(self, revealed: list[tuple[int, np.ndarray, np.ndarray]], what: str,
+                     check: "Callable[[int, bytes], bool]") -> dict[int, bytes]:
         """Reconstruct every owner's secret from the first ``t`` holders (by id)
-        who revealed a share of it. All shares are sorted by (owner, holder) in
-        one array pass; owners with the same ``t`` holders share one set of
-        Lagrange coefficients, so each secret costs a dot product."""
+        who revealed a share of it, and ``check`` it against what the owner
+        committed to in round 0. All shares are sorted by (owner, holder) in one
+        array pass; owners with the same ``t`` holders share one set of Lagrange
+        coefficients, so each secret costs a dot product. A secret that fails
+        its check is retried without one holder at a time (a single holder
+        sending a wrong share cannot block the round when spare shares exist);
+        if none passes, the round aborts: never a wrong aggregate."""
         t = self.params.threshold
         parts = [(np.full(o.size, h, dtype=np.int64), o.astype(np.int64), s.reshape(-1, SHARE_CHUNKS))
                  for h, o, s in revealed if o.size]
@@ -377,15 +388,39 @@ class MaskingServer:
         groups, inverse = np.unique(holder_sets, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         out: dict[int, bytes] = {}
+        failed: list[int] = []
         for g, holders in enumerate(groups):
             members = np.nonzero(inverse == g)[0]
             coeffs = shamir.lagrange_at_zero(holders.tolist())
-            try:
-                secrets = shamir.reconstruct_many(coeffs, shares[members], 32)
-            except Exception as exc:
-                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED, f"{what}: {exc}") from None
-            out.update(zip(owners[members].tolist(), secrets))
+            secrets = shamir.reconstruct_many(coeffs, shares[members], 32, strict=False)
+            for i, secret in zip(members.tolist(), secrets):
+                v = int(owners[i])
+                if secret is not None and check(v, secret):
+                    out[v] = secret
+                else:
+                    failed.append(i)
+        for i in failed:  # slow path: leave one holder out at a time
+            v = int(owners[i])
+            lo, hi = int(start[i]), int(start[i] + count[i])
+            secret = self._retry(holder[lo:hi], rows[lo:hi], lambda s, v=v: check(v, s))
+            if secret is None:
+                raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED,
+                                f"the {what} of client {v} fails its round-0 commitment with every holder set tried")
+            out[v] = secret
         return out
+
+    def _retry(self, holders: np.ndarray, rows: np.ndarray, ok: "Callable[[bytes], bool]") -> bytes | None:
+        t = self.params.threshold
+        if holders.size <= t:
+            return None
+        pool = min(holders.size, t + 1)
+        for skip in range(pool):
+            idx = [j for j in range(pool) if j != skip][:t]
+            coeffs = shamir.lagrange_at_zero(holders[idx].tolist())
+            secret = shamir.reconstruct_many(coeffs, rows[idx].astype(np.uint64)[None], 32, strict=False)[0]
+            if secret is not None and ok(secret):
+                return secret
+        return None
 
     # ---------------------------------------------------------------- audit
     def audit_record(self) -> dict[str, object]:
