@@ -181,6 +181,14 @@ def test_secure_run_matches_plaintext(protocol):
     assert all(r["bytes_up_per_client"] > 0 for r in secure[1:])
 
 
+@needs_simulate
+def test_malicious_server_mode_trains():
+    cfg = TrainConfig(**{**FAST, "protocol": "secagg", "rounds": 2, "malicious_server": True})
+    secure = FedRunner(cfg).run()
+    plain = FedRunner(cfg, protocol="plaintext").run()
+    assert abs(secure[-1]["test_loss"] - plain[-1]["test_loss"]) < 1e-4
+
+
 def test_aborted_round_keeps_the_model(recwarn):
     from secagg.errors import AbortReason, ProtocolAborted
     from secagg.simulation import simulate

@@ -101,6 +101,8 @@ def _options(defaults: dict[str, Any]):  # type: ignore[no-untyped-def]
                          help="Fixed-point fractional bits."),
             click.option("--clip", type=float, default=64.0, show_default=True,
                          help="Entries of a model delta are clipped to [-clip, clip] before encoding."),
+            click.option("--malicious-server", is_flag=True, default=False,
+                         help="Masking protocols: signatures and the consistency round (dishonest server)."),
             click.option("--out", "runs_dir", type=click.Path(file_okay=False), default="runs",
                          show_default=True, help="Directory for the run directories."),
             click.option("--baseline/--no-baseline", default=True, show_default=True,
@@ -116,7 +118,7 @@ def _options(defaults: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 def _config_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     keys = ("protocol", "rule", "clients", "rounds", "epochs", "dropout", "seed", "split", "alpha", "model",
-            "lr", "batch_size", "server_lr", "threshold", "key_bits", "frac_bits", "clip")
+            "lr", "batch_size", "server_lr", "threshold", "key_bits", "frac_bits", "clip", "malicious_server")
     return {k: kw[k] for k in keys}
 
 

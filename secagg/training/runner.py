@@ -169,8 +169,8 @@ def dropout_tolerance(protocol: str, n_clients: int, rate: float) -> float:
     return max(0.1, planned) if protocol == "secagg+" else planned
 
 
-def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int | None = None, *,
-                    malicious_server: bool = False) -> tuple[int, int | None]:
+def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int | None = None
+                    ) -> tuple[int, int | None]:
     """``(threshold, degree)`` a round of ``protocol`` will use, derived exactly
     as the protocol derives it (so a bad combination fails here, before any
     training, with the protocol's own explanation as a :class:`ParameterError`).
@@ -186,8 +186,7 @@ def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int |
 
         params = MaskingParams.create(range(1, n_clients + 1), 1, protocol=protocol,
                                       dropout_tolerance=dropout_tolerance(protocol, n_clients, rate),
-                                      threshold=threshold, malicious_server=malicious_server,
-                                      rng=DeterministicRandom(b"threshold-check"))
+                                      threshold=threshold, rng=DeterministicRandom(b"threshold-check"))
         return int(params.threshold), int(params.degree)
     if threshold is not None:
         return int(threshold), None
@@ -317,8 +316,7 @@ class FedRunner:
             raise ParameterError(f"threshold must be an integer in [1, {c.clients}], got {c.threshold!r}")
         survivors = c.clients - n_dropped(c.clients, c.dropout)
         try:
-            t, self.degree = round_threshold(self.protocol, c.clients, c.dropout, c.threshold,
-                                             malicious_server=c.malicious_server)
+            t, self.degree = round_threshold(self.protocol, c.clients, c.dropout, c.threshold)
         except ParameterError as exc:
             raise ParameterError(
                 f"dropout rate {c.dropout} drops {c.clients - survivors} of {c.clients} clients each round, "
