@@ -49,7 +49,6 @@ operator, not by the server:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -62,9 +61,9 @@ from flwr.common.constant import ErrorCode
 
 from ..encoding import wire
 from ..encoding.fixed_point import check_finite
-from ..errors import ParameterError, SecAggError
+from ..errors import SecAggError
 from ..protocols.masking import MaskingClient, MaskingParams
-from ..protocols.masking.messages import SERVER_MESSAGES, SHARE_CHUNKS, MaskedInput, UnmaskShares
+from ..protocols.masking.messages import SERVER_MESSAGES, MaskedInput, UnmaskShares
 from .keys import load_signing_key, load_trusted_keys, verification_key
 from .records import RECORD_KEY, STATE_KEY, ModelLayout, pack, unpack
 
@@ -264,22 +263,7 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
     return Message(pack(type(out).__name__, wire.encode(out)), reply_to=msg)
 
 
-# The core's ClientState keeps the shares a client holds as a 2-D array (one row
-# per owner) after the masked-input round, while the wire format carries 1-D
-# arrays only. Until the core persists them flat itself, store them flattened
-# and restore the rows on load (both steps are no-ops once the core does).
-_ROW_FIELDS = ("held_self_mask", "held_mask_key")
-
-
 def _persist(client: MaskingClient) -> bytes:
-    st = client.state
-    flat = {f: getattr(st, f).ravel() for f in _ROW_FIELDS if getattr(st, f).ndim != 1}
-    if flat:
-        client.state = dataclasses.replace(st, **flat)
-        try:
-            return client.to_bytes()
-        finally:
-            client.state = st
     return client.to_bytes()
 
 
@@ -287,13 +271,7 @@ def _restore(params: MaskingParams, data: bytes, signing_key: bytes | None) -> M
     # the keys were checked against the trusted list in the setup stage; params
     # come back from this node's own state, not from the server
     trusted = dict(params.signing_keys) if params.malicious_server else None
-    client = MaskingClient.from_bytes(params, data, signing_key=signing_key, trusted_signing_keys=trusted)
-    st = client.state
-    if st.stage in ("masked", "checked"):
-        rows = {f: getattr(st, f).reshape(-1, SHARE_CHUNKS) for f in _ROW_FIELDS if getattr(st, f).ndim == 1}
-        if rows:
-            client.state = dataclasses.replace(st, **rows)
-    return client
+    return MaskingClient.from_bytes(params, data, signing_key=signing_key, trusted_signing_keys=trusted)
 
 
 def _audit(context: Context, server_round: int, params: MaskingParams, client_id: int, update: np.ndarray,

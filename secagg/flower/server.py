@@ -36,7 +36,7 @@ from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer, ServerResult
 from ..protocols.masking.messages import CLIENT_MESSAGES
 from .client import IDENTIFY_STAGE, SETUP_STAGE
-from .records import RECORD_KEY, ModelLayout, pack, unpack
+from .records import ModelLayout, pack, unpack
 from .settings import SecAggSettings
 
 __all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "identify_nodes", "exchange",
