@@ -102,7 +102,7 @@ def test_dropout_leaving_too_few_clients_is_an_error_before_training():
 
 def test_other_config_errors():
     for bad in ({"rule": "sum"}, {"protocol": "rot13"}, {"rounds": 0}, {"lr": -1.0}, {"clients": 1},
-                {"client_weights": (1.0,) * 5}):
+                {"client_weights": (1.0,) * 5}, {"rule": "mean", "server_lr": 0.5}):
         with pytest.raises(ParameterError):
             FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", **bad}))
 

@@ -38,7 +38,7 @@ import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -48,7 +48,7 @@ from torch import nn
 from ..aggregation import Rule, fedavg_apply, hybrid_weight, reference_aggregate
 from ..encoding.fixed_point import FixedPoint
 from ..errors import AbortReason, ParameterError, ProtocolAborted
-from ..torch import StateDictSpec, flatten_state_dict, unflatten_state_dict
+from ..torch import flatten_state_dict, unflatten_state_dict
 from .data import SPLITS, FederatedData, make_federated_data
 from .model import MODELS, make_model
 
@@ -291,6 +291,9 @@ class FedRunner:
             v = getattr(c, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ParameterError(f"{name} must be a finite number > 0, got {v!r}")
+        if c.server_lr != 1.0 and c.rule != "fedavg":
+            raise ParameterError(f"server_lr is FedAvg's server learning rate; rule {c.rule!r} applies the "
+                                 "aggregate as it is (use --rule fedavg)")
         if not (0.0 <= c.momentum < 1.0):
             raise ParameterError(f"momentum must be in [0, 1), got {c.momentum!r}")
         if c.on_abort not in ("skip", "raise"):
