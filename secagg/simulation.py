@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -44,19 +45,19 @@ audit_logger = logging.getLogger("secagg.audit")
 def _as_vectors(updates: Sequence[Any]) -> list[np.ndarray]:
     if isinstance(updates, np.ndarray) and updates.ndim == 2:
         updates = list(updates)
-    try:
-        from .torch import as_numpy  # torch tensors and state_dicts, if torch is present
-    except Exception:  # pragma: no cover - torch integration absent
-        as_numpy = None  # type: ignore[assignment]
+    as_numpy = None
+    if "torch" in sys.modules:  # a tensor or module cannot exist unless torch is loaded
+        from .torch import as_numpy
     out = []
     for i, u in enumerate(updates):
-        if as_numpy is not None and not isinstance(u, np.ndarray):
-            try:
-                u = as_numpy(u)
-            except (TypeError, ValueError):
-                pass
         try:
-            v = np.asarray(u, dtype=np.float64).ravel()
+            if as_numpy is not None and not isinstance(u, np.ndarray):
+                v = as_numpy(u)
+            else:
+                v = np.asarray(u, dtype=np.float64)
+            v = np.asarray(v, dtype=np.float64).ravel()
+        except ParameterError as exc:
+            raise ParameterError(f"update of client {i + 1}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise ParameterError(f"update of client {i + 1} is not numeric: {exc}") from None
         out.append(v)

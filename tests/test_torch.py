@@ -173,8 +173,6 @@ def test_simulate_accepts_modules_state_dicts_and_tensors():
     np.testing.assert_allclose(res.aggregate, expected, atol=1e-4)
 
 
-@pytest.mark.xfail(reason="secagg.simulation._as_vectors swallows the ParameterError of as_numpy "
-                          "and reports 'not numeric' instead of the NaN", strict=False)
 def test_simulate_reports_nan_in_a_module():
     from secagg.simulation import simulate
 
