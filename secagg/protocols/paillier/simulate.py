@@ -87,11 +87,13 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         ws = [float(w) for w in weights]
     else:
         ws = [1.0] * n
+    schedule: dict[int, str] = {}
     for cid, stage in dropouts.items():
-        if not (isinstance(cid, int) and 1 <= cid <= n):
+        if isinstance(cid, bool) or not (isinstance(cid, (int, np.integer)) and 1 <= cid <= n):
             raise ParameterError(f"dropout client id {cid!r} is not in 1..{n}")
         if stage not in DROPOUT_STAGES:
             raise ParameterError(f"Paillier clients can only drop at {DROPOUT_STAGES}, got {stage!r}")
+        schedule[int(cid)] = stage
     if not isinstance(workers, int) or workers < 1:
         raise ParameterError("workers must be an integer >= 1")
     enc = encoding if encoding is not None else default_encoding(n, key_bits, max(ws))
@@ -129,7 +131,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         bytes_received[cid] = len(public_key_bytes) + len(params_bytes)
         bytes_sent[cid] = 0
         clients[cid] = client
-    submitting = [cid for cid in clients if cid not in dropouts]
+    submitting = [cid for cid in clients if cid not in schedule]
 
     iterator = submitting
     if progress:
@@ -198,6 +200,6 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     return AggregationResult(
         protocol="paillier", rule=r.name, aggregate=aggregate, sum_weighted=sum_weighted,
         sum_weights=sum_weights, included=included,
-        dropped={cid: dropouts[cid] for cid in sorted(dropouts)}, session_id=params.session_id.hex(),
+        dropped=dict(sorted(schedule.items())), session_id=params.session_id.hex(),
         bytes_sent=bytes_sent, bytes_received=bytes_received, timings=timings, params=summary)
 
