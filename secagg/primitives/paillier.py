@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Iterable, Sequence
 
 import gmpy2
@@ -548,10 +550,9 @@ def ciphertexts_from_bytes(public_key: PublicKey, data: bytes, count: int) -> li
                               f"({count * length} bytes), got {len(data) if hasattr(data, '__len__') else '?'}")
     view = memoryview(data)
     n2 = public_key.n_square
-    cs = [_from_bytes(view[i:i + length]) for i in range(0, count * length, length)]
-    for c in cs:
-        if not 0 < c < n2:
-            raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
+    cs = list(map(_from_bytes, [view[i:i + length] for i in range(0, count * length, length)]))
+    if cs and not (min(cs) > 0 and max(cs) < n2):
+        raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
     check_units(public_key, cs)
     return cs
 
@@ -563,10 +564,12 @@ def check_units(public_key: PublicKey, ciphertexts: Sequence[mpz]) -> None:
     ``c_i`` shares a factor with ``n`` (a prime ``p | n`` divides the product
     mod ``n`` iff it divides one of the factors)."""
     n = public_key._n_mpz
-    prod = mpz(1)
-    for c in ciphertexts:
-        prod = prod * (c % n) % n  # reducing first keeps both factors at the size of n
-    if gmpy2.gcd(prod, n) != 1:
+    # A product tree mod n; the maps keep the per-element loop in C.
+    level = list(map(operator.mod, ciphertexts, repeat(n)))
+    while len(level) > 1:
+        odd = [level[-1]] if len(level) % 2 else []
+        level = list(map(operator.mod, map(operator.mul, level[0::2], level[1::2]), repeat(n))) + odd
+    if level and gmpy2.gcd(level[0], n) != 1:
         raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
 
 
@@ -575,6 +578,4 @@ def multiply_into(public_key: PublicKey, accumulator: list[mpz], ciphertexts: Se
     addition of the plaintexts. Never fails on validated input."""
     if len(accumulator) != len(ciphertexts):
         raise ParameterError("ciphertext vectors of different lengths")
-    n2 = public_key.n_square
-    for i, c in enumerate(ciphertexts):
-        accumulator[i] = accumulator[i] * c % n2
+    accumulator[:] = map(operator.mod, map(operator.mul, accumulator, ciphertexts), repeat(public_key.n_square))
