@@ -387,3 +387,12 @@ def test_key_files(tmp_path):
         node_keys.load_trusted_keys(tmp_path / "t.txt")
     with pytest.raises(ParameterError, match="cannot read"):
         node_keys.load_signing_key(tmp_path / "missing.key")
+
+
+def test_local_deployment_helpers():
+    from secagg.flower.local import LocalDeployment, format_config, free_port
+    assert format_config({"partition-id": 0, "path": 'a "b"', "flag": True, "x": 0.5}) == \
+        'partition-id=0 path="a \\"b\\"" flag=true x=0.5'
+    assert 0 < free_port() < 65536
+    with pytest.raises(ValueError):
+        LocalDeployment(2, node_configs=[{}])

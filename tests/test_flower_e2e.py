@@ -25,11 +25,19 @@ import pytest
 pytestmark = pytest.mark.flower
 
 pytest.importorskip("flwr", reason="Flower is not installed (pip install 'secagg[flower]')")
-pytest.importorskip("torch", reason="the example app needs torch (pip install 'secagg[train]')")
-pytest.importorskip("sklearn", reason="the example app needs scikit-learn (pip install 'secagg[train]')")
 
 from secagg.aggregation import reference_aggregate  # noqa: E402
 from secagg.flower.local import LocalDeployment, RunOutput  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def example_requirements():
+    """The example app trains a torch model on scikit-learn data: without them
+    the deployment would fail in the nodes' logs, so fail here, clearly."""
+    import importlib.util
+    missing = [m for m in ("torch", "sklearn") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(f"the example Flower app needs {', '.join(missing)}: pip install 'secagg[train,flower]'")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
 CLIP = 1.0
