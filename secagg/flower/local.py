@@ -397,16 +397,18 @@ class LocalDeployment:
 
     def kill_node_on_message(self, index: int, nth_message: int, sig: int = signal.SIGKILL) -> None:
         """Crash SuperNode ``index`` as soon as it has pulled its ``nth_message``-th
-        message from the SuperLink (counted from 1), before it can reply.
+        message from the SuperLink from now on (counted from 1), before it can reply.
 
         Pulling a message and starting the ClientApp process for it takes Flower
         around a second; the watcher reads the node's log every 20 ms, so the
         node dies holding the message, in the middle of that protocol round."""
 
+        node = self.nodes[index]
+        target = node.received_messages() + nth_message
+
         def watch() -> None:
-            node = self.nodes[index]
             while not self._stop_watchers.is_set():
-                if node.received_messages() >= nth_message:
+                if node.received_messages() >= target:
                     self.kill_node(index, sig)
                     return
                 time.sleep(0.02)
