@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test simulate bench venv clean
+.PHONY: demo test simulate bench flower-demo venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ simulate: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+flower-demo: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) examples/flower_app/run_local.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_primitives.py
