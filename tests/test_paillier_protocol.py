@@ -217,19 +217,24 @@ def adversarial_round():
     return kh, params, subs, honest.close()
 
 
+def server_state(server):
+    return server.included, server.state, server._accumulator.result()
+
+
 def assert_rejected(server, sender, data, error, reason=None):
-    before = (server.included, server.state, list(server._accumulator or []))
+    before = server_state(server)
     with pytest.raises(error) as info:
         server.receive(sender, data)
     assert isinstance(info.value, RemoteProtocolError)
     if reason is not None:
         assert info.value.reason is reason
-    assert (server.included, server.state, list(server._accumulator or [])) == before
+    assert server_state(server) == before
 
 
-def test_bad_submissions_are_typed_and_change_nothing(adversarial_round):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers):
     kh, params, subs, honest_aggregate = adversarial_round
-    server = PaillierServer(params)
+    server = PaillierServer(params, workers=workers)
     server.receive(1, subs[1])
     sub2 = wire.decode(subs[2], Submission)
     pk = params.key

@@ -14,22 +14,32 @@ The server has no clock: the transport calls :meth:`PaillierServer.close`
 when the round's deadline passes. Clients that never submitted are simply not
 in ``included``; a round with fewer than ``min_clients`` submissions ends in
 the ``ABORTED`` state with :attr:`AbortReason.TOO_FEW_SURVIVORS`.
+
+The arithmetic sits behind a small accumulator interface (stage a
+submission's records, i.e. parse and validate them; then commit or discard).
+:class:`LocalAccumulator` does it in-process; :class:`ShardedAccumulator`
+splits the ciphertext positions over worker processes, each validating and
+multiplying its own slice (raw records in, validity and, at the end, the
+product records out). The protocol logic is the same either way.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import multiprocessing
+from typing import Any
 
 from gmpy2 import mpz
 
 from ...encoding import wire
-from ...errors import AbortReason, LocalProtocolError
+from ...errors import AbortReason, InvalidCiphertext, LocalProtocolError, ParameterError, WireFormatError
 from ...primitives import paillier as pl
 from .messages import (AggregateCiphertext, DuplicateSubmission, KeyMismatch, LateSubmission, SessionMismatch,
                        Submission, UnexpectedSender)
 from .params import PaillierParams
 
-__all__ = ["ServerState", "PaillierServer"]
+__all__ = ["ServerState", "PaillierServer", "LocalAccumulator", "ShardedAccumulator"]
 
 
 class ServerState(str, enum.Enum):
@@ -38,10 +48,150 @@ class ServerState(str, enum.Enum):
     ABORTED = "aborted"
 
 
-class PaillierServer:
-    """The aggregator of one round."""
+class LocalAccumulator:
+    """The running product of accepted submissions, in this process."""
 
-    def __init__(self, params: PaillierParams):
+    def __init__(self, public_key: pl.PublicKey, count: int):
+        self.public_key, self.count = public_key, count
+        self._product: list[mpz] | None = None
+        self._staged: list[mpz] | None = None
+
+    def stage(self, records: bytes) -> None:
+        """Parse and validate one submission's records; raises and keeps
+        nothing if they are not ``count`` elements of ``Z*_{n^2}``."""
+        self._staged = None
+        self._staged = pl.ciphertexts_from_bytes(self.public_key, records, self.count)
+
+    def commit(self) -> None:
+        staged, self._staged = self._staged, None
+        if staged is None:
+            raise LocalProtocolError("nothing staged")
+        if self._product is None:
+            self._product = staged
+        else:
+            pl.multiply_into(self.public_key, self._product, staged)
+
+    def discard(self) -> None:
+        self._staged = None
+
+    def result(self) -> bytes | None:
+        return None if self._product is None else pl.ciphertexts_to_bytes(self.public_key, self._product)
+
+    def shutdown(self) -> None:
+        self._product = self._staged = None
+
+
+def _shard_worker(conn: Any, n: int, count: int) -> None:
+    """One shard of a :class:`ShardedAccumulator`: a loop over
+    ``("stage", records) | ("commit",) | ("discard",) | ("result",) | ("stop",)``."""
+    acc = LocalAccumulator(pl.PublicKey(n), count)
+    conn.send(("ready",))
+    while True:
+        try:
+            op, *args = conn.recv()
+        except (EOFError, OSError):  # the server went away without stopping us
+            return
+        if op == "stage":
+            try:
+                acc.stage(args[0])
+                conn.send(("ok",))
+            except (InvalidCiphertext, WireFormatError) as exc:
+                conn.send((type(exc).__name__, str(exc)))
+        elif op == "commit":
+            acc.commit()
+        elif op == "discard":
+            acc.discard()
+        elif op == "result":
+            conn.send(acc.result())
+        else:
+            conn.close()
+            return
+
+
+class ShardedAccumulator:
+    """The running product split by ciphertext position over ``workers``
+    processes (``spawn``: nothing inherited). Each submission's records are
+    cut into contiguous slices; every shard validates its slice (range and a
+    batched unit check) and stages its products; the submission is committed
+    only if every shard accepted it, otherwise every shard discards it."""
+
+    def __init__(self, public_key: pl.PublicKey, count: int, workers: int = 2):
+        if workers < 2:
+            raise ParameterError("a sharded accumulator needs at least 2 workers")
+        self.public_key, self.count = public_key, count
+        step = math.ceil(count / workers)
+        self._bounds = [(lo, min(count, lo + step)) for lo in range(0, count, step)]
+        ctx = multiprocessing.get_context("spawn")
+        self._conns, self._procs = [], []
+        for lo, hi in self._bounds:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_shard_worker, args=(child, public_key.n, hi - lo), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        for conn in self._conns:  # started and imported: a round never waits for that
+            if conn.recv() != ("ready",):  # pragma: no cover
+                raise LocalProtocolError("accumulator worker failed to start")
+        self._staged = False
+
+    def stage(self, records: bytes) -> None:
+        length = self.public_key.ciphertext_bytes
+        if len(records) != self.count * length:
+            raise WireFormatError(f"expected {self.count} ciphertexts of {length} bytes, got {len(records)} bytes")
+        view = memoryview(records)
+        for conn, (lo, hi) in zip(self._conns, self._bounds):
+            conn.send(("stage", bytes(view[lo * length:hi * length])))
+        replies = [conn.recv() for conn in self._conns]
+        bad = [r for r in replies if r[0] != "ok"]
+        if bad:
+            self._send_all(("discard",))
+            if bad[0][0] == "WireFormatError":
+                raise WireFormatError(bad[0][1])
+            raise InvalidCiphertext()
+        self._staged = True
+
+    def _send_all(self, msg: tuple) -> None:
+        for conn in self._conns:
+            conn.send(msg)
+
+    def commit(self) -> None:
+        if not self._staged:
+            raise LocalProtocolError("nothing staged")
+        self._send_all(("commit",))
+        self._staged = False
+
+    def discard(self) -> None:
+        if self._staged:
+            self._send_all(("discard",))
+        self._staged = False
+
+    def result(self) -> bytes | None:
+        if not self._conns:
+            return None
+        self._send_all(("result",))
+        parts = [conn.recv() for conn in self._conns]
+        return None if any(p is None for p in parts) else b"".join(parts)
+
+    def shutdown(self) -> None:
+        for conn, proc in zip(self._conns, self._procs):
+            try:
+                conn.send(("stop",))
+                conn.close()
+            except (OSError, ValueError):
+                pass
+            proc.join(timeout=5)
+            if proc.is_alive():  # pragma: no cover
+                proc.terminate()
+        self._conns, self._procs = [], []
+
+
+class PaillierServer:
+    """The aggregator of one round. ``workers > 1`` shards the arithmetic over
+    that many processes (:class:`ShardedAccumulator`); call :meth:`close` (or
+    :meth:`shutdown`, or use the server as a context manager) to stop them."""
+
+    def __init__(self, params: PaillierParams, *, workers: int = 1):
         if not isinstance(params, PaillierParams):
             raise LocalProtocolError("the server needs the round's PaillierParams")
         self.params = params
@@ -51,8 +201,21 @@ class PaillierServer:
         self.abort_reason: AbortReason | None = None
         self._invited = frozenset(params.client_ids)
         self._included: set[int] = set()
-        self._accumulator: list[mpz] | None = None
+        count = params.n_ciphertexts
+        self._accumulator: LocalAccumulator | ShardedAccumulator = (
+            ShardedAccumulator(self.public_key, count, workers) if workers > 1 and count >= workers
+            else LocalAccumulator(self.public_key, count))
         self._aggregate: AggregateCiphertext | None = None
+
+    def __enter__(self) -> "PaillierServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Release the accumulator (and its worker processes, if any)."""
+        self._accumulator.shutdown()
 
     @property
     def included(self) -> tuple[int, ...]:
@@ -88,12 +251,9 @@ class PaillierServer:
             raise SessionMismatch()
         if sender in self._included:
             raise DuplicateSubmission(f"client {sender} already submitted")
-        cts = pl.ciphertexts_from_bytes(self.public_key, msg.ciphertexts, self.params.n_ciphertexts)
+        self._accumulator.stage(msg.ciphertexts)  # length, range, Z*_{n^2}: raises and keeps nothing
         # -- all checks passed: commit (cannot fail from here on)
-        if self._accumulator is None:
-            self._accumulator = cts
-        else:
-            pl.multiply_into(self.public_key, self._accumulator, cts)
+        self._accumulator.commit()
         self._included.add(sender)
 
     # ------------------------------------------------------------------ close
@@ -105,15 +265,15 @@ class PaillierServer:
             raise LocalProtocolError("round already closed")
         if self.state is ServerState.ABORTED:
             return None
-        if len(self._included) < self.params.min_clients or self._accumulator is None:
+        product = self._accumulator.result() if self._included else None
+        self._accumulator.shutdown()
+        if len(self._included) < self.params.min_clients or product is None:
             self.state = ServerState.ABORTED
             self.abort_reason = AbortReason.TOO_FEW_SURVIVORS
-            self._accumulator = None
             return None
         self._aggregate = AggregateCiphertext(
             session_id=self.session_id, key_id=self.public_key.key_id, included=self.included,
-            ciphertexts=pl.ciphertexts_to_bytes(self.public_key, self._accumulator))
-        self._accumulator = None
+            ciphertexts=product)
         self.state = ServerState.CLOSED
         return self._aggregate
 

@@ -69,8 +69,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
     weighted rules (``None``: all 1) and ignored by ``sum``/``mean``.
     ``dropouts`` maps a client id to ``"submit"`` (it never submits).
-    ``workers`` > 1 precomputes obfuscators in that many processes and
-    decrypts with that many threads; ``short_exponent`` selects the DJN
+    ``workers`` > 1 precomputes obfuscators in that many processes, shards the
+    server's combine over that many processes and decrypts with that many
+    threads; ``short_exponent`` selects the DJN
     randomizer. Raises :class:`ProtocolAborted` if the round aborts (e.g. no
     client submitted)."""
     r = get_rule(rule)
@@ -118,7 +119,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                                    rng=_fork(rng, "server"))
     params_bytes = wire.encode(params)
     keyholder.accept_params(params_bytes)
-    server = PaillierServer(wire.decode(params_bytes, PaillierParams))
+    server = PaillierServer(wire.decode(params_bytes, PaillierParams), workers=workers)
     timings["setup"] = time.perf_counter() - t
 
     bytes_sent: dict[int, int] = {}
@@ -157,6 +158,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
             t = time.perf_counter()
             server.receive(cid, data)
             combine += time.perf_counter() - t
+    except BaseException:
+        server.shutdown()
+        raise
     finally:
         if executor is not None:
             executor.shutdown()
