@@ -59,8 +59,9 @@ def _synthetic(clients: int, dim: int, rule: str, seed: int, scale: float) -> tu
 @click.option("--threshold", type=int, default=None, help="Shamir threshold (default: derived, validated).")
 @click.option("--degree", type=int, default=None, help="Neighbours per client for secagg+ (default: derived).")
 @click.option("--malicious-server", is_flag=True, help="Signed keys and the consistency-check round.")
-@click.option("--clip", type=float, default=1.0, show_default=True)
-@click.option("--frac-bits", type=int, default=16, show_default=True)
+@click.option("--clip", type=float, default=None, help="Clip range of update entries [default: 1.0].")
+@click.option("--frac-bits", type=int, default=None,
+              help="Fixed-point fractional bits [default: 16; Paillier: sized to its packed slots].")
 @click.option("--key-bits", type=click.Choice(["1024", "2048", "3072"]), default="2048", show_default=True,
               help="Paillier modulus size.")
 @click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True,
@@ -69,16 +70,20 @@ def _synthetic(clients: int, dim: int, rule: str, seed: int, scale: float) -> tu
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for large runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule: str, seed: int,
-                     threshold: int | None, degree: int | None, malicious_server: bool, clip: float, frac_bits: int,
+                     threshold: int | None, degree: int | None, malicious_server: bool, clip: float | None,
+                     frac_bits: int | None,
                      key_bits: str, workers: int, short_exponent: bool, progress: bool | None, as_json: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
     report its error against the plaintext aggregate, bytes and times."""
-    updates, weights = _synthetic(clients, dim, rule, seed, scale=clip / 4)
+    updates, weights = _synthetic(clients, dim, rule, seed, scale=(clip or 1.0) / 4)
     max_weight = max(weights) if weights else 1.0
     if progress is None:
         progress = clients * dim >= 20_000_000 and not as_json
     try:
-        enc = FixedPoint(clip=clip, frac_bits=frac_bits, max_weight=float(max_weight))
+        enc: FixedPoint | None = FixedPoint(clip=clip or 1.0, frac_bits=16 if frac_bits is None else frac_bits,
+                                            max_weight=float(max_weight))
+        if protocol == "paillier" and clip is None and frac_bits is None:
+            enc = None
         result = simulate(updates, weights, protocol=protocol, rule=rule, dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress)
@@ -86,7 +91,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         raise click.ClickException(str(exc)) from None
     included = [updates[i - 1] for i in result.included]
     inc_w = [weights[i - 1] for i in result.included] if weights else None
-    reference = reference_aggregate(rule, included, inc_w, clip=clip)
+    reference = reference_aggregate(rule, included, inc_w, clip=clip or 1.0)
     error = float(np.max(np.abs(result.aggregate - reference)))
     sent = np.array([result.bytes_sent[i] for i in result.included], dtype=float)
     recv = np.array([result.bytes_received[i] for i in result.included], dtype=float)

@@ -147,20 +147,24 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     xs = _as_vectors(updates)
     n = len(xs)
     ws = _weights(r, weights, n)
-    enc = encoding or _default_encoding(ws)
-    for i, w in enumerate(ws):
-        if w > enc.max_weight:
-            raise ParameterError(f"weight of client {i + 1} ({w}) exceeds the round's max_weight {enc.max_weight}")
+    if encoding is not None:
+        for i, w in enumerate(ws):
+            if w > encoding.max_weight:
+                raise ParameterError(
+                    f"weight of client {i + 1} ({w}) exceeds the round's max_weight {encoding.max_weight}")
     rng: RandomSource = DeterministicRandom(seed) if seed is not None else SystemRandom()
     if protocol == "paillier":
         from .protocols.paillier.simulate import simulate_paillier
 
         schedule = _schedule(dropouts, n, ("submit",), _fork(rng, "dropouts"))
-        result = simulate_paillier(xs, ws, rule=r, encoding=enc, dropouts=schedule, rng=_fork(rng, "paillier"),
-                                   key_bits=key_bits, workers=workers, short_exponent=short_exponent,
-                                   progress=progress)
+        # encoding=None lets Paillier size its fixed point for its packed slots
+        result = simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
+                                   rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
+                                   short_exponent=short_exponent, progress=progress,
+                                   min_clients=threshold if threshold is not None else 1)
         _audit(result.summary())
         return result
+    enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
     if protocol == "plaintext":

@@ -63,7 +63,8 @@ def _fork(rng: RandomSource, label: str) -> RandomSource:
 def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | None, *,
                       rule: "str | Rule", encoding: FixedPoint | None, dropouts: Mapping[int, str],
                       rng: RandomSource, key_bits: int = pl.DEFAULT_KEY_BITS, workers: int = 1,
-                      short_exponent: bool = False, progress: bool = False) -> AggregationResult:
+                      short_exponent: bool = False, progress: bool = False,
+                      min_clients: int = 1) -> AggregationResult:
     """Run one Paillier round in-process.
 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
@@ -73,7 +74,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     server's combine over that many processes and decrypts with that many
     threads; ``short_exponent`` selects the DJN
     randomizer. Raises :class:`ProtocolAborted` if the round aborts (e.g. no
-    client submitted)."""
+    client submitted, or fewer than ``min_clients`` did: the key holder then
+    refuses to decrypt)."""
     r = get_rule(rule)
     n = len(updates)
     if n < 1:
@@ -116,7 +118,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     t = time.perf_counter()
     server_key = wire.decode(public_key_bytes, PublicKeyMessage)
     params = PaillierParams.create(server_key, range(1, n + 1), d, encoding=enc, rule=r,
-                                   rng=_fork(rng, "server"))
+                                   min_clients=min_clients, rng=_fork(rng, "server"))
     params_bytes = wire.encode(params)
     keyholder.accept_params(params_bytes)
     server = PaillierServer(wire.decode(params_bytes, PaillierParams), workers=workers)
