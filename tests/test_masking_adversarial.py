@@ -534,3 +534,59 @@ def test_masks_are_full_width_keystream_not_a_small_seeded_rng():
     for s in range(256):
         rs = np.random.RandomState(s).randint(0, 2**31, size=4, dtype=np.int64)
         assert not np.array_equal(rs.astype(np.uint32), y[:4])
+
+
+# ================================================================ second review: encodings, replay-exactness, retry cost
+
+def test_non_canonical_key_encodings_are_refused():
+    """X25519 ignores bit 255: the same point under other bytes would dodge the
+    duplicate-key checks. Server and clients refuse non-canonical encodings."""
+    r = Round(n=5, dropout_tolerance=0.2)
+    adv1 = r.clients[1].advertise_keys()
+    r.server.receive(1, adv1)
+    alias = bytes(adv1.mask_public[:31]) + bytes([adv1.mask_public[31] | 0x80])
+    adv2 = dataclasses.replace(r.clients[2].advertise_keys(), mask_public=alias)
+    with pytest.raises(RemoteProtocolError) as e:
+        r.server.receive(2, adv2)
+    assert e.value.reason is AbortReason.MALFORMED_MESSAGE
+    r2 = Round(n=5, dropout_tolerance=0.2)
+    r2.advertise()
+    msg: KeysBroadcast = r2.outgoing[1]
+    m = bytearray(msg.mask_publics)
+    m[32 * 2 + 31] |= 0x80
+    assert _reply(r2, 1, dataclasses.replace(msg, mask_publics=bytes(m))) is None
+    assert r2.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+
+
+def test_rejected_key_broadcast_consumes_no_randomness():
+    """A broadcast with a low-order masking key is refused before any share is
+    drawn: the client then answers the honest broadcast exactly as a client
+    that never saw the bad one (byte-exact replay)."""
+    a, b = Round(n=5, seed=4, dropout_tolerance=0.2), Round(n=5, seed=4, dropout_tolerance=0.2)
+    a.advertise()
+    b.advertise()
+    good: KeysBroadcast = b.outgoing[1]
+    bad = _keys_with(good, 2, mask=bytes(32))  # the all-zero point: low order
+    with pytest.raises(RemoteProtocolError):
+        b.clients[1].share_keys(bad)
+    assert wire.encode(b.clients[1].share_keys(good)) == wire.encode(a.clients[1].share_keys(a.outgoing[1]))
+
+
+def test_one_bad_holder_among_many_owners_is_found_once_and_named():
+    r = Round(n=30, dim=4, dropout_tolerance=0.2)
+    ref = Round(n=30, dim=4, dropout_tolerance=0.2).run()
+    _run_to(r, "unmasking")
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    bad = r.params.threshold  # the t-th holder: inside every first-t holder set
+    u = replies[bad]
+    shares = u.self_mask_shares.reshape(-1, 9).copy()
+    shares[:, 0] = (shares[:, 0] + 12345) % (2**31 - 1)  # a wrong share for every owner
+    replies[bad] = dataclasses.replace(u, self_mask_shares=shares.ravel())
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, ServerResult)
+    assert np.array_equal(r.server.outcome.sum_weighted, ref.sum_weighted)
+    assert r.server.suspected_holders == {bad}
+    assert r.server.audit_record()["suspected_holders"] == [bad]
+    assert len(r.server._lagrange_cache) <= r.params.threshold + 2  # not one set per owner and try

@@ -78,3 +78,15 @@ def agree_many(private: bytes, peer_publics: "list[bytes]") -> "list[bytes]":
                                       AbortReason.MALFORMED_MESSAGE)
         out.append(shared)
     return out
+
+
+_X25519_P = 2**255 - 19
+
+
+def is_canonical_public(public: bytes) -> bool:
+    """Whether ``public`` is the canonical encoding of an X25519 u-coordinate
+    (top bit clear, value below 2^255 - 19). Non-canonical encodings name the
+    same point as a canonical one, so a party could present another's key
+    under different bytes; protocols refuse them."""
+    return (isinstance(public, (bytes, bytearray)) and len(public) == PUBLIC_KEY_SIZE
+            and int.from_bytes(public, "little") < _X25519_P)

@@ -30,7 +30,7 @@ from ...encoding import wire
 from ...encoding.ring import dtype_for, to_ring
 from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
 from ...primitives import aead, shamir
-from ...primitives.key_agreement import agree_many, generate_keypair
+from ...primitives.key_agreement import agree_many, generate_keypair, is_canonical_public
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import public_signing_key, sign, verify
@@ -61,6 +61,7 @@ class ClientState:
     commitment: bytes
     peers: KeysBroadcast | None = None
     enc_keys: bytes = b""  # k_{u,v} for each peer in `peers` order (own slot zeros)
+    mask_seeds: bytes = b""  # s_{u,v} for each peer in `peers` order (own slot zeros)
     held_owners: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
     held_self_mask: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)  # rows of SHARE_CHUNKS, flattened
     held_mask_key: np.ndarray = field(default_factory=lambda: _EMPTY_IDS)
@@ -179,6 +180,8 @@ class MaskingClient:
                 self.state.enc_public, self.state.mask_public, self.state.commitment):
             raise _fail(AbortReason.MALFORMED_MESSAGE, "key broadcast altered my own advertisement")
         for col in (msg.enc_publics, msg.mask_publics):
+            if not all(is_canonical_public(col[32 * i:32 * (i + 1)]) for i in range(m)):
+                raise _fail(AbortReason.MALFORMED_MESSAGE, "a public key is not canonically encoded")
             keys = {col[32 * i:32 * (i + 1)] for i in range(m)}
             if len(keys) != m:
                 raise _fail(AbortReason.DUPLICATE_PUBLIC_KEY, "two parties advertise the same public key")
@@ -219,27 +222,31 @@ class MaskingClient:
         self._check_keys(msg)
         st, p, u = self.state, self.params, self.client_id
         ids = msg.client_ids.tolist()
-        share_b, share_sk = shamir.split_many([st.self_mask_seed, st.mask_private], p.threshold, ids, self._rng)
         sid = p.session_id
+        # both key agreements with every peer first: a low-order key aborts here,
+        # before any randomness is drawn for this message
+        peers = [(i, v) for i, v in enumerate(ids) if v != u]
+        peer_encs = [msg.enc_publics[32 * i:32 * (i + 1)] for i, _ in peers]
+        peer_masks = [msg.mask_publics[32 * i:32 * (i + 1)] for i, _ in peers]
+        enc_secrets = agree_many(st.enc_private, peer_encs)
+        mask_secrets = agree_many(st.mask_private, peer_masks)
         enc_keys = bytearray(32 * len(ids))
+        mask_seeds = bytearray(32 * len(ids))
+        for (i, v), pe, pm, es, ms in zip(peers, peer_encs, peer_masks, enc_secrets, mask_secrets):
+            enc_keys[32 * i:32 * (i + 1)] = C.share_encryption_key(es, sid, u, v, st.enc_public, pe)
+            mask_seeds[32 * i:32 * (i + 1)] = C.pairwise_mask_seed(ms, sid, u, v, st.mask_public, pm)
+        share_b, share_sk = shamir.split_many([st.self_mask_seed, st.mask_private], p.threshold, ids, self._rng)
         records = []
         recipients = []
-        peer_encs = [msg.enc_publics[32 * i:32 * (i + 1)] for i in range(len(ids))]
-        secrets = agree_many(st.enc_private, [pk for v, pk in zip(ids, peer_encs) if v != u])
-        secret_of = iter(secrets)
-        for i, v in enumerate(ids):
-            if v == u:
-                continue
-            peer_enc = peer_encs[i]
-            key = C.share_encryption_key(next(secret_of), sid, u, v, st.enc_public, peer_enc)
-            enc_keys[32 * i:32 * (i + 1)] = key
+        for i, v in peers:
             plaintext = (struct.pack(">II", u, v) + share_b[i].astype("<u4").tobytes()
                          + share_sk[i].astype("<u4").tobytes())
-            records.append(aead.encrypt(key, plaintext, C.share_associated_data(sid, u, v), self._rng))
+            records.append(aead.encrypt(bytes(enc_keys[32 * i:32 * (i + 1)]), plaintext,
+                                        C.share_associated_data(sid, u, v), self._rng))
             recipients.append(v)
         me = ids.index(u)
         self.state = replace(
-            st, stage="shared", peers=msg, enc_keys=bytes(enc_keys),
+            st, stage="shared", peers=msg, enc_keys=bytes(enc_keys), mask_seeds=bytes(mask_seeds),
             held_owners=np.array([u], dtype=np.uint32),
             held_self_mask=share_b[me].astype(np.uint32), held_mask_key=share_sk[me].astype(np.uint32))
         return ShareKeys(u, sid, np.array(recipients, dtype=np.uint32), b"".join(records))
@@ -296,10 +303,10 @@ class MaskingClient:
         # mask: self mask from b_u, one pairwise mask per peer in U_2
         masked = to_ring(vector, p.ring_bits)
         prg_ring_add_into(masked, st.self_mask_seed, C.SELF_MASK_TAG)
-        peer_masks = [st.peers.mask_publics[32 * index[v]:32 * (index[v] + 1)] for v in senders.tolist()]
-        for v, peer_mask, shared in zip(senders.tolist(), peer_masks, agree_many(st.mask_private, peer_masks)):
-            seed = C.pairwise_mask_seed(shared, sid, u, v, st.mask_public, peer_mask)
-            prg_ring_add_into(masked, seed, C.PAIR_MASK_TAG, C.mask_sign(u, v))
+        seeds = st.mask_seeds  # s_{u,v}, agreed in ShareKeys
+        for v in senders.tolist():
+            i = index[v]
+            prg_ring_add_into(masked, seeds[32 * i:32 * (i + 1)], C.PAIR_MASK_TAG, C.mask_sign(u, v))
         order = np.argsort(np.array(owners, dtype=np.int64))
         self.state = replace(
             st, stage="masked",

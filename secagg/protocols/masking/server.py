@@ -24,7 +24,7 @@ import numpy as np
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
-from ...primitives.key_agreement import agree_many, public_from_private
+from ...primitives.key_agreement import agree_many, is_canonical_public, public_from_private
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
@@ -105,6 +105,8 @@ class MaskingServer:
         self.u5: tuple[int, ...] = ()
         self.outcome: ServerResult | Abort | None = None
         self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
+        self.suspected_holders: set[int] = set()  # holders whose unmasking shares failed a check
+        self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}
 
     @property
     def done(self) -> bool:
@@ -152,7 +154,10 @@ class MaskingServer:
                 raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
         if msg.enc_public == msg.mask_public:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
-        # a low-order or malformed X25519 key would make every neighbour abort later: refuse it now
+        # a low-order, malformed or non-canonical X25519 key would make every
+        # neighbour abort later (or alias another's key): refuse it now
+        if not (is_canonical_public(msg.enc_public) and is_canonical_public(msg.mask_public)):
+            raise _err(AbortReason.MALFORMED_MESSAGE, "public key is not canonically encoded")
         agree_many(_PROBE_KEY, [msg.enc_public, msg.mask_public])
         if self.params.malicious_server:
             try:
@@ -399,26 +404,43 @@ class MaskingServer:
                     out[v] = secret
                 else:
                     failed.append(i)
-        for i in failed:  # slow path: leave one holder out at a time
+        suspects: list[int] = []  # holders whose share made a secret fail, tried first for the next owner
+        for i in failed:  # slow path
             v = int(owners[i])
             lo, hi = int(start[i]), int(start[i] + count[i])
-            secret = self._retry(holder[lo:hi], rows[lo:hi], lambda s, v=v: check(v, s))
+            secret = self._retry(holder[lo:hi], rows[lo:hi], lambda s, v=v: check(v, s), suspects)
             if secret is None:
                 raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED,
                                 f"the {what} of client {v} fails its round-0 commitment with every holder set tried")
             out[v] = secret
+        if suspects:
+            self.suspected_holders.update(suspects)
         return out
 
-    def _retry(self, holders: np.ndarray, rows: np.ndarray, ok: "Callable[[bytes], bool]") -> bytes | None:
+    def _retry(self, holders: np.ndarray, rows: np.ndarray, ok: "Callable[[bytes], bool]",
+               suspects: list[int]) -> bytes | None:
+        """Reconstruct from ``t`` of the given holders, leaving out one holder
+        at a time: known suspects first, then each of the first ``t + 1``.
+        Lagrange coefficients are cached per holder set across owners."""
         t = self.params.threshold
         if holders.size <= t:
             return None
-        pool = min(holders.size, t + 1)
-        for skip in range(pool):
-            idx = [j for j in range(pool) if j != skip][:t]
-            coeffs = shamir.lagrange_at_zero(holders[idx].tolist())
+        ids = holders.tolist()
+        order = [ids.index(h) for h in suspects if h in ids] + list(range(min(len(ids), t + 1)))
+        seen: set[int] = set()
+        for skip in order:
+            if skip in seen:
+                continue
+            seen.add(skip)
+            idx = [j for j in range(len(ids)) if j != skip][:t]
+            key = tuple(ids[j] for j in idx)
+            coeffs = self._lagrange_cache.get(key)
+            if coeffs is None:
+                coeffs = self._lagrange_cache[key] = shamir.lagrange_at_zero(list(key))
             secret = shamir.reconstruct_many(coeffs, rows[idx].astype(np.uint64)[None], 32, strict=False)[0]
             if secret is not None and ok(secret):
+                if ids[skip] not in suspects:
+                    suspects.append(ids[skip])
                 return secret
         return None
 
@@ -427,7 +449,8 @@ class MaskingServer:
         """A value-free structured record of the round (no update values)."""
         rec: dict[str, object] = dict(self.params.summary())
         rec.update({"stage": self.stage.value, "advertised": len(self.u1), "shared": len(self.u2),
-                    "included": list(self.u3), "rejected_messages": [
+                    "included": list(self.u3), "suspected_holders": sorted(self.suspected_holders),
+                    "rejected_messages": [
                         {"sender": s, "stage": st, "reason": r} for s, st, r in self.rejected]})
         if isinstance(self.outcome, ServerResult):
             rec["dropped"] = {str(k): v for k, v in sorted(self.outcome.dropped.items())}
