@@ -396,3 +396,38 @@ def test_local_deployment_helpers():
     assert 0 < free_port() < 65536
     with pytest.raises(ValueError):
         LocalDeployment(2, node_configs=[{}])
+
+
+class ForkingGrid(InProcessGrid):
+    """A SuperNode that runs two tasks of one stage at once: the server's n-th
+    message to ``node`` is also delivered to a second task started from the
+    same saved ``context.state`` (what concurrent ClientApp processes see)."""
+
+    def __init__(self, node_ids, node: int, nth: int, **kw):
+        super().__init__(node_ids, **kw)
+        self.fork_node, self.fork_nth = node, nth
+        self.forked_replies: list[Message] = []
+
+    def push_messages(self, messages):
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            if node == self.fork_node and self.received[node] + 1 == self.fork_nth:
+                ctx = self.contexts[node]
+                twin = Context(run_id=1, node_id=node, node_config=dict(ctx.node_config),
+                               state=copy.deepcopy(ctx.state), run_config={})
+                first = self.app(Message(copy.deepcopy(msg.content), metadata=copy.deepcopy(msg.metadata)), ctx)
+                second = self.app(Message(copy.deepcopy(msg.content), metadata=copy.deepcopy(msg.metadata)), twin)
+                self.forked_replies += [first, second]
+                ctx.state = copy.deepcopy(ctx.state)  # the first task's result stands
+        return super().push_messages(messages)
+
+
+@pytest.mark.parametrize("nth", [2, 3, 4])
+def test_a_node_answers_each_stage_of_a_session_once_even_from_forked_state(tmp_path, nth):
+    grid = ForkingGrid(NODES, NODES[0], nth)
+    for ctx in grid.contexts.values():
+        ctx.node_config["secagg-ledger-dir"] = str(tmp_path)
+    run_round(grid)
+    first, second = grid.forked_replies
+    assert not first.has_error()
+    assert second.has_error() and "already answered" in second.error.reason

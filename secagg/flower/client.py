@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,27 @@ def _node_int(context: Context, key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Refused(f"node config {key} must be an integer")
     return value
+
+
+def _claim(context: Context, session: bytes, stage: str) -> None:
+    """Answer each stage of a session at most once on this node.
+
+    A SuperNode may run several tasks of one run at once, each starting from
+    the same ``context.state``: a dishonest server could send two requests of
+    one stage (say two different alive sets to sign, or two unmask requests)
+    and get an answer to both from forks of the same state. The claim is a
+    file created with ``O_EXCL`` in a node-local ledger directory
+    (node config ``secagg-ledger-dir``, default a per-user directory under the
+    system temp dir), so only the first task of a (session, stage) proceeds."""
+    directory = context.node_config.get("secagg-ledger-dir")
+    base = Path(str(directory)) if directory else Path(tempfile.gettempdir()) / f"secagg-ledger-{os.getuid()}"
+    path = base / str(context.node_id) / session.hex()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path / stage, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise _Refused(f"this node already answered {stage} in this session: refusing a second answer") from None
+    os.close(fd)
 
 
 def _clear_state(context: Context) -> None:
@@ -211,6 +233,7 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     params.encoding.check_weight(weight)  # clear error before any key is sent
 
     client = MaskingClient(params, client_id, signing_key=signing_key, trusted_signing_keys=trusted_map)
+    _claim(context, params.session_id, "setup")
     advertise = client.advertise_keys()
     context.state[STATE_KEY] = ConfigRecord({
         "round": server_round, "session": params.session_id, "params": rec["params"],
@@ -242,6 +265,7 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
     params = wire.decode(state["params"], MaskingParams)
     client = _restore(params, state["client"], _signing_key(context) if params.malicious_server else None)
     server_msg = wire.decode(rec["payload"], SERVER_MESSAGES)
+    _claim(context, params.session_id, type(server_msg).__name__)
     update = None
     if "update" in state:
         update = np.frombuffer(state["update"], dtype="<f8")
