@@ -407,3 +407,24 @@ def test_split_many_refuses_bad_input() -> None:
         shamir.split_many([b"ab"], 3, [1, 2])
     with pytest.raises(ReconstructionError):
         shamir.split_many([b"ab"], 2, [1, 1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 12), st.sampled_from([1, 2, 1000, (1 << 30) - 1]), st.data())
+def test_mersenne_fast_path_equals_plain_horner(t, c, top, data):
+    """evaluate()'s folded reduction for GF(2^31 - 1) against Horner with a
+    full reduction at every step, including extreme points and coefficients."""
+    from secagg.primitives.shamir import M31, evaluate
+
+    p = M31.prime
+    coeffs = np.array(data.draw(st.lists(st.lists(st.sampled_from([0, 1, p - 1, p - 2, 12345]) | st.integers(0, p - 1),
+                                                  min_size=c, max_size=c), min_size=t, max_size=t)), dtype=np.uint64)
+    xs = np.array(sorted({1, top, max(1, top - 1)}), dtype=np.uint64)
+    expected = np.empty((xs.size, c), dtype=object)
+    for i, x in enumerate(xs.tolist()):
+        for j in range(c):
+            acc = 0
+            for k in range(t - 1, -1, -1):
+                acc = (acc * x + int(coeffs[k, j])) % p
+            expected[i, j] = acc
+    assert evaluate(coeffs, xs).tolist() == expected.tolist()

@@ -148,6 +148,20 @@ def evaluate(coefficients: np.ndarray, xs: np.ndarray, field: PrimeField = M31) 
     p = np.uint64(field.prime)
     x = xs.reshape(-1, 1)
     acc = np.broadcast_to(coefficients[-1], (xs.size, coefficients.shape[1])).copy()
+    if field.prime == M31.prime and (xs.size == 0 or int(xs.max()) < (1 << 30)):
+        # Mersenne fast path: 2^31 = 1 mod p, so v = (v & p) + (v >> 31) mod p.
+        # One fold per step keeps acc < 2^33; with x < 2^30 the next product
+        # stays below 2^63, so no step overflows. One exact reduction at the end.
+        high = np.empty_like(acc)
+        shift = np.uint64(31)
+        for k in range(coefficients.shape[0] - 2, -1, -1):
+            np.multiply(acc, x, out=acc)
+            np.add(acc, coefficients[k], out=acc)
+            np.right_shift(acc, shift, out=high)
+            np.bitwise_and(acc, p, out=acc)
+            np.add(acc, high, out=acc)
+        acc %= p
+        return acc
     for k in range(coefficients.shape[0] - 2, -1, -1):
         acc *= x
         acc += coefficients[k]
