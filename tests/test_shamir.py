@@ -428,3 +428,29 @@ def test_mersenne_fast_path_equals_plain_horner(t, c, top, data):
                 acc = (acc * x + int(coeffs[k, j])) % p
             expected[i, j] = acc
     assert evaluate(coeffs, xs).tolist() == expected.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 5000), min_size=1, max_size=12, unique=True), min_size=1, max_size=6)
+       .filter(lambda sets: len({len(s) for s in sets}) == 1))
+def test_batch_lagrange_equals_one_set_at_a_time(sets):
+    from secagg.primitives.shamir import lagrange_at_zero, lagrange_at_zero_batch
+
+    table = lagrange_at_zero_batch(np.array(sets))
+    for row, pts in zip(table, sets):
+        assert row.tolist() == lagrange_at_zero(pts).tolist()
+
+
+def test_reconstruct_rows_flags_inconsistent_shares_with_none():
+    from secagg.primitives.shamir import lagrange_at_zero_batch, reconstruct_rows, split
+
+    secret = bytes(range(32))
+    sh = split(secret, 3, [1, 2, 3, 4], DeterministicRandom(1))
+    pts = np.array([[1, 2, 3], [2, 3, 4]])
+    coeffs = lagrange_at_zero_batch(pts)
+    good = np.stack([sh[[0, 1, 2]], sh[[1, 2, 3]]])
+    assert reconstruct_rows(coeffs, good, 32) == [secret, secret]
+    bad = good.copy()
+    bad[1, 0, 0] = (int(bad[1, 0, 0]) + 1) % shamir.M31.prime
+    out = reconstruct_rows(coeffs, bad, 32)
+    assert out[0] == secret and out[1] != secret

@@ -287,3 +287,56 @@ def split_many(secrets: Sequence[bytes], threshold: int, xs: Sequence[int], rng:
     values = evaluate(coeffs, points, field)
     per = c // len(secrets)
     return [values[:, i * per:(i + 1) * per] for i in range(len(secrets))]
+
+
+def _pow_mod_array(x: np.ndarray, e: int, p: np.uint64) -> np.ndarray:
+    result = np.ones_like(x)
+    base = x % p
+    while e:
+        if e & 1:
+            result = result * base % p
+        base = base * base % p
+        e >>= 1
+    return result
+
+
+def lagrange_at_zero_batch(point_sets: np.ndarray, field: PrimeField = M31) -> np.ndarray:
+    """:func:`lagrange_at_zero` for ``G`` point sets at once (array ``G x t`` of
+    distinct non-zero points per row): ``G x t`` coefficients, with one
+    vectorised Fermat inversion for all of them (the SecAgg+ server has one
+    holder set per client)."""
+    sets = np.asarray(point_sets)
+    if sets.ndim != 2 or sets.size == 0:
+        raise ReconstructionError("point sets must be a non-empty G x t array")
+    for row in sets:
+        _check_points(row.tolist(), field)
+    pu = np.uint64(field.prime)
+    xs = sets.astype(np.uint64)
+    t = xs.shape[1]
+    numer = _prod_mod(xs, pu)  # prod_j x_j, per set
+    diff = (xs[:, None, :] + (pu - xs[:, :, None])) % pu  # [g, i, j] = x_j - x_i
+    idx = np.arange(t)
+    diff[:, idx, idx] = 1
+    denom = _prod_mod(diff.reshape(-1, t), pu).reshape(xs.shape)  # prod_{j != i} (x_j - x_i)
+    inv = _pow_mod_array(denom * xs % pu, field.prime - 2, pu)  # 1 / (x_i prod_{j != i} (x_j - x_i))
+    return numer.reshape(-1, 1) * inv % pu
+
+
+def reconstruct_rows(coefficients: np.ndarray, shares: np.ndarray, secret_len: int,
+                     field: PrimeField = M31) -> list:
+    """Secrets from ``shares`` (``m x t x chunks``) with per-secret coefficients
+    (``m x t``, e.g. from :func:`lagrange_at_zero_batch`); ``None`` where the
+    shares are inconsistent with a secret of ``secret_len`` bytes."""
+    p = np.uint64(field.prime)
+    shares = _as_share_array(np.asarray(shares), field)
+    coefficients = np.asarray(coefficients, dtype=np.uint64)
+    if shares.ndim != 3 or coefficients.shape != shares.shape[:2]:
+        raise ReconstructionError("coefficients do not match the shares")
+    chunks = ((shares * coefficients[:, :, None]) % p).sum(axis=1) % p
+    out: list[bytes | None] = []
+    for row in chunks:
+        try:
+            out.append(_from_chunks(row, secret_len, field))
+        except ReconstructionError:
+            out.append(None)
+    return out

@@ -107,6 +107,8 @@ class MaskingServer:
         self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
         self.suspected_holders: set[int] = set()  # holders whose unmasking shares failed a check
         self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._sets: dict[int, tuple[tuple[int, ...], frozenset[int]]] = {}  # membership of U_i, O(1)
+        self._used_keys: set[bytes] = set()
 
     @property
     def done(self) -> bool:
@@ -142,16 +144,17 @@ class MaskingServer:
     def _require_previous(self, sender: int, previous: tuple[int, ...], already: object) -> None:
         if sender in already:  # type: ignore[operator]
             raise _err(AbortReason.DUPLICATE_MESSAGE, f"second message from client {sender} in this round")
-        if sender not in previous:
+        members = self._sets.get(id(previous))
+        if members is None or members[0] is not previous:
+            members = self._sets[id(previous)] = (previous, frozenset(previous))
+        if sender not in members[1]:
             raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} dropped out in an earlier round")
 
     def _on_advertise_keys(self, sender: int, msg: AdvertiseKeys) -> None:
         if sender in self._got.advertised:
             raise _err(AbortReason.DUPLICATE_MESSAGE, f"second advertisement from client {sender}")
-        for other in self._got.advertised.values():
-            used = {other.enc_public, other.mask_public}
-            if msg.enc_public in used or msg.mask_public in used:
-                raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
+        if msg.enc_public in self._used_keys or msg.mask_public in self._used_keys:
+            raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
         if msg.enc_public == msg.mask_public:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
         # a low-order, malformed or non-canonical X25519 key would make every
@@ -169,13 +172,18 @@ class MaskingServer:
         elif msg.signature:
             raise _err(AbortReason.MALFORMED_MESSAGE, "unexpected signature in honest-server mode")
         self._got.advertised[sender] = msg
+        self._used_keys.update((msg.enc_public, msg.mask_public))
 
     def _on_share_keys(self, sender: int, msg: ShareKeys) -> None:
         self._require_previous(sender, self.u1, self._got.shares)
-        expected = [v for v in self.params.graph.neighbours(sender) if v in self._u1_set]
-        if not np.array_equal(msg.recipients, np.array(expected, dtype=np.uint32)):
+        if self.params.is_complete:
+            expected = self._u1_arr[self._u1_arr != sender]
+        else:
+            expected = np.array([v for v in self.params.graph.neighbours(sender) if v in self._u1_set],
+                                dtype=np.uint32)
+        if not np.array_equal(msg.recipients, expected):
             raise _err(AbortReason.MALFORMED_MESSAGE, "shares must go to exactly the neighbours in U1, sorted")
-        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * len(expected):
+        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * expected.size:
             raise _err(AbortReason.MALFORMED_MESSAGE, "share records have the wrong length")
         self._got.shares[sender] = msg
 
@@ -203,18 +211,25 @@ class MaskingServer:
     def _on_unmasking(self, sender: int, msg: UnmaskShares) -> None:
         previous = self.u4 if self.params.malicious_server else self.u3
         self._require_previous(sender, previous, self._got.unmask)
-        holders_of = set(self.params.graph.holders(sender))  # sender holds shares of these owners
-        for owners, shares, allowed, what in (
-                (msg.self_mask_owners, msg.self_mask_shares, self._u3_set, "self-mask"),
-                (msg.mask_key_owners, msg.mask_key_shares, self._dropped_set, "mask-key")):
+        complete = self.params.is_complete
+        for owners, shares, allowed, allowed_arr, what in (
+                (msg.self_mask_owners, msg.self_mask_shares, self._u3_set, self._u3_arr, "self-mask"),
+                (msg.mask_key_owners, msg.mask_key_shares, self._dropped_set, self._dropped_arr, "mask-key")):
             if owners.size and np.any(owners[1:] <= owners[:-1]):
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
             if shares.size != owners.size * SHARE_CHUNKS:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} shares have the wrong length")
-            if np.any(shares >= shamir.M31.prime):
+            if shares.size and int(shares.max()) >= shamir.M31.prime:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} share outside the field")
-            ids = set(owners.tolist())
-            if not ids <= allowed or not ids <= holders_of:
+            if not owners.size:
+                continue
+            if complete:  # every client holds shares of every client: only alive/dropped matters
+                pos = np.searchsorted(allowed_arr, owners)
+                ok = bool(allowed_arr.size and pos.max() < allowed_arr.size and np.array_equal(allowed_arr[pos], owners))
+            else:  # sender holds shares of its neighbours and itself
+                ids = set(owners.tolist())
+                ok = ids <= allowed and ids <= set(self.params.graph.holders(sender))
+            if not ok:
                 raise _err(AbortReason.UNEXPECTED_SENDER, f"{what} shares for clients this sender cannot hold")
         self._got.unmask[sender] = msg
 
@@ -242,12 +257,14 @@ class MaskingServer:
         got = self._got.advertised
         self.u1 = tuple(sorted(got))
         self._u1_set = set(self.u1)
+        self._u1_arr = np.array(self.u1, dtype=np.uint32)
         self._need(len(self.u1), "advertised keys")
         p = self.params
         out: dict[int, object] = {}
         cache: dict[tuple[int, ...], KeysBroadcast] = {}
         for u in self.u1:
-            ids = tuple(v for v in p.graph.holders(u) if v in self._u1_set)
+            # complete graph: everyone gets the same broadcast (built and encoded once)
+            ids = self.u1 if p.is_complete else tuple(v for v in p.graph.holders(u) if v in self._u1_set)
             msg = cache.get(ids)
             if msg is None:
                 ents = [got[v] for v in ids]
@@ -267,11 +284,15 @@ class MaskingServer:
         if got:
             senders = np.concatenate([np.full(got[u].recipients.size, u, dtype=np.uint32) for u in self.u2])
             recipients = np.concatenate([got[u].recipients for u in self.u2])
-            blob = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=np.uint8)
-            records = blob.reshape(-1, SHARE_RECORD_SIZE)
+            # one fixed-size item per record: gathers move whole records at once
+            records = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=f"V{SHARE_RECORD_SIZE}")
             keep = np.isin(recipients, u2)
-            senders, recipients, records = senders[keep], recipients[keep], records[keep]
-            order = np.lexsort((senders, recipients))
+            # senders are already increasing: a stable sort on recipients gives (recipient, sender) order
+            if keep.all():
+                order = np.argsort(recipients, kind="stable")
+            else:
+                sel = np.flatnonzero(keep)
+                order = sel[np.argsort(recipients[sel], kind="stable")]
             senders, recipients, records = senders[order], recipients[order], records[order]
             bounds = np.searchsorted(recipients, u2, side="left"), np.searchsorted(recipients, u2, side="right")
         out: dict[int, object] = {}
@@ -286,8 +307,12 @@ class MaskingServer:
         self.u3 = tuple(sorted(self._got.masked))
         self._u3_set = set(self.u3)
         self._dropped_set = set(self.u2) - self._u3_set
+        self._u3_arr = np.array(self.u3, dtype=np.uint32)
+        self._dropped_arr = np.array(sorted(self._dropped_set), dtype=np.uint32)
         self._need(len(self.u3), "sent masked inputs")
-        for u in self.u3:  # every included client needs t surviving holders
+        # every included client needs t surviving holders (complete graph: its
+        # holders are all of U_3, just checked)
+        for u in (() if self.params.is_complete else self.u3):
             self._need(len([v for v in self.params.graph.holders(u) if v in self._u3_set]),
                        f"among the holders of client {u} survive")
         alive = np.array(self.u3, dtype=np.uint32)
@@ -390,20 +415,24 @@ class MaskingServer:
         take = (start.reshape(-1, 1) + np.arange(t).reshape(1, -1))  # first t holders of each owner
         holder_sets = holder[take]
         shares = rows[take].astype(np.uint64)
-        groups, inverse = np.unique(holder_sets, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        if (holder_sets == holder_sets[:1]).all():  # complete graph: one holder set for every owner
+            coeffs = np.broadcast_to(shamir.lagrange_at_zero(holder_sets[0].tolist()), holder_sets.shape)
+        else:
+            groups, inverse = np.unique(holder_sets, axis=0, return_inverse=True)
+            if groups.shape[0] * t * t <= 20_000_000:  # small sets (SecAgg+): all at once
+                table = shamir.lagrange_at_zero_batch(groups)
+            else:  # large differing sets: one at a time, bounded memory
+                table = np.stack([shamir.lagrange_at_zero(g.tolist()) for g in groups])
+            coeffs = table[inverse.reshape(-1)]
+        secrets = shamir.reconstruct_rows(coeffs, shares, 32)
         out: dict[int, bytes] = {}
         failed: list[int] = []
-        for g, holders in enumerate(groups):
-            members = np.nonzero(inverse == g)[0]
-            coeffs = shamir.lagrange_at_zero(holders.tolist())
-            secrets = shamir.reconstruct_many(coeffs, shares[members], 32, strict=False)
-            for i, secret in zip(members.tolist(), secrets):
-                v = int(owners[i])
-                if secret is not None and check(v, secret):
-                    out[v] = secret
-                else:
-                    failed.append(i)
+        for i, secret in enumerate(secrets):
+            v = int(owners[i])
+            if secret is not None and check(v, secret):
+                out[v] = secret
+            else:
+                failed.append(i)
         suspects: list[int] = []  # holders whose share made a secret fail, tried first for the next owner
         for i in failed:  # slow path
             v = int(owners[i])
