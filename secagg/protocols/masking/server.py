@@ -28,7 +28,7 @@ from ...primitives.key_agreement import agree_many, is_canonical_public, public_
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
-from ...errors import InvalidSignature
+from ...errors import InvalidSignature, ReconstructionError
 from . import _crypto as C
 from .messages import (SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
                        ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
@@ -281,6 +281,8 @@ class MaskingServer:
         self.u2 = tuple(sorted(got))
         u2 = np.array(self.u2, dtype=np.uint32)
         self._need(len(self.u2), "shared their keys")
+        if self.params.is_complete:
+            return self._route_complete(got, u2)
         if got:
             senders = np.concatenate([np.full(got[u].recipients.size, u, dtype=np.uint32) for u in self.u2])
             recipients = np.concatenate([got[u].recipients for u in self.u2])
@@ -300,6 +302,27 @@ class MaskingServer:
             lo, hi = bounds[0][i], bounds[1][i]
             out[v] = ForwardedShares(self.params.session_id, senders[lo:hi].copy(), records[lo:hi].tobytes())
         self._got.shares = {}  # routed; the server keeps no ciphertexts
+        self.stage = Stage.MASKED_INPUT
+        return out
+
+    def _route_complete(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
+        """Complete graph: sender ``i`` addressed every other member of U_1 in
+        id order, so the record for recipient ``j`` sits at column
+        ``pos(j) - [pos(j) > pos(i)]`` of ``i``'s row (positions in U_1). One
+        gather per recipient, no sort."""
+        pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each sender
+        m1 = self._u1_arr.size
+        table = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2),
+                              dtype=f"V{SHARE_RECORD_SIZE}").reshape(len(self.u2), m1 - 1)
+        rows = np.arange(len(self.u2))
+        out: dict[int, object] = {}
+        sid = self.params.session_id
+        for j, v in enumerate(self.u2):
+            pj = pos[j]
+            others = rows != j
+            cols = pj - (pj > pos[others])
+            out[v] = ForwardedShares(sid, u2[others].copy(), table[rows[others], cols].tobytes())
+        self._got.shares = {}
         self.stage = Stage.MASKED_INPUT
         return out
 
@@ -398,6 +421,9 @@ class MaskingServer:
         sending a wrong share cannot block the round when spare shares exist);
         if none passes, the round aborts: never a wrong aggregate."""
         t = self.params.threshold
+        fast = self._reconstruct_common_holders(revealed, check)
+        if fast is not None:
+            return fast
         parts = [(np.full(o.size, h, dtype=np.int64), o.astype(np.int64), s.reshape(-1, SHARE_CHUNKS))
                  for h, o, s in revealed if o.size]
         if not parts:
@@ -444,6 +470,38 @@ class MaskingServer:
             out[v] = secret
         if suspects:
             self.suspected_holders.update(suspects)
+        return out
+
+    def _reconstruct_common_holders(self, revealed: list[tuple[int, np.ndarray, np.ndarray]],
+                                    check: "Callable[[int, bytes], bool]") -> dict[int, bytes] | None:
+        """The common case of the complete graph: every holder revealed shares
+        of the same owners. Then the first ``t`` holders serve every owner, and
+        reconstruction is ``t`` vector operations over all owners at once, with
+        no sorting. Returns ``None`` (use the general path) otherwise, or if any
+        secret fails its check (the general path retries)."""
+        t = self.params.threshold
+        with_shares = [(h, o, s) for h, o, s in revealed if o.size]
+        if len(with_shares) < t:
+            return None
+        owners = with_shares[0][1]
+        if not all(np.array_equal(o, owners) for _, o, _ in with_shares[1:]):
+            return None
+        first = with_shares[:t]  # revealed is in holder-id order
+        coeffs = shamir.lagrange_at_zero([h for h, _, _ in first])
+        p = np.uint64(shamir.M31.prime)
+        acc = np.zeros((owners.size, SHARE_CHUNKS), dtype=np.uint64)
+        for (_, _, s), c in zip(first, coeffs.tolist()):
+            acc += s.reshape(-1, SHARE_CHUNKS).astype(np.uint64) * np.uint64(c) % p  # each term < 2^31
+        acc %= p
+        out: dict[int, bytes] = {}
+        for v, row in zip(owners.tolist(), acc):
+            try:
+                secret = shamir._from_chunks(row, 32, shamir.M31)
+            except ReconstructionError:
+                return None
+            if not check(v, secret):
+                return None
+            out[v] = secret
         return out
 
     def _retry(self, holders: np.ndarray, rows: np.ndarray, ok: "Callable[[bytes], bool]",
