@@ -150,3 +150,14 @@ def test_agree_many_bad_private_key_is_local_error() -> None:
     with pytest.raises(ValueError) as info:
         agree_many(b"\x01" * 31, [BOB_PUBLIC])
     assert not isinstance(info.value, RemoteProtocolError)
+
+
+@pytest.mark.parametrize("bad", [bytes(32), (1).to_bytes(32, "little"), bytes([0xFF] * 31 + [0x7F]),
+                                 bytes(31) + b"\x80"])
+def test_check_public_refuses_low_order_and_non_canonical_keys(bad):
+    from secagg.errors import RemoteProtocolError
+    from secagg.primitives.key_agreement import check_public, generate_keypair
+
+    with pytest.raises(RemoteProtocolError):
+        check_public(bad)
+    check_public(generate_keypair().public)  # an honest key passes

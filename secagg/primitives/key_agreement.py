@@ -90,3 +90,20 @@ def is_canonical_public(public: bytes) -> bool:
     under different bytes; protocols refuse them."""
     return (isinstance(public, (bytes, bytearray)) and len(public) == PUBLIC_KEY_SIZE
             and int.from_bytes(public, "little") < _X25519_P)
+
+
+_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))  # loaded once; results discarded
+
+
+def check_public(public: bytes) -> None:
+    """Refuse a malformed, non-canonical or low-order X25519 public key with
+    :class:`RemoteProtocolError`, by one exchange with a fixed scalar (the
+    exchange fails or gives zeros exactly for low-order points)."""
+    if not is_canonical_public(public):
+        raise RemoteProtocolError("X25519 public key is not canonically encoded", AbortReason.MALFORMED_MESSAGE)
+    try:
+        shared = _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
+    except ValueError:
+        raise RemoteProtocolError("X25519 public key rejected (low order)", AbortReason.MALFORMED_MESSAGE) from None
+    if shared == b"\x00" * 32:
+        raise RemoteProtocolError("X25519 public key has low order", AbortReason.MALFORMED_MESSAGE)

@@ -24,7 +24,7 @@ import numpy as np
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
-from ...primitives.key_agreement import agree_many, is_canonical_public, public_from_private
+from ...primitives.key_agreement import agree_many, check_public, public_from_private
 from ...primitives.prg import prg_ring_add_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
@@ -36,9 +36,6 @@ from .params import MaskingParams
 
 __all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
 
-# A fixed scalar used only to test advertised keys with one exchange (the
-# result is discarded); the exchange fails for low-order points.
-_PROBE_KEY = bytes(range(1, 33))
 
 
 class Stage(str, enum.Enum):
@@ -159,9 +156,8 @@ class MaskingServer:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
         # a low-order, malformed or non-canonical X25519 key would make every
         # neighbour abort later (or alias another's key): refuse it now
-        if not (is_canonical_public(msg.enc_public) and is_canonical_public(msg.mask_public)):
-            raise _err(AbortReason.MALFORMED_MESSAGE, "public key is not canonically encoded")
-        agree_many(_PROBE_KEY, [msg.enc_public, msg.mask_public])
+        check_public(msg.enc_public)
+        check_public(msg.mask_public)
         if self.params.malicious_server:
             try:
                 verify(self.params.signing_keys[sender], C.advertise_statement(
