@@ -454,3 +454,52 @@ def test_reconstruct_rows_flags_inconsistent_shares_with_none():
     bad[1, 0, 0] = (int(bad[1, 0, 0]) + 1) % shamir.M31.prime
     out = reconstruct_rows(coeffs, bad, 32)
     assert out[0] == secret and out[1] != secret
+
+
+def _reference_evaluate(coeffs: np.ndarray, xs: list[int], p: int) -> list[list[int]]:
+    t, c = coeffs.shape
+    return [[sum(int(coeffs[k, j]) * pow(x, k, p) for k in range(t)) % p for j in range(c)] for x in xs]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([1, 2, 3, 4, 255, 256, 257, 512, 513, 1024, 1025]), st.integers(1, 20), st.data())
+def test_matmul_evaluation_is_exact(t, c, data):
+    """The float64 matrix-product path against big-integer arithmetic, with the
+    worst-case coefficients (p - 1) and points (up to p - 1) that maximise every
+    partial sum: one inexact float addition would show."""
+    p = M31.prime
+    coeffs = np.array(data.draw(st.lists(st.lists(st.sampled_from([p - 1, p - 2, 0, 1]) | st.integers(0, p - 1),
+                                                  min_size=c, max_size=c), min_size=t, max_size=t)), dtype=np.uint64)
+    xs = sorted(set(data.draw(st.lists(st.sampled_from([1, 2, p - 1, p - 2, (1 << 30) + 7]) | st.integers(1, p - 1),
+                                       min_size=1, max_size=6))))
+    got = shamir._evaluate_matmul(coeffs, np.array(xs, dtype=np.uint64), M31)
+    assert got.dtype == np.uint64 and got.shape == (len(xs), c)
+    assert got.tolist() == _reference_evaluate(coeffs, xs, p)
+
+
+def test_all_maximal_inputs_through_matmul_at_protocol_size():
+    """n = 1000, t = 501, every coefficient p - 1: the largest partial sums the
+    masking protocol produces, checked against Horner (itself checked against
+    big integers above) and, for a few points, against big integers."""
+    p = M31.prime
+    coeffs = np.full((501, 18), p - 1, dtype=np.uint64)
+    xs = np.arange(1, 1001, dtype=np.uint64)
+    got = shamir._evaluate_matmul(coeffs, xs, M31)
+    assert np.array_equal(got, shamir._evaluate_horner(coeffs, xs, M31))
+    assert got[[0, 499, 999]].tolist() == _reference_evaluate(coeffs, [1, 500, 1000], p)
+
+
+def test_split_large_instance_uses_a_path_that_reconstructs():
+    """split() at a size that takes the matrix-product path still gives shares
+    that reconstruct, and the same shares as Horner would."""
+    secret = bytes(range(32))
+    xs = list(range(1, 701))
+    shares = split(secret, 300, xs, DeterministicRandom(b"seed"))
+    assert reconstruct(xs[100:400], shares[100:400], 300) == secret
+    coeffs_rng = DeterministicRandom(b"seed")
+    # rebuild the same polynomials and evaluate them with Horner
+    c = chunks_for(32)
+    coeffs = np.empty((300, c), dtype=np.uint64)
+    coeffs[0] = shamir._to_chunks(secret, M31)
+    coeffs[1:] = uniform_mod(coeffs_rng, 299 * c, M31.prime).reshape(299, c)
+    assert np.array_equal(shares, shamir._evaluate_horner(coeffs, np.array(xs, dtype=np.uint64), M31))

@@ -18,6 +18,7 @@ secret is then a dot product (:func:`reconstruct_many`): O(t) per secret.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -144,7 +145,65 @@ def _as_share_array(shares: np.ndarray, field: PrimeField) -> np.ndarray:
 def evaluate(coefficients: np.ndarray, xs: np.ndarray, field: PrimeField = M31) -> np.ndarray:
     """Evaluate ``c`` polynomials (``coefficients`` shape (t, c), constant term
     first) at the points ``xs``: result shape (len(xs), c). Pure; the tests
-    enumerate coefficients through this."""
+    enumerate coefficients through this. Large instances go through an exact
+    floating-point matrix product (:func:`_evaluate_matmul`), small ones
+    through Horner's rule; both give the same field elements (tested)."""
+    t = coefficients.shape[0]
+    if xs.size * t * coefficients.shape[1] >= _MATMUL_MIN_WORK and _limb_bits(t) >= 4:
+        return _evaluate_matmul(coefficients, xs, field)
+    return _evaluate_horner(coefficients, xs, field)
+
+
+# Below this many multiply-adds, Horner's rule in numpy is as fast as the
+# matrix product (measured: the crossover is near 10^5 on this project's machine).
+_MATMUL_MIN_WORK = 100_000
+
+
+def _limb_bits(t: int) -> int:
+    """Width ``w`` of the coefficient limbs such that a sum of ``t`` products
+    (limb < 2^w) x (power < 2^31) stays below 2^53, where every float64
+    operation on integers is exact."""
+    return 53 - 31 - max(1, (t - 1).bit_length())
+
+
+def _evaluate_matmul(coefficients: np.ndarray, xs: np.ndarray, field: PrimeField) -> np.ndarray:
+    """``values = V^T C mod p`` with the power matrix ``V[k, j] = x_j^k mod p``.
+    ``C`` is cut into limbs of ``w`` bits (:func:`_limb_bits`) so that every
+    partial sum of the float64 product is an integer below 2^53: the product is
+    exact whatever order BLAS adds in. The limbs are recombined mod p."""
+    p = field.prime
+    pu = np.uint64(p)
+    t, c = coefficients.shape
+    x = xs.astype(np.uint64).ravel() % pu
+    n = x.size
+    # powers x^0 .. x^(t-1), a block of b rows at a time (products < 2^62)
+    b = max(1, math.isqrt(t))
+    powers = np.empty((t, n), dtype=np.uint64)
+    powers[0] = 1
+    for k in range(1, min(b, t)):
+        np.multiply(powers[k - 1], x, out=powers[k])
+        powers[k] %= pu
+    if t > b:
+        step = powers[b - 1] * x % pu  # x^b
+        for start in range(b, t, b):
+            stop = min(start + b, t)
+            np.multiply(powers[start - b:stop - b], step, out=powers[start:stop])
+            powers[start:stop] %= pu
+    w = _limb_bits(t)
+    limbs = -(-field.prime.bit_length() // w)
+    mask = np.uint64((1 << w) - 1)
+    coef = coefficients.astype(np.uint64)
+    stacked = np.concatenate([(coef >> np.uint64(w * i)) & mask for i in range(limbs)], axis=1)
+    product = powers.T.astype(np.float64) @ stacked.astype(np.float64)  # (n, limbs * c), exact
+    parts = product.astype(np.uint64) % pu
+    out = parts[:, :c].copy()
+    for i in range(1, limbs):
+        out += parts[:, i * c:(i + 1) * c] * np.uint64(pow(2, w * i, p)) % pu
+    out %= pu
+    return out
+
+
+def _evaluate_horner(coefficients: np.ndarray, xs: np.ndarray, field: PrimeField = M31) -> np.ndarray:
     p = np.uint64(field.prime)
     x = xs.reshape(-1, 1)
     acc = np.broadcast_to(coefficients[-1], (xs.size, coefficients.shape[1])).copy()
