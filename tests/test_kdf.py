@@ -160,3 +160,15 @@ def test_derive_key_refuses_what_hkdf_refuses(length: int) -> None:
         derive_key(b"k", 5, b"ctx", length)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         derive_key(b"k", b"", b"ctx", length)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("secret", [b"k" * 32, bytearray(b"k" * 32), b"\x01"])
+@pytest.mark.parametrize("label", ["masking/pairwise-mask", "x"])
+def test_derive_key_fast_path_is_hkdf(secret, label) -> None:
+    """derive_key's one-block shortcut on the stdlib HMAC gives HKDF's bytes."""
+    import hashlib
+
+    context = b"session" + bytes(range(40))
+    salt = hashlib.sha256(b"secagg/v1/context\x00" + context).digest()
+    assert derive_key(secret, label, context) == hkdf(bytes(secret), label=label, salt=salt)
+    assert derive_key(secret, label, context, length=48)[:32] == hkdf(bytes(secret), label=label, salt=salt)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from ..errors import InvalidCiphertext
 from .randomness import RandomSource, default_random
 
-__all__ = ["encrypt", "decrypt", "NONCE_SIZE", "TAG_SIZE", "OVERHEAD"]
+__all__ = ["encrypt", "encrypt_many", "decrypt", "NONCE_SIZE", "TAG_SIZE", "OVERHEAD"]
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -27,6 +27,23 @@ def encrypt(key: bytes, plaintext: bytes, associated_data: bytes, rng: RandomSou
         raise ValueError("AEAD key must be 32 bytes")
     nonce = default_random(rng).bytes(NONCE_SIZE)
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated_data)
+
+
+def encrypt_many(keys: "list[bytes]", plaintexts: "list[bytes]", associated_data: "list[bytes]",
+                 rng: RandomSource | None = None) -> "list[bytes]":
+    """:func:`encrypt` of many messages, each under its own key; the nonces are
+    drawn in one call (the same bytes, in the same order, as one draw per
+    message from a stream source)."""
+    if not len(keys) == len(plaintexts) == len(associated_data):
+        raise ValueError("encrypt_many needs one key and one associated data per plaintext")
+    if any(len(k) != 32 for k in keys):
+        raise ValueError("AEAD key must be 32 bytes")
+    nonces = default_random(rng).bytes(NONCE_SIZE * len(keys))
+    out = []
+    for i, (key, plaintext, ad) in enumerate(zip(keys, plaintexts, associated_data)):
+        nonce = nonces[NONCE_SIZE * i:NONCE_SIZE * (i + 1)]
+        out.append(nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad))
+    return out
 
 
 def decrypt(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:

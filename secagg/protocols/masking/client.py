@@ -232,18 +232,19 @@ class MaskingClient:
         mask_secrets = agree_many(st.mask_private, peer_masks)
         enc_keys = bytearray(32 * len(ids))
         mask_seeds = bytearray(32 * len(ids))
+        peer_keys = []
         for (i, v), pe, pm, es, ms in zip(peers, peer_encs, peer_masks, enc_secrets, mask_secrets):
-            enc_keys[32 * i:32 * (i + 1)] = C.share_encryption_key(es, sid, u, v, st.enc_public, pe)
+            key = C.share_encryption_key(es, sid, u, v, st.enc_public, pe)
+            peer_keys.append(key)
+            enc_keys[32 * i:32 * (i + 1)] = key
             mask_seeds[32 * i:32 * (i + 1)] = C.pairwise_mask_seed(ms, sid, u, v, st.mask_public, pm)
         share_b, share_sk = shamir.split_many([st.self_mask_seed, st.mask_private], p.threshold, ids, self._rng)
-        records = []
-        recipients = []
-        for i, v in peers:
-            plaintext = (struct.pack(">II", u, v) + share_b[i].astype("<u4").tobytes()
-                         + share_sk[i].astype("<u4").tobytes())
-            records.append(aead.encrypt(bytes(enc_keys[32 * i:32 * (i + 1)]), plaintext,
-                                        C.share_associated_data(sid, u, v), self._rng))
-            recipients.append(v)
+        # plaintext of the record for v: (u, v) then v's share of b_u, then of s_u^SK
+        bodies = np.concatenate([share_b, share_sk], axis=1).astype("<u4")
+        recipients = [v for _, v in peers]
+        records = aead.encrypt_many(
+            peer_keys, [struct.pack(">II", u, v) + bodies[i].tobytes() for i, v in peers],
+            [C.share_associated_data(sid, u, v) for v in recipients], self._rng)
         me = ids.index(u)
         self.state = replace(
             st, stage="shared", peers=msg, enc_keys=bytes(enc_keys), mask_seeds=bytes(mask_seeds),
@@ -274,23 +275,28 @@ class MaskingClient:
         if len(msg.ciphertexts) != SHARE_RECORD_SIZE * senders.size:
             raise _fail(AbortReason.MALFORMED_MESSAGE, "forwarded share records have the wrong length")
         sid = p.session_id
-        owners = [u]
-        got_b = [st.held_self_mask.reshape(1, SHARE_CHUNKS)]
-        got_sk = [st.held_mask_key.reshape(1, SHARE_CHUNKS)]
-        for j, v in enumerate(senders.tolist()):
+        sender_list = senders.tolist()
+        plains = []
+        for j, v in enumerate(sender_list):
             if v == u or v not in index:
                 raise _fail(AbortReason.UNEXPECTED_SENDER, f"share from {v}, who is not an advertised neighbour")
             i = index[v]
             record = msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)]
             plain = aead.decrypt(st.enc_keys[32 * i:32 * (i + 1)], record, C.share_associated_data(sid, v, u))
-            if len(plain) != SHARE_RECORD_PLAINTEXT or struct.unpack(">II", plain[:8]) != (v, u):
-                raise _fail(AbortReason.INVALID_CIPHERTEXT, "share record names the wrong parties")
-            body = np.frombuffer(plain[8:], dtype="<u4").astype(np.uint32).reshape(2, SHARE_CHUNKS)
-            if np.any(body >= shamir.M31.prime):
-                raise _fail(AbortReason.INVALID_CIPHERTEXT, "share value outside the field")
-            owners.append(v)
-            got_b.append(body[0:1])
-            got_sk.append(body[1:2])
+            if len(plain) != SHARE_RECORD_PLAINTEXT:
+                raise _fail(AbortReason.INVALID_CIPHERTEXT, "share record has the wrong length")
+            plains.append(plain)
+        # all records decrypted: check their headers (sender, me) and field range at once
+        table = np.frombuffer(b"".join(plains), dtype=np.uint8).reshape(len(plains), SHARE_RECORD_PLAINTEXT)
+        header = table[:, :8].copy().view(">u4").reshape(-1, 2)
+        if not (np.array_equal(header[:, 0], senders) and bool(np.all(header[:, 1] == u))):
+            raise _fail(AbortReason.INVALID_CIPHERTEXT, "share record names the wrong parties")
+        body = table[:, 8:].copy().view("<u4").astype(np.uint32).reshape(-1, 2, SHARE_CHUNKS)
+        if np.any(body >= shamir.M31.prime):
+            raise _fail(AbortReason.INVALID_CIPHERTEXT, "share value outside the field")
+        owners = [u] + sender_list
+        got_b = [st.held_self_mask.reshape(1, SHARE_CHUNKS), body[:, 0]]
+        got_sk = [st.held_mask_key.reshape(1, SHARE_CHUNKS), body[:, 1]]
         self._check_enough(len(owners), "sent their shares")
 
         # encode [w x, w] only once the server's message has passed every check
