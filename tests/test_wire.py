@@ -553,3 +553,76 @@ def test_error_tree() -> None:
         assert issubclass(cls, SecAggError) and not issubclass(cls, ValueError)
     assert str(ProtocolAborted(AbortReason.WRONG_ROUND)) == "round aborted: wrong_round"
     assert AbortReason("malformed_message") is AbortReason.MALFORMED_MESSAGE
+
+
+# ------------------------------------- canonical check on long byte strings
+
+def _old_rule_accepts(data: bytes) -> bool:
+    """The definition the decoder's structural check implements: the message
+    parses, passes its schema and re-encodes to exactly ``data``."""
+    from secagg.encoding import wire as W
+
+    try:
+        msg, _, _ = W._parse(data, None)
+        return encode(msg) == data
+    except WireFormatError:
+        return False
+
+
+def _big_samples() -> list[Any]:
+    return [Inner(7, bytes(range(256)) * 8), Inner(2**40, b"\xc5" * 70_000),
+            sample(inners=(Inner(1, b"y" * 1024), Inner(2, b"z" * 1023)), vec=np.arange(1000, dtype=np.uint64),
+                   floats=np.linspace(0, 1, 5000))]
+
+
+@pytest.mark.parametrize("msg", _big_samples())
+def test_long_byte_strings_round_trip(msg: Any) -> None:
+    data = encode(msg)
+    assert same(decode(data), msg)
+    assert encode(decode(data)) == data
+
+
+def test_wider_headers_around_long_byte_strings_rejected() -> None:
+    blob = bytes(range(256)) * 8  # 2048 bytes: canonical header bin16
+    good = encode(Inner(7, blob))
+    variants = {
+        "bin32 header": _header_swap(good, b"\xc5\x08\x00" + blob[:8], b"\xc6\x00\x00\x08\x00" + blob[:8]),
+        "array16 body header": _header_swap(good, b"\x92\x07\xc5", b"\xdc\x00\x02\x07\xc5"),
+        "uint16 party": _header_swap(good, b"\x92\x07\xc5", b"\x92\xcd\x00\x07\xc5"),
+    }
+    for name, data in variants.items():
+        assert msgpack.unpackb(data) == msgpack.unpackb(good), name
+        assert not _old_rule_accepts(data), name
+        assert_rejected(data)
+    # a long array body: its [dtype, bytes] pair with a bin32 header
+    arr_msg = sample(vec=np.arange(1000, dtype=np.uint64))
+    good = encode(arr_msg)
+    raw = np.arange(1000, dtype="<u8").tobytes()
+    assert_rejected(_header_swap(good, b"\xc5\x1f\x40" + raw[:16], b"\xc6\x00\x00\x1f\x40" + raw[:16]))
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_structural_check_equals_reencoding_on_mutations(data: st.DataObject) -> None:
+    """Flip, insert or delete bytes of messages that carry long byte strings:
+    the decoder accepts exactly what parses and re-encodes to the same bytes."""
+    original = bytearray(encode(data.draw(st.sampled_from(_big_samples()[:1] + [
+        Inner(3, b"q" * 1500), sample(inners=(Inner(1, b"y" * 1024),))]))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        # mutate near the headers (the first 64 bytes) most of the time
+        hi = len(original) - 1 if data.draw(st.booleans()) else min(64, len(original) - 1)
+        pos = data.draw(st.integers(0, hi))
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if op == "flip":
+            original[pos] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            original[pos:pos] = bytes([data.draw(st.integers(0, 255))])
+        elif len(original) > 1:
+            del original[pos]
+    mutated = bytes(original)
+    try:
+        decode(mutated)
+        accepted = True
+    except WireFormatError:
+        accepted = False
+    assert accepted == _old_rule_accepts(mutated)
