@@ -161,3 +161,58 @@ def test_check_public_refuses_low_order_and_non_canonical_keys(bad):
     with pytest.raises(RemoteProtocolError):
         check_public(bad)
     check_public(generate_keypair().public)  # an honest key passes
+
+
+def _refused_by_an_exchange(public: bytes) -> bool:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    probe = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    try:
+        return probe.exchange(X25519PublicKey.from_public_bytes(public)) == bytes(32)
+    except ValueError:
+        return True
+
+
+def test_low_order_list_is_what_an_exchange_refuses() -> None:
+    """check_public's list against the definition (an exchange that yields all
+    zeros): every listed u is refused by the exchange, and on the listed values,
+    their neighbours and 3000 random canonical values, check_public refuses
+    exactly what the exchange refuses."""
+    from secagg.primitives.key_agreement import LOW_ORDER_U, check_public
+
+    assert len(LOW_ORDER_U) == 5
+    rng = DeterministicRandom(b"probe")
+    candidates = [u + d for u in LOW_ORDER_U for d in (-1, 0, 1) if 0 <= u + d < P]
+    candidates += [int.from_bytes(rng.bytes(32), "little") % P for _ in range(3000)]
+    for u in candidates:
+        public = u.to_bytes(32, "little")
+        by_exchange = _refused_by_an_exchange(public)
+        assert by_exchange == (u in LOW_ORDER_U), u
+        try:
+            check_public(public)
+            refused = False
+        except RemoteProtocolError:
+            refused = True
+        assert refused == by_exchange, u
+
+
+def test_order_8_points_are_8_torsion() -> None:
+    """The two order-8 u-coordinates of the list: x-only doubling (RFC 7748's
+    formulas, A = 486662) reaches the point at infinity (Z = 0) after three
+    doublings and not before."""
+    from secagg.primitives.key_agreement import LOW_ORDER_U
+
+    a24 = (486662 - 2) // 4
+
+    def double(x: int, z: int) -> tuple[int, int]:
+        aa, bb = (x + z) ** 2 % P, (x - z) ** 2 % P
+        e = (aa - bb) % P
+        return aa * bb % P, e * (bb + (a24 + 1) * e) % P  # (x+z)^2 (x-z)^2 ; 4xz((x-z)^2 + (A+2)/4 * 4xz)
+
+    for u in sorted(LOW_ORDER_U - {0, 1, P - 1}):
+        x, z = u, 1
+        zs = []
+        for _ in range(3):
+            x, z = double(x, z)
+            zs.append(z % P)
+        assert zs[-1] == 0 and zs[0] != 0 and zs[1] != 0, u

@@ -92,18 +92,26 @@ def is_canonical_public(public: bytes) -> bool:
             and int.from_bytes(public, "little") < _X25519_P)
 
 
-_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))  # loaded once; results discarded
+# The canonical u-coordinates of every point whose X25519 output is all zeros
+# for every (clamped) scalar: the points of order 1, 2, 4 and 8 on the curve and
+# on its twist (u = 0, 1, p - 1, and the two u of the order-8 points; the same
+# list libsodium refuses). Non-canonical encodings (u >= p) are refused before.
+LOW_ORDER_U = frozenset({
+    0,
+    1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    _X25519_P - 1,
+})
 
 
 def check_public(public: bytes) -> None:
     """Refuse a malformed, non-canonical or low-order X25519 public key with
-    :class:`RemoteProtocolError`, by one exchange with a fixed scalar (the
-    exchange fails or gives zeros exactly for low-order points)."""
+    :class:`RemoteProtocolError`. A comparison with the five low-order
+    u-coordinates, no exchange (tests check it against an exchange with a fixed
+    scalar). The server uses it to refuse such a key when it is advertised;
+    clients do not rely on it: their own exchanges refuse an all-zero result."""
     if not is_canonical_public(public):
         raise RemoteProtocolError("X25519 public key is not canonically encoded", AbortReason.MALFORMED_MESSAGE)
-    try:
-        shared = _PROBE.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
-    except ValueError:
-        raise RemoteProtocolError("X25519 public key rejected (low order)", AbortReason.MALFORMED_MESSAGE) from None
-    if shared == b"\x00" * 32:
+    if int.from_bytes(public, "little") in LOW_ORDER_U:
         raise RemoteProtocolError("X25519 public key has low order", AbortReason.MALFORMED_MESSAGE)

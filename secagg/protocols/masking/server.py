@@ -73,6 +73,9 @@ class Abort:
     stage: str = ""
 
 
+_TRANSPOSE_BLOCK = 32  # records per side of one block of the routing transpose (fits the L1 TLB)
+
+
 def _err(reason: AbortReason, detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(detail, reason)
 
@@ -172,14 +175,20 @@ class MaskingServer:
 
     def _on_share_keys(self, sender: int, msg: ShareKeys) -> None:
         self._require_previous(sender, self.u1, self._got.shares)
-        if self.params.is_complete:
-            expected = self._u1_arr[self._u1_arr != sender]
+        rec = np.asarray(msg.recipients)
+        if self.params.is_complete:  # U_1 without the sender, in order: two slice comparisons
+            u1 = self._u1_arr
+            k = int(np.searchsorted(u1, sender))
+            count = u1.size - 1
+            ok = rec.shape == (count,) and bool((rec[:k] == u1[:k]).all()) and bool((rec[k:] == u1[k + 1:]).all())
         else:
             expected = np.array([v for v in self.params.graph.neighbours(sender) if v in self._u1_set],
                                 dtype=np.uint32)
-        if not np.array_equal(msg.recipients, expected):
+            count = expected.size
+            ok = np.array_equal(rec, expected)
+        if not ok:
             raise _err(AbortReason.MALFORMED_MESSAGE, "shares must go to exactly the neighbours in U1, sorted")
-        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * expected.size:
+        if len(msg.ciphertexts) != SHARE_RECORD_SIZE * count:
             raise _err(AbortReason.MALFORMED_MESSAGE, "share records have the wrong length")
         self._got.shares[sender] = msg
 
@@ -303,21 +312,32 @@ class MaskingServer:
 
     def _route_complete(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
         """Complete graph: sender ``i`` addressed every other member of U_1 in
-        id order, so the record for recipient ``j`` sits at column
-        ``pos(j) - [pos(j) > pos(i)]`` of ``i``'s row (positions in U_1). One
-        gather per recipient, no sort."""
-        pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each sender
-        m1 = self._u1_arr.size
-        table = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2),
-                              dtype=f"V{SHARE_RECORD_SIZE}").reshape(len(self.u2), m1 - 1)
-        rows = np.arange(len(self.u2))
+        id order, so its records, with an empty slot put back at its own
+        position, form row ``i`` of a (sender x recipient) matrix of records.
+        Routing is the transpose of that matrix, done in cache-sized blocks;
+        recipient ``j`` then gets its row without its own (empty) slot."""
+        rec = SHARE_RECORD_SIZE
+        m1, m2 = self._u1_arr.size, u2.size
+        pos = np.searchsorted(self._u1_arr, u2).tolist()  # U_1 position of each member of U_2
+        full = np.empty((m2, m1 * rec), dtype=np.uint8)
+        for i, u in enumerate(self.u2):
+            row = np.frombuffer(got[u].ciphertexts, dtype=np.uint8)
+            cut = pos[i] * rec
+            full[i, :cut] = row[:cut]
+            full[i, cut + rec:] = row[cut:]
+        src = full.reshape(m2, m1, rec)
+        by_recipient = np.empty((m1, m2, rec), dtype=np.uint8)
+        block = _TRANSPOSE_BLOCK
+        for q in range(0, m1, block):
+            for i in range(0, m2, block):
+                by_recipient[q:q + block, i:i + block] = src[i:i + block, q:q + block].transpose(1, 0, 2)
+        del full, src
+        rows = by_recipient.reshape(m1, m2 * rec)
         out: dict[int, object] = {}
         sid = self.params.session_id
         for j, v in enumerate(self.u2):
-            pj = pos[j]
-            others = rows != j
-            cols = pj - (pj > pos[others])
-            out[v] = ForwardedShares(sid, u2[others].copy(), table[rows[others], cols].tobytes())
+            row = rows[pos[j]]
+            out[v] = ForwardedShares(sid, np.delete(u2, j), b"".join((row[:j * rec], row[(j + 1) * rec:])))
         self._got.shares = {}
         self.stage = Stage.MASKED_INPUT
         return out
