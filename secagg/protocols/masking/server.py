@@ -73,7 +73,7 @@ class Abort:
     stage: str = ""
 
 
-_TRANSPOSE_BLOCK = 32  # records per side of one block of the routing transpose (fits the L1 TLB)
+_ROUTE_BLOCK = 32  # recipients per block of the complete-graph routing transpose
 
 
 def _err(reason: AbortReason, detail: str) -> RemoteProtocolError:
@@ -312,33 +312,45 @@ class MaskingServer:
 
     def _route_complete(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
         """Complete graph: sender ``i`` addressed every other member of U_1 in
-        id order, so its records, with an empty slot put back at its own
-        position, form row ``i`` of a (sender x recipient) matrix of records.
-        Routing is the transpose of that matrix, done in cache-sized blocks;
-        recipient ``j`` then gets its row without its own (empty) slot."""
+        id order, so the record for U_1 position ``q`` sits at column
+        ``q - [q > pos(i)]`` of ``i``'s row. Routing is the transpose of that
+        (sender x recipient) matrix, done for a block of recipients at a time:
+        senders before the block read one contiguous run of columns, senders
+        after it the run shifted by one, senders inside it two runs around
+        their own (absent) slot. The received messages are released as soon as
+        their records are copied, so the forwarded messages reuse their memory."""
         rec = SHARE_RECORD_SIZE
         m1, m2 = self._u1_arr.size, u2.size
-        pos = np.searchsorted(self._u1_arr, u2).tolist()  # U_1 position of each member of U_2
-        full = np.empty((m2, m1 * rec), dtype=np.uint8)
-        for i, u in enumerate(self.u2):
-            row = np.frombuffer(got[u].ciphertexts, dtype=np.uint8)
-            cut = pos[i] * rec
-            full[i, :cut] = row[:cut]
-            full[i, cut + rec:] = row[cut:]
-        src = full.reshape(m2, m1, rec)
-        by_recipient = np.empty((m1, m2, rec), dtype=np.uint8)
-        block = _TRANSPOSE_BLOCK
-        for q in range(0, m1, block):
-            for i in range(0, m2, block):
-                by_recipient[q:q + block, i:i + block] = src[i:i + block, q:q + block].transpose(1, 0, 2)
-        del full, src
-        rows = by_recipient.reshape(m1, m2 * rec)
+        pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each member of U_2
+        table = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=np.uint8)
+        table = table.reshape(m2, m1 - 1, rec)
+        got.clear()
+        self._got.shares = {}  # routed; the server keeps no ciphertexts
+        block = _ROUTE_BLOCK
+        gathered = np.empty((m2, block, rec), dtype=np.uint8)  # senders x recipients of one block
+        by_recipient = np.empty((block, m2 * rec), dtype=np.uint8)
         out: dict[int, object] = {}
         sid = self.params.session_id
-        for j, v in enumerate(self.u2):
-            row = rows[pos[j]]
-            out[v] = ForwardedShares(sid, np.delete(u2, j), b"".join((row[:j * rec], row[(j + 1) * rec:])))
-        self._got.shares = {}
+        plist = pos.tolist()
+        for q0 in range(0, m1, block):
+            q1 = min(q0 + block, m1)
+            width = q1 - q0
+            lo, hi = int(np.searchsorted(pos, q0)), int(np.searchsorted(pos, q1))
+            g = gathered[:, :width]
+            if lo:
+                g[:lo] = table[:lo, q0 - 1:q1 - 1]
+            if hi < m2:
+                g[hi:] = table[hi:, q0:q1]
+            for i in range(lo, hi):  # senders whose own slot falls in this block
+                own = plist[i] - q0
+                g[i, :own] = table[i, q0:q0 + own]
+                g[i, own + 1:] = table[i, q0 + own:q1 - 1]
+            view = by_recipient[:width].reshape(width, m2, rec)
+            view[...] = g.transpose(1, 0, 2)
+            for j in range(lo, hi):  # recipients in U_2 whose position is in this block
+                row = by_recipient[plist[j] - q0]
+                out[int(u2[j])] = ForwardedShares(sid, np.delete(u2, j),
+                                                  b"".join((row[:j * rec], row[(j + 1) * rec:])))
         self.stage = Stage.MASKED_INPUT
         return out
 
