@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from secagg.encoding import wire
 from secagg.encoding.ring import from_ring
 from secagg.primitives.key_agreement import agree_many
-from secagg.primitives.prg import prg_ring_add_into
+from secagg.primitives.prg import prg_ring_add_into, prg_ring_add_many_into
 from secagg.protocols.masking import MaskingClient, MaskingParams, MaskingServer, ServerResult
 from secagg.protocols.masking import _crypto
 
@@ -218,16 +218,17 @@ def masking_step(params: MaskingParams, state: Any, peers: list[int], peer_masks
                  acc: np.ndarray) -> None:
     """All the work that makes a client's masks, called through the same
     library primitives: the self mask, then per peer an X25519 exchange
-    (``agree_many``), the KDF (``pairwise_mask_seed``) and ``prg_ring_add_into``.
+    (``agree_many``), the KDF (``pairwise_mask_seed``) and the PRG + add
+    (``prg_ring_add_many_into``, as the client).
     (The client may do the exchanges and KDF in ShareKeys and only the PRG +
     add loop in ``masked_input``; :func:`prg_add_only` times that loop alone.)
     ``acc`` plays the quantized vector; :func:`probe_masking` checks on a real
     client that this reproduces its mask exactly."""
     u, sid = state.client_id, params.session_id
     prg_ring_add_into(acc, state.self_mask_seed, _crypto.SELF_MASK_TAG)
-    for v, peer_mask, shared in zip(peers, peer_masks, agree_many(state.mask_private, peer_masks)):
-        seed = _crypto.pairwise_mask_seed(shared, sid, u, v, state.mask_public, peer_mask)
-        prg_ring_add_into(acc, seed, _crypto.PAIR_MASK_TAG, _crypto.mask_sign(u, v))
+    seeds = [_crypto.pairwise_mask_seed(shared, sid, u, v, state.mask_public, peer_mask)
+             for v, peer_mask, shared in zip(peers, peer_masks, agree_many(state.mask_private, peer_masks))]
+    prg_ring_add_many_into(acc, seeds, _crypto.PAIR_MASK_TAG, [_crypto.mask_sign(u, v) for v in peers])
 
 
 def mask_seeds(params: MaskingParams, state: Any, peers: list[int], peer_masks: list[bytes]) -> list[tuple[bytes, int]]:
@@ -239,8 +240,7 @@ def mask_seeds(params: MaskingParams, state: Any, peers: list[int], peer_masks: 
 def prg_add_only(state: Any, seeds: list[tuple[bytes, int]], acc: np.ndarray) -> None:
     """Only the PRG + add part of the masking step (seeds precomputed)."""
     prg_ring_add_into(acc, state.self_mask_seed, _crypto.SELF_MASK_TAG)
-    for seed, sign in seeds:
-        prg_ring_add_into(acc, seed, _crypto.PAIR_MASK_TAG, sign)
+    prg_ring_add_many_into(acc, [seed for seed, _ in seeds], _crypto.PAIR_MASK_TAG, [sign for _, sign in seeds])
 
 
 def probe_masking(params: MaskingParams, state: Any, senders: np.ndarray, real_masked: np.ndarray,

@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg.primitives import prg
@@ -367,3 +369,39 @@ def test_negative_lengths_refused(n: int) -> None:
         prg_bytes(SEED, b"t", n)
     with pytest.raises(ValueError):
         prg_ring(SEED, b"t", n)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([32, 64]), st.sampled_from([0, 1, 2, 3, 4095, 32768, 32769, 65536, 70001]),
+       st.integers(0, 300), st.data())
+def test_add_many_equals_one_add_per_seed(bits, length, streams, data):
+    """The chunked many-stream form against one prg_ring_add_into per seed,
+    across slice boundaries (2^18 bytes), more streams than one group (256)
+    and mixed signs."""
+    from secagg.primitives.prg import prg_ring_add_into, prg_ring_add_many_into
+
+    dtype = np.uint32 if bits == 32 else np.uint64
+    acc = np.frombuffer(DeterministicRandom(b"acc").bytes(length * bits // 8), dtype=dtype).copy()
+    seeds = [DeterministicRandom(i).bytes(32) for i in range(streams)]
+    signs = data.draw(st.lists(st.sampled_from([1, -1]), min_size=streams, max_size=streams))
+    one_by_one = acc.copy()
+    for seed, sign in zip(seeds, signs):
+        prg_ring_add_into(one_by_one, seed, "t", sign)
+    prg_ring_add_many_into(acc, seeds, "t", signs)
+    assert np.array_equal(acc, one_by_one)
+
+
+def test_add_many_checks_everything_before_touching_acc():
+    from secagg.primitives.prg import prg_ring_add_many_into
+
+    acc = np.arange(10, dtype=np.uint32)
+    before = acc.copy()
+    good = b"k" * 32
+    for seeds, signs in (([good, b"short"], None), ([good, good], [1, 2]), ([good], [1, 1])):
+        with pytest.raises(ValueError):
+            prg_ring_add_many_into(acc, seeds, "t", signs)
+        assert np.array_equal(acc, before)
+    with pytest.raises(ValueError):
+        prg_ring_add_many_into(acc.astype(np.int64), [good], "t")
+    prg_ring_add_many_into(acc, [], "t")
+    assert np.array_equal(acc, before)

@@ -28,11 +28,13 @@ import functools
 import hashlib
 import sys
 import threading
+from typing import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["prg_bytes", "prg_ring", "prg_ring_add_into", "prg_field", "MAX_OUTPUT_BYTES", "SEED_SIZE"]
+__all__ = ["prg_bytes", "prg_ring", "prg_ring_add_into", "prg_ring_add_many_into", "prg_field", "MAX_OUTPUT_BYTES",
+           "SEED_SIZE"]
 
 SEED_SIZE = 32
 MAX_OUTPUT_BYTES = 1 << 36
@@ -153,6 +155,56 @@ def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int 
         np.add(acc, stream, out=acc)
     else:
         np.subtract(acc, stream, out=acc)
+
+
+# prg_ring_add_many_into: bytes of each stream per pass (a multiple of the AES
+# block and of both word sizes), and streams kept open at once
+_CHUNK_BYTES = 1 << 18
+_STREAMS_PER_GROUP = 256
+
+
+def prg_ring_add_many_into(acc: np.ndarray, seeds: "Sequence[bytes]", tag: bytes | str,
+                           signs: "Sequence[int] | None" = None) -> None:
+    """``acc += sum_i signs[i] * prg_ring(seeds[i], tag, len(acc))`` in place,
+    modulo 2^bits (every sign +1 when ``signs`` is None): the same result as
+    one :func:`prg_ring_add_into` per seed, computed a slice of ``acc`` at a
+    time across up to 256 open keystreams, so the slice and the scratch buffer
+    stay in cache (the client's and the server's mask loops). Every seed and
+    sign is checked before ``acc`` is touched."""
+    if acc.dtype not in _ACC_DTYPES or acc.ndim != 1:
+        raise ValueError("acc must be a 1-D uint32 or uint64 array")
+    seeds = list(seeds)
+    signs = [1] * len(seeds) if signs is None else list(signs)
+    if len(signs) != len(seeds):
+        raise ValueError("one sign per seed")
+    if any(sg not in (1, -1) for sg in signs):
+        raise ValueError("sign must be +1 or -1")
+    nbytes = acc.nbytes
+    for seed in seeds:
+        _check(seed, nbytes)
+    if not seeds or not nbytes:
+        return
+    iv = _iv(tag)
+    word = _WORD[8 * acc.itemsize]
+    chunk = min(_CHUNK_BYTES, nbytes)
+    buf = _scratch(chunk)
+    out = memoryview(buf)
+    zeros = _zero_bytes(chunk)
+    step = chunk // acc.itemsize
+    for g in range(0, len(seeds), _STREAMS_PER_GROUP):
+        streams = [(Cipher(algorithms.AES(bytes(seed)), modes.CTR(iv)).encryptor(), sg)
+                   for seed, sg in zip(seeds[g:g + _STREAMS_PER_GROUP], signs[g:g + _STREAMS_PER_GROUP])]
+        for start in range(0, acc.size, step):
+            part = acc[start:start + step]
+            length = part.nbytes
+            plain = zeros[:length]
+            stream = buf[:length].view(word)
+            for enc, sg in streams:  # CTR state carries over from one slice to the next
+                enc.update_into(plain, out)
+                if sg == 1:
+                    np.add(part, stream, out=part)
+                else:
+                    np.subtract(part, stream, out=part)
 
 
 def prg_field(seed: bytes, tag: bytes | str, length: int, prime: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from ...encoding.ring import dtype_for, to_ring
 from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
 from ...primitives import aead, shamir
 from ...primitives.key_agreement import agree_many, generate_keypair, is_canonical_public
-from ...primitives.prg import prg_ring_add_into
+from ...primitives.prg import prg_ring_add_into, prg_ring_add_many_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import public_signing_key, sign, verify
 from . import _crypto as C
@@ -310,9 +310,8 @@ class MaskingClient:
         masked = to_ring(vector, p.ring_bits)
         prg_ring_add_into(masked, st.self_mask_seed, C.SELF_MASK_TAG)
         seeds = st.mask_seeds  # s_{u,v}, agreed in ShareKeys
-        for v in senders.tolist():
-            i = index[v]
-            prg_ring_add_into(masked, seeds[32 * i:32 * (i + 1)], C.PAIR_MASK_TAG, C.mask_sign(u, v))
+        prg_ring_add_many_into(masked, [seeds[32 * index[v]:32 * (index[v] + 1)] for v in sender_list],
+                               C.PAIR_MASK_TAG, [C.mask_sign(u, v) for v in sender_list])
         order = np.argsort(np.array(owners, dtype=np.int64))
         self.state = replace(
             st, stage="masked",

@@ -25,7 +25,7 @@ from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
 from ...primitives.key_agreement import agree_many, check_public, public_from_private
-from ...primitives.prg import prg_ring_add_into
+from ...primitives.prg import prg_ring_add_many_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
 from ...errors import InvalidSignature, ReconstructionError
@@ -403,16 +403,14 @@ class MaskingServer:
             raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
                             f"no shares at all for client {min(missing)}; need {p.threshold}")
         acc = self._accumulator
-        for v in self.u3:
-            prg_ring_add_into(acc, self_masks[v], C.SELF_MASK_TAG, -1)
+        prg_ring_add_many_into(acc, [self_masks[v] for v in self.u3], C.SELF_MASK_TAG, [-1] * len(self.u3))
         for v in sorted(mask_keys):
             sk, pk_v = mask_keys[v], adv[v].mask_public
             peers = [w for w in p.graph.neighbours(v) if w in self._u3_set]
-            for w, shared in zip(peers, agree_many(sk, [adv[w].mask_public for w in peers])):
-                pk_w = adv[w].mask_public
-                seed = C.pairwise_mask_seed(shared, sid, v, w, pk_v, pk_w)
-                # w added sign(w, v) * PRG(s_{w,v}); remove it
-                prg_ring_add_into(acc, seed, C.PAIR_MASK_TAG, -C.mask_sign(w, v))
+            seeds = [C.pairwise_mask_seed(shared, sid, v, w, pk_v, adv[w].mask_public)
+                     for w, shared in zip(peers, agree_many(sk, [adv[w].mask_public for w in peers]))]
+            # w added sign(w, v) * PRG(s_{w,v}); remove it
+            prg_ring_add_many_into(acc, seeds, C.PAIR_MASK_TAG, [-C.mask_sign(w, v) for w in peers])
         total = from_ring(acc, p.ring_bits)
         enc = p.encoding
         dropped: dict[int, str] = {}
