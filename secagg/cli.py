@@ -66,13 +66,17 @@ def _synthetic(clients: int, dim: int, rule: str, seed: int, scale: float) -> tu
               help="Paillier modulus size.")
 @click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True,
               help="Processes for Paillier precomputation.")
-@click.option("--short-exponent", is_flag=True, help="Paillier: DJN short-exponent randomizer.")
+@click.option("--randomizer", type=click.Choice(["standard", "djn", "djn-short"]), default=None,
+              help="Paillier obfuscator: r^n [default], DJN base with a full-length exponent, or DJN short "
+                   "exponent (protocols/paillier/SPEC.md section 6).")
+@click.option("--short-exponent", is_flag=True, help="Paillier: same as --randomizer djn-short.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for large runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule: str, seed: int,
                      threshold: int | None, degree: int | None, malicious_server: bool, clip: float | None,
                      frac_bits: int | None,
-                     key_bits: str, workers: int, short_exponent: bool, progress: bool | None, as_json: bool) -> None:
+                     key_bits: str, workers: int, randomizer: str | None, short_exponent: bool, progress: bool | None,
+                     as_json: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
     report its error against the plaintext aggregate, bytes and times."""
     updates, weights = _synthetic(clients, dim, rule, seed, scale=(clip or 1.0) / 4)
@@ -86,7 +90,8 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
             enc = None
         result = simulate(updates, weights, protocol=protocol, rule=rule, dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
-                          key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress)
+                          key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
+                          randomizer=randomizer)
     except (ParameterError, ProtocolAborted) as exc:
         raise click.ClickException(str(exc)) from None
     included = [updates[i - 1] for i in result.included]

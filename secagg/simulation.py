@@ -125,7 +125,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              degree: int | None = None, dropout_tolerance: float | None = None, corrupt_fraction: float = 0.0,
              malicious_server: bool = False, key_bits: int = 2048, workers: int = 1,
              short_exponent: bool = False, progress: bool = False,
-             trace: list[tuple[str, str, int, bytes]] | None = None) -> AggregationResult:
+             trace: list[tuple[str, str, int, bytes]] | None = None,
+             randomizer: str | None = None) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -140,7 +141,10 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     when the round aborts (e.g. fewer than ``t`` survivors): never a partial
     aggregate. ``trace`` (masking protocols), if given, receives every message
     as ``(stage, "to_server" | "to_client", client_id, wire bytes)``: the
-    transcripts of protocols/masking/vectors are made this way."""
+    transcripts of protocols/masking/vectors are made this way. Paillier only:
+    ``key_bits``, ``workers`` (processes for obfuscators and the server's
+    combine, threads for decryption) and ``randomizer`` (``"standard"``,
+    ``"djn"``, ``"djn-short"``; protocols/paillier/SPEC.md §6)."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     r = get_rule(rule)
@@ -161,7 +165,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
         result = simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
                                    rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
                                    short_exponent=short_exponent, progress=progress,
-                                   min_clients=threshold if threshold is not None else 1)
+                                   min_clients=threshold if threshold is not None else 1, randomizer=randomizer)
         _audit(result.summary())
         return result
     enc = encoding or _default_encoding(ws)

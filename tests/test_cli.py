@@ -49,3 +49,13 @@ def test_simulate_insecure_configuration_is_a_clear_error():
                                     "--dropout", "0.7"])
     assert res.exit_code != 0
     assert "cannot tolerate" in res.output and "Traceback" not in res.output
+
+
+def test_simulate_paillier_randomizer_option():
+    res = CliRunner().invoke(main, ["simulate", "--protocol", "paillier", "--clients", "3", "--dim", "16",
+                                    "--key-bits", "1024", "--randomizer", "djn", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "1152-bit exponent" in res.output
+    bad = CliRunner().invoke(main, ["simulate", "--protocol", "paillier", "--clients", "3", "--dim", "16",
+                                    "--key-bits", "1024", "--randomizer", "standard", "--short-exponent"])
+    assert bad.exit_code != 0 and "contradicts" in bad.output

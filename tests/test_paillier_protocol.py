@@ -154,7 +154,7 @@ def test_simulator_deterministic_and_short_exponent():
     np.testing.assert_array_equal(a.aggregate, b.aggregate)
     c = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom("det"),
                           key_bits=KEY_BITS, short_exponent=True)
-    assert "short exponent" in c.params["randomizer"]
+    assert c.params["randomizer"] == f"DJN base, {pl.short_exponent(KEY_BITS).exponent_bits}-bit exponent"
     np.testing.assert_allclose(c.aggregate, a.aggregate, atol=2 * 3 / 2**c.params["frac_bits"])
 
 
@@ -540,3 +540,41 @@ def test_nothing_secret_is_picklable_and_no_exponent_on_the_wire():
     assert [f.name for f in dataclasses.fields(Submission)] == ["session_id", "key_id", "client_id", "ciphertexts"]
     assert [f.name for f in dataclasses.fields(AggregateCiphertext)] == ["session_id", "key_id", "included",
                                                                         "ciphertexts"]
+
+
+def test_keyholder_threads_default_and_validation():
+    """By default the key holder decrypts on every CPU it may use; an explicit
+    count is kept; nonsense is a ParameterError. Decryption gives the same
+    aggregate whatever the thread count."""
+    import os
+
+    kh = PaillierKeyHolder(private_key=private_key())
+    assert kh.threads == len(os.sched_getaffinity(0))
+    assert PaillierKeyHolder(private_key=private_key(), threads=3).threads == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ParameterError):
+            PaillierKeyHolder(private_key=private_key(), threads=bad)
+    sk = private_key()
+    cts = [pl.encrypt(sk.public_key, m) for m in range(40)]
+    assert sk.decrypt_many(cts, threads=1) == sk.decrypt_many(cts, threads=kh.threads) == list(range(40))
+
+
+@pytest.mark.parametrize("name, marker", [("standard", "standard r^n"), ("djn", f"{KEY_BITS + 128}-bit exponent"),
+                                          ("djn-short", f"{pl.short_exponent(KEY_BITS).exponent_bits}-bit exponent")])
+def test_simulator_randomizer_choice(name, marker):
+    """Each named randomizer gives the right aggregate and is named in the
+    round's parameters; unknown or contradictory choices are ParameterErrors."""
+    xs = updates_for(3, 12, 9)
+    res = simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom(name),
+                            key_bits=KEY_BITS, randomizer=name)
+    assert marker in res.params["randomizer"]
+    ref = reference_aggregate("mean", xs, clip=1.0)
+    assert np.max(np.abs(res.aggregate - ref)) < 2 * 3 / 2 ** res.params["frac_bits"]
+
+
+def test_simulator_randomizer_errors():
+    xs = updates_for(2, 4, 1)
+    for kwargs in ({"randomizer": "rsa"}, {"randomizer": "standard", "short_exponent": True}):
+        with pytest.raises(ParameterError):
+            simulate_paillier(xs, None, rule="mean", encoding=None, dropouts={}, rng=DeterministicRandom(1),
+                              key_bits=KEY_BITS, **kwargs)

@@ -302,7 +302,9 @@ class RandomizerSpec:
             raise ParameterError("window must be in [1, 12]")
 
     def describe(self) -> str:
-        return "standard r^n" if self.kind == "standard" else f"DJN short exponent ({self.exponent_bits} bits)"
+        if self.kind == "standard":
+            return "standard r^n"
+        return f"DJN base, {self.exponent_bits}-bit exponent"
 
 
 STANDARD = RandomizerSpec("standard")

@@ -60,11 +60,29 @@ def _fork(rng: RandomSource, label: str) -> RandomSource:
     return fork(label) if callable(fork) else rng
 
 
+RANDOMIZERS = ("standard", "djn", "djn-short")
+
+
+def randomizer_for(name: str | None, key_bits: int, short_exponent: bool = False) -> pl.RandomizerSpec:
+    """The obfuscator of a named randomizer (:data:`RANDOMIZERS`)."""
+    if name is None:
+        name = "djn-short" if short_exponent else "standard"
+    elif short_exponent and name != "djn-short":
+        raise ParameterError(f"short_exponent=True contradicts randomizer={name!r}")
+    if name == "standard":
+        return pl.STANDARD
+    if name == "djn":
+        return pl.short_exponent(key_bits, key_bits + 128)  # statistically close to uniform over <h_s>
+    if name == "djn-short":
+        return pl.short_exponent(key_bits)
+    raise ParameterError(f"unknown randomizer {name!r}; choose one of {RANDOMIZERS}")
+
+
 def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | None, *,
                       rule: "str | Rule", encoding: FixedPoint | None, dropouts: Mapping[int, str],
                       rng: RandomSource, key_bits: int = pl.DEFAULT_KEY_BITS, workers: int = 1,
                       short_exponent: bool = False, progress: bool = False,
-                      min_clients: int = 1) -> AggregationResult:
+                      min_clients: int = 1, randomizer: str | None = None) -> AggregationResult:
     """Run one Paillier round in-process.
 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
@@ -72,8 +90,10 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     ``dropouts`` maps a client id to ``"submit"`` (it never submits).
     ``workers`` > 1 precomputes obfuscators in that many processes, shards the
     server's combine over that many processes and decrypts with that many
-    threads; ``short_exponent`` selects the DJN
-    randomizer. Raises :class:`ProtocolAborted` if the round aborts (e.g. no
+    threads. ``randomizer`` is ``"standard"`` (``r^n``, the default),
+    ``"djn"`` (DJN base with a full-length exponent) or ``"djn-short"`` (DJN
+    short exponent; also ``short_exponent=True``); SPEC.md §6 states what each
+    rests on. Raises :class:`ProtocolAborted` if the round aborts (e.g. no
     client submitted, or fewer than ``min_clients`` did: the key holder then
     refuses to decrypt)."""
     r = get_rule(rule)
@@ -102,7 +122,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     enc = encoding if encoding is not None else default_encoding(n, key_bits, max(ws))
     for w in ws:
         enc.check_weight(w)
-    randomizer = pl.short_exponent(key_bits) if short_exponent else pl.STANDARD
+    randomizer_spec = randomizer_for(randomizer, key_bits, short_exponent)
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -129,7 +149,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     clients: dict[int, PaillierClient] = {}
     for cid in range(1, n + 1):
         client = PaillierClient(cid, wire.decode(public_key_bytes, PublicKeyMessage), rng=_fork(rng, f"client-{cid}"),
-                                randomizer=randomizer, min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS))
+                                randomizer=randomizer_spec, min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS))
         client.receive_params(params_bytes)
         bytes_received[cid] = len(public_key_bytes) + len(params_bytes)
         bytes_sent[cid] = 0
@@ -195,7 +215,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     submission_bytes = [bytes_sent[c] for c in included]
     summary = params.summary()
     summary.update({
-        "randomizer": randomizer.describe(),
+        "randomizer": randomizer_spec.describe(),
         "workers": workers,
         "bytes_per_parameter": float(np.mean(submission_bytes)) / d,
         "aggregate_ciphertext_bytes": len(aggregate_bytes),
