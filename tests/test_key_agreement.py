@@ -216,3 +216,21 @@ def test_order_8_points_are_8_torsion() -> None:
             x, z = double(x, z)
             zs.append(z % P)
         assert zs[-1] == 0 and zs[0] != 0 and zs[1] != 0, u
+
+
+def test_canonical_publics_matches_the_scalar_check() -> None:
+    """The vectorised encoding check against is_canonical_public on the edges
+    of the non-canonical range [p, 2^255) and of the top bit, and random keys."""
+    import numpy as np
+
+    from secagg.primitives.key_agreement import canonical_publics, is_canonical_public
+
+    values = [0, 1, P - 2, P - 1, P, P + 1, P + 18, 2**255 - 1, 2**255, 2**256 - 1, 2**255 + 5, P - 1 + 2**255]
+    rng = DeterministicRandom(b"canon")
+    keys = [v.to_bytes(32, "little") for v in values] + [rng.bytes(32) for _ in range(500)]
+    keys += [bytes(31) + b"\x7f", b"\xec" + b"\xff" * 30 + b"\x7f", b"\xed" + b"\xff" * 30 + b"\x7f",
+             b"\xff" * 31 + b"\x7f", b"\xed" + b"\xff" * 29 + b"\xfe\x7f"]
+    arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 32)
+    assert canonical_publics(arr).tolist() == [is_canonical_public(k) for k in keys]
+    with pytest.raises(ValueError):
+        canonical_publics(np.zeros((2, 31), dtype=np.uint8))

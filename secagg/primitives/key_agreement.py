@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..errors import RemoteProtocolError, AbortReason
@@ -90,6 +92,19 @@ def is_canonical_public(public: bytes) -> bool:
     under different bytes; protocols refuse them."""
     return (isinstance(public, (bytes, bytearray)) and len(public) == PUBLIC_KEY_SIZE
             and int.from_bytes(public, "little") < _X25519_P)
+
+
+def canonical_publics(keys: "np.ndarray") -> "np.ndarray":
+    """:func:`is_canonical_public` for the rows of an ``(m, 32)`` uint8 array:
+    a boolean per row. Non-canonical means the top bit set, or a value in
+    ``[2^255 - 19, 2^255)``: top byte 0x7f, bytes 1..30 all 0xff and byte 0 at
+    least 0xed."""
+    keys = np.asarray(keys, dtype=np.uint8)
+    if keys.ndim != 2 or keys.shape[1] != PUBLIC_KEY_SIZE:
+        raise ValueError("expected an (m, 32) array of public keys")
+    top = keys[:, 31]
+    in_gap = (top == 0x7F) & (keys[:, 1:31] == 0xFF).all(axis=1) & (keys[:, 0] >= 0xED)
+    return (top < 0x80) & ~in_gap
 
 
 # The canonical u-coordinates of every point whose X25519 output is all zeros

@@ -30,7 +30,7 @@ from ...encoding import wire
 from ...encoding.ring import dtype_for, to_ring
 from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
 from ...primitives import aead, shamir
-from ...primitives.key_agreement import agree_many, generate_keypair, is_canonical_public
+from ...primitives.key_agreement import agree_many, canonical_publics, generate_keypair
 from ...primitives.prg import prg_ring_add_into, prg_ring_add_many_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import public_signing_key, sign, verify
@@ -179,14 +179,14 @@ class MaskingClient:
         if (mine.enc_public, mine.mask_public, mine.self_mask_commitment) != (
                 self.state.enc_public, self.state.mask_public, self.state.commitment):
             raise _fail(AbortReason.MALFORMED_MESSAGE, "key broadcast altered my own advertisement")
-        for col in (msg.enc_publics, msg.mask_publics):
-            if not all(is_canonical_public(col[32 * i:32 * (i + 1)]) for i in range(m)):
-                raise _fail(AbortReason.MALFORMED_MESSAGE, "a public key is not canonically encoded")
-            keys = {col[32 * i:32 * (i + 1)] for i in range(m)}
-            if len(keys) != m:
+        enc_keys = np.frombuffer(msg.enc_publics, dtype=np.uint8).reshape(m, 32)
+        mask_keys = np.frombuffer(msg.mask_publics, dtype=np.uint8).reshape(m, 32)
+        if not (canonical_publics(enc_keys).all() and canonical_publics(mask_keys).all()):
+            raise _fail(AbortReason.MALFORMED_MESSAGE, "a public key is not canonically encoded")
+        for keys in (enc_keys, mask_keys):
+            if np.unique(keys.view("V32").ravel()).size != m:
                 raise _fail(AbortReason.DUPLICATE_PUBLIC_KEY, "two parties advertise the same public key")
-        if {msg.enc_publics[32 * i:32 * (i + 1)] for i in range(m)} & {
-                msg.mask_publics[32 * i:32 * (i + 1)] for i in range(m)}:
+        if np.unique(np.concatenate([enc_keys, mask_keys]).view("V32").ravel()).size != 2 * m:
             raise _fail(AbortReason.DUPLICATE_PUBLIC_KEY, "an encryption key is reused as a masking key")
         if self.params.malicious_server:
             sid = self.params.session_id

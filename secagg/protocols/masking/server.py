@@ -265,19 +265,20 @@ class MaskingServer:
         self._u1_arr = np.array(self.u1, dtype=np.uint32)
         self._need(len(self.u1), "advertised keys")
         p = self.params
-        out: dict[int, object] = {}
-        cache: dict[tuple[int, ...], KeysBroadcast] = {}
-        for u in self.u1:
-            # complete graph: everyone gets the same broadcast (built and encoded once)
-            ids = self.u1 if p.is_complete else tuple(v for v in p.graph.holders(u) if v in self._u1_set)
-            msg = cache.get(ids)
-            if msg is None:
-                ents = [got[v] for v in ids]
-                msg = cache[ids] = KeysBroadcast(
-                    p.session_id, np.array(ids, dtype=np.uint32), b"".join(e.enc_public for e in ents),
-                    b"".join(e.mask_public for e in ents), b"".join(e.self_mask_commitment for e in ents),
-                    b"".join(e.signature for e in ents))
-            out[u] = msg
+        ents = [got[v] for v in self.u1]
+        columns = [b"".join(e.enc_public for e in ents), b"".join(e.mask_public for e in ents),
+                   b"".join(e.self_mask_commitment for e in ents), b"".join(e.signature for e in ents)]
+        if p.is_complete:  # everyone gets the same broadcast (built and encoded once)
+            msg = KeysBroadcast(p.session_id, self._u1_arr.copy(), *columns)
+            out: dict[int, object] = {u: msg for u in self.u1}
+        else:  # each client gets the rows of its holders in U_1: gathers from one table per column
+            m = len(self.u1)
+            tables = [np.frombuffer(col, dtype=np.uint8).reshape(m, -1) for col in columns]
+            out = {}
+            for u in self.u1:
+                ids = np.array([v for v in p.graph.holders(u) if v in self._u1_set], dtype=np.uint32)
+                rows = np.searchsorted(self._u1_arr, ids)
+                out[u] = KeysBroadcast(p.session_id, ids, *(t[rows].tobytes() for t in tables))
         self.stage = Stage.SHARE_KEYS
         return out
 
