@@ -45,7 +45,6 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import sys
 import time
@@ -80,9 +79,7 @@ def _dump(prof: cProfile.Profile, name: str) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = D.machine_info()  # at the start: the library commit the run actually loaded
-    warm = D.warm_memory(args.warm_memory) if args.warm_memory else None
-    if warm:
-        D.say(f"touched {warm['gib']} GiB first: {warm['ms_per_100mb']:.0f} ms per 100 MB")
+    memory = D.memory_report(args.warm_memory)
     load = D.LoadLog()
     load.mark("start")
     cells = []
@@ -137,23 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "quick": args.quick, "dim": args.dim, "machine": machine, "load": load.summary(),
             "timer": "process CPU time on one pinned core (wall time alongside)", "cells": cells,
             "speedup_goal": SPEEDUP_GOAL, "masking_goal": MASKING_GOAL, "server_profile_top": profile_text,
-            "memory_warm_up": warm, "peak_rss_mb": D.peak_rss_mb(),
-            "malloc_tunables": os.environ.get("GLIBC_TUNABLES") if os.environ.get("SECAGG_BENCH_KEEP_HEAP") else None}
-
-
-def _warm_line(r: dict[str, Any]) -> str:
-    w = r.get("memory_warm_up")
-    peak = r.get("peak_rss_mb")
-    peak_s = f" Peak RSS {peak / 1024:.1f} GiB." if peak else ""
-    keep = r.get("malloc_tunables")
-    keep_s = (f" The process kept the memory it freed (`GLIBC_TUNABLES={keep}`)." if keep else
-              " Freed memory went back to the system (`--no-keep-memory`).")
-    if not w:
-        return ("No memory warm-up: first touches of guest memory are timed too (this microVM backs guest "
-                "memory lazily and takes freed pages back)." + keep_s + peak_s)
-    return (f"Before timing, {w['gib']} GiB were touched once and freed (masking_driver.warm_memory: this microVM "
-            f"backs guest memory lazily and takes freed pages back within seconds); that first pass ran at "
-            f"{w['ms_per_100mb']:.0f} ms per 100 MB (about 5-10 ms per 100 MB once backed)." + keep_s + peak_s)
+            **memory, "peak_rss_mb": D.peak_rss_mb()}
 
 
 def verdict(ok: bool) -> str:
@@ -171,7 +152,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"cryptography {m['cryptography']}. " + D.source_line(m),
         f"Machine shared with other jobs: 1-min load average {lo}–{hi} during the run. Figures are process "
         "CPU seconds (time waiting for the core is not counted); wall seconds in the JSON.",
-        _warm_line(r),
+        D.memory_line(r),
         "",
         "Server = `receive` + `close_round` of every round (core); wire = decode of received and encode of sent "
         "messages. Client = key generation + every round handler, mean over the clients that ran every round.",
@@ -266,11 +247,7 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
     ap.add_argument("--profile", action="store_true",
                     help=f"cProfile the server in the cells of the largest n (stats to {PROFILE_DIR})")
-    ap.add_argument("--warm-memory", type=float, default=None, metavar="GIB",
-                    help="GiB touched once before timing (default 4; 0.5 with --quick; 0 = none); see "
-                         "masking_driver.warm_memory")
-    ap.add_argument("--no-keep-memory", action="store_true",
-                    help="neither keep freed memory in the process nor warm it (time the microVM's page costs too)")
+    D.add_memory_args(ap)
     ap.add_argument("--out", type=Path, default=D.RESULTS)
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only re-render the markdown of an earlier run's JSON (written next to it)")
@@ -283,12 +260,7 @@ def main() -> None:
     args.n = args.n or ([50, 100] if args.quick else [500, 1000])
     args.dim = args.dim or (10_000 if args.quick else 100_000)
     args.probe = args.probe if args.probe is not None else (5 if args.quick else 20)
-    if args.warm_memory is None:
-        args.warm_memory = 0.5 if args.quick else 4.0
-    if args.no_keep_memory:
-        args.warm_memory = 0.0
-    else:
-        D.keep_freed_memory()  # re-executes this script once, with the allocator setting
+    D.prepare_memory(args)  # may re-execute this script once, with the allocator setting
     cpu = D.pin_one_core(args.cpu)
     D.say(f"pinned to CPU {cpu}")
     result = run(args)

@@ -683,6 +683,50 @@ def warm_memory(gib: float) -> dict[str, float]:
     return {"gib": gib, "cpu_s": cpu, "ms_per_100mb": cpu * 1e3 / (total / 1e8), "page_faults": faults}
 
 
+def add_memory_args(ap: Any, default_gib: float = 4.0) -> None:
+    """The scripts' memory options (see :func:`keep_freed_memory`, :func:`warm_memory`)."""
+    ap.add_argument("--warm-memory", type=float, default=None, metavar="GIB",
+                    help=f"GiB touched once before timing (default {default_gib}; 0.5 with --quick; 0 = none)")
+    ap.add_argument("--no-keep-memory", action="store_true",
+                    help="neither keep freed memory in the process nor warm it (time the microVM's page costs too)")
+
+
+def prepare_memory(args: Any, default_gib: float = 4.0) -> None:
+    """Before anything else in ``main``: re-execute with the allocator setting
+    unless ``--no-keep-memory``; settle ``args.warm_memory``."""
+    if args.warm_memory is None:
+        args.warm_memory = 0.5 if getattr(args, "quick", False) else default_gib
+    if args.no_keep_memory:
+        args.warm_memory = 0.0
+    else:
+        keep_freed_memory()
+
+
+def memory_report(gib: float) -> dict[str, Any]:
+    """Warm ``gib`` GiB (if any) and say so; what goes into a result's JSON."""
+    warm = warm_memory(gib) if gib else None
+    if warm:
+        say(f"touched {warm['gib']} GiB first: {warm['ms_per_100mb']:.0f} ms per 100 MB")
+    keep = os.environ.get("GLIBC_TUNABLES") if os.environ.get("SECAGG_BENCH_KEEP_HEAP") == "1" else None
+    return {"memory_warm_up": warm, "malloc_tunables": keep}
+
+
+def memory_line(r: dict[str, Any]) -> str:
+    """One markdown sentence on how memory was handled in run ``r``."""
+    w = r.get("memory_warm_up")
+    peak = r.get("peak_rss_mb")
+    peak_s = f" Peak RSS {peak / 1024:.1f} GiB." if peak else ""
+    keep = r.get("malloc_tunables")
+    keep_s = (f" The process kept the memory it freed (`GLIBC_TUNABLES={keep}`)." if keep else
+              " Freed memory went back to the system (`--no-keep-memory`).")
+    if not w:
+        return ("No memory warm-up: first touches of guest memory are timed too (this microVM backs guest "
+                "memory lazily and takes freed pages back)." + keep_s + peak_s)
+    return (f"Before timing, {w['gib']} GiB were touched once and freed (masking_driver.warm_memory: this microVM "
+            f"backs guest memory lazily and takes freed pages back within seconds); that first pass ran at "
+            f"{w['ms_per_100mb']:.0f} ms per 100 MB (about 5-10 ms per 100 MB once backed)." + keep_s + peak_s)
+
+
 def peak_rss_mb() -> float:
     import resource
 
