@@ -110,8 +110,8 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"{k['ratio_masking_step_vs_keystream_plus_x25519']:.2f} | "
             f"{'met' if k['ratio_masking_step'] <= MASKING_GOAL else '**not met**'} | "
             f"{'met' if k['ratio_prg_add'] <= MASKING_GOAL else '**not met**'} |", "",
-            "PRG+add = the masking loop of `masked_input` (`prg_ring_add_into` over the self mask and one stream "
-            "per peer, seeds derived in ShareKeys); masking step = that loop plus the per-peer X25519 exchange "
+            "PRG+add = the masking loop of `masked_input` (`prg_ring_add_into` for the self mask, "
+            "`prg_ring_add_many_into` over the peers, seeds derived in ShareKeys); masking step = that loop plus the per-peer X25519 exchange "
             "and KDF of the mask seeds; keystream = bare AES-256-CTR for d words; X25519 = a bare exchange.", ""]
     lines += [f"Time (CPU): server core {D.fmt_s(s['server_core']['cpu_s'])} + wire "
               f"{D.fmt_s(s['server_wire']['cpu_s'])}; client mean {D.fmt_s(s['client_core_cpu_s']['mean'])} + wire "

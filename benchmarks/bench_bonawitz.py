@@ -223,8 +223,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {c['n']} | {c['dropout']:.0%} | {D.fmt_s(c['client_core_cpu_s']['mean'])} | "
                      f"{D.fmt_s(floor)} | {c['client_core_cpu_s']['mean'] / floor:.2f} | "
                      f"{'%.1fx' % (pc / floor) if pc else '—'} |")
-    lines += ["", "PRG+add = the masking loop of `masked_input`: `prg_ring_add_into` over the self mask and one "
-              "stream per peer, seeds already derived (the client agrees its mask keys in ShareKeys). Masking "
+    lines += ["", "PRG+add = the masking loop of `masked_input`: `prg_ring_add_into` for the self mask and "
+              "`prg_ring_add_many_into` over the peers, seeds already derived (the client agrees its mask keys in ShareKeys). Masking "
               "step = all the work that makes the masks: that loop plus, per peer, the X25519 exchange and the "
               "KDF of the mask seed (wherever the client does them). X25519/peer = a bare `cryptography` "
               "exchange (public key parsed, private key loaded once). The `masked_input` column is the whole "

@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
     ap.add_argument("--profile", action="store_true", help=f"cProfile the server (stats to {PROFILE_DIR})")
-    D.add_memory_args(ap)
+    D.add_memory_args(ap, default_gib=0.0)  # no warm-up: the peak RSS is the run's own
     ap.add_argument("--out", type=Path, default=D.RESULTS)
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only re-render the markdown of an earlier run's JSON (written next to it)")
@@ -147,7 +147,7 @@ def main() -> None:
     args.n = args.n or (1000 if args.quick else 10_000)
     args.dim = args.dim or (1000 if args.quick else 10_000)
     if not getattr(args, "render", None):
-        D.prepare_memory(args)  # may re-execute this script once, with the allocator setting
+        D.prepare_memory(args, default_gib=0.0)  # may re-execute this script once, with the allocator setting
     D.pin_one_core(args.cpu)
     result = run(args)
     md = to_markdown(result)

@@ -722,6 +722,8 @@ def memory_line(r: dict[str, Any]) -> str:
     if not w:
         return ("No memory warm-up: first touches of guest memory are timed too (this microVM backs guest "
                 "memory lazily and takes freed pages back)." + keep_s + peak_s)
+    if peak and keep:
+        peak_s = f" Peak RSS {peak / 1024:.1f} GiB, the kept warm-up included (not the run's own need)."
     return (f"Before timing, {w['gib']} GiB were touched once and freed (masking_driver.warm_memory: this microVM "
             f"backs guest memory lazily and takes freed pages back within seconds); that first pass ran at "
             f"{w['ms_per_100mb']:.0f} ms per 100 MB (about 5-10 ms per 100 MB once backed)." + keep_s + peak_s)
