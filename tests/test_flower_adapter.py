@@ -431,3 +431,36 @@ def test_a_node_answers_each_stage_of_a_session_once_even_from_forked_state(tmp_
     first, second = grid.forked_replies
     assert not first.has_error()
     assert second.has_error() and "already answered" in second.error.reason
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "group-writable", "symlink", "other-owner"])
+def test_a_ledger_directory_others_could_change_is_refused(tmp_path, monkeypatch, problem):
+    """A ledger directory that another local user could write to (or that is a
+    link to somewhere else, or belongs to someone else) makes the node refuse
+    to answer, rather than trust claims others could delete."""
+    import os
+
+    from secagg.flower import client as flower_client
+
+    target = tmp_path / "ledger"
+    target.mkdir(mode=0o700)
+    ledger = target
+    if problem == "world-writable":
+        target.chmod(0o777)
+    elif problem == "group-writable":
+        target.chmod(0o770)
+    elif problem == "symlink":
+        ledger = tmp_path / "link"
+        ledger.symlink_to(target)
+    else:
+        real = os.getuid()
+        monkeypatch.setattr(flower_client.os, "getuid", lambda: real + 1)
+    ctx = Context(run_id=1, node_id=7, node_config={"secagg-ledger-dir": str(ledger)}, state=RecordDict(),
+                  run_config={})
+    with pytest.raises(flower_client._Refused, match="ledger directory"):
+        flower_client._claim(ctx, b"\x01" * 32, "setup")
+    target.chmod(0o700)
+    if problem in ("world-writable", "group-writable"):
+        flower_client._claim(ctx, b"\x01" * 32, "setup")  # once private, the claim goes through
+        with pytest.raises(flower_client._Refused, match="already answered"):
+            flower_client._claim(ctx, b"\x01" * 32, "setup")

@@ -52,6 +52,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def _node_int(context: Context, key: str, default: int) -> int:
     return value
 
 
+def _check_private(base: Path) -> None:
+    """The ledger directory must be this user's own, not a symbolic link and
+    not writable by anyone else: otherwise another local user (who could, say,
+    create the default directory under /tmp first) could delete claims and
+    let a second answer through. Refusing fails closed: the node drops out."""
+    st = os.lstat(base)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise _Refused(f"ledger directory {base} is not a plain directory")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise _Refused(f"ledger directory {base} must belong to this user and be writable by it alone")
+
+
 def _claim(context: Context, session: bytes, stage: str) -> None:
     """Answer each stage of a session at most once on this node.
 
@@ -129,6 +142,8 @@ def _claim(context: Context, session: bytes, stage: str) -> None:
     system temp dir), so only the first task of a (session, stage) proceeds."""
     directory = context.node_config.get("secagg-ledger-dir")
     base = Path(str(directory)) if directory else Path(tempfile.gettempdir()) / f"secagg-ledger-{os.getuid()}"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_private(base)
     path = base / str(context.node_id) / session.hex()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
