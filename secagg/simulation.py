@@ -147,6 +147,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     ``"djn"``, ``"djn-short"``; protocols/paillier/SPEC.md §6)."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    if protocol != "paillier" and (randomizer is not None or short_exponent):
+        raise ParameterError("randomizer and short_exponent apply to protocol='paillier' only")
     r = get_rule(rule)
     xs = _as_vectors(updates)
     n = len(xs)

@@ -590,3 +590,63 @@ def test_one_bad_holder_among_many_owners_is_found_once_and_named():
     assert r.server.suspected_holders == {bad}
     assert r.server.audit_record()["suspected_holders"] == [bad]
     assert len(r.server._lagrange_cache) <= r.params.threshold + 2  # not one set per owner and try
+
+
+def _forge_record(r: Round, sender: int, target: int, edit) -> ForwardedShares:
+    """The forwarded shares for ``target`` with ``sender``'s record re-encrypted
+    under the genuine k_{sender,target} after ``edit`` changed its plaintext:
+    what a malicious peer (not the server) can produce."""
+    import struct  # noqa: F401  (used by the edits)
+
+    from secagg.primitives import aead
+    from secagg.protocols.masking import _crypto as C
+
+    msg = r.outgoing[target]
+    peer = r.clients[sender]
+    ids = peer.state.peers.client_ids.tolist()
+    i = ids.index(target)
+    key = peer.state.enc_keys[32 * i:32 * (i + 1)]
+    sid = r.params.session_id
+    j = msg.senders.tolist().index(sender)
+    record = msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)]
+    plain = bytearray(aead.decrypt(key, record, C.share_associated_data(sid, sender, target)))
+    edit(plain)
+    forged = aead.encrypt(key, bytes(plain), C.share_associated_data(sid, sender, target))
+    return dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:SHARE_RECORD_SIZE * j] + forged
+                               + msg.ciphertexts[SHARE_RECORD_SIZE * (j + 1):])
+
+
+@pytest.mark.parametrize("what", ["names another sender", "names another recipient", "b share = p",
+                                  "sk share = 2^32 - 1"])
+def test_authentic_share_record_with_wrong_content_aborts(what):
+    """A peer encrypts, under the real pairwise key, a record whose header names
+    the wrong parties or whose share is not a field element: the recipient
+    aborts with INVALID_CIPHERTEXT before masking anything, state unchanged."""
+    import struct
+
+    from secagg.protocols.masking.messages import SHARE_CHUNKS
+
+    p = (1 << 31) - 1
+    edits = {
+        "names another sender": lambda b: b.__setitem__(slice(0, 8), struct.pack(">II", 3, 1)),
+        "names another recipient": lambda b: b.__setitem__(slice(0, 8), struct.pack(">II", 2, 4)),
+        "b share = p": lambda b: b.__setitem__(slice(8, 12), struct.pack("<I", p)),
+        "sk share = 2^32 - 1": lambda b: b.__setitem__(slice(8 + 4 * SHARE_CHUNKS, 12 + 4 * SHARE_CHUNKS),
+                                                       struct.pack("<I", 0xFFFFFFFF)),
+    }
+    r = Round(n=5, dim=4, dropout_tolerance=0.2)
+    r.advertise()
+    r.step()
+    client = r.clients[1]
+    before = wire.encode(client.state)
+    evil = wire.decode(wire.encode(_forge_record(r, 2, 1, edits[what])))
+    with pytest.raises(RemoteProtocolError) as info:
+        client.masked_input(evil, r.updates[1])
+    assert info.value.reason is AbortReason.INVALID_CIPHERTEXT
+    assert wire.encode(client.state) == before  # the stage method changed nothing
+    assert client.handle(evil, update=r.updates[1]) is None  # through handle(): a typed abort
+    assert client.abort_reason is AbortReason.INVALID_CIPHERTEXT
+    honest = Round(n=5, dim=4, dropout_tolerance=0.2)
+    honest.advertise()
+    honest.step()
+    assert honest.clients[1].handle(honest.outgoing[1], update=honest.updates[1]) is not None

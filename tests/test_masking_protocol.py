@@ -296,3 +296,91 @@ def test_simulate_bad_input_gives_clear_parameter_errors(bad, match):
     weights = kw.pop("weights", None)
     with pytest.raises(ParameterError, match=match):
         simulate(updates, weights, seed=0, **kw)
+
+
+def _route_fixture(m1: int, senders: list[int]):
+    """A server at the end of ShareKeys on the complete graph over ids 1..m1,
+    where ``senders`` sent shares whose records name (sender, recipient) in
+    their first 8 bytes (routing never decrypts, so any bytes do)."""
+    from secagg.protocols.masking.messages import SHARE_RECORD_SIZE, ShareKeys
+
+    ids = tuple(range(1, m1 + 1))
+    params = MaskingParams.create(ids, 4, protocol="secagg", threshold=m1 // 2 + 1, dropout_tolerance=0.0)
+    server = MaskingServer(params)
+    u1 = np.array(ids, dtype=np.uint32)
+    server.u1, server._u1_set, server._u1_arr = ids, set(ids), u1
+    got = {}
+    for u in senders:
+        rec = u1[u1 != u]
+        body = np.zeros((rec.size, SHARE_RECORD_SIZE), dtype=np.uint8)
+        body[:, :4] = np.frombuffer(np.uint32(u).tobytes(), np.uint8)
+        body[:, 4:8] = rec.view(np.uint8).reshape(-1, 4)
+        body[:, 8:] = (u * 7 + rec.reshape(-1, 1)) % 251  # a distinct payload per (sender, recipient)
+        got[u] = ShareKeys(u, params.session_id, rec, body.tobytes())
+    server.u2 = tuple(senders)
+    return server, got
+
+
+@pytest.mark.parametrize("m1, senders", [
+    (2, [1, 2]), (3, [1, 3]), (4, [2, 3, 4]), (33, list(range(1, 34))), (40, [i for i in range(1, 41) if i % 5]),
+    (70, list(range(2, 71))), (70, list(range(1, 70))), (97, [i for i in range(1, 98) if i not in (32, 33, 64, 65)]),
+    (129, [i for i in range(1, 130) if i % 9])])
+def test_complete_graph_routing_across_blocks(m1, senders):
+    """The blocked transpose of the share routing (blocks of 32 recipients):
+    every surviving recipient gets, from every other survivor and in sender
+    order, exactly the record addressed to it, for U_2 with gaps at the start,
+    middle and end and block boundaries."""
+    from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
+
+    server, got = _route_fixture(m1, senders)
+    u2 = np.array(senders, dtype=np.uint32)
+    out = server._route_complete(got, u2)
+    assert sorted(out) == senders and not got
+    for v, msg in out.items():
+        others = [u for u in senders if u != v]
+        assert msg.senders.tolist() == others
+        recs = np.frombuffer(msg.ciphertexts, dtype=np.uint8).reshape(-1, SHARE_RECORD_SIZE)
+        assert recs[:, :4].copy().view(np.uint32).ravel().tolist() == others
+        assert np.all(recs[:, 4:8].copy().view(np.uint32) == v)
+        assert np.all(recs[:, 8:] == ((np.array(others).reshape(-1, 1) * 7 + v) % 251))
+
+
+def test_complete_graph_rounds_at_block_sizes_with_dropouts():
+    """Whole rounds on the complete graph beyond one routing block, with
+    clients vanishing at ShareKeys (U_2 smaller than U_1) and later."""
+    drop = {3: "share_keys", 34: "share_keys", 40: "masked_input", 41: "unmasking"}
+    r = Round(n=45, dim=6, dropout_tolerance=0.3)
+    outcome = r.run(drop)
+    assert isinstance(outcome, ServerResult)
+    included = [i for i in r.ids if drop.get(i) not in ("share_keys", "masked_input")]
+    assert list(outcome.included) == included
+    np.testing.assert_allclose(outcome.sum_weighted, r.expected_sum(included), atol=1e-3)
+
+
+def test_routing_failure_ends_the_round_instead_of_continuing_without_shares(monkeypatch):
+    """The received shares are released while they are copied; if routing then
+    fails (say, out of memory), the round aborts with INTERNAL_ERROR and takes
+    no more messages, rather than stay in ShareKeys with no shares."""
+    from secagg.protocols.masking import server as server_module
+
+    r = Round(n=5, dim=4)
+    r.advertise()
+    r.step(close=False)
+
+    def boom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(server_module, "ForwardedShares", boom)
+    assert r.server.close_round() == {}
+    outcome = r.server.outcome
+    assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INTERNAL_ERROR
+    with pytest.raises(RemoteProtocolError):
+        r.server.receive(1, r.replies[1])
+
+
+@pytest.mark.parametrize("protocol", ["secagg", "secagg+", "plaintext"])
+def test_paillier_only_options_are_refused_for_other_protocols(protocol):
+    xs = [np.zeros(3) for _ in range(4)]
+    for kwargs in ({"randomizer": "djn"}, {"randomizer": "no-such"}, {"short_exponent": True}):
+        with pytest.raises(ParameterError, match="paillier"):
+            simulate(xs, protocol=protocol, seed=1, **kwargs)

@@ -551,6 +551,7 @@ def test_keyholder_threads_default_and_validation():
     kh = PaillierKeyHolder(private_key=private_key())
     assert kh.threads == len(os.sched_getaffinity(0))
     assert PaillierKeyHolder(private_key=private_key(), threads=3).threads == 3
+    assert PaillierKeyHolder(private_key=private_key(), threads=np.int64(2)).threads == 2
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ParameterError):
             PaillierKeyHolder(private_key=private_key(), threads=bad)

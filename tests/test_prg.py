@@ -405,3 +405,13 @@ def test_add_many_checks_everything_before_touching_acc():
         prg_ring_add_many_into(acc.astype(np.int64), [good], "t")
     prg_ring_add_many_into(acc, [], "t")
     assert np.array_equal(acc, before)
+
+
+def test_add_many_validates_the_tag_even_with_nothing_to_add():
+    from secagg.primitives.prg import prg_ring_add_many_into
+
+    for acc in (np.zeros(0, dtype=np.uint32), np.zeros(3, dtype=np.uint32)):
+        with pytest.raises((ValueError, TypeError)):
+            prg_ring_add_many_into(acc, [], "")
+        with pytest.raises((ValueError, TypeError)):
+            prg_ring_add_many_into(acc, [], 5)  # type: ignore[arg-type]

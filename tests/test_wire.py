@@ -626,3 +626,43 @@ def test_structural_check_equals_reencoding_on_mutations(data: st.DataObject) ->
     except WireFormatError:
         accepted = False
     assert accepted == _old_rule_accepts(mutated)
+
+
+@message("test.Normalising")
+@dataclass(frozen=True)
+class Normalising:
+    """A message whose validation normalises a field (none of ours does; the
+    decoder must not rely on that)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.name.lower())
+
+
+def test_a_normalising_message_cannot_make_two_encodings_decode_equal() -> None:
+    assert decode(encode(Normalising("abc"))) == Normalising("abc")
+    upper = pack(["secagg", WIRE_VERSION, "test.Normalising", ["ABC"]])  # canonical msgpack, not encode()'s
+    assert_rejected(upper)
+
+
+def test_one_name_per_class_and_the_name_must_match() -> None:
+    @message("test.Once")
+    @dataclass(frozen=True)
+    class Once:
+        n: int
+
+    with pytest.raises(TypeError):
+        message("test.OnceAgain")(Once)
+    assert "test.OnceAgain" not in registered()
+    assert decode(encode(Once(7))) == Once(7)
+    assert_rejected(pack(["secagg", WIRE_VERSION, "test.OnceAgain", [7]]))
+
+
+def test_typed_memoryview_size_is_counted_in_bytes() -> None:
+    data = encode(Inner(1, b"x" * 2000))
+    padded = data + b"\x00" * (-len(data) % 4)
+    view = memoryview(padded).cast("I")  # len() counts 4-byte items
+    assert len(view) < 1020 < view.nbytes
+    with pytest.raises(WireFormatError, match="exceeds"):
+        decode(view, max_size=1020)

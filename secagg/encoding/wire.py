@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 import types
 import typing
 from typing import Any, TypeVar
@@ -49,6 +50,9 @@ def message(name: str) -> typing.Callable[[type[T]], type[T]]:
             raise TypeError("wire messages must be dataclasses")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise TypeError(f"wire message name {name!r} registered twice")
+        existing = cls.__dict__.get("__wire_name__")
+        if existing is not None and existing != name:  # one name per class, one class per name
+            raise TypeError(f"{cls.__name__} is already registered as {existing!r}")
         _REGISTRY[name] = cls
         cls.__wire_name__ = name  # type: ignore[attr-defined]
         return cls
@@ -223,8 +227,9 @@ def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
     """Parse and validate ``data``. ``expected`` restricts the message type(s)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireFormatError("expected bytes")
-    if len(data) > max_size:
-        raise WireFormatError(f"message of {len(data)} bytes exceeds the limit of {max_size}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)  # a typed view counts items, not bytes
+    if size > max_size:
+        raise WireFormatError(f"message of {size} bytes exceeds the limit of {max_size}")
     data = bytes(data)
     msg, obj, name = _parse(data, expected)
     # Canonical form: msgpack admits several encodings of one value (an int in
@@ -232,9 +237,34 @@ def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
     # 1 in the envelope). Only the one ``encode`` produces is accepted, so that
     # equal messages are equal bytes (signatures, hashes and replay checks
     # over the bytes cannot be sidestepped by a re-encoding).
+    # Two steps give encode(msg) == data: the bytes are msgpack's canonical
+    # packing of what it parsed, and the message converts back to exactly that
+    # parse (types included), so a message class whose validation normalised a
+    # value could not make two byte strings decode to equal messages.
     if _canonical_end(memoryview(data), 0, obj) != len(data):
         raise WireFormatError(f"{name}: non-canonical encoding")
+    try:
+        plain = _to_plain(msg, type(msg))
+    except Exception:
+        _fail(name, "message does not re-encode")
+    if not _same_plain(plain, obj[3]):
+        raise WireFormatError(f"{name}: the message does not re-encode to these bytes")
     return typing.cast(T, msg)
+
+
+def _same_plain(ours: Any, parsed: Any) -> bool:
+    """``ours`` (from :func:`_to_plain`) equals ``parsed`` (from msgpack), with
+    exact types: True is not 1, 1.0 is not 1; a byte view equals the bytes it
+    shows. Long byte strings compare by content (memcmp)."""
+    if isinstance(ours, memoryview):  # bytes(view) == parsed is a copy and a memcmp; view == bytes is per item
+        return type(parsed) is bytes and ours.nbytes == len(parsed) and bytes(ours) == parsed
+    if type(ours) is not type(parsed):
+        return False
+    if type(ours) is list:
+        return len(ours) == len(parsed) and all(_same_plain(a, b) for a, b in zip(ours, parsed))
+    if type(ours) is float:  # bit for bit: NaN payloads, -0.0
+        return struct.pack(">d", ours) == struct.pack(">d", parsed)
+    return bool(ours == parsed)
 
 
 def _parse(data: bytes, expected: type[T] | tuple[type, ...] | None) -> tuple[Any, Any, str]:
@@ -253,7 +283,7 @@ def _parse(data: bytes, expected: type[T] | tuple[type, ...] | None) -> tuple[An
     if type(version) is not int or version != WIRE_VERSION:
         raise WireFormatError(f"unsupported wire version {version!r}")
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
-    if cls is None:
+    if cls is None or getattr(cls, "__wire_name__", None) != name:
         raise WireFormatError(f"unknown message type {name!r}")
     if expected is not None:
         allowed = expected if isinstance(expected, tuple) else (expected,)

@@ -64,6 +64,8 @@ def derive_key(secret: bytes, label: str, context: bytes, length: int = 32) -> b
         # which matters in the per-peer loops of the masking protocol.
         info = _INFO_BLOCK1.get(label)
         if info is None:
-            info = _INFO_BLOCK1[label] = LABEL_PREFIX + label.encode() + b"\x01"
+            info = LABEL_PREFIX + label.encode() + b"\x01"
+            if len(_INFO_BLOCK1) < 256:  # protocol labels are a few constants; never grow without bound
+                _INFO_BLOCK1[label] = info
         return hmac.digest(hmac.digest(salt, secret, "sha256"), info, "sha256")
     return hkdf(secret, label=label, length=length, salt=salt)

@@ -182,9 +182,9 @@ def prg_ring_add_many_into(acc: np.ndarray, seeds: "Sequence[bytes]", tag: bytes
     nbytes = acc.nbytes
     for seed in seeds:
         _check(seed, nbytes)
+    iv = _iv(tag)  # validates the tag even when there is nothing to add
     if not seeds or not nbytes:
         return
-    iv = _iv(tag)
     word = _WORD[8 * acc.itemsize]
     chunk = min(_CHUNK_BYTES, nbytes)
     buf = _scratch(chunk)

@@ -288,7 +288,11 @@ class MaskingServer:
         u2 = np.array(self.u2, dtype=np.uint32)
         self._need(len(self.u2), "shared their keys")
         if self.params.is_complete:
-            return self._route_complete(got, u2)
+            try:
+                return self._route_complete(got, u2)
+            except Exception as exc:  # the received shares are already released: end the round, closed
+                raise _AbortNow(AbortReason.INTERNAL_ERROR,
+                                f"share routing failed ({type(exc).__name__}); the round cannot continue") from None
         if got:
             senders = np.concatenate([np.full(got[u].recipients.size, u, dtype=np.uint32) for u in self.u2])
             recipients = np.concatenate([got[u].recipients for u in self.u2])
@@ -325,8 +329,7 @@ class MaskingServer:
         pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each member of U_2
         table = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=np.uint8)
         table = table.reshape(m2, m1 - 1, rec)
-        got.clear()
-        self._got.shares = {}  # routed; the server keeps no ciphertexts
+        got.clear()  # this dict is self._got.shares: the server keeps no ciphertexts once they are copied
         block = _ROUTE_BLOCK
         gathered = np.empty((m2, block, rec), dtype=np.uint8)  # senders x recipients of one block
         by_recipient = np.empty((block, m2 * rec), dtype=np.uint8)

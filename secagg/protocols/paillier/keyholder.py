@@ -16,6 +16,7 @@ the aggregate of many fails here).
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from ...encoding import wire
@@ -47,9 +48,9 @@ class PaillierKeyHolder:
         self.public_key: pl.PublicKey = private_key.public_key
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
             raise ParameterError("threads must be an integer >= 1 (or None: every available CPU)")
-        self.threads = threads
+        self.threads = int(threads)
         self._sessions: dict[bytes, PaillierParams] = {}
         self._decrypted: set[bytes] = set()
 
