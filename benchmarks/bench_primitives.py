@@ -35,8 +35,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import cryptography
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core's figures: numpy's BLAS (Shamir's matrix product) on one thread
+
+import cryptography  # noqa: E402
+import numpy as np  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -227,6 +230,16 @@ def bench_shamir(repeat: int) -> list[dict[str, Any]]:
         xs = list(range(1, n + 1))
         m = measure(lambda: shamir.split(secret, t, xs, rng), repeat)
         rows.append({"operation": "Shamir split (32 B secret to n points)", "n": n, "t": t, **m})
+        m = measure(lambda: shamir.split_many([secret, secret[::-1]], t, xs, rng), repeat)
+        rows.append({"operation": "Shamir split_many (two 32 B secrets: a client's ShareKeys)", "n": n, "t": t, **m})
+        # the two evaluation paths of split_many's polynomials (18 chunk polynomials), same inputs
+        coef = shamir.uniform_mod(rng, t * 2 * shamir.chunks_for(32), shamir.M31.prime).reshape(t, -1)
+        pts = np.array(xs, dtype=np.uint64)
+        m = measure(lambda: shamir._evaluate_horner(coef, pts, shamir.M31), repeat)
+        rows.append({"operation": "Shamir evaluate, 18 polynomials: Horner", "n": n, "t": t, **m})
+        m = measure(lambda: shamir._evaluate_matmul(coef, pts, shamir.M31), repeat)
+        rows.append({"operation": "Shamir evaluate, 18 polynomials: exact float64 matrix product", "n": n, "t": t,
+                     **m})
 
         holders = list(range(2, t + 2))
         m = measure(lambda: shamir.lagrange_at_zero(holders), repeat)
