@@ -14,7 +14,7 @@ import pytest
 from secagg.encoding import wire
 from secagg.errors import AbortReason, RemoteProtocolError, WireFormatError
 from secagg.protocols.masking import (Abort, ConsistencyRequest, ForwardedShares, KeysBroadcast, MaskedInput,
-                                      ServerResult, ShareKeys, UnmaskRequest, UnmaskShares)
+                                      ServerResult, UnmaskRequest, UnmaskShares)
 from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
 
 from masking_harness import Round
