@@ -20,7 +20,6 @@ masking_bandwidth_quick.*).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -130,26 +129,13 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.0, help="fraction dropping before the masked input")
     ap.add_argument("--probe", type=int, default=10, help="clients whose masking step is timed")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
-    D.add_memory_args(ap)
-    ap.add_argument("--out", type=Path, default=D.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+    D.add_output_args(ap)
     args = ap.parse_args()
-    if args.render:
-        md = to_markdown(json.loads(args.render.read_text()))
-        print(md)
-        args.render.with_suffix(".md").write_text(md)
+    if D.render_only(args, to_markdown):
         return
     args.n = args.n or (100 if args.quick else 1000)
     args.dim = args.dim or (100_000 if args.quick else 1_000_000)
-    if not getattr(args, "render", None):
-        D.prepare_memory(args)  # may re-execute this script once, with the allocator setting
-    D.pin_one_core(args.cpu)
-    result = run(args)
-    md = to_markdown(result)
-    print(md)
-    D.write_results("masking_bandwidth_quick" if args.quick else "masking_bandwidth", result, md, args.out)
+    D.run_and_write(args, run, to_markdown, "masking_bandwidth")
 
 
 if __name__ == "__main__":

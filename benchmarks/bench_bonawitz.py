@@ -43,9 +43,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
-import json
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -61,22 +58,6 @@ PAPER_SERVER = {500: {0.0: 2.0, 0.1: 62.2, 0.3: 143.4}, 1000: {0.0: 4.9, 0.1: 18
 PAPER_CLIENT = {500: 0.849, 1000: 1.7}
 SPEEDUP_GOAL = 10.0
 MASKING_GOAL = 1.5
-PROFILE_DIR = Path("/tmp/bench_masking")
-
-
-def _dump(prof: cProfile.Profile, name: str) -> str:
-    """Save a server profile (wall-clock timer: on a busy machine read it for
-    proportions, not absolute times) and return its top entries."""
-    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    path = PROFILE_DIR / f"{name}.prof"
-    prof.dump_stats(path)
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
-    text = f"--- {name} ({path})\n" + buf.getvalue()
-    print(text)
-    return text
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = D.machine_info()  # at the start: the library commit the run actually loaded
     memory = D.memory_report(args.warm_memory)
@@ -91,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keys_prof = cProfile.Profile() if args.profile and n == args.n[-1] else None
         keyed = D.run_keys(params, progress=D.say, profile_server=keys_prof)
         if keys_prof is not None:
-            profile_text = (profile_text or "") + _dump(keys_prof, f"server_n{n}_rounds01")
+            profile_text = (profile_text or "") + D.dump_profile(keys_prof, f"server_n{n}_rounds01")
         load.mark(f"n={n} keys")
         bare = D.BareKeystream(4 * params.vector_length if params.ring_bits == 32 else 8 * params.vector_length)
         for rate in args.dropout:
@@ -126,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{D.fmt_s(s['client_core_cpu_s']['mean'])}, masking step/floor "
                   f"{s['masking'].get('ratio_masking_step', float('nan')):.2f}")
             if prof is not None:
-                profile_text = (profile_text or "") + _dump(prof, f"server_n{n}_drop{int(rate * 100)}_rounds24")
+                profile_text = (profile_text or "") + D.dump_profile(prof, f"server_n{n}_drop{int(rate * 100)}_rounds24")
             del report
         del keyed
     load.mark("end")
@@ -244,29 +225,16 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     ap.add_argument("--probe", type=int, help="clients whose masking step is timed per cell (default 20)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
     ap.add_argument("--profile", action="store_true",
-                    help=f"cProfile the server in the cells of the largest n (stats to {PROFILE_DIR})")
-    D.add_memory_args(ap)
-    ap.add_argument("--out", type=Path, default=D.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+                    help=f"cProfile the server in the cells of the largest n (stats to {D.PROFILE_DIR})")
+    D.add_output_args(ap)
     args = ap.parse_args()
-    if args.render:
-        md = to_markdown(json.loads(args.render.read_text()))
-        print(md)
-        args.render.with_suffix(".md").write_text(md)
+    if D.render_only(args, to_markdown):
         return
     args.n = args.n or ([50, 100] if args.quick else [500, 1000])
     args.dim = args.dim or (10_000 if args.quick else 100_000)
     args.probe = args.probe if args.probe is not None else (5 if args.quick else 20)
-    D.prepare_memory(args)  # may re-execute this script once, with the allocator setting
-    cpu = D.pin_one_core(args.cpu)
-    D.say(f"pinned to CPU {cpu}")
-    result = run(args)
-    md = to_markdown(result)
-    print(md)
-    D.write_results("masking_bonawitz_quick" if args.quick else "masking_bonawitz", result, md, args.out)
+    D.run_and_write(args, run, to_markdown, "masking_bonawitz")
 
 
 if __name__ == "__main__":

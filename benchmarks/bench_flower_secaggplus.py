@@ -52,7 +52,6 @@ masking_flower_quick.*).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -367,15 +366,9 @@ def main() -> None:
     ap.add_argument("--dropout-tolerance", type=float,
                     help="tolerance our SecAgg+ parameters are derived for (default: --dropout)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
-    ap.add_argument("--out", type=Path, default=D.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+    D.add_output_args(ap, memory_gib=None)
     args = ap.parse_args()
-    if args.render:
-        md = to_markdown(json.loads(args.render.read_text()))
-        print(md)
-        args.render.with_suffix(".md").write_text(md)
+    if D.render_only(args, to_markdown):
         return
     args.n = args.n or (40 if args.quick else 200)
     args.dim = args.dim or (10_000 if args.quick else 100_000)
@@ -383,11 +376,7 @@ def main() -> None:
     if F is None:
         return
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    D.pin_one_core(args.cpu)
-    result = run(args, F)
-    md = to_markdown(result)
-    print(md)
-    D.write_results("masking_flower_quick" if args.quick else "masking_flower", result, md, args.out)
+    D.run_and_write(args, lambda a: run(a, F), to_markdown, "masking_flower", memory_gib=None)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -174,23 +173,11 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=4)
     ap.add_argument("--tolerance", type=float, default=0.2, help="dropout_tolerance (sets t)")
     ap.add_argument("--repeat", type=int, default=5, help="closes timed per n and case")
-    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
-    D.add_memory_args(ap, default_gib=0.5)
-    ap.add_argument("--out", type=Path, default=D.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+    D.add_output_args(ap, memory_gib=0.5)
     args = ap.parse_args()
-    if args.render:
-        md = to_markdown(json.loads(args.render.read_text()))
-        print(md)
-        args.render.with_suffix(".md").write_text(md)
+    if D.render_only(args, to_markdown):
         return
-    D.prepare_memory(args, default_gib=0.5)  # may re-execute this script once, with the allocator setting
-    D.pin_one_core(args.cpu)
-    result = run(args)
-    md = to_markdown(result)
-    print(md)
-    D.write_results("masking_retry", result, md, args.out)
+    D.run_and_write(args, run, to_markdown, "masking_retry", memory_gib=0.5)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,7 @@ masking_secaggplus_10k_quick.*).
 from __future__ import annotations
 
 import argparse
-import json
 import cProfile
-import io
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -36,20 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import masking_driver as D  # noqa: E402  (sets the thread env before numpy loads)
 
 from secagg.protocols.masking import MaskingParams  # noqa: E402
-
-PROFILE_DIR = Path("/tmp/bench_masking")
-
-
-def _top(prof: cProfile.Profile, name: str) -> str:
-    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    path = PROFILE_DIR / f"{name}.prof"
-    prof.dump_stats(path)
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
-    text = f"--- {name} ({path}; wall-clock profile)\n" + buf.getvalue()
-    print(text)
-    return text
-
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = D.machine_info()  # at the start: the library commit the run actually loaded
@@ -75,7 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s["masking"] = D.probe_summary(report.probes)
     profile = None
     if args.profile:
-        profile = _top(prof_keys, f"server_10k_n{args.n}_rounds01") + _top(prof_rest, f"server_10k_n{args.n}_rounds24")
+        profile = D.dump_profile(prof_keys, f"server_10k_n{args.n}_rounds01") + D.dump_profile(prof_rest, f"server_10k_n{args.n}_rounds24")
     return {"benchmark": "masking_secaggplus_10k", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "quick": args.quick, "n": args.n, "dim": args.dim, "dropout": args.dropout,
             "dropout_tolerance": args.tolerance, "degree": params.degree, "threshold": params.threshold,
@@ -132,27 +115,14 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.05, help="dropout_tolerance for the SecAgg+ derivation")
     ap.add_argument("--probe", type=int, default=20, help="clients whose masking step is timed")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
-    ap.add_argument("--profile", action="store_true", help=f"cProfile the server (stats to {PROFILE_DIR})")
-    D.add_memory_args(ap, default_gib=0.0)  # no warm-up: the peak RSS is the run's own
-    ap.add_argument("--out", type=Path, default=D.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON",
-                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+    ap.add_argument("--profile", action="store_true", help=f"cProfile the server (stats to {D.PROFILE_DIR})")
+    D.add_output_args(ap, memory_gib=0.0)  # keep freed memory, no warm-up: the peak RSS is the run's own
     args = ap.parse_args()
-    if args.render:
-        md = to_markdown(json.loads(args.render.read_text()))
-        print(md)
-        args.render.with_suffix(".md").write_text(md)
+    if D.render_only(args, to_markdown):
         return
     args.n = args.n or (1000 if args.quick else 10_000)
     args.dim = args.dim or (1000 if args.quick else 10_000)
-    if not getattr(args, "render", None):
-        D.prepare_memory(args, default_gib=0.0)  # may re-execute this script once, with the allocator setting
-    D.pin_one_core(args.cpu)
-    result = run(args)
-    md = to_markdown(result)
-    print(md)
-    D.write_results("masking_secaggplus_10k_quick" if args.quick else "masking_secaggplus_10k", result, md, args.out)
+    D.run_and_write(args, run, to_markdown, "masking_secaggplus_10k", memory_gib=0.0)
 
 
 if __name__ == "__main__":

@@ -729,6 +729,61 @@ def memory_line(r: dict[str, Any]) -> str:
             f"{w['ms_per_100mb']:.0f} ms per 100 MB (about 5-10 ms per 100 MB once backed)." + keep_s + peak_s)
 
 
+PROFILE_DIR = Path("/tmp/bench_masking")
+
+
+def dump_profile(prof: Any, name: str) -> str:
+    """Save a cProfile of the server to PROFILE_DIR and return (and print) its
+    top entries. The profiler's clock is wall time: on a busy machine read it
+    for proportions, not absolute times."""
+    import io
+    import pstats
+
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    path = PROFILE_DIR / f"{name}.prof"
+    prof.dump_stats(path)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(20)
+    text = f"--- {name} ({path}; wall-clock profile)\n" + buf.getvalue()
+    print(text)
+    return text
+
+
+def add_output_args(ap: Any, memory_gib: float | None = 4.0) -> None:
+    """The options every masking benchmark takes: --cpu, the memory options
+    (unless ``memory_gib`` is None), --out and --render."""
+    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed one)")
+    if memory_gib is not None:
+        add_memory_args(ap, memory_gib)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="only re-render the markdown of an earlier run's JSON (written next to it)")
+
+
+def render_only(args: Any, to_markdown: Callable[[dict[str, Any]], str]) -> bool:
+    """``--render JSON``: re-render that run's markdown next to it; True if so."""
+    if not args.render:
+        return False
+    md = to_markdown(json.loads(args.render.read_text()))
+    print(md)
+    args.render.with_suffix(".md").write_text(md)
+    return True
+
+
+def run_and_write(args: Any, run: Callable[[Any], dict[str, Any]], to_markdown: Callable[[dict[str, Any]], str],
+                  name: str, memory_gib: float | None = 4.0) -> None:
+    """Settle memory (may re-execute the script once), pin to one core, run,
+    print the markdown and write ``results/<name>[_quick].{json,md}``."""
+    if memory_gib is not None:
+        prepare_memory(args, memory_gib)
+    cpu = pin_one_core(args.cpu)
+    say(f"pinned to CPU {cpu}")
+    result = run(args)
+    md = to_markdown(result)
+    print(md)
+    write_results(name + ("_quick" if getattr(args, "quick", False) else ""), result, md, args.out)
+
+
 def peak_rss_mb() -> float:
     import resource
 
