@@ -303,6 +303,12 @@ def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
     chunks = prod.sum(axis=1) % p
     if strict:
         return [_from_chunks(row, secret_len, field) for row in chunks]
+    return _secrets_or_none(chunks, secret_len, field)
+
+
+def _secrets_or_none(chunks: np.ndarray, secret_len: int, field: PrimeField) -> list:
+    """One secret per row of reconstructed chunks, ``None`` where the row
+    cannot be a secret of ``secret_len`` bytes (inconsistent shares)."""
     out: list[bytes | None] = []
     for row in chunks:
         try:
@@ -398,10 +404,4 @@ def reconstruct_rows(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
     if shares.ndim != 3 or coefficients.shape != shares.shape[:2]:
         raise ReconstructionError("coefficients do not match the shares")
     chunks = ((shares * coefficients[:, :, None]) % p).sum(axis=1) % p
-    out: list[bytes | None] = []
-    for row in chunks:
-        try:
-            out.append(_from_chunks(row, secret_len, field))
-        except ReconstructionError:
-            out.append(None)
-    return out
+    return _secrets_or_none(chunks, secret_len, field)
