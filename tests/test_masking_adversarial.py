@@ -650,3 +650,44 @@ def test_authentic_share_record_with_wrong_content_aborts(what):
     honest.advertise()
     honest.step()
     assert honest.clients[1].handle(honest.outgoing[1], update=honest.updates[1]) is not None
+
+
+def test_a_holder_found_bad_in_one_pass_is_left_out_first_in_the_next(monkeypatch):
+    """One holder sends wrong shares of every self-mask seed and of every
+    dropped client's mask key. Once found in the first pass, it is the first
+    one left out in the second: each failing mask key then costs one more
+    reconstruction, not a search (and no set that leaves out a holder beyond
+    the first t, which would be the set that failed)."""
+    from secagg.primitives import shamir
+    from secagg.protocols.masking import server as server_module
+
+    drop = {5: "masked_input", 9: "masked_input", 17: "masked_input"}
+    r = Round(n=30, dim=4, dropout_tolerance=0.2)
+    ref = Round(n=30, dim=4, dropout_tolerance=0.2).run(drop)
+    _run_to(r, "unmasking", drop)
+    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    t = r.params.threshold
+    bad = sorted(replies)[t - 1]  # the t-th holder: inside every first-t holder set
+    u = replies[bad]
+    b = u.self_mask_shares.reshape(-1, 9).copy()
+    b[:, 0] = (b[:, 0] + 12345) % (2**31 - 1)
+    sk = u.mask_key_shares.reshape(-1, 9).copy()
+    sk[:, 3] = (sk[:, 3] + 777) % (2**31 - 1)
+    replies[bad] = dataclasses.replace(u, self_mask_shares=b.ravel(), mask_key_shares=sk.ravel())
+    for i, m in replies.items():
+        r.server.receive(i, m)
+    calls = []
+    real = shamir.reconstruct_many
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server_module.shamir, "reconstruct_many", counting)
+    r.server.close_round()
+    assert isinstance(r.server.outcome, ServerResult)
+    np.testing.assert_array_equal(r.server.outcome.sum_weighted, ref.sum_weighted)
+    assert r.server.suspected_holders == {bad}
+    owners = len(r.server.u3) + len(drop)
+    # the first failing self-mask owner searches (at most t tries); every other owner, one try
+    assert len(calls) <= t + owners - 1

@@ -489,7 +489,8 @@ class MaskingServer:
                 out[v] = secret
             else:
                 failed.append(i)
-        suspects: list[int] = []  # holders whose share made a secret fail, tried first for the next owner
+        # holders whose share made a secret fail (in this pass or an earlier one), tried first for the next owner
+        suspects: list[int] = sorted(self.suspected_holders)
         for i in failed:  # slow path
             v = int(owners[i])
             lo, hi = int(start[i]), int(start[i] + count[i])
@@ -536,14 +537,16 @@ class MaskingServer:
 
     def _retry(self, holders: np.ndarray, rows: np.ndarray, ok: "Callable[[bytes], bool]",
                suspects: list[int]) -> bytes | None:
-        """Reconstruct from ``t`` of the given holders, leaving out one holder
-        at a time: known suspects first, then each of the first ``t + 1``.
-        Lagrange coefficients are cached per holder set across owners."""
+        """Reconstruct from ``t`` of the given holders, leaving out one of the
+        first ``t`` at a time (leaving out any later one gives back the set
+        that failed): known suspects first, then in id order. Lagrange
+        coefficients are cached per holder set across owners."""
         t = self.params.threshold
         if holders.size <= t:
             return None
         ids = holders.tolist()
-        order = [ids.index(h) for h in suspects if h in ids] + list(range(min(len(ids), t + 1)))
+        first = ids[:t]
+        order = [first.index(h) for h in suspects if h in first] + list(range(t))
         seen: set[int] = set()
         for skip in order:
             if skip in seen:
