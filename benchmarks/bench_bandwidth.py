@@ -111,7 +111,7 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"{'met' if k['ratio_prg_add'] <= MASKING_GOAL else '**not met**'} |", "",
             "PRG+add = the masking loop of `masked_input` (`prg_ring_add_into` for the self mask, "
             "`prg_ring_add_many_into` over the peers, seeds derived in ShareKeys); masking step = that loop plus the per-peer X25519 exchange "
-            "and KDF of the mask seeds; keystream = bare AES-256-CTR for d words; X25519 = a bare exchange.", ""]
+            "and KDF of the mask seeds; keystream = bare AES-256 keystream for d words (OpenSSL CTR or GCM of zeros, the faster here); X25519 = a bare exchange.", ""]
     lines += [f"Time (CPU): server core {D.fmt_s(s['server_core']['cpu_s'])} + wire "
               f"{D.fmt_s(s['server_wire']['cpu_s'])}; client mean {D.fmt_s(s['client_core_cpu_s']['mean'])} + wire "
               f"{D.fmt_s(s['client_wire_cpu_s']['mean'])}. Whole run {D.fmt_s(r['wall_clock_total_s'])} wall, peak "

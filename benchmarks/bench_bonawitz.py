@@ -24,8 +24,9 @@ What is timed (process CPU time on one pinned core; wall time alongside):
   client (mean and median over those that ran every round), wire apart;
 - masking step, for ``--probe`` clients per cell: right after the client's
   real ``masked_input``, the same library primitives replay its masking step
-  (checked to reproduce its mask exactly) and the bare AES-256-CTR keystream
-  runs for as many streams (see masking_driver.probe_masking).
+  (checked to reproduce its mask exactly) and the bare AES-256 keystream
+  runs for as many streams (OpenSSL's faster way to it on this machine, CTR
+  or GCM of zeros; see masking_driver.BareKeystream and probe_masking).
 
 The dropout cells of one ``n`` share rounds 0-1 (key advertisement, share
 distribution: identical whatever drops later); their cost is counted in
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profile_text = (profile_text or "") + D.dump_profile(keys_prof, f"server_n{n}_rounds01")
         load.mark(f"n={n} keys")
         bare = D.BareKeystream(4 * params.vector_length if params.ring_bits == 32 else 8 * params.vector_length)
+        D.say(f"bare keystream floor through {bare.mode.upper()} (per stream: "
+              + ", ".join(f"{k} {D.fmt_s(v)}" for k, v in bare.calibration_cpu_s.items()) + ")")
         for rate in args.dropout:
             schedule = D.drop_schedule(ids, rate, "masked_input", seed=args.seed)
             sample = D.probe_sample(ids, schedule, args.probe, seed=args.seed)
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             s["n"] = n
             s["dropout"] = rate
             s["masking"] = D.probe_summary(report.probes)
+            s["masking"]["bare_keystream_mode"] = bare.mode
+            s["masking"]["bare_keystream_calibration_cpu_s"] = bare.calibration_cpu_s
             paper_s = PAPER_SERVER.get(n, {}).get(rate)
             paper_c = PAPER_CLIENT.get(n)
             s["paper_server_s"] = paper_s
@@ -171,7 +176,9 @@ def to_markdown(r: dict[str, Any]) -> str:
             D.fmt_s(st[k]["mean"]) if st.get(k) else "—"
             for k in ("keygen", "advertise_keys", "share_keys", "masked_input", "unmasking"))
             + f" | {D.fmt_s(c['client_wire_cpu_s']['mean'])} |")
-    lines += ["", f"Client masking step vs (neighbours × bare AES-256-CTR keystream for d words), goal <= "
+    modes = sorted({c["masking"].get("bare_keystream_mode", "ctr") for c in r["cells"] if c.get("masking")})
+    lines += ["", f"Client masking step vs (neighbours × bare AES-256 keystream for d words, through OpenSSL's "
+              f"{'/'.join(m.upper() for m in modes)} code: the faster here), goal <= "
               f"{MASKING_GOAL}x; medians over the probed clients, each ratio taken per client:", "",
               "| n | dropout | clients | peers | masked_input | masking step | PRG+add only | keystream/stream "
               "| X25519/peer | floor (peers × keystream) | step / floor | PRG+add / keystream "

@@ -206,6 +206,27 @@ def test_params_are_a_canonical_wire_message_and_bind_the_session():
     assert other.session_id != p.session_id  # fresh nonce per round
 
 
+def test_parameters_of_another_protocol_version_are_refused():
+    """Version 1 masked with another PRG counter layout: its masks would not
+    cancel against this version's, so a mixed round must fail loudly, not
+    return a wrong sum. Both sides refuse the other's parameters."""
+    import dataclasses
+
+    import msgpack
+
+    from secagg.errors import WireFormatError
+    from secagg.protocols.masking import PROTOCOL_VERSION
+
+    p = MaskingParams.create(range(1, 8), 4, protocol="secagg")
+    assert p.version == PROTOCOL_VERSION == 2
+    with pytest.raises(ParameterError, match="version 1"):
+        dataclasses.replace(p, version=1)
+    magic, wire_version, name, fields = msgpack.unpackb(wire.encode(p))
+    fields[0] = 1
+    with pytest.raises(WireFormatError):
+        wire.decode(msgpack.packb([magic, wire_version, name, fields], use_bin_type=True), MaskingParams)
+
+
 @pytest.mark.parametrize("n,dropout,corrupt", [(1000, 0.05, 0.0), (10000, 0.05, 0.0), (10000, 0.2, 0.0),
                                                (1000, 0.1, 0.1), (500, 0.3, 0.0)])
 def test_secagg_plus_derivation_meets_its_three_bounds(n, dropout, corrupt):

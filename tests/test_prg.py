@@ -1,5 +1,6 @@
-"""The mask PRG (AES-256-CTR keystream): spec conformance, determinism, domain
-separation, statistical sanity, argument checks and the output limit."""
+"""The mask PRG (AES-256 counter-mode keystream, GCTR layout): spec conformance,
+the two OpenSSL backends giving the same bytes, determinism, domain separation,
+statistical sanity, argument checks and the output limit."""
 
 from __future__ import annotations
 
@@ -27,17 +28,68 @@ SEED = hashlib.sha256(b"test seed").digest()
 
 
 def _reference_keystream(seed: bytes, tag: bytes, n: int) -> bytes:
-    """The PRG as the module docstring specifies it, built independently."""
-    iv = hashlib.sha256(b"secagg/v1/prg\x00" + tag).digest()[:8] + b"\x00" * 8
-    enc = Cipher(algorithms.AES(seed), modes.CTR(iv)).encryptor()
-    return enc.update(b"\x00" * n) + enc.finalize()
+    """The PRG as the module docstring specifies it, built independently: AES-256
+    of each counter block IV(tag) || BE32(i + 2), one block at a time (ECB)."""
+    iv = hashlib.sha256(b"secagg/v1/prg\x00" + tag).digest()[:12]
+    blocks = b"".join(iv + (i + 2).to_bytes(4, "big") for i in range((n + 15) // 16))
+    enc = Cipher(algorithms.AES(seed), modes.ECB()).encryptor()
+    return (enc.update(blocks) + enc.finalize())[:n]
 
 
 # ------------------------------------------------------------ spec conformance
 
-@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 1000, 4096 + 3])
-def test_prg_bytes_is_the_specified_aes_ctr_stream(n: int) -> None:
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 1000, 4096 + 3, 70_000])
+def test_prg_bytes_is_the_specified_counter_mode_stream(n: int) -> None:
     assert prg_bytes(SEED, b"mask", n) == _reference_keystream(SEED, b"mask", n)
+
+
+def test_the_stream_is_the_gctr_keystream_of_gcm() -> None:
+    # McGrew & Viega's GCM test case 14: AES-256, K = 0^256, IV = 0^96, P = 0^128
+    # gives C = cea7403d...: the first block of our stream for that key and IV.
+    for backend in prg.BACKENDS:
+        buf = np.zeros(16 + 15, dtype=np.uint8)
+        prg._MAKERS[backend](bytes(32), bytes(12)).update_into(bytes(16), memoryview(buf))
+        assert buf[:16].tobytes().hex() == "cea7403d4d606b6e074ec5d3baf39d18"
+    # and the GCM encryption of zeros under IV(tag) is the stream itself
+    iv = hashlib.sha256(b"secagg/v1/prg\x00" + b"mask").digest()[:12]
+    gcm = Cipher(algorithms.AES(SEED), modes.GCM(iv)).encryptor()
+    assert gcm.update(bytes(5000)) == prg_bytes(SEED, b"mask", 5000)
+
+
+@pytest.mark.parametrize("backend", ["ctr", "gcm"])
+@pytest.mark.parametrize("length", [1, 1023, 4096, 65_537, 200_003])
+def test_both_backends_give_the_same_bytes(monkeypatch, backend: str, length: int) -> None:
+    """Parties on different machines may use different backends: every entry
+    point must give the same words whichever is in use."""
+    monkeypatch.setattr(prg, "_backend", backend)
+    want = np.frombuffer(_reference_keystream(SEED, b"m", 4 * length), dtype="<u4")
+    assert np.array_equal(prg_ring(SEED, b"m", length), want)
+    acc = np.arange(length, dtype=np.uint32)
+    prg_ring_add_into(acc, SEED, b"m", -1)
+    assert np.array_equal(acc, np.arange(length, dtype=np.uint32) - want)
+    seeds = [hashlib.sha256(b"%d" % i).digest() for i in range(3)]
+    acc = np.zeros(length, dtype=np.uint32)
+    prg.prg_ring_add_many_into(acc, seeds, b"m", [1, -1, 1])
+    expect = np.zeros(length, dtype=np.uint32)
+    for seed, sign in zip(seeds, [1, -1, 1]):
+        words = np.frombuffer(_reference_keystream(seed, b"m", 4 * length), dtype="<u4")
+        expect = expect + words if sign == 1 else expect - words
+    assert np.array_equal(acc, expect)
+
+
+def test_backend_choice_from_the_environment(monkeypatch) -> None:
+    for value, want in (("ctr", "ctr"), ("GCM", "gcm")):
+        monkeypatch.setattr(prg, "_backend", None)
+        monkeypatch.setenv("SECAGG_PRG_BACKEND", value)
+        assert prg.prg_backend() == want
+    monkeypatch.setattr(prg, "_backend", None)
+    monkeypatch.setenv("SECAGG_PRG_BACKEND", "auto")
+    assert prg.prg_backend() in prg.BACKENDS
+    monkeypatch.setattr(prg, "_backend", None)
+    monkeypatch.setenv("SECAGG_PRG_BACKEND", "rot13")
+    with pytest.raises(ValueError, match="SECAGG_PRG_BACKEND"):
+        prg.prg_backend()
+    monkeypatch.setattr(prg, "_backend", None)
 
 
 def test_words_are_little_endian_reads_of_the_stream() -> None:
@@ -97,15 +149,14 @@ def test_streams_under_one_key_do_not_overlap() -> None:
     assert len(blocks) == len(tags) * n // 16
 
 
-def test_counter_layout_cannot_carry_into_the_tag_half() -> None:
-    # IV = 8 bytes of tag hash || 64-bit counter starting at 0. The output limit
-    # keeps the counter far below 2^64, so the tag half never changes and
-    # distinct tag hashes give disjoint counter ranges.
+def test_counter_layout_cannot_carry_into_the_tag_part() -> None:
+    # IV = 12 bytes of tag hash, then a 32-bit counter from 2. The output limit
+    # stops the counter at 2^32 - 1, so it never wraps (GCM) nor carries into
+    # the IV (CTR), and distinct tag hashes give disjoint counter blocks.
     for tag in (b"a", b"b", "mask/7"):
-        iv = prg._iv(tag)
-        assert len(iv) == 16 and iv[8:] == b"\x00" * 8
-    assert MAX_OUTPUT_BYTES // 16 < 2**64
-    assert len({prg._iv(b"t%d" % i)[:8] for i in range(2000)}) == 2000
+        assert len(prg._iv(tag)) == 12
+    assert MAX_OUTPUT_BYTES // 16 + 2 == 2**32
+    assert len({prg._iv(b"t%d" % i) for i in range(2000)}) == 2000
 
 
 def test_field_streams_are_separate_from_ring_streams() -> None:

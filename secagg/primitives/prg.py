@@ -1,22 +1,36 @@
-"""Pseudorandom generator for masks: the AES-256-CTR keystream.
+"""Pseudorandom generator for masks: an AES-256 counter-mode keystream.
 
 Security invariant 4 (protocols/masking/SPEC.md): masks come from a
 cryptographic PRG keyed with the *full* 256-bit secret. The key is the 32-byte
-seed itself; the 16-byte initial counter block is
-``SHA-256("secagg/v1/prg" || tag)[:8] || 0^8``, so every use of the PRG has its
-own domain-separation ``tag`` and streams under one key never overlap.
+seed itself. Each use of the PRG names a domain-separation ``tag``, hashed to a
+12-byte ``IV(tag) = SHA-256("secagg/v1/prg" || 0x00 || tag)[:12]``; keystream
+block ``i`` (from 0) is ``AES-256(seed, IV(tag) || BE32(i + 2))``. This is the
+GCTR keystream of NIST SP 800-38D for the 96-bit IV ``IV(tag)`` (the counter
+blocks GCM encrypts its plaintext with), and equally AES-256-CTR from the
+initial counter block ``IV(tag) || 0x00000002``. Streams under one key with
+different tags never overlap.
 
-Output limit: at most :data:`MAX_OUTPUT_BYTES` (2^36 bytes, 64 GiB) per
-``(seed, tag)``, far below the 2^64 blocks the 64-bit counter half allows.
+Output limit: at most :data:`MAX_OUTPUT_BYTES` (``2^36 - 32`` bytes, just under
+64 GiB) per ``(seed, tag)``: the 32-bit counter runs from 2 to ``2^32 - 1`` and
+never wraps, so no carry reaches the IV (the same limit SP 800-38D sets for
+one GCM plaintext).
 
 Words are read from the keystream little-endian on every host, so a mask is
 the same on every machine.
 
+Two ways to the same bytes (see :func:`prg_backend`): OpenSSL's CTR mode from
+that counter block, or its GCM encryption of zero bytes (whose tag is never
+finalized or used). On CPUs with vector AES (VAES with AVX-512) OpenSSL's GCM
+code runs about twice as fast as its CTR code; elsewhere CTR may be the faster.
+The module times both once, on first use, and takes the faster; the bytes are
+the same either way, so parties on different machines still agree (tests check
+the two against each other and against an independent construction).
+
 Speed: the keystream is written with ``update_into`` into a buffer of the
 caller's array (no per-call allocation of the output), encrypting a cached
-all-zero buffer. This runs within a few per cent of raw AES-CTR throughput.
-``prg_ring_add_into`` reuses a per-thread scratch buffer (threads never share
-one, so concurrent clients in one process cannot corrupt each other's masks).
+all-zero buffer. ``prg_ring_add_into`` reuses a per-thread scratch buffer
+(threads never share one, so concurrent clients in one process cannot corrupt
+each other's masks).
 
 :func:`prg_field` draws from its own IV namespace (``secagg/v1/prg-field``), so
 its streams never coincide with a ``prg_ring``/``prg_bytes`` stream under any tag.
@@ -26,18 +40,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import sys
 import threading
+import time
 from typing import Sequence
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-__all__ = ["prg_bytes", "prg_ring", "prg_ring_add_into", "prg_ring_add_many_into", "prg_field", "MAX_OUTPUT_BYTES",
-           "SEED_SIZE"]
+__all__ = ["prg_bytes", "prg_ring", "prg_ring_add_into", "prg_ring_add_many_into", "prg_field", "prg_backend",
+           "MAX_OUTPUT_BYTES", "SEED_SIZE", "BACKENDS"]
 
 SEED_SIZE = 32
-MAX_OUTPUT_BYTES = 1 << 36
+_FIRST_COUNTER = 2  # GCTR's first counter for a 96-bit IV: inc32(IV || 0x00000001)
+MAX_OUTPUT_BYTES = ((1 << 32) - _FIRST_COUNTER) * 16  # 2^36 - 32: the 32-bit counter never wraps
+BACKENDS = ("ctr", "gcm")
 _BLOCK = 16
 
 _WORD = {32: np.dtype("<u4"), 64: np.dtype("<u8")}  # keystream words are little-endian
@@ -87,7 +105,63 @@ def _iv(tag: bytes | str, domain: bytes = b"prg") -> bytes:
 def _iv_cached(tag: bytes, domain: bytes) -> bytes:
     # Protocols reuse a handful of constant tags (the per-pair separation is in
     # the seed), so the hash is computed once per tag, not once per call.
-    return hashlib.sha256(b"secagg/v1/" + domain + b"\x00" + tag).digest()[:8] + b"\x00" * 8
+    return hashlib.sha256(b"secagg/v1/" + domain + b"\x00" + tag).digest()[:12]
+
+
+# ------------------------------------------------------------------ backends
+_MIN_GCM_BYTES = 4096  # below this the two cost the same (object set-up); CTR is used
+_backend: str | None = None
+
+
+def _ctr(seed: bytes, iv: bytes) -> CipherContext:
+    return Cipher(algorithms.AES(bytes(seed)), modes.CTR(iv + _FIRST_COUNTER.to_bytes(4, "big"))).encryptor()
+
+
+def _gcm(seed: bytes, iv: bytes) -> CipherContext:
+    # GCM's ciphertext is its plaintext XOR the GCTR keystream from IV || 2;
+    # of zeros, it is that keystream. The tag is never finalized.
+    return Cipher(algorithms.AES(bytes(seed)), modes.GCM(iv)).encryptor()
+
+
+_MAKERS = {"ctr": _ctr, "gcm": _gcm}
+
+
+def _calibrate() -> str:
+    """Time both backends on a 256 KiB stream (a few rounds, interleaved) and
+    return the faster; about a millisecond, once per process."""
+    nbytes = 1 << 18
+    zeros = _zero_bytes(nbytes)
+    out = memoryview(bytearray(nbytes + _BLOCK))
+    seed, iv = bytes(range(32)), bytes(12)
+    best = {name: float("inf") for name in BACKENDS}
+    for _ in range(3):
+        for name in BACKENDS:
+            t0 = time.perf_counter()
+            _MAKERS[name](seed, iv).update_into(zeros, out)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return min(BACKENDS, key=lambda name: best[name])
+
+
+def prg_backend() -> str:
+    """The way this process asks OpenSSL for long keystreams: ``"ctr"`` or
+    ``"gcm"`` (the same bytes either way). The environment variable
+    ``SECAGG_PRG_BACKEND`` (``ctr``, ``gcm`` or ``auto``, the default) fixes it;
+    ``auto`` times both once and takes the faster."""
+    global _backend
+    if _backend is None:
+        want = os.environ.get("SECAGG_PRG_BACKEND", "auto").strip().lower()
+        if want not in BACKENDS + ("auto", ""):
+            raise ValueError(f"SECAGG_PRG_BACKEND must be one of ctr, gcm, auto; got {want!r}")
+        _backend = want if want in BACKENDS else _calibrate()
+    return _backend
+
+
+def _encryptor(seed: bytes, iv: bytes, nbytes: int) -> CipherContext:
+    """An OpenSSL context whose ``update_into`` of zeros writes the keystream
+    of ``(seed, iv)`` from its start, ``nbytes`` of it in all."""
+    if nbytes < _MIN_GCM_BYTES:
+        return _ctr(seed, iv)
+    return _MAKERS[prg_backend()](seed, iv)
 
 
 def _check(seed: bytes, nbytes: int) -> None:
@@ -100,8 +174,7 @@ def _check(seed: bytes, nbytes: int) -> None:
 def _keystream_into(seed: bytes, iv: bytes, buf: np.ndarray, nbytes: int) -> None:
     """Write ``nbytes`` of keystream into the uint8 array ``buf`` (which must hold
     ``nbytes + 15`` bytes: ``update_into`` needs a block of slack)."""
-    enc = Cipher(algorithms.AES(bytes(seed)), modes.CTR(iv)).encryptor()
-    written = enc.update_into(_zero_bytes(nbytes), memoryview(buf))
+    written = _encryptor(seed, iv, nbytes).update_into(_zero_bytes(nbytes), memoryview(buf))
     assert written == nbytes
 
 
@@ -192,14 +265,14 @@ def prg_ring_add_many_into(acc: np.ndarray, seeds: "Sequence[bytes]", tag: bytes
     zeros = _zero_bytes(chunk)
     step = chunk // acc.itemsize
     for g in range(0, len(seeds), _STREAMS_PER_GROUP):
-        streams = [(Cipher(algorithms.AES(bytes(seed)), modes.CTR(iv)).encryptor(), sg)
+        streams = [(_encryptor(seed, iv, nbytes), sg)
                    for seed, sg in zip(seeds[g:g + _STREAMS_PER_GROUP], signs[g:g + _STREAMS_PER_GROUP])]
         for start in range(0, acc.size, step):
             part = acc[start:start + step]
             length = part.nbytes
             plain = zeros[:length]
             stream = buf[:length].view(word)
-            for enc, sg in streams:  # CTR state carries over from one slice to the next
+            for enc, sg in streams:  # each stream's counter carries over from one slice to the next
                 enc.update_into(plain, out)
                 if sg == 1:
                     np.add(part, stream, out=part)

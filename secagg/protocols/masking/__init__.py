@@ -5,10 +5,10 @@ from .client import ClientState, MaskingClient
 from .graph import NeighbourGraph, derive_secagg_plus
 from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, ForwardedShares, KeysBroadcast,
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
-from .params import MaskingParams
+from .params import PROTOCOL_VERSION, MaskingParams
 from .server import Abort, MaskingServer, ServerResult, Stage
 
 __all__ = ["Abort", "AdvertiseKeys", "ClientState", "ConsistencyRequest", "ConsistencySignature",
            "ForwardedShares", "KeysBroadcast", "MaskedInput", "MaskingClient", "MaskingParams", "MaskingServer",
-           "NeighbourGraph", "ServerResult", "ShareKeys", "Stage", "UnmaskRequest", "UnmaskShares",
+           "NeighbourGraph", "PROTOCOL_VERSION", "ServerResult", "ShareKeys", "Stage", "UnmaskRequest", "UnmaskShares",
            "derive_secagg_plus"]

@@ -25,7 +25,7 @@ from .graph import NeighbourGraph, binom_sf_ge, complete_threshold, derive_secag
 
 __all__ = ["MaskingParams", "PROTOCOL_VERSION", "MAX_CLIENT_ID"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the PRG keystream takes the GCTR counter layout (SPEC §4.9)
 MAX_CLIENT_ID = M31.prime - 1  # client ids are Shamir evaluation points in GF(2^31 - 1)
 
 
