@@ -57,7 +57,7 @@ def test_the_stream_is_the_gctr_keystream_of_gcm() -> None:
 
 
 @pytest.mark.parametrize("backend", ["ctr", "gcm"])
-@pytest.mark.parametrize("length", [1, 1023, 4096, 65_537, 200_003])
+@pytest.mark.parametrize("length", [1, 1023, 4096, 65_537, 200_003, 300_001])  # the last: > 1 MiB, sliced
 def test_both_backends_give_the_same_bytes(monkeypatch, backend: str, length: int) -> None:
     """Parties on different machines may use different backends: every entry
     point must give the same words whichever is in use."""

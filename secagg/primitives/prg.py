@@ -221,6 +221,9 @@ def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int 
         raise ValueError("sign must be +1 or -1")
     nbytes = acc.nbytes
     _check(seed, nbytes)
+    if nbytes > _SINGLE_STREAM_CHUNKED_ABOVE:  # a slice at a time: the keystream is added while still in cache
+        prg_ring_add_many_into(acc, [seed], tag, [sign])
+        return
     buf = _scratch(nbytes)
     _keystream_into(seed, _iv(tag), buf, nbytes)
     stream = buf[:nbytes].view(_WORD[8 * acc.itemsize])
@@ -233,6 +236,9 @@ def prg_ring_add_into(acc: np.ndarray, seed: bytes, tag: bytes | str, sign: int 
 # prg_ring_add_many_into: bytes of each stream per pass (a multiple of the AES
 # block and of both word sizes), and streams kept open at once
 _CHUNK_BYTES = 1 << 18
+# prg_ring_add_into: one stream in one piece up to this size (it stays in L2);
+# longer ones go through prg_ring_add_many_into's slices
+_SINGLE_STREAM_CHUNKED_ABOVE = 1 << 20
 _STREAMS_PER_GROUP = 256
 
 
