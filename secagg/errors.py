@@ -107,7 +107,7 @@ class ProtocolAborted(SecAggError):
         self.reason = reason
         self.detail = detail
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[object, ...]:
         # Rebuild from (reason, detail), not from the formatted message, so the
         # error survives pickling (multiprocessing, Ray workers in simulations).
         return (type(self), (self.reason, self.detail))

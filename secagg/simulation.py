@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,9 +45,10 @@ audit_logger = logging.getLogger("secagg.audit")
 def _as_vectors(updates: Sequence[Any]) -> list[np.ndarray]:
     if isinstance(updates, np.ndarray) and updates.ndim == 2:
         updates = list(updates)
-    as_numpy = None
+    as_numpy: Callable[[Any], np.ndarray] | None = None
     if "torch" in sys.modules:  # a tensor or module cannot exist unless torch is loaded
-        from .torch import as_numpy
+        from .torch import as_numpy as torch_as_numpy
+        as_numpy = torch_as_numpy
     out = []
     for i, u in enumerate(updates):
         try:
@@ -255,8 +256,8 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
     t = time.perf_counter()
     adverts = {i: c.advertise_keys() for i, c in clients.items() if schedule.get(i) != stage}
     timings[f"{stage}.clients"] = time.perf_counter() - t
-    for i, msg in adverts.items():
-        deliver(i, msg)
+    for i, advert in adverts.items():
+        deliver(i, advert)
     t = time.perf_counter()
     outgoing = server.close_round()
     timings[f"{stage}.server"] += time.perf_counter() - t
@@ -275,7 +276,7 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
                 trace.append((stage, "to_client", i, data))
             if schedule.get(i) == stage:
                 continue
-            incoming = wire.decode(data)
+            incoming: object = wire.decode(data)
             t = time.perf_counter()
             reply = clients[i].handle(incoming, update=xs[i - 1], weight=ws[i - 1])
             t_clients += time.perf_counter() - t
@@ -315,7 +316,7 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
         timings=timings, params=summary)
 
 
-def _progress(enabled: bool, n: int):  # type: ignore[no-untyped-def]
+def _progress(enabled: bool, n: int) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm

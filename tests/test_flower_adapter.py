@@ -250,6 +250,25 @@ def test_mod_refuses_plain_train_but_passes_evaluate():
     assert not permissive(train, ctx).has_error()
 
 
+@pytest.mark.parametrize("params", [None, "not bytes", 7])
+def test_setup_without_byte_string_params_is_refused_not_a_crash(params):
+    """A setup record whose params field is missing or of another type gets an
+    error reply that names the field."""
+    from secagg.flower.client import SETUP_STAGE
+    from secagg.flower.records import pack
+
+    extra = {"round": 1, "session": b"s", "client-id": 1, "arrays-key": "arrays", "weighted-by": "num-examples"}
+    if params is not None:
+        extra["params"] = params
+    content = pack(SETUP_STAGE, b"", **extra)
+    content["arrays"] = model()
+    msg = Message(content, 7, MessageType.TRAIN)
+    msg.metadata.__dict__["_message_id"] = "s1"
+    ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    reply = make_client_app()(msg, ctx)
+    assert reply.has_error() and "'params' must be a byte string" in reply.error.reason
+
+
 def test_node_policy_min_clients():
     grid = InProcessGrid(NODES)
     grid.contexts[NODES[0]].node_config["secagg-min-clients"] = 10

@@ -1,6 +1,7 @@
-"""Static checks that need no configuration: ruff's pyflakes rules (F:
-undefined names, unused imports and variables, redefinitions) over the
-library, the benchmarks and the tests."""
+"""Static checks: ruff's pyflakes rules (F: undefined names, unused imports
+and variables, redefinitions) over the library, the benchmarks and the tests,
+and mypy over the library (which ships ``py.typed``: its annotations are part
+of what embedders rely on; configuration in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,12 @@ def test_pyflakes_rules_pass() -> None:
         pytest.skip("ruff is not installed (it comes with the 'test' extra)")
     res = subprocess.run([*ruff, "check", "--select", "F", "--no-cache", "--output-format", "concise",
                           "secagg", "benchmarks", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_library_type_checks() -> None:
+    if subprocess.run([sys.executable, "-c", "import mypy"], capture_output=True).returncode != 0:
+        pytest.skip("mypy is not installed (it comes with the 'test' extra)")
+    res = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--no-error-summary"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -87,7 +87,7 @@ def _to_plain(value: Any, tp: Any) -> Any:
             raise ValueError(f"dtype {name} cannot go on the wire; allowed: {sorted(_ALLOWED_DTYPES)}")
         # Little-endian on the wire, whatever the host: the decoder reads "<".
         # msgpack packs a byte view as bin: no intermediate copy of a long vector
-        return [name, memoryview(np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))).cast("B")]
+        return [name, np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).data.cast("B")]
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None
@@ -101,7 +101,7 @@ def _to_plain(value: Any, tp: Any) -> Any:
         return [[_to_plain(k, kt), _to_plain(v, vt)] for k, v in sorted(value.items())]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return value.value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return [_to_plain(getattr(value, f.name), _hints(tp)[f.name]) for f in dataclasses.fields(tp)]
     if tp is bytes:
         return bytes(value)
@@ -208,7 +208,7 @@ def _from_plain(raw: Any, tp: Any, meta: typing.Mapping[str, Any], path: str) ->
         if type(member.value) is not type(raw):  # True for 1, 1.0 for 1: not the canonical value
             _fail(path, f"not a valid {tp.__name__}")
         return member
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         fields = dataclasses.fields(tp)
         if not isinstance(raw, list) or len(raw) != len(fields):
             _fail(path, f"expected {len(fields)} fields for {tp.__name__}")

@@ -67,7 +67,7 @@ from ..errors import SecAggError
 from ..protocols.masking import MaskingClient, MaskingParams
 from ..protocols.masking.messages import SERVER_MESSAGES, MaskedInput, UnmaskShares
 from .keys import load_signing_key, load_trusted_keys, verification_key
-from .records import RECORD_KEY, STATE_KEY, ModelLayout, pack, unpack
+from .records import RECORD_KEY, STATE_KEY, ModelLayout, bytes_field, pack, unpack
 
 __all__ = ["secagg_mod", "make_secagg_mod", "SETUP_STAGE", "IDENTIFY_STAGE"]
 
@@ -191,7 +191,8 @@ secagg_mod: Mod = make_secagg_mod()
 
 def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientAppCallable) -> Message:
     _clear_state(context)  # a new round: forget anything left from an earlier one
-    params = wire.decode(rec["params"], MaskingParams)  # validates the threat model and ring size
+    params_bytes = bytes_field(rec, "params")
+    params = wire.decode(params_bytes, MaskingParams)  # validates the threat model and ring size
     client_id = rec.get("client-id")
     server_round = rec.get("round")
     arrays_key = rec.get("arrays-key")
@@ -251,7 +252,7 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     _claim(context, params.session_id, "setup")
     advertise = client.advertise_keys()
     context.state[STATE_KEY] = ConfigRecord({
-        "round": server_round, "session": params.session_id, "params": rec["params"],
+        "round": server_round, "session": params.session_id, "params": params_bytes,
         "client": _persist(client), "update": update.astype("<f8").tobytes(), "weight": float(weight)})
     _audit(context, server_round, params, client_id, update, weight)
     log.info("secagg: round %d: training done, %d values, keys advertised as client %d of %d",
@@ -277,14 +278,17 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
         raise _Refused("no secure-aggregation round in progress on this node (it may have restarted)")
     if rec.get("round") != state["round"] or rec.get("session") != state["session"]:
         raise _Refused("message belongs to another round or session")
-    params = wire.decode(state["params"], MaskingParams)
-    client = _restore(params, state["client"], _signing_key(context) if params.malicious_server else None)
-    server_msg = wire.decode(rec["payload"], SERVER_MESSAGES)
+    params = wire.decode(bytes_field(state, "params"), MaskingParams)
+    client = _restore(params, bytes_field(state, "client"), _signing_key(context) if params.malicious_server else None)
+    server_msg: object = wire.decode(bytes_field(rec, "payload"), SERVER_MESSAGES)
     _claim(context, params.session_id, type(server_msg).__name__)
     update = None
     if "update" in state:
-        update = np.frombuffer(state["update"], dtype="<f8")
-    out = client.handle(server_msg, update=update, weight=float(state["weight"]))
+        update = np.frombuffer(bytes_field(state, "update"), dtype="<f8")
+    weight = state.get("weight")
+    if not isinstance(weight, float):
+        raise _Refused("this node's saved round state has no weight (it may be damaged)")
+    out = client.handle(server_msg, update=update, weight=weight)
     if out is None:
         reason = client.abort_reason.value if client.abort_reason else "unknown"
         raise _Refused(f"protocol check failed ({reason}): {client.state.abort_detail}; "

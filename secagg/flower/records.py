@@ -102,6 +102,15 @@ def pack(stage: str, payload: bytes, **extra: int | float | str | bytes | bool) 
                                                  "payload": payload, **extra})})
 
 
+def bytes_field(rec: ConfigRecord, key: str) -> bytes:
+    """``rec[key]`` if it is a byte string; :class:`WireFormatError` if it is
+    missing or of another type."""
+    value = rec.get(key)
+    if not isinstance(value, bytes):
+        raise WireFormatError(f"secagg record field {key!r} must be a byte string")
+    return value
+
+
 def unpack(content: RecordDict) -> ConfigRecord:
     """The secure-aggregation record of a message; :class:`WireFormatError` if
     it is missing or malformed."""

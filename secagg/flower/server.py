@@ -36,7 +36,7 @@ from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer, ServerResult
 from ..protocols.masking.messages import CLIENT_MESSAGES
 from .client import IDENTIFY_STAGE, SETUP_STAGE
-from .records import ModelLayout, pack, unpack
+from .records import ModelLayout, bytes_field, pack, unpack
 from .settings import SecAggSettings
 
 __all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "identify_nodes", "exchange",
@@ -156,9 +156,9 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         keys_by_node = {n: k for n, k in (signing_keys or {}).items() if n in nodes}
         missing = [n for n in nodes if n not in keys_by_node]
         if missing:
-            found, failed = identify_nodes(grid, missing, settings, server_round, message_type=message_type)
+            found, unidentified = identify_nodes(grid, missing, settings, server_round, message_type=message_type)
             keys_by_node.update(found)
-            early_failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in failed.items()})
+            early_failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in unidentified.items()})
         owners: dict[bytes, list[int]] = {}
         for n, k in keys_by_node.items():
             owners.setdefault(k, []).append(n)
@@ -184,9 +184,9 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     params_bytes = wire.encode(params)
     outgoing: list[Message] = []
     for node in nodes:
-        content = pack(SETUP_STAGE, b"", params=params_bytes, round=server_round, session=session,
-                       **{"client-id": client_of[node], "arrays-key": arrays_key,
-                          "weighted-by": settings.weighted_by})
+        names: dict[str, int | str] = {"client-id": client_of[node], "arrays-key": arrays_key,
+                                       "weighted-by": settings.weighted_by}
+        content = pack(SETUP_STAGE, b"", params=params_bytes, round=server_round, session=session, **names)
         content[arrays_key] = arrays
         content[config_key] = train_config
         outgoing.append(Message(content, node, message_type, ttl=settings.train_timeout, group_id=group))
@@ -204,7 +204,7 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
                 continue
             try:
                 rec = unpack(reply.content)
-                server.receive(client_of[node], wire.decode(rec["payload"], CLIENT_MESSAGES))
+                server.receive(client_of[node], wire.decode(bytes_field(rec, "payload"), CLIENT_MESSAGES))
             except RemoteProtocolError as exc:
                 failed[node] = f"rejected ({exc.reason.value}): {exc}"
         log.info("secagg: round %d: %s: %d/%d replies in %.1fs", server_round, stage, len(outgoing) - len(failed),

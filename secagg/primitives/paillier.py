@@ -204,12 +204,12 @@ class PrivateKey:
         else:
             results = [None] * len(jobs)
 
-            def run(i: int) -> None:
-                c, e, m = jobs[i]
-                results[i] = gmpy2.powmod_base_list(c, e, m)
+            def run(lo: int) -> None:  # jobs lo, lo + threads, ...
+                for i in range(lo, len(jobs), threads):
+                    c, e, m = jobs[i]
+                    results[i] = gmpy2.powmod_base_list(c, e, m)
 
-            workers = [threading.Thread(target=lambda lo=lo: [run(i) for i in range(lo, len(jobs), threads)])
-                       for lo in range(threads)]
+            workers = [threading.Thread(target=run, args=(lo,)) for lo in range(threads)]
             for t in workers:
                 t.start()
             for t in workers:
@@ -217,7 +217,7 @@ class PrivateKey:
         out: list[int] = []
         hp, hq, p_inv = self._hp, self._hq, self._p_inv
         for j in range(len(chunks)):
-            for up, uq in zip(results[2 * j], results[2 * j + 1]):  # type: ignore[arg-type]
+            for up, uq in zip(results[2 * j], results[2 * j + 1]):
                 mp = ((up - 1) // p) * hp % p
                 mq = ((uq - 1) // q) * hq % q
                 out.append(int(mp + ((mq - mp) * p_inv % q) * p))

@@ -44,7 +44,7 @@ import os
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -58,7 +58,7 @@ MAX_OUTPUT_BYTES = ((1 << 32) - _FIRST_COUNTER) * 16  # 2^36 - 32: the 32-bit co
 BACKENDS = ("ctr", "gcm")
 _BLOCK = 16
 
-_WORD = {32: np.dtype("<u4"), 64: np.dtype("<u8")}  # keystream words are little-endian
+_WORD: dict[int, np.dtype[Any]] = {32: np.dtype("<u4"), 64: np.dtype("<u8")}  # keystream words are little-endian
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _ACC_DTYPES = frozenset({np.dtype(np.uint32), np.dtype(np.uint64)})  # native byte order only
 _zeros = np.zeros(0, dtype=np.uint8)
@@ -72,7 +72,7 @@ def _zero_bytes(n: int) -> memoryview:
         zeros = np.zeros(max(n, 2 * zeros.size), dtype=np.uint8)
         zeros.setflags(write=False)  # only ever read: the plaintext of the keystream
         _zeros = zeros
-    return memoryview(zeros)[:n]
+    return zeros.data[:n]
 
 
 def _scratch(nbytes: int) -> np.ndarray:
@@ -174,7 +174,7 @@ def _check(seed: bytes, nbytes: int) -> None:
 def _keystream_into(seed: bytes, iv: bytes, buf: np.ndarray, nbytes: int) -> None:
     """Write ``nbytes`` of keystream into the uint8 array ``buf`` (which must hold
     ``nbytes + 15`` bytes: ``update_into`` needs a block of slack)."""
-    written = _encryptor(seed, iv, nbytes).update_into(_zero_bytes(nbytes), memoryview(buf))
+    written = _encryptor(seed, iv, nbytes).update_into(_zero_bytes(nbytes), buf.data)
     assert written == nbytes
 
 
@@ -267,7 +267,7 @@ def prg_ring_add_many_into(acc: np.ndarray, seeds: "Sequence[bytes]", tag: bytes
     word = _WORD[8 * acc.itemsize]
     chunk = min(_CHUNK_BYTES, nbytes)
     buf = _scratch(chunk)
-    out = memoryview(buf)
+    out = buf.data
     zeros = _zero_bytes(chunk)
     step = chunk // acc.itemsize
     for g in range(0, len(seeds), _STREAMS_PER_GROUP):

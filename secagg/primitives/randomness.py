@@ -8,6 +8,7 @@ whole protocol run can be replayed byte for byte.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 from typing import Protocol, runtime_checkable
@@ -58,7 +59,7 @@ class DeterministicRandom:
             raise ValueError("n must be >= 0")
         return self._enc.update(b"\x00" * n)
 
-    def fork(self, label: str | bytes) -> "DeterministicRandom":
+    def fork(self, label: "str | builtins.bytes") -> "DeterministicRandom":
         if isinstance(label, str):
             label = label.encode()
         return DeterministicRandom(hashlib.sha256(self._seed + b"\x00fork\x00" + label).digest())

@@ -66,10 +66,10 @@ def _print_report(report: Any) -> None:
         click.echo(f"results: {report.run_dir}/ ({', '.join(files)})")
 
 
-def _options(defaults: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _options(defaults: dict[str, Any]) -> Any:
     d = defaults
 
-    def deco(f):  # type: ignore[no-untyped-def]
+    def deco(f: Any) -> Any:
         opts = [
             click.option("--protocol", type=click.Choice(_PROTOCOLS), default=d.get("protocol", "secagg+"),
                          show_default=True, help="Aggregation protocol."),

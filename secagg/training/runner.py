@@ -213,7 +213,7 @@ def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, fl
                 raise ParameterError(f"client {cid}: weight must be a finite number > 0, got {w!r}")
 
 
-def _sgd_step(params: list[torch.Tensor], velocity: list[torch.Tensor], lr: float, momentum: float) -> None:
+def _sgd_step(params: Sequence[torch.Tensor], velocity: list[torch.Tensor], lr: float, momentum: float) -> None:
     """Plain SGD (heavy-ball momentum as in ``torch.optim.SGD``). Written out
     because constructing a ``torch.optim`` optimizer imports torch._dynamo,
     seconds of start-up for a model of a few hundred parameters."""
@@ -396,9 +396,10 @@ class FedRunner:
                    dropped: list[int], encoding: FixedPoint) -> Any:
         c = self.config
         stage = DROPOUT_STAGE[self.protocol]
-        simulate = self._simulate
+        simulate: Callable[..., Any] | None = self._simulate
         if simulate is None:
-            from ..simulation import simulate
+            from ..simulation import simulate as default_simulate
+            simulate = default_simulate
         kwargs: dict[str, Any] = dict(
             protocol=self.protocol, rule=self.rule, dropouts={cid: stage for cid in dropped},
             seed=seed_for(c.seed, _TAG_PROTOCOL, round_number), encoding=encoding,

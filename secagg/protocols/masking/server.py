@@ -16,6 +16,7 @@ of Lagrange coefficients (a dot product per secret).
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -494,7 +495,7 @@ class MaskingServer:
         for i in failed:  # slow path
             v = int(owners[i])
             lo, hi = int(start[i]), int(start[i] + count[i])
-            secret = self._retry(holder[lo:hi], rows[lo:hi], lambda s, v=v: check(v, s), suspects)
+            secret = self._retry(holder[lo:hi], rows[lo:hi], functools.partial(check, v), suspects)
             if secret is None:
                 raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED,
                                 f"the {what} of client {v} fails its round-0 commitment with every holder set tried")

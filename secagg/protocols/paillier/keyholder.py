@@ -50,7 +50,7 @@ class PaillierKeyHolder:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
             raise ParameterError("threads must be an integer >= 1 (or None: every available CPU)")
-        self.threads = int(threads)
+        self.threads: int = int(threads)
         self._sessions: dict[bytes, PaillierParams] = {}
         self._decrypted: set[bytes] = set()
 

@@ -18,7 +18,7 @@ from ...aggregation import Rule, finalize, get_rule
 from ...encoding import wire
 from ...encoding.fixed_point import FixedPoint
 from ...encoding.packing import PackingLayout
-from ...errors import ParameterError, ProtocolAborted, RemoteProtocolError
+from ...errors import AbortReason, ParameterError, ProtocolAborted, RemoteProtocolError
 from ...primitives import paillier as pl
 from ...primitives.randomness import RandomSource, SystemRandom
 from ...result import AggregationResult
@@ -196,7 +196,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     aggregate_msg = server.close()
     timings["close"] = time.perf_counter() - t
     if aggregate_msg is None:
-        raise ProtocolAborted(server.abort_reason, f"{len(server.included)} of {n} clients submitted, "
+        reason = server.abort_reason or AbortReason.TOO_FEW_SURVIVORS  # None only after an abort, which sets it
+        raise ProtocolAborted(reason, f"{len(server.included)} of {n} clients submitted, "
                                                    f"{params.min_clients} needed")
     aggregate_bytes = wire.encode(aggregate_msg)
     t = time.perf_counter()
