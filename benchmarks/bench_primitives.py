@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from masking_driver import cpu_description  # noqa: E402  (this directory is on sys.path)
 from secagg.primitives import aead, shamir
 from secagg.primitives.key_agreement import agree, agree_many, generate_keypair
 from secagg.primitives.prg import prg_backend, prg_ring, prg_ring_add_into
@@ -74,23 +75,8 @@ def measure(fn: Callable[[], Any], repeat: int, budget: float = 0.02) -> dict[st
             "samples": repeat}
 
 
-CPU_FLAGS = ("aes", "vaes", "pclmulqdq", "vpclmulqdq", "avx2", "avx512f", "bmi2", "adx")
-
-
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    flags: list[str] = []
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and not flags:
-                    cpu = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    flags = [f for f in CPU_FLAGS if f in have]  # what OpenSSL's AES/GHASH/X25519 code uses
-                    break
-    except OSError:
-        pass
+    cpu, flags = cpu_description()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

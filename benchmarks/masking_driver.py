@@ -78,22 +78,28 @@ def pin_one_core(cpu: int | None = None) -> int | None:
 CPU_FLAGS = ("aes", "vaes", "pclmulqdq", "vpclmulqdq", "avx2", "avx512f", "bmi2", "adx")
 
 
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (what
+    OpenSSL's AES, GHASH and X25519 code paths depend on)."""
+    cpu = platform.processor() or ""
+    flags: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in CPU_FLAGS if f in have]
+                break
+    return cpu, flags
+
+
 def machine_info() -> dict[str, Any]:
     import cryptography
 
     from secagg.primitives.prg import prg_backend
 
-    cpu = platform.processor() or ""
-    flags: list[str] = []
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name") and not flags:
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                # what OpenSSL's AES, GHASH and X25519 code paths depend on
-                flags = [f for f in CPU_FLAGS if f in have]
-                break
+    cpu, flags = cpu_description()
     return {"python": sys.version.split()[0], "numpy": np.__version__, "cryptography": cryptography.__version__,
             "platform": platform.platform(), "cpu": cpu, "cpu_flags": flags, "prg_backend": prg_backend(),
             "cpu_count": os.cpu_count(),
