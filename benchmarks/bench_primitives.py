@@ -124,7 +124,7 @@ def measure_paired(fns: dict[str, Callable[[], Any]], repeat: int, budget: float
 
 
 RAW_AES = "raw AES-256-CTR, update_into reused buffer"
-RAW_GCM = "raw AES-256-GCM of zeros (same keystream), update_into reused buffer"
+RAW_GCM = "raw AES-256-GCM of zeros (a counter-mode keystream), update_into reused buffer"
 RAW_CHACHA = "raw ChaCha20, update_into reused buffer"
 RAW_FRESH = "raw AES-256-CTR, update() fresh buffer"
 RAW_PLUS_ADD = "raw AES-256 keystream (the PRG's backend) reused buffer + numpy add"

@@ -266,7 +266,7 @@ def test_setup_without_byte_string_params_is_refused_not_a_crash(params):
     msg.metadata.__dict__["_message_id"] = "s1"
     ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
     reply = make_client_app()(msg, ctx)
-    assert reply.has_error() and "'params' must be a byte string" in reply.error.reason
+    assert reply.has_error() and "field 'params' must be a byte string" in reply.error.reason
 
 
 def test_node_policy_min_clients():

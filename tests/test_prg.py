@@ -43,17 +43,41 @@ def test_prg_bytes_is_the_specified_counter_mode_stream(n: int) -> None:
     assert prg_bytes(SEED, b"mask", n) == _reference_keystream(SEED, b"mask", n)
 
 
-def test_the_stream_is_the_gctr_keystream_of_gcm() -> None:
+def test_the_stream_is_the_gctr_keystream_of_gcm(monkeypatch) -> None:
     # McGrew & Viega's GCM test case 14: AES-256, K = 0^256, IV = 0^96, P = 0^128
     # gives C = cea7403d...: the first block of our stream for that key and IV.
     for backend in prg.BACKENDS:
         buf = np.zeros(16 + 15, dtype=np.uint8)
         prg._MAKERS[backend](bytes(32), bytes(12)).update_into(bytes(16), memoryview(buf))
         assert buf[:16].tobytes().hex() == "cea7403d4d606b6e074ec5d3baf39d18"
-    # and the GCM encryption of zeros under IV(tag) is the stream itself
+    # and the GCM encryption of zeros under IV(tag) is the stream the CTR code gives
+    monkeypatch.setattr(prg, "_backend", "ctr")
     iv = hashlib.sha256(b"secagg/v1/prg\x00" + b"mask").digest()[:12]
     gcm = Cipher(algorithms.AES(SEED), modes.GCM(iv)).encryptor()
     assert gcm.update(bytes(5000)) == prg_bytes(SEED, b"mask", 5000)
+
+
+def test_long_outputs_go_through_the_chosen_backend(monkeypatch) -> None:
+    """The speed-up must not silently disappear: with ``gcm`` chosen, every
+    entry point asks OpenSSL's GCM code for outputs of 4 KiB and more, and
+    the CTR code only below that."""
+    calls: list[str] = []
+    for name in prg.BACKENDS:
+        real = prg._MAKERS[name]
+        monkeypatch.setitem(prg._MAKERS, name,
+                            lambda seed, iv, real=real, name=name: calls.append(name) or real(seed, iv))
+    monkeypatch.setattr(prg, "_ctr", prg._MAKERS["ctr"])
+    monkeypatch.setattr(prg, "_backend", "gcm")
+    acc = np.zeros(300_001, dtype=np.uint32)
+    prg_ring(SEED, b"m", 1024)
+    prg_ring_add_into(acc[:1024], SEED, b"m")
+    prg_ring_add_into(acc, SEED, b"m")  # sliced
+    prg.prg_ring_add_many_into(acc, [SEED, SEED[::-1]], b"m")
+    prg_field(SEED, b"m", 4096, (1 << 61) - 1)
+    assert calls[:6] == ["gcm"] * 6 and set(calls) == {"gcm"}
+    calls.clear()
+    prg_bytes(SEED, b"m", 4095)
+    assert calls == ["ctr"]
 
 
 @pytest.mark.parametrize("backend", ["ctr", "gcm"])
@@ -78,6 +102,8 @@ def test_both_backends_give_the_same_bytes(monkeypatch, backend: str, length: in
 
 
 def test_backend_choice_from_the_environment(monkeypatch) -> None:
+    from secagg.errors import ParameterError
+
     for value, want in (("ctr", "ctr"), ("GCM", "gcm")):
         monkeypatch.setattr(prg, "_backend", None)
         monkeypatch.setenv("SECAGG_PRG_BACKEND", value)
@@ -85,10 +111,12 @@ def test_backend_choice_from_the_environment(monkeypatch) -> None:
     monkeypatch.setattr(prg, "_backend", None)
     monkeypatch.setenv("SECAGG_PRG_BACKEND", "auto")
     assert prg.prg_backend() in prg.BACKENDS
-    monkeypatch.setattr(prg, "_backend", None)
+    # a bad setting is a typed error at the first PRG call, short outputs included
     monkeypatch.setenv("SECAGG_PRG_BACKEND", "rot13")
-    with pytest.raises(ValueError, match="SECAGG_PRG_BACKEND"):
-        prg.prg_backend()
+    for call in (lambda: prg.prg_backend(), lambda: prg_bytes(SEED, b"t", 16)):
+        monkeypatch.setattr(prg, "_backend", None)
+        with pytest.raises(ParameterError, match="SECAGG_PRG_BACKEND"):
+            call()
     monkeypatch.setattr(prg, "_backend", None)
 
 
@@ -149,13 +177,17 @@ def test_streams_under_one_key_do_not_overlap() -> None:
     assert len(blocks) == len(tags) * n // 16
 
 
-def test_counter_layout_cannot_carry_into_the_tag_part() -> None:
-    # IV = 12 bytes of tag hash, then a 32-bit counter from 2. The output limit
-    # stops the counter at 2^32 - 1, so it never wraps (GCM) nor carries into
-    # the IV (CTR), and distinct tag hashes give disjoint counter blocks.
+def test_output_limit_matches_the_counter_and_gcm() -> None:
+    # IV = 12 bytes of tag hash, then a 32-bit counter from 2: the limit stops
+    # the counter at 2^32 - 1 (no GCM wrap, no CTR carry into the IV). It must
+    # also be within what cryptography lets one GCM encryption produce, or a
+    # long stream could fail half-way, after an accumulator was changed.
     for tag in (b"a", b"b", "mask/7"):
         assert len(prg._iv(tag)) == 12
-    assert MAX_OUTPUT_BYTES // 16 + 2 == 2**32
+    assert (MAX_OUTPUT_BYTES // 16 + 2 - 1).bit_length() == 32
+    gcm_limit = getattr(modes.GCM, "_MAX_ENCRYPTED_BYTES", None)
+    if gcm_limit is not None:
+        assert MAX_OUTPUT_BYTES <= gcm_limit
     assert len({prg._iv(b"t%d" % i) for i in range(2000)}) == 2000
 
 
@@ -279,8 +311,9 @@ def test_add_into_non_contiguous_accumulator() -> None:
 
 
 def test_add_into_concurrent_threads() -> None:
-    # Concurrent accumulations of the same size must not share a scratch buffer.
-    n, rounds = 1 << 18, 30
+    # Concurrent accumulations of the same size must not share a scratch buffer
+    # (1.25 MiB each: through the sliced path).
+    n, rounds = 5 << 16, 12
     tags = [b"thread/%d" % i for i in range(4)]
     expected = {}
     for tag in tags:

@@ -107,7 +107,7 @@ def bytes_field(rec: ConfigRecord, key: str) -> bytes:
     missing or of another type."""
     value = rec.get(key)
     if not isinstance(value, bytes):
-        raise WireFormatError(f"secagg record field {key!r} must be a byte string")
+        raise WireFormatError(f"secagg field {key!r} must be a byte string")
     return value
 
 

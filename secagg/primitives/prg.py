@@ -49,6 +49,8 @@ from typing import Any, Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
+from ..errors import ParameterError
+
 __all__ = ["prg_bytes", "prg_ring", "prg_ring_add_into", "prg_ring_add_many_into", "prg_field", "prg_backend",
            "MAX_OUTPUT_BYTES", "SEED_SIZE", "BACKENDS"]
 
@@ -128,7 +130,7 @@ _MAKERS = {"ctr": _ctr, "gcm": _gcm}
 
 def _calibrate() -> str:
     """Time both backends on a 256 KiB stream (a few rounds, interleaved) and
-    return the faster; about a millisecond, once per process."""
+    return the faster; a few milliseconds, once per process."""
     nbytes = 1 << 18
     zeros = _zero_bytes(nbytes)
     out = memoryview(bytearray(nbytes + _BLOCK))
@@ -146,12 +148,18 @@ def prg_backend() -> str:
     """The way this process asks OpenSSL for long keystreams: ``"ctr"`` or
     ``"gcm"`` (the same bytes either way). The environment variable
     ``SECAGG_PRG_BACKEND`` (``ctr``, ``gcm`` or ``auto``, the default) fixes it;
-    ``auto`` times both once and takes the faster."""
+    ``auto`` times both once and takes the faster. Read on the first PRG call
+    of any length; another value raises :class:`~secagg.errors.ParameterError`.
+
+    Forcing ``gcm`` on a CPU without a carry-less multiply instruction
+    (PCLMULQDQ, PMULL) makes OpenSSL hash the keystream with table-based GHASH,
+    whose memory accesses depend on the data; ``auto`` does not pick it there
+    in practice, as it is then the slower of the two."""
     global _backend
     if _backend is None:
         want = os.environ.get("SECAGG_PRG_BACKEND", "auto").strip().lower()
         if want not in BACKENDS + ("auto", ""):
-            raise ValueError(f"SECAGG_PRG_BACKEND must be one of ctr, gcm, auto; got {want!r}")
+            raise ParameterError(f"SECAGG_PRG_BACKEND must be one of ctr, gcm, auto; got {want!r}")
         _backend = want if want in BACKENDS else _calibrate()
     return _backend
 
@@ -159,9 +167,10 @@ def prg_backend() -> str:
 def _encryptor(seed: bytes, iv: bytes, nbytes: int) -> CipherContext:
     """An OpenSSL context whose ``update_into`` of zeros writes the keystream
     of ``(seed, iv)`` from its start, ``nbytes`` of it in all."""
+    backend = prg_backend()  # also for short outputs, so that a bad setting shows at once
     if nbytes < _MIN_GCM_BYTES:
         return _ctr(seed, iv)
-    return _MAKERS[prg_backend()](seed, iv)
+    return _MAKERS[backend](seed, iv)
 
 
 def _check(seed: bytes, nbytes: int) -> None:
