@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     schedule = D.drop_schedule(ids, args.dropout, "masked_input", seed=args.seed)
     keyed = D.run_keys(params, progress=D.say)
     load.mark("keys")
-    bare = D.BareKeystream(params.vector_length * params.ring_bits // 8)
+    bare = D.BareKeystream(params.entries * params.ring_bits // 8)
     report = D.run_rest(keyed, schedule, seed=args.seed, probe_clients=D.probe_sample(ids, schedule, args.probe),
                         bare=bare, progress=D.say)
     del keyed

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if keys_prof is not None:
             profile_text = (profile_text or "") + D.dump_profile(keys_prof, f"server_n{n}_rounds01")
         load.mark(f"n={n} keys")
-        bare = D.BareKeystream(4 * params.vector_length if params.ring_bits == 32 else 8 * params.vector_length)
+        bare = D.BareKeystream(4 * params.entries if params.ring_bits == 32 else 8 * params.entries)
         D.say(f"bare keystream floor through {bare.mode.upper()} (per stream: "
               + ", ".join(f"{k} {D.fmt_s(v)}" for k, v in bare.calibration_cpu_s.items()) + ")")
         for rate in args.dropout:

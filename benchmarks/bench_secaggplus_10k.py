@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keyed = D.run_keys(params, progress=D.say, profile_server=prof_keys)
     load.mark("keys")
     prof_rest = cProfile.Profile() if args.profile else None
-    bare = D.BareKeystream(4 * params.vector_length if params.ring_bits == 32 else 8 * params.vector_length)
+    bare = D.BareKeystream(4 * params.entries if params.ring_bits == 32 else 8 * params.entries)
     report = D.run_rest(keyed, schedule, seed=args.seed, probe_clients=D.probe_sample(ids, schedule, args.probe),
                         bare=bare, progress=D.say, profile_server=prof_rest)
     del keyed

@@ -286,7 +286,7 @@ def probe_masking(params: MaskingParams, state: Any, senders: np.ndarray, real_m
     alone and the bare keystream for as many streams."""
     peers, peer_masks = masking_step_inputs(params, state, senders)
     dtype = real_masked.dtype
-    acc = np.zeros(params.vector_length, dtype=dtype)
+    acc = np.zeros(params.entries, dtype=dtype)
     masking_step(params, state, peers, peer_masks, acc)
     # real - mask = the quantized input: w x 2^f within stochastic rounding (< 1)
     unmasked = from_ring(real_masked - acc, params.ring_bits)

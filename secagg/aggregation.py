@@ -20,22 +20,61 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["Rule", "RULES", "get_rule", "client_weight", "hybrid_weight", "finalize", "fedavg_apply",
+__all__ = ["Rule", "RULES", "RULE_KINDS", "RuleKind", "AVERAGING_RULES", "get_rule", "client_weight", "hybrid_weight", "finalize", "fedavg_apply",
            "reference_aggregate"]
 
-RULES = ("sum", "mean", "weighted", "fedavg", "hybrid")
+@dataclass(frozen=True)
+class RuleKind:
+    """What a named rule does: whether clients encode a weight other than 1,
+    whether its result is an average (a model update a trainer can apply),
+    and how the result comes from the two sums. Adding a rule is adding one
+    entry to :data:`RULE_KINDS` (and, if its clients weigh themselves in a new
+    way, a branch in :func:`client_weight`); every surface (the simulator, the
+    training runner, the Flower ServerApp, the CLI) takes it from there."""
+
+    description: str
+    uses_weights: bool
+    averages: bool
+    result: Callable[[np.ndarray, float], np.ndarray]
+
+
+def _sum(s: np.ndarray, sum_weights: float) -> np.ndarray:
+    return s
+
+
+def _average(s: np.ndarray, sum_weights: float) -> np.ndarray:
+    if not sum_weights > 0:
+        raise ParameterError("sum of weights is not positive: nothing to average")
+    return s / float(sum_weights)
+
+
+RULE_KINDS: dict[str, RuleKind] = {
+    "sum": RuleKind("sum of the updates", uses_weights=False, averages=False, result=_sum),
+    "mean": RuleKind("plain mean", uses_weights=False, averages=True, result=_average),
+    "weighted": RuleKind("mean weighted by data size or quality", uses_weights=True, averages=True,
+                         result=_average),
+    "fedavg": RuleKind("FedAvg: mean weighted by examples, applied with a server learning rate",
+                       uses_weights=True, averages=True, result=_average),
+    "hybrid": RuleKind("mean weighted by examples^alpha * quality^beta", uses_weights=True, averages=True,
+                       result=_average),
+}
+#: The rule names, in a stable order.
+RULES = tuple(RULE_KINDS)
+#: Rules whose result is an average update (what a training round applies).
+AVERAGING_RULES = tuple(name for name, kind in RULE_KINDS.items() if kind.averages)
 
 
 @dataclass(frozen=True)
 class Rule:
-    """An aggregation rule. ``alpha``/``beta`` are the hybrid exponents;
-    ``server_lr`` is FedAvg's server learning rate."""
+    """An aggregation rule: the object every driver takes. ``alpha``/``beta``
+    are the hybrid exponents; ``server_lr`` is the server learning rate
+    applied by :meth:`apply` (FedAvg's ``global + server_lr * mean``)."""
 
     name: str = "mean"
     server_lr: float = 1.0
@@ -43,7 +82,7 @@ class Rule:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.name not in RULES:
+        if self.name not in RULE_KINDS:
             raise ParameterError(f"unknown aggregation rule {self.name!r}; choose one of {RULES}")
         for attr in ("server_lr", "alpha", "beta"):
             v = getattr(self, attr)
@@ -53,8 +92,20 @@ class Rule:
             raise ParameterError("server_lr must be > 0")
 
     @property
+    def kind(self) -> RuleKind:
+        return RULE_KINDS[self.name]
+
+    @property
     def uses_weights(self) -> bool:
-        return self.name in ("weighted", "fedavg", "hybrid")
+        return self.kind.uses_weights
+
+    def finalize(self, sum_weighted: np.ndarray, sum_weights: float) -> np.ndarray:
+        """The rule's result from the two sums the server learns."""
+        return self.kind.result(np.asarray(sum_weighted, dtype=np.float64), float(sum_weights))
+
+    def apply(self, global_params: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+        """The server step of a training round: ``global + server_lr * aggregate``."""
+        return fedavg_apply(global_params, aggregate, self.server_lr)
 
 
 def get_rule(rule: "str | Rule") -> Rule:
@@ -105,13 +156,7 @@ def client_weight(rule: "str | Rule", *, weight: float | None = None, examples: 
 
 def finalize(rule: "str | Rule", sum_weighted: np.ndarray, sum_weights: float) -> np.ndarray:
     """The rule's result from the two sums the server learns."""
-    r = get_rule(rule)
-    s = np.asarray(sum_weighted, dtype=np.float64)
-    if r.name == "sum":
-        return s
-    if not sum_weights > 0:
-        raise ParameterError("sum of weights is not positive: nothing to average")
-    return s / float(sum_weights)
+    return get_rule(rule).finalize(sum_weighted, sum_weights)
 
 
 def fedavg_apply(global_params: np.ndarray, mean_update: np.ndarray, server_lr: float = 1.0) -> np.ndarray:

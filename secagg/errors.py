@@ -39,6 +39,7 @@ class AbortReason(str, enum.Enum):
     CONSISTENCY_CHECK_FAILED = "consistency_check_failed"
     RECONSTRUCTION_FAILED = "reconstruction_failed"
     WRONG_ROUND = "wrong_round"
+    DECRYPTION_FAILED = "decryption_failed"  # Paillier: no valid decrypted aggregate came back
     INTERNAL_ERROR = "internal_error"  # the server failed (e.g. out of memory) after releasing round state
 
 

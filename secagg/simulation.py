@@ -15,8 +15,8 @@ clients (rounded) is drawn with the seed and spread evenly over the stages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import math
 import sys
 import time
@@ -25,21 +25,27 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .aggregation import Rule, finalize, get_rule
+from .drivers.client import Contribution
+from .drivers.observer import TO_CLIENT, Recorder
+from .drivers.server import audit_logger
 from .encoding import wire
 from .encoding.fixed_point import FixedPoint, check_finite
-from .errors import AbortReason, ParameterError, ProtocolAborted, RemoteProtocolError
+from .errors import AbortReason, ParameterError, ProtocolAborted
 from .primitives.randomness import DeterministicRandom, RandomSource, SystemRandom
+from .protocols.outcome import Abort
+from .protocols.stages import MASKING_STAGES as _MASKING_STAGES
+from .protocols.stages import Stage
 from .result import AggregationResult
+from .transports.inprocess import LocalRound, dropout_schedule
 
-__all__ = ["simulate", "PROTOCOLS", "MASKING_STAGES", "audit_logger"]
+__all__ = ["simulate", "simulate_paillier", "PROTOCOLS", "MASKING_STAGES", "audit_logger"]
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
-MASKING_STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+MASKING_STAGES = tuple(s.value for s in _MASKING_STAGES)
 _ALIASES = {"advertise": "advertise_keys", "keys": "advertise_keys", "shares": "share_keys",
             "input": "masked_input", "masked": "masked_input", "consistency": "consistency_check",
             "unmask": "unmasking"}
 
-audit_logger = logging.getLogger("secagg.audit")
 
 
 def _as_vectors(updates: Sequence[Any]) -> list[np.ndarray]:
@@ -99,25 +105,7 @@ def _default_encoding(ws: list[float]) -> FixedPoint:
 
 def _schedule(dropouts: float | Mapping[int, str] | None, n: int, stages: Sequence[str],
               rng: RandomSource) -> dict[int, str]:
-    if dropouts is None:
-        return {}
-    if isinstance(dropouts, Mapping):
-        out = {}
-        for cid, stage in dropouts.items():
-            stage = _ALIASES.get(stage, stage)
-            if not isinstance(cid, (int, np.integer)) or not 1 <= int(cid) <= n:
-                raise ParameterError(f"dropout schedule names client {cid!r}; clients are 1..{n}")
-            if stage not in stages:
-                raise ParameterError(f"unknown dropout stage {stage!r}; choose from {tuple(stages)}")
-            out[int(cid)] = stage
-        return out
-    rate = float(dropouts)
-    if not 0 <= rate < 1:
-        raise ParameterError(f"dropout rate must lie in [0, 1), got {dropouts!r}")
-    k = int(round(rate * n))
-    keys = np.frombuffer(rng.bytes(8 * n), dtype="<u8")
-    chosen = sorted(int(i) + 1 for i in np.argsort(keys, kind="stable")[:k])
-    return {cid: stages[j % len(stages)] for j, cid in enumerate(chosen)}
+    return dropout_schedule(dropouts, range(1, n + 1), stages, rng, aliases=_ALIASES)
 
 
 def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, protocol: str = "secagg+",
@@ -161,16 +149,12 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
                     f"weight of client {i + 1} ({w}) exceeds the round's max_weight {encoding.max_weight}")
     rng: RandomSource = DeterministicRandom(seed) if seed is not None else SystemRandom()
     if protocol == "paillier":
-        from .protocols.paillier.simulate import simulate_paillier
-
         schedule = _schedule(dropouts, n, ("submit",), _fork(rng, "dropouts"))
         # encoding=None lets Paillier size its fixed point for its packed slots
-        result = simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
-                                   rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
-                                   short_exponent=short_exponent, progress=progress,
-                                   min_clients=threshold if threshold is not None else 1, randomizer=randomizer)
-        _audit(result.summary())
-        return result
+        return simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
+                                 rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
+                                 short_exponent=short_exponent, progress=progress,
+                                 min_clients=threshold if threshold is not None else 1, randomizer=randomizer)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -203,12 +187,28 @@ def _plaintext(xs: list[np.ndarray], ws: list[float], rule: Rule, schedule: Mapp
                              timings={"aggregate": time.perf_counter() - t0}, params={"n": len(xs)})
 
 
+def _trace_sink(recorder: Recorder, trace: list[tuple[str, str, int, bytes]] | None) -> None:
+    """The recorded transcript in the vectors' form: the round's parameters
+    once (as sent to every client), then every protocol message."""
+    if trace is None or recorder.transcript is None:
+        return
+    params_sent = False
+    for stage, direction, party, data in recorder.transcript:
+        if stage == Stage.ADVERTISE_KEYS.value and direction == TO_CLIENT:
+            if not params_sent:
+                trace.append(("params", TO_CLIENT, 0, data))
+                params_sent = True
+            continue
+        trace.append((stage, direction, party, data))
+
+
 def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint, schedule: Mapping[int, str],
              rng: RandomSource, *, protocol: str, threshold: int | None, degree: int | None,
              dropout_tolerance: float | None, corrupt_fraction: float, malicious_server: bool,
              progress: bool, trace: list[tuple[str, str, int, bytes]] | None) -> AggregationResult:
+    from .drivers import ClientDriver, MaskingClientRole, Recorder, ServerDriver
     from .primitives.signatures import generate_signing_keypair
-    from .protocols.masking import Abort, MaskingClient, MaskingParams, MaskingServer
+    from .protocols.masking import MaskingParams, MaskingServer
 
     n = len(xs)
     ids = list(range(1, n + 1))
@@ -220,100 +220,154 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
                                   corrupt_fraction=corrupt_fraction, threshold=threshold, degree=degree,
                                   encoding=enc, malicious_server=malicious_server,
                                   signing_keys={i: k.public for i, k in signing.items()}, rng=_fork(rng, "params"))
-    timings: dict[str, float] = {}
-    sent = {i: 0 for i in ids}
-    recv = {i: 0 for i in ids}
-    params_wire = wire.encode(params)
-    params_bytes = len(params_wire)
-    if trace is not None:
-        trace.append(("params", "to_client", 0, params_wire))
-    server = MaskingServer(params, _fork(rng, "server"))
-    t0 = time.perf_counter()
-    clients = {i: MaskingClient(wire.decode(wire.encode(params), MaskingParams) if i == 1 else params, i,
-                                _fork(rng, f"client/{i}"),
-                                signing_key=signing[i].private if malicious_server else None,
-                                # the simulator is the PKI: it made the keys
-                                trusted_signing_keys={v: k.public for v, k in signing.items()}
-                                if malicious_server else None) for i in ids}
-    timings["setup.clients"] = time.perf_counter() - t0
-    for i in ids:
-        recv[i] += params_bytes
+    recorder = Recorder(transcript=trace is not None)
+    server = ServerDriver(MaskingServer(params, _fork(rng, "server")), rule, observer=recorder)
+    # the simulator is the PKI: it made the signing keys
+    trusted = {v: k.public for v, k in signing.items()} if malicious_server else None
+    roles = {i: MaskingClientRole(i, rng=_fork(rng, f"client/{i}"),
+                                  signing_key=signing[i].private if malicious_server else None,
+                                  trusted_signing_keys=trusted) for i in ids}
+    timer = recorder.timer()
+    clients = {i: ClientDriver(role, observer=timer) for i, role in roles.items()}
+    contributions = {i: Contribution(xs[i - 1], ws[i - 1]) for i in ids}
+    network = LocalRound(server, clients, contributions, dropouts=schedule)
     bar = _progress(progress, n)
-
-    def deliver(sender: int, msg: object) -> None:
-        data = wire.encode(msg)
-        sent[sender] += len(data)
-        if trace is not None:
-            trace.append((stage, "to_server", sender, data))
-        t = time.perf_counter()
-        try:
-            server.receive(sender, wire.decode(data))
-        except RemoteProtocolError:
-            pass  # rejected: that client is treated as dropped (the audit record lists it)
-        timings[f"{stage}.server"] = timings.get(f"{stage}.server", 0.0) + time.perf_counter() - t
-
-    stage = "advertise_keys"
-    t = time.perf_counter()
-    adverts = {i: c.advertise_keys() for i, c in clients.items() if schedule.get(i) != stage}
-    timings[f"{stage}.clients"] = time.perf_counter() - t
-    for i, advert in adverts.items():
-        deliver(i, advert)
-    t = time.perf_counter()
-    outgoing = server.close_round()
-    timings[f"{stage}.server"] += time.perf_counter() - t
-    clipped = 0
-    while outgoing:
-        stage = server.stage.value
-        encoded: dict[int, bytes] = {}  # one encoding per distinct message object
-        replies: dict[int, object] = {}
-        t_clients = 0.0
-        for i, msg in outgoing.items():
-            data = encoded.get(id(msg))
-            if data is None:
-                data = encoded[id(msg)] = wire.encode(msg)
-            recv[i] += len(data)
-            if trace is not None:
-                trace.append((stage, "to_client", i, data))
-            if schedule.get(i) == stage:
-                continue
-            incoming: object = wire.decode(data)
-            t = time.perf_counter()
-            reply = clients[i].handle(incoming, update=xs[i - 1], weight=ws[i - 1])
-            t_clients += time.perf_counter() - t
-            clipped += getattr(clients[i], "last_clipped", 0) if stage == "masked_input" else 0
-            if reply is not None:
-                replies[i] = reply
-            if bar is not None:
-                bar.update(1)
-        timings[f"{stage}.clients"] = t_clients
-        for i, reply in replies.items():
-            deliver(i, reply)
-        t = time.perf_counter()
-        outgoing = server.close_round()
-        timings[f"{stage}.server"] = timings.get(f"{stage}.server", 0.0) + time.perf_counter() - t
+    network.start()
+    while network.step():
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
+    _trace_sink(recorder, trace)
+    clipped = sum(role.clipped for role in roles.values())
+    timings = dict(recorder.timings)
+    sent = {i: recorder.bytes_sent.get(i, 0) for i in ids}
+    recv = {i: recorder.bytes_received.get(i, 0) for i in ids}
     record = server.audit_record()
     record["bytes_sent_per_client_mean"] = float(np.mean(list(sent.values())))
     record["timings_s"] = {k: round(v, 6) for k, v in timings.items()}
-    record["clients_aborted"] = {str(i): c.state.abort_reason for i, c in clients.items() if c.aborted}
+    record["clients_aborted"] = dict(sorted((str(i), why) for i, why in network.refusals.items()))
     record["entries_clipped"] = clipped
     _audit(record)
-    outcome = server.outcome
-    if isinstance(outcome, Abort):
-        raise ProtocolAborted(outcome.reason, f"at {outcome.stage}: {outcome.detail}")
-    assert outcome is not None
     timings["server_total"] = sum(v for k, v in timings.items() if k.endswith(".server"))
     timings["clients_total"] = sum(v for k, v in timings.items() if k.endswith(".clients"))
     timings["client_mean"] = timings["clients_total"] / n
     summary = params.summary()
     summary["entries_clipped"] = clipped
-    return AggregationResult(
-        protocol=params.protocol_name, rule=rule.name,
-        aggregate=finalize(rule, outcome.sum_weighted, outcome.sum_weights),
-        sum_weighted=outcome.sum_weighted, sum_weights=outcome.sum_weights, included=outcome.included,
-        dropped=dict(outcome.dropped), session_id=params.session_id.hex(), bytes_sent=sent, bytes_received=recv,
-        timings=timings, params=summary)
+    return server.result(bytes_sent=sent, bytes_received=recv, timings=timings, params=summary)
+
+
+def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | None, *,
+                      rule: "str | Rule", encoding: FixedPoint | None, dropouts: Mapping[int, str],
+                      rng: RandomSource, key_bits: int = 2048, workers: int = 1,
+                      short_exponent: bool = False, progress: bool = False,
+                      min_clients: int = 1, randomizer: str | None = None) -> AggregationResult:
+    """Run one Paillier round in-process: key holder (party 0), server and
+    ``n`` clients on the round drivers, every message through the wire format.
+
+    ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
+    weighted rules (``None``: all 1) and ignored by ``sum``/``mean``.
+    ``dropouts`` maps a client id to ``"submit"`` (it never submits).
+    ``workers`` > 1 precomputes obfuscators in that many processes, shards the
+    server's combine over that many processes and decrypts with that many
+    threads. ``randomizer`` is ``"standard"`` (``r^n``, the default),
+    ``"djn"`` (DJN base with a full-length exponent) or ``"djn-short"`` (DJN
+    short exponent; also ``short_exponent=True``); protocols/paillier/SPEC.md
+    §6 states what each rests on. Raises :class:`ProtocolAborted` if the round
+    aborts (e.g. fewer than ``min_clients`` submitted, or the key holder
+    refused to decrypt)."""
+    from .drivers import ClientDriver, KeyHolderRole, PaillierClientRole, Recorder, ServerDriver
+    from .drivers.concurrency import process_executor
+    from .primitives import paillier as pl
+    from .protocols.paillier import (KEY_HOLDER, PaillierKeyHolder, PaillierParams, PaillierServer,
+                                     PublicKeyMessage, default_encoding, randomizer_for)
+
+    r = get_rule(rule)
+    n = len(updates)
+    if n < 1:
+        raise ParameterError("need at least one client update")
+    xs = [np.asarray(u, dtype=np.float64).ravel() for u in updates]
+    d = xs[0].size
+    if d < 1 or any(x.size != d for x in xs):
+        raise ParameterError("all updates must be non-empty and of the same length")
+    for i, x in enumerate(xs):
+        check_finite(x, f"update of client {i + 1}")
+    if r.uses_weights and weights is not None:
+        if len(weights) != n:
+            raise ParameterError(f"{len(weights)} weights for {n} updates")
+        ws = [float(w) for w in weights]
+    else:
+        ws = [1.0] * n
+    schedule = dropout_schedule(dropouts, range(1, n + 1), ("submit",), rng)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError("workers must be an integer >= 1")
+    enc = encoding if encoding is not None else default_encoding(n, key_bits, max(ws))
+    for w in ws:
+        enc.check_weight(w)
+    randomizer_spec = randomizer_for(randomizer, key_bits, short_exponent)
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    t = time.perf_counter()
+    key_rng = None if isinstance(rng, SystemRandom) else _fork(rng, "keyholder")
+    keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers)
+    timings["keygen"] = time.perf_counter() - t
+    # the key as published: the server and every client pin the key holder's own
+    public_key_bytes = wire.encode(keyholder.public_key_message())
+    public_key = wire.decode(public_key_bytes, PublicKeyMessage)
+    t = time.perf_counter()
+    params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc, rule=r, min_clients=min_clients,
+                                   rng=_fork(rng, "server"))
+    recorder = Recorder()
+    server = ServerDriver(PaillierServer(params, workers=workers), r, observer=recorder, protocol="paillier")
+    timings["setup"] = time.perf_counter() - t
+    roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
+                                     rng=_fork(rng, f"client-{cid}"), randomizer=randomizer_spec,
+                                     min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS)) for cid in range(1, n + 1)}
+    submitting = [cid for cid in roles if cid not in schedule]
+    executor = process_executor(workers) if workers > 1 else None
+    iterator: Any = _progress_over(progress, submitting, "paillier clients (offline)")
+    try:
+        t = time.perf_counter()
+        for cid in iterator:  # the offline phase
+            roles[cid].precompute(params.n_ciphertexts, executor=executor)
+        offline = time.perf_counter() - t
+        timer = recorder.timer()
+        clients: dict[int, ClientDriver] = {cid: ClientDriver(role, observer=timer) for cid, role in roles.items()}
+        clients[KEY_HOLDER] = ClientDriver(KeyHolderRole(keyholder), observer=timer)
+        contributions = {cid: Contribution(xs[cid - 1], ws[cid - 1]) for cid in roles}
+        network = LocalRound(server, clients, contributions, dropouts=schedule)
+        network.run()
+    finally:
+        server.core.shutdown()  # type: ignore[attr-defined]
+        if executor is not None:
+            executor.shutdown()
+    _audit(server.audit_record())
+    n_sub = max(1, len(submitting))
+    rt = recorder.timings
+    timings.update({"offline_precompute": offline, "offline_precompute_per_client": offline / n_sub,
+                    "online_encrypt": rt.get("submit.clients", 0.0),
+                    "online_encrypt_per_client": rt.get("submit.clients", 0.0) / n_sub,
+                    "combine": rt.get("submit.server", 0.0), "close": rt.get("decrypt.server", 0.0),
+                    "decrypt": rt.get("decrypt.clients", 0.0)})
+    timings["total"] = time.perf_counter() - t_start
+    if isinstance(server.outcome, Abort) and KEY_HOLDER in network.refusals:
+        raise ProtocolAborted(server.outcome.reason, f"the key holder refused: {network.refusals[KEY_HOLDER]}")
+    sent = {cid: recorder.bytes_sent.get(cid, 0) for cid in roles}
+    received = {cid: recorder.bytes_received.get(cid, 0) + len(public_key_bytes) for cid in roles}
+    result = server.result(bytes_sent=sent, bytes_received=received, timings=timings)
+    included = result.included
+    summary = dict(result.params)
+    summary.update({
+        "randomizer": randomizer_spec.describe(),
+        "workers": workers,
+        "bytes_per_parameter": float(np.mean([sent[c] for c in included])) / d,
+        "aggregate_ciphertext_bytes": recorder.bytes_received.get(KEY_HOLDER, 0) - len(wire.encode(params)),
+        "clipped_entries": int(sum(roles[c].clipped for c in included)),
+        "online_exponentiations": int(sum(roles[c].online_exponentiations for c in included)),
+        "sum_error_bound": enc.sum_error_bound(len(included)),
+    })
+    return dataclasses.replace(result, params=summary, dropped=dict(sorted(schedule.items())))
 
 
 def _progress(enabled: bool, n: int) -> Any:
@@ -321,4 +375,12 @@ def _progress(enabled: bool, n: int) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=None, desc=f"secure aggregation, {n} clients", unit="msg", leave=False)
+    return tqdm(total=None, desc=f"secure aggregation, {n} clients", unit="stage", leave=False)
+
+
+def _progress_over(enabled: bool, items: list[int], desc: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="client", leave=False)

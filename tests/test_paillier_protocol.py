@@ -27,7 +27,8 @@ from secagg.protocols.paillier import (AggregateCiphertext, AggregateSums, Alrea
                                        DuplicateSubmission, KeyMismatch, LateSubmission, PaillierClient,
                                        PaillierKeyHolder, PaillierParams, PaillierServer, PublicKeyMessage,
                                        ServerState, SessionMismatch, Submission, TooFewClients, UnexpectedSender,
-                                       default_encoding, simulate_paillier)
+                                       default_encoding)
+from secagg.simulation import simulate_paillier
 from secagg.protocols.paillier import server as server_module
 
 KEY_BITS = 512

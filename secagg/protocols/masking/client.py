@@ -87,8 +87,8 @@ class MaskingClient:
 
     def __init__(self, params: MaskingParams, client_id: int, rng: RandomSource | None = None,
                  signing_key: bytes | None = None, *, trusted_signing_keys: Mapping[int, bytes] | None = None,
-                 _state: ClientState | None = None):
-        if client_id not in params.graph._all:
+                 state: ClientState | None = None):
+        if client_id not in params.graph:
             raise ParameterError(f"client {client_id} is not a participant of this round")
         if params.malicious_server:
             if signing_key is None:
@@ -105,15 +105,18 @@ class MaskingClient:
         self.client_id = client_id
         self._rng = default_random(rng)
         self._signing_key = signing_key
-        if _state is None:
+        if state is not None and (state.client_id != client_id or not isinstance(state, ClientState)):
+            raise ParameterError("the saved state belongs to another client")
+        if state is None:
             enc = generate_keypair(self._rng)
             mask = generate_keypair(self._rng)
             seed = self._rng.bytes(32)
-            _state = ClientState(client_id=client_id, stage="init", enc_private=enc.private,
+            state = ClientState(client_id=client_id, stage="init", enc_private=enc.private,
                                  enc_public=enc.public, mask_private=mask.private, mask_public=mask.public,
                                  self_mask_seed=seed,
                                  commitment=C.self_mask_commitment(params.session_id, client_id, seed))
-        self.state = _state
+        self.state = state
+        self.last_clipped = 0  # update entries clipped by the last masked input
 
     # ---------------------------------------------------------------- persistence
     def to_bytes(self) -> bytes:
@@ -126,7 +129,7 @@ class MaskingClient:
                    trusted_signing_keys: Mapping[int, bytes] | None = None) -> "MaskingClient":
         state = wire.decode(data, ClientState)
         return cls(params, state.client_id, rng, signing_key, trusted_signing_keys=trusted_signing_keys,
-                   _state=state)
+                   state=state)
 
     # ---------------------------------------------------------------- introspection
     @property
@@ -301,7 +304,7 @@ class MaskingClient:
 
         # encode [w x, w] only once the server's message has passed every check
         quantized = enc.quantize(x, weight, self._rng)
-        vector = np.empty(p.vector_length, dtype=np.int64)
+        vector = np.empty(p.entries, dtype=np.int64)
         vector[:-1] = quantized.values
         vector[-1] = enc.quantize_weight(weight, self._rng)
         self.last_clipped = quantized.clipped
@@ -426,22 +429,28 @@ class MaskingClient:
                             held_sk[sk_rows].ravel().astype(np.uint32))
 
     # ---------------------------------------------------------------- driver
+    def respond(self, msg: object, update: np.ndarray | None = None, weight: float = 1.0) -> object:
+        """Answer a server message of rounds 1 to 4 (round 0 is
+        :meth:`advertise_keys`). Raises :class:`RemoteProtocolError` (state
+        unchanged) if the message fails a check."""
+        if isinstance(msg, KeysBroadcast):
+            return self.share_keys(msg)
+        if isinstance(msg, ForwardedShares):
+            if update is None:
+                raise LocalProtocolError("the masked-input round needs the client's update")
+            return self.masked_input(msg, update, weight)
+        if isinstance(msg, ConsistencyRequest):
+            return self.consistency_check(msg)
+        if isinstance(msg, UnmaskRequest):
+            return self.unmask(msg)
+        raise _fail(AbortReason.MALFORMED_MESSAGE, f"not a server message: {type(msg).__name__}")
+
     def handle(self, msg: object, update: np.ndarray | None = None, weight: float = 1.0) -> object | None:
-        """Dispatch a server message to its round. A check that fails moves the
-        client to the ``aborted`` state (reason in :attr:`abort_reason`) and
-        returns ``None``: it sends nothing more this round."""
+        """:meth:`respond`, except that a check that fails moves the client to
+        the ``aborted`` state (reason in :attr:`abort_reason`) and returns
+        ``None``: it sends nothing more this round."""
         try:
-            if isinstance(msg, KeysBroadcast):
-                return self.share_keys(msg)
-            if isinstance(msg, ForwardedShares):
-                if update is None:
-                    raise LocalProtocolError("the masked-input round needs the client's update")
-                return self.masked_input(msg, update, weight)
-            if isinstance(msg, ConsistencyRequest):
-                return self.consistency_check(msg)
-            if isinstance(msg, UnmaskRequest):
-                return self.unmask(msg)
-            raise _fail(AbortReason.MALFORMED_MESSAGE, f"not a server message: {type(msg).__name__}")
+            return self.respond(msg, update, weight)
         except RemoteProtocolError as exc:
             self.state = replace(self.state, stage="aborted", abort_reason=exc.reason.value, abort_detail=str(exc))
             return None

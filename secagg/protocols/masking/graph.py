@@ -152,6 +152,10 @@ class NeighbourGraph:
             self._ring = np.asarray(client_ids, dtype=np.int64)[order]
             self._pos = {int(cid): i for i, cid in enumerate(self._ring.tolist())}
 
+    def __contains__(self, u: object) -> bool:
+        """Whether ``u`` is a participant (an exact ``int`` id of the round)."""
+        return type(u) is int and u in self._all
+
     def neighbours(self, u: int) -> tuple[int, ...]:
         """Sorted neighbours of ``u`` (excluding ``u``)."""
         got = self._cache.get(u)

@@ -116,7 +116,14 @@ class MaskingParams:
 
     @property
     def vector_length(self) -> int:
-        """Entries per masked input: the ``dim`` weighted values and the weight."""
+        """The model dimension ``d`` (the same as :attr:`dim`; the name the
+        Paillier parameters use too)."""
+        return self.dim
+
+    @property
+    def entries(self) -> int:
+        """Entries per masked input: the ``d`` weighted values and the weight
+        (``d + 1``; the name the Paillier parameters use too)."""
         return self.dim + 1
 
     @property

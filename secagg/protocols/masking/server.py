@@ -15,10 +15,9 @@ of Lagrange coefficients (a dot product per secret).
 
 from __future__ import annotations
 
-import enum
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
@@ -31,47 +30,20 @@ from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
 from ...errors import InvalidSignature, ReconstructionError
 from . import _crypto as C
-from .messages import (SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
+from ...encoding import wire
+from .messages import (CLIENT_MESSAGES, SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
                        ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
 from .params import MaskingParams
+from ..outcome import Abort, ServerResult
+from ..stages import Stage
 
 __all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
 
 
 
-class Stage(str, enum.Enum):
-    ADVERTISE_KEYS = "advertise_keys"
-    SHARE_KEYS = "share_keys"
-    MASKED_INPUT = "masked_input"
-    CONSISTENCY_CHECK = "consistency_check"
-    UNMASKING = "unmasking"
-    DONE = "done"
-    ABORTED = "aborted"
-
-
 # the client message each stage accepts
 _ACCEPTS = {Stage.ADVERTISE_KEYS: AdvertiseKeys, Stage.SHARE_KEYS: ShareKeys, Stage.MASKED_INPUT: MaskedInput,
             Stage.CONSISTENCY_CHECK: ConsistencySignature, Stage.UNMASKING: UnmaskShares}
-
-
-@dataclass(frozen=True)
-class ServerResult:
-    """The unmasked sums over exactly ``included`` (U_3). ``dropped`` maps each
-    client that vanished to the stage it missed; a client that vanished at
-    ``consistency_check`` or ``unmasking`` had already sent its masked input
-    and is still included."""
-
-    sum_weighted: np.ndarray
-    sum_weights: float
-    included: tuple[int, ...]
-    dropped: Mapping[int, str]
-
-
-@dataclass(frozen=True)
-class Abort:
-    reason: AbortReason
-    detail: str = ""
-    stage: str = ""
 
 
 _ROUTE_BLOCK = 32  # recipients per block of the complete-graph routing transpose
@@ -91,14 +63,23 @@ class _Collected:
 
 
 class MaskingServer:
-    """The server of one round."""
+    """The server of one round.
+
+    The common server interface (the drivers in :mod:`secagg.drivers` use
+    nothing else): :meth:`start` gives the round's first messages,
+    :meth:`receive` takes one client message, :meth:`close_round` ends the
+    current stage, :attr:`stage`, :attr:`replies_expected` and
+    :attr:`outcome` tell where the round is."""
+
+    #: every message a client may send to the server
+    CLIENT_MESSAGES: tuple[type, ...] = CLIENT_MESSAGES
 
     def __init__(self, params: MaskingParams, rng: RandomSource | None = None):
         self.params = params
         self._rng = default_random(rng)
         self.stage = Stage.ADVERTISE_KEYS
         self._got = _Collected()
-        self._accumulator = np.zeros(params.vector_length, dtype=dtype_for(params.ring_bits))
+        self._accumulator = np.zeros(params.entries, dtype=dtype_for(params.ring_bits))
         self.u1: tuple[int, ...] = ()
         self.u2: tuple[int, ...] = ()
         self.u3: tuple[int, ...] = ()
@@ -110,10 +91,24 @@ class MaskingServer:
         self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._sets: dict[int, tuple[tuple[int, ...], frozenset[int]]] = {}  # membership of U_i, O(1)
         self._used_keys: set[bytes] = set()
+        self.replies_expected: frozenset[int] = frozenset()  # who is sent a message it must answer
 
     @property
     def done(self) -> bool:
         return self.outcome is not None
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest client message the current stage can take (wire limit)."""
+        return wire.MAX_MESSAGE_BYTES
+
+    def start(self) -> dict[int, object]:
+        """Round 0 opens: the round's parameters to every participant, who
+        answers with its :class:`AdvertiseKeys`."""
+        if self.stage is not Stage.ADVERTISE_KEYS or self._got.advertised or self.replies_expected:
+            raise LocalProtocolError("the round has already started")
+        self.replies_expected = frozenset(self.params.client_ids)
+        return {u: self.params for u in self.params.client_ids}
 
     # ---------------------------------------------------------------- receive
     def receive(self, sender: int, msg: object) -> None:
@@ -123,10 +118,12 @@ class MaskingServer:
         try:
             self._receive(sender, msg)
         except RemoteProtocolError as exc:
-            self.rejected.append((int(sender) if isinstance(sender, int) else -1, self.stage.value, exc.reason.value))
+            self.rejected.append((sender if type(sender) is int else -1, self.stage.value, exc.reason.value))
             raise
 
     def _receive(self, sender: int, msg: object) -> None:
+        if type(sender) is not int:  # not True, 1.0 or np.uint32(1): ids are exact ints
+            raise _err(AbortReason.UNEXPECTED_SENDER, f"sender id must be an int, got {type(sender).__name__}")
         if self.done:
             raise _err(AbortReason.WRONG_ROUND, "the round is over")
         expected = _ACCEPTS.get(self.stage)
@@ -137,7 +134,7 @@ class MaskingServer:
             raise _err(AbortReason.UNEXPECTED_SENDER, "message names a different sender")
         if getattr(msg, "session_id", None) != self.params.session_id:
             raise _err(AbortReason.SESSION_MISMATCH, "message belongs to another session")
-        if sender not in self.params.graph._all:
+        if sender not in self.params.graph:
             raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} is not in this round")
         handler = getattr(self, f"_on_{self.stage.value}")
         handler(sender, msg)
@@ -198,7 +195,7 @@ class MaskingServer:
         vec = msg.masked
         if vec.dtype != self._accumulator.dtype or vec.shape != self._accumulator.shape:
             raise _err(AbortReason.MALFORMED_MESSAGE,
-                       f"masked input must be {self.params.vector_length} {self._accumulator.dtype} entries")
+                       f"masked input must be {self.params.entries} {self._accumulator.dtype} entries")
         np.add(self._accumulator, vec, out=self._accumulator)
         self._got.masked.add(sender)
 
@@ -247,12 +244,14 @@ class MaskingServer:
         if self.done:
             raise LocalProtocolError("the round is already over")
         try:
-            return getattr(self, f"_close_{self.stage.value}")()
+            out = getattr(self, f"_close_{self.stage.value}")()
         except _AbortNow as stop:
             self.outcome = Abort(stop.reason, stop.detail, self.stage.value)
             self.stage = Stage.ABORTED
             self._accumulator = np.zeros(0, dtype=self._accumulator.dtype)
-            return {}
+            out = {}
+        self.replies_expected = frozenset(out)
+        return out
 
     def _need(self, count: int, what: str) -> None:
         if count < self.params.threshold:

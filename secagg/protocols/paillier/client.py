@@ -65,7 +65,7 @@ class PaillierClient:
 
     def __init__(self, client_id: int, public_key: pl.PublicKey | PublicKeyMessage, *,
                  rng: RandomSource | None = None, randomizer: pl.RandomizerSpec = pl.STANDARD,
-                 min_key_bits: int = pl.DEFAULT_KEY_BITS):
+                 min_key_bits: int = pl.DEFAULT_KEY_BITS, pool: pl.ObfuscatorPool | None = None):
         key = public_key.key if isinstance(public_key, PublicKeyMessage) else public_key
         if not isinstance(key, pl.PublicKey):
             raise ParameterError("public_key must be a PublicKey or PublicKeyMessage")
@@ -77,7 +77,9 @@ class PaillierClient:
         self.public_key = key
         self.randomizer = randomizer
         self.rng = default_random(rng)
-        self.pool = pl.ObfuscatorPool(key)
+        if pool is not None and pool.public_key != key:
+            raise ParameterError("the obfuscator pool belongs to another key")
+        self.pool = pool if pool is not None else pl.ObfuscatorPool(key)
         self.state = ClientState.WAITING_PARAMS
         self.params: PaillierParams | None = None
         self.clipped = 0

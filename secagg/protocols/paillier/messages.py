@@ -25,8 +25,11 @@ from .params import MAX_CLIENT_ID, PaillierParams, PublicKeyMessage
 __all__ = [
     "PaillierParams", "PublicKeyMessage", "Submission", "AggregateCiphertext", "AggregateSums",
     "SessionMismatch", "KeyMismatch", "DuplicateSubmission", "LateSubmission", "UnexpectedSender",
-    "AlreadyDecrypted", "TooFewClients",
+    "AlreadyDecrypted", "TooFewClients", "KEY_HOLDER",
 ]
+
+#: The key holder's party id in a round's messages (clients are 1..n).
+KEY_HOLDER = 0
 
 _ID = {"min": 1, "max": MAX_CLIENT_ID}
 _HASH = {"len": 32}

@@ -11,6 +11,7 @@ Validation refuses parameters whose packing layout could carry between slots
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,10 +20,12 @@ from ...encoding import wire
 from ...encoding.fixed_point import FixedPoint
 from ...encoding.packing import PackingLayout
 from ...errors import ParameterError
+from ...primitives import paillier as pl
 from ...primitives.paillier import MAX_KEY_BITS, PublicKey
 from ...primitives.randomness import RandomSource, default_random
 
-__all__ = ["PROTOCOL_VERSION", "MAX_CLIENT_ID", "PublicKeyMessage", "PaillierParams"]
+__all__ = ["PROTOCOL_VERSION", "MAX_CLIENT_ID", "PublicKeyMessage", "PaillierParams", "TARGET_SLOT_BITS",
+           "RANDOMIZERS", "default_encoding", "randomizer_for"]
 
 PROTOCOL_VERSION = 1
 MAX_CLIENT_ID = (1 << 32) - 1
@@ -151,3 +154,44 @@ class PaillierParams:
                    client_ids=ids, min_clients=int(min_clients), vector_length=int(vector_length),
                    clip=float(enc.clip), frac_bits=int(enc.frac_bits), max_weight=float(enc.max_weight),
                    rule=get_rule(rule).name)
+
+
+#: Default precision targets slots of at most this many bits (93 values per
+#: 2048-bit plaintext, about 5.5 bytes per parameter on the wire).
+TARGET_SLOT_BITS = 22
+
+
+def default_encoding(n_clients: int, key_bits: int = pl.DEFAULT_KEY_BITS, max_weight: float = 1.0,
+                     clip: float = 1.0) -> FixedPoint:
+    """``clip`` (1.0), ``max_weight`` rounded up to a power of two (the round's
+    ``max_weight`` is public: a power of two reveals only the order of magnitude
+    of the largest weight), and the largest ``frac_bits`` in [8, 16] whose slot
+    fits :data:`TARGET_SLOT_BITS` bits for ``n_clients`` (8 if none does; the
+    layout then simply uses wider slots)."""
+    if max_weight > 1:
+        max_weight = float(2.0 ** math.ceil(math.log2(max_weight)))
+    else:
+        max_weight = 1.0
+    for frac_bits in range(16, 7, -1):
+        enc = FixedPoint(clip=clip, frac_bits=frac_bits, max_weight=max_weight)
+        if PackingLayout.derive(enc, n_clients, key_bits).slot_bits <= TARGET_SLOT_BITS:
+            return enc
+    return FixedPoint(clip=clip, frac_bits=8, max_weight=max_weight)
+
+
+RANDOMIZERS = ("standard", "djn", "djn-short")
+
+
+def randomizer_for(name: str | None, key_bits: int, short_exponent: bool = False) -> pl.RandomizerSpec:
+    """The obfuscator of a named randomizer (:data:`RANDOMIZERS`)."""
+    if name is None:
+        name = "djn-short" if short_exponent else "standard"
+    elif short_exponent and name != "djn-short":
+        raise ParameterError(f"short_exponent=True contradicts randomizer={name!r}")
+    if name == "standard":
+        return pl.STANDARD
+    if name == "djn":
+        return pl.short_exponent(key_bits, key_bits + 128)  # statistically close to uniform over <h_s>
+    if name == "djn-short":
+        return pl.short_exponent(key_bits)
+    raise ParameterError(f"unknown randomizer {name!r}; choose one of {RANDOMIZERS}")

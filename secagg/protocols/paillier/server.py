@@ -30,13 +30,16 @@ import math
 import multiprocessing
 from typing import Any
 
+import numpy as np
 from gmpy2 import mpz
 
-from ...encoding import wire
-from ...errors import AbortReason, InvalidCiphertext, LocalProtocolError, ParameterError, WireFormatError
+from ...errors import (AbortReason, InvalidCiphertext, LocalProtocolError, ParameterError, RemoteProtocolError,
+                       WireFormatError)
 from ...primitives import paillier as pl
-from .messages import (AggregateCiphertext, DuplicateSubmission, KeyMismatch, LateSubmission, SessionMismatch,
-                       Submission, UnexpectedSender)
+from ..outcome import Abort, ServerResult
+from ..stages import Stage
+from .messages import (KEY_HOLDER, AggregateCiphertext, AggregateSums, DuplicateSubmission, KeyMismatch,
+                       LateSubmission, SessionMismatch, Submission, UnexpectedSender)
 from .params import PaillierParams
 
 __all__ = ["ServerState", "PaillierServer", "LocalAccumulator", "ShardedAccumulator"]
@@ -188,8 +191,18 @@ class ShardedAccumulator:
 
 class PaillierServer:
     """The aggregator of one round. ``workers > 1`` shards the arithmetic over
-    that many processes (:class:`ShardedAccumulator`); call :meth:`close` (or
-    :meth:`shutdown`, or use the server as a context manager) to stop them."""
+    that many processes (:class:`ShardedAccumulator`); the round's end (or
+    :meth:`shutdown`, or leaving the server as a context manager) stops them.
+
+    The common server interface (as :class:`~secagg.protocols.masking.MaskingServer`;
+    the drivers use nothing else): :meth:`start` sends the parameters to every
+    client and to the key holder (party :data:`KEY_HOLDER`); :meth:`receive`
+    takes a :class:`Submission` in the Submit stage and the key holder's
+    :class:`AggregateSums` in the Decrypt stage; :meth:`close_round` ends a
+    stage; :attr:`outcome` is the :class:`ServerResult` or the :class:`Abort`."""
+
+    #: every message a client (or the key holder) may send to the server
+    CLIENT_MESSAGES: tuple[type, ...] = (Submission, AggregateSums)
 
     def __init__(self, params: PaillierParams, *, workers: int = 1):
         if not isinstance(params, PaillierParams):
@@ -198,7 +211,11 @@ class PaillierServer:
         self.public_key: pl.PublicKey = params.key
         self.session_id = params.session_id
         self.state = ServerState.COLLECTING
+        self.stage = Stage.SUBMIT
         self.abort_reason: AbortReason | None = None
+        self.outcome: ServerResult | Abort | None = None
+        self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
+        self.replies_expected: frozenset[int] = frozenset()
         self._invited = frozenset(params.client_ids)
         self._included: set[int] = set()
         count = params.n_ciphertexts
@@ -206,6 +223,7 @@ class PaillierServer:
             ShardedAccumulator(self.public_key, count, workers) if workers > 1 and count >= workers
             else LocalAccumulator(self.public_key, count))
         self._aggregate: AggregateCiphertext | None = None
+        self._sums: AggregateSums | None = None
 
     def __enter__(self) -> "PaillierServer":
         return self
@@ -218,6 +236,10 @@ class PaillierServer:
         self._accumulator.shutdown()
 
     @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    @property
     def included(self) -> tuple[int, ...]:
         return tuple(sorted(self._included))
 
@@ -226,17 +248,41 @@ class PaillierServer:
         """Invited clients with no accepted submission (so far)."""
         return tuple(sorted(self._invited - self._included))
 
-    # ------------------------------------------------------------------ intake
-    def receive(self, sender: int, data: bytes) -> None:
-        """Decode and accept one submission from the (transport-authenticated)
-        ``sender``; raises a typed :class:`RemoteProtocolError` and changes
-        nothing if it is not acceptable."""
-        if self.state is not ServerState.COLLECTING:
-            raise LateSubmission()
-        msg = wire.decode(data, Submission, max_size=self.params.submission_bytes + 4096)
-        self.receive_submission(sender, msg)
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message the current stage can take (wire limit)."""
+        if self.stage is Stage.DECRYPT:
+            return 9 * self.params.entries + 4096 + 5 * len(self._included)
+        return self.params.submission_bytes + 4096
 
-    def receive_submission(self, sender: int, msg: Submission) -> None:
+    def start(self) -> dict[int, object]:
+        """The Submit stage opens: the parameters to every invited client (who
+        answers with its :class:`Submission`) and to the key holder (who
+        registers the session and answers only in the Decrypt stage)."""
+        if self.stage is not Stage.SUBMIT or self._included or self.replies_expected:
+            raise LocalProtocolError("the round has already started")
+        self.replies_expected = self._invited
+        out: dict[int, object] = {KEY_HOLDER: self.params}
+        out.update((cid, self.params) for cid in self.params.client_ids)
+        return out
+
+    # ------------------------------------------------------------------ intake
+    def receive(self, sender: int, msg: object) -> None:
+        """Take one message from the (transport-authenticated) ``sender``;
+        raises a typed :class:`RemoteProtocolError` and changes nothing if it
+        is not acceptable."""
+        try:
+            if type(sender) is not int:  # not True, 1.0 or np.uint32(1)
+                raise UnexpectedSender(f"sender id must be an int, got {type(sender).__name__}")
+            if self.stage is Stage.DECRYPT:
+                self._receive_sums(sender, msg)
+            else:
+                self.receive_submission(sender, msg)
+        except RemoteProtocolError as exc:
+            self.rejected.append((sender if type(sender) is int else -1, self.stage.value, exc.reason.value))
+            raise
+
+    def receive_submission(self, sender: int, msg: object) -> None:
         if self.state is not ServerState.COLLECTING:
             raise LateSubmission()
         if not isinstance(msg, Submission):
@@ -256,11 +302,26 @@ class PaillierServer:
         self._accumulator.commit()
         self._included.add(sender)
 
+    def _receive_sums(self, sender: int, msg: object) -> None:
+        if sender != KEY_HOLDER:
+            raise UnexpectedSender(f"only the key holder answers the Decrypt stage, not {sender}")
+        if not isinstance(msg, AggregateSums):
+            raise UnexpectedSender("the key holder must answer with AggregateSums")
+        if self._sums is not None:
+            raise DuplicateSubmission("the key holder already answered")
+        if msg.session_id != self.session_id:
+            raise SessionMismatch()
+        if tuple(msg.included) != self.included:
+            raise UnexpectedSender("the decrypted sums are for another set of clients")
+        if msg.sums.shape != (self.params.entries,):
+            raise WireFormatError(f"expected {self.params.entries} sums, got {msg.sums.size}")
+        self._sums = msg
+
     # ------------------------------------------------------------------ close
     def close(self) -> AggregateCiphertext | None:
-        """End intake (the transport's deadline). Returns the aggregate for the
-        key holder, or ``None`` with ``state == ABORTED`` if too few clients
-        submitted."""
+        """End the Submit stage (the transport's deadline). Returns the
+        aggregate for the key holder, or ``None`` with ``state == ABORTED``
+        (and an :class:`Abort` outcome) if too few clients submitted."""
         if self.state is ServerState.CLOSED:
             raise LocalProtocolError("round already closed")
         if self.state is ServerState.ABORTED:
@@ -268,15 +329,61 @@ class PaillierServer:
         product = self._accumulator.result() if self._included else None
         self._accumulator.shutdown()
         if len(self._included) < self.params.min_clients or product is None:
-            self.state = ServerState.ABORTED
-            self.abort_reason = AbortReason.TOO_FEW_SURVIVORS
+            self._abort(AbortReason.TOO_FEW_SURVIVORS,
+                        f"{len(self._included)} of {self.params.n} clients submitted, {self.params.min_clients} "
+                        "needed")
             return None
         self._aggregate = AggregateCiphertext(
             session_id=self.session_id, key_id=self.public_key.key_id, included=self.included,
             ciphertexts=product)
         self.state = ServerState.CLOSED
+        self.stage = Stage.DECRYPT
         return self._aggregate
+
+    def close_round(self) -> dict[int, object]:
+        """End the current stage. Submit: the aggregate ciphertext goes to the
+        key holder (or the round aborts with too few submissions). Decrypt:
+        the round ends with the decrypted sums, or aborts with
+        ``decryption_failed`` if the key holder gave none."""
+        if self.done:
+            raise LocalProtocolError("the round is already over")
+        out: dict[int, object] = {}
+        if self.stage is Stage.SUBMIT:
+            aggregate = self.close()
+            if aggregate is not None:
+                out = {KEY_HOLDER: aggregate}
+        elif self._sums is None:
+            self._abort(AbortReason.DECRYPTION_FAILED, "the key holder returned no decrypted aggregate")
+        else:
+            scaled = self._sums.sums.astype(np.float64) / self.params.encoding.scale
+            self.outcome = ServerResult(sum_weighted=scaled[:-1], sum_weights=float(scaled[-1]),
+                                        included=self.included,
+                                        dropped={c: Stage.SUBMIT.value for c in self.missing})
+            self.stage = Stage.DONE
+        self.replies_expected = frozenset(out)
+        return out
+
+    def _abort(self, reason: AbortReason, detail: str) -> None:
+        self._accumulator.shutdown()
+        self.outcome = Abort(reason, detail, self.stage.value)
+        self.state = ServerState.ABORTED
+        self.abort_reason = reason
+        self.stage = Stage.ABORTED
 
     @property
     def aggregate(self) -> AggregateCiphertext | None:
         return self._aggregate
+
+    # ------------------------------------------------------------------ audit
+    def audit_record(self) -> dict[str, object]:
+        """A value-free structured record of the round (no update values)."""
+        rec: dict[str, object] = dict(self.params.summary())
+        rec.update({"stage": self.stage.value, "included": list(self.included),
+                    "rejected_messages": [{"sender": s, "stage": st, "reason": r} for s, st, r in self.rejected]})
+        if isinstance(self.outcome, ServerResult):
+            rec["outcome"] = "completed"
+            rec["dropped"] = {str(k): v for k, v in sorted(self.outcome.dropped.items())}
+        elif isinstance(self.outcome, Abort):
+            rec.update({"outcome": "aborted", "abort_reason": self.outcome.reason.value,
+                        "abort_detail": self.outcome.detail, "abort_stage": self.outcome.stage})
+        return rec

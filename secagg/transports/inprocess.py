@@ -1,0 +1,124 @@
+"""The in-process transport: a server driver and its client drivers in one
+process, every message through the canonical wire format.
+
+This is the one loop that runs in-process rounds for the simulator, the
+benchmarks, the test harness and the test vectors. A dropout schedule names,
+per party, the stage at which it vanishes (it never answers that stage's
+message, nor any later one); a ``tamper`` hook sees every message on the wire
+and may replace it or drop it (the dishonest server or network of the
+adversarial tests).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..drivers.client import ClientDriver, Contribution
+from ..drivers.server import ServerDriver
+from ..errors import LocalProtocolError, ParameterError
+from ..primitives.randomness import RandomSource
+from ..protocols.stages import Stage
+
+__all__ = ["LocalRound", "Tamper", "dropout_schedule"]
+
+#: ``tamper(direction, stage, party, data)`` returns the bytes to deliver, or
+#: ``None`` to lose the message; ``direction`` is ``"to_client"`` or ``"to_server"``.
+Tamper = Callable[[str, Stage, int, bytes], "bytes | None"]
+
+
+class LocalRound:
+    """One round between ``server`` and ``clients`` (party id -> driver).
+    ``contributions`` go with each client's first message; ``dropouts`` maps a
+    party to the stage (or its value) at which it vanishes."""
+
+    def __init__(self, server: ServerDriver, clients: Mapping[int, ClientDriver],
+                 contributions: Mapping[int, Contribution], *, dropouts: Mapping[int, "Stage | str"] | None = None,
+                 tamper: Tamper | None = None):
+        self.server = server
+        self.clients = dict(clients)
+        self.contributions = contributions
+        self.dropouts = {p: Stage(s) for p, s in (dropouts or {}).items()}
+        self.tamper = tamper
+        self.outbox: dict[int, bytes] = {}
+        self._vanished: set[int] = set()
+        self._started: set[int] = set()  # parties that got their first message (and contribution)
+        self.refusals: dict[int, str] = {}  # party -> why its driver sent nothing
+
+    def start(self) -> None:
+        self.outbox = self.server.start()
+
+    def step(self) -> bool:
+        """Deliver the pending messages, hand the replies to the server, close
+        the stage. Returns whether the round goes on."""
+        if self.server.done:
+            raise LocalProtocolError("the round is over")
+        stage = self.server.stage
+        for party, data in self.outbox.items():
+            if party in self._vanished or self.dropouts.get(party) == stage:
+                self._vanished.add(party)
+                continue
+            if self.tamper is not None:
+                got = self.tamper("to_client", stage, party, data)
+                if got is None:
+                    continue
+                data = got
+            driver = self.clients[party]
+            first = party not in self._started
+            self._started.add(party)
+            reply = driver.handle(data, self.contributions.get(party) if first else None)
+            if reply is None:
+                if driver.last_error is not None:
+                    self.refusals[party] = f"{type(driver.last_error).__name__}: {driver.last_error}"
+                    self.server.gone(party, f"refused: {driver.last_error}")
+                continue
+            if self.tamper is not None:
+                reply = self.tamper("to_server", stage, party, reply)
+                if reply is None:
+                    continue
+            self.server.receive(party, reply)
+        self.outbox = self.server.close_stage()
+        return not self.server.done
+
+    def run(self) -> None:
+        """The whole round."""
+        self.start()
+        while self.step():
+            pass
+
+
+def dropout_schedule(dropouts: "float | Mapping[int, str] | None", ids: Iterable[int], stages: Sequence[str],
+                     rng: RandomSource, *, aliases: Mapping[str, str] | None = None) -> dict[int, str]:
+    """The one dropout schedule of in-process rounds: party id -> the stage at
+    which it vanishes.
+
+    A mapping is checked (ids among ``ids``, exact ints; stages among
+    ``stages``, or an alias of one). A float is a rate: that fraction of the
+    parties (rounded) is drawn with ``rng`` and spread evenly over
+    ``stages`` in order. ``None`` is no dropout."""
+    members = list(ids)
+    known = set(members)
+    if dropouts is None:
+        return {}
+    if isinstance(dropouts, Mapping):
+        out = {}
+        for cid, stage in dropouts.items():
+            stage = (aliases or {}).get(stage, stage)
+            if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)) or int(cid) not in known:
+                raise ParameterError(f"dropout schedule names client {cid!r}; clients are "
+                                     f"{min(members)}..{max(members)}")
+            if stage not in stages:
+                raise ParameterError(f"unknown dropout stage {stage!r}; choose from {tuple(stages)}")
+            out[int(cid)] = stage
+        return out
+    if isinstance(dropouts, bool) or not isinstance(dropouts, (int, float)):
+        raise ParameterError(f"dropouts must be a rate in [0, 1) or a mapping, got {dropouts!r}")
+    rate = float(dropouts)
+    if not 0 <= rate < 1:
+        raise ParameterError(f"dropout rate must lie in [0, 1), got {dropouts!r}")
+    n = len(members)
+    k = int(round(rate * n))
+    keys = np.frombuffer(rng.bytes(8 * n), dtype="<u8")
+    chosen = sorted(members[int(i)] for i in np.argsort(keys, kind="stable")[:k])
+    return {cid: stages[j % len(stages)] for j, cid in enumerate(chosen)}
