@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
+from ..aggregation import AVERAGING_RULES
+
 __all__ = ["train_command", "demo_command", "DEMO_DEFAULTS"]
 
 _PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
-_RULES = ("mean", "weighted", "fedavg", "hybrid")
+_RULES = AVERAGING_RULES
 
 #: the demo: SecAgg+ FedAvg, 10 hospitals, non-IID, 20 % dropout, 20 rounds
 DEMO_DEFAULTS: dict[str, Any] = dict(protocol="secagg+", rule="fedavg", clients=10, rounds=20, epochs=2,

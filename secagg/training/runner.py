@@ -45,10 +45,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..aggregation import Rule, fedavg_apply, hybrid_weight, reference_aggregate
+from ..aggregation import AVERAGING_RULES, Rule, hybrid_weight, reference_aggregate
 from ..encoding.fixed_point import FixedPoint
 from ..errors import AbortReason, ParameterError, ProtocolAborted
+from ..primitives.randomness import DeterministicRandom
 from ..torch import flatten_state_dict, unflatten_state_dict
+from ..transports.inprocess import dropout_count
+from ..transports.inprocess import dropout_schedule as _schedule
 from .data import SPLITS, FederatedData, make_federated_data
 from .model import MODELS, make_model
 
@@ -56,7 +59,7 @@ __all__ = ["PROTOCOLS", "TRAIN_RULES", "TrainConfig", "LocalResult", "FedRunner"
            "validate_updates", "round_threshold", "dropout_tolerance", "seed_for"]
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
-TRAIN_RULES = ("mean", "weighted", "fedavg", "hybrid")
+TRAIN_RULES = AVERAGING_RULES  # a training round applies an average update
 
 #: the protocol stage at which a dropped client vanishes: after training, before
 #: its (masked or encrypted) input reaches the server.
@@ -149,17 +152,17 @@ _TAG_DROPOUT, _TAG_LOCAL, _TAG_PROTOCOL, _TAG_MODEL = 11, 12, 13, 14
 
 
 def dropout_schedule(seed: int, round_number: int, n_clients: int, rate: float) -> list[int]:
-    """Client ids (1..n) that drop in ``round_number``: exactly ``round(rate*n)``
-    of them, drawn uniformly at random from the seed (independent of protocol)."""
-    n_drop = n_dropped(n_clients, rate)
-    if n_drop == 0:
-        return []
-    rng = np.random.default_rng(seed_for(seed, _TAG_DROPOUT, round_number))
-    return sorted(int(c) + 1 for c in rng.choice(n_clients, size=n_drop, replace=False))
+    """Client ids (1..n) that drop in ``round_number``: exactly
+    :func:`n_dropped` of them, drawn by the project's one dropout schedule
+    (:func:`secagg.transports.inprocess.dropout_schedule`) from a stream
+    derived from the seed and the round (independent of protocol)."""
+    rng = DeterministicRandom(seed_for(seed, _TAG_DROPOUT, round_number))
+    return sorted(_schedule(float(rate), range(1, n_clients + 1), ("dropped",), rng))
 
 
 def n_dropped(n_clients: int, rate: float) -> int:
-    return int(math.floor(rate * n_clients + 0.5))
+    """How many of ``n_clients`` a dropout ``rate`` drops (rounded half up)."""
+    return dropout_count(n_clients, rate)
 
 
 def dropout_tolerance(protocol: str, n_clients: int, rate: float) -> float:
@@ -460,8 +463,7 @@ class FedRunner:
                                       None if wmap is None else [wmap[i] for i in inc],
                                       clip=None if self.protocol == "plaintext" else encoding.clip)
             agg_error = float(np.max(np.abs(aggregate - ref))) if aggregate.size else 0.0
-            lr = c.server_lr if c.rule == "fedavg" else 1.0
-            new_vec = fedavg_apply(global_vec, aggregate, lr)
+            new_vec = self.rule.apply(global_vec, aggregate)
             self.global_state = unflatten_state_dict(new_vec, self.spec, base=self.global_state)
             sent = [res.bytes_sent.get(i, 0) for i in inc] or [0]
             recv = [res.bytes_received.get(i, 0) for i in inc] or [0]

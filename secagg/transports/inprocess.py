@@ -11,6 +11,7 @@ adversarial tests).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..errors import LocalProtocolError, ParameterError
 from ..primitives.randomness import RandomSource
 from ..protocols.stages import Stage
 
-__all__ = ["LocalRound", "Tamper", "dropout_schedule"]
+__all__ = ["LocalRound", "Tamper", "dropout_schedule", "dropout_count"]
 
 #: ``tamper(direction, stage, party, data)`` returns the bytes to deliver, or
 #: ``None`` to lose the message; ``direction`` is ``"to_client"`` or ``"to_server"``.
@@ -118,7 +119,12 @@ def dropout_schedule(dropouts: "float | Mapping[int, str] | None", ids: Iterable
     if not 0 <= rate < 1:
         raise ParameterError(f"dropout rate must lie in [0, 1), got {dropouts!r}")
     n = len(members)
-    k = int(round(rate * n))
+    k = dropout_count(n, rate)
     keys = np.frombuffer(rng.bytes(8 * n), dtype="<u8")
     chosen = sorted(members[int(i)] for i in np.argsort(keys, kind="stable")[:k])
     return {cid: stages[j % len(stages)] for j, cid in enumerate(chosen)}
+
+
+def dropout_count(n: int, rate: float) -> int:
+    """How many of ``n`` parties a dropout ``rate`` drops: ``rate * n`` rounded half up."""
+    return int(math.floor(rate * n + 0.5))
