@@ -50,13 +50,25 @@ class LocalRound:
     def start(self) -> None:
         self.outbox = self.server.start()
 
-    def step(self) -> bool:
-        """Deliver the pending messages, hand the replies to the server, close
-        the stage. Returns whether the round goes on."""
+    def deliver(self, parties: Iterable[int] | None = None) -> dict[int, bytes]:
+        """Deliver the pending messages and hand the replies to the server,
+        without closing the stage. ``parties``, if given, picks whose messages
+        go now, in that order (the others stay pending; naming a party with no
+        pending message is a :class:`LocalProtocolError`). Returns the replies
+        the server was handed (after tampering), by party."""
         if self.server.done:
             raise LocalProtocolError("the round is over")
+        if parties is None:
+            order = list(self.outbox)
+        else:
+            order = list(parties)
+            missing = [p for p in order if p not in self.outbox]
+            if missing or len(set(order)) != len(order):
+                raise LocalProtocolError(f"no pending message (or named twice) for parties {missing or order}")
         stage = self.server.stage
-        for party, data in self.outbox.items():
+        handed: dict[int, bytes] = {}
+        for party in order:
+            data = self.outbox.pop(party)
             if party in self._vanished or self.dropouts.get(party) == stage:
                 self._vanished.add(party)
                 continue
@@ -79,8 +91,20 @@ class LocalRound:
                 if reply is None:
                     continue
             self.server.receive(party, reply)
+            handed[party] = reply
+        return handed
+
+    def close(self) -> bool:
+        """Close the stage (messages still pending are lost): the next stage's
+        messages become pending. Returns whether the round goes on."""
         self.outbox = self.server.close_stage()
         return not self.server.done
+
+    def step(self) -> bool:
+        """Deliver the pending messages, hand the replies to the server, close
+        the stage. Returns whether the round goes on."""
+        self.deliver()
+        return self.close()
 
     def run(self) -> None:
         """The whole round."""
