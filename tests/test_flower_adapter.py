@@ -54,11 +54,15 @@ def weight_for(node_id: int) -> int:
     return 10 + node_id % 7
 
 
-def make_client_app(mod=secagg_mod) -> ClientApp:
+def make_client_app(mod=secagg_mod, calls: list | None = None) -> ClientApp:
+    """The test ClientApp; ``calls``, if given, gets the node id of every call
+    of its train function."""
     app = ClientApp(mods=[mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        if calls is not None:
+            calls.append(context.node_id)
         arrays = msg.content.array_records["arrays"]
         layout = ModelLayout.of(arrays)
         r = int(msg.content.config_records["config"]["server-round"])
@@ -206,7 +210,7 @@ def test_malformed_reply_is_rejected_and_dropped():
     victim = NODES[1]
 
     def tamper(node, reply):
-        if node == victim and not reply.has_error() and reply.content.config_records[RECORD_KEY]["stage"] == "ShareKeys":
+        if node == victim and not reply.has_error() and reply.content.config_records[RECORD_KEY]["stage"] == "share_keys":
             reply.content.config_records[RECORD_KEY]["payload"] = b"\x93garbage"
         return reply
 
@@ -250,23 +254,88 @@ def test_mod_refuses_plain_train_but_passes_evaluate():
     assert not permissive(train, ctx).has_error()
 
 
-@pytest.mark.parametrize("params", [None, "not bytes", 7])
-def test_setup_without_byte_string_params_is_refused_not_a_crash(params):
-    """A setup record whose params field is missing or of another type gets an
-    error reply that names the field."""
+def setup_message(params, client_id=1, payload=None, node=7, mid="s1") -> Message:
+    """The first message of a round, as the server builds it."""
+    from secagg.encoding import wire
     from secagg.flower.client import SETUP_STAGE
     from secagg.flower.records import pack
 
-    extra = {"round": 1, "session": b"s", "client-id": 1, "arrays-key": "arrays", "weighted-by": "num-examples"}
-    if params is not None:
-        extra["params"] = params
-    content = pack(SETUP_STAGE, b"", **extra)
+    content = pack(SETUP_STAGE, wire.encode(params) if payload is None else payload, round=1, **{
+        "client-id": client_id, "arrays-key": "arrays", "weighted-by": "num-examples"})
     content["arrays"] = model()
-    msg = Message(content, 7, MessageType.TRAIN)
-    msg.metadata.__dict__["_message_id"] = "s1"
-    ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
-    reply = make_client_app()(msg, ctx)
-    assert reply.has_error() and "field 'params' must be a byte string" in reply.error.reason
+    content["config"] = ConfigRecord({"server-round": 1})
+    msg = Message(content, node, MessageType.TRAIN)
+    msg.metadata.__dict__["_message_id"] = mid
+    return msg
+
+
+def node_context(tmp_path, node=7) -> Context:
+    return Context(run_id=1, node_id=node, node_config={"secagg-ledger-dir": str(tmp_path / "ledger")},
+                   state=RecordDict(), run_config={})
+
+
+def live_sessions(tmp_path, node=7) -> list[str]:
+    d = tmp_path / "ledger" / str(node)
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+
+
+def tombstones(tmp_path, node=7) -> list[str]:
+    d = tmp_path / "ledger" / str(node)
+    return sorted(p.name for p in d.glob("*.done")) if d.exists() else []
+
+
+@pytest.mark.parametrize("payload, why", [
+    (7, "'payload' byte string"), ("text", "'payload' byte string"), (b"", "undecodable"),
+    (b"\x93garbage", "undecodable"), ("other-type", "unexpected message type")])
+def test_setup_with_a_bad_payload_is_refused_before_training(tmp_path, payload, why):
+    """A first message whose payload is not the round's parameters gets an
+    error reply that says why; the node neither trains nor keeps or claims
+    anything."""
+    from secagg.encoding import wire
+    from secagg.flower.server import make_params
+    from secagg.protocols.masking.messages import UnmaskRequest
+
+    if payload == "other-type":
+        payload = wire.encode(UnmaskRequest(session_id=b"\x01" * 32, alive=(1, 2), dropped=()))
+    calls: list = []
+    ctx = node_context(tmp_path)
+    reply = make_client_app(calls=calls)(setup_message(make_params(FAST, 3, 16), payload=payload), ctx)
+    assert reply.has_error() and why in reply.error.reason
+    assert calls == [] and STATE_KEY not in ctx.state.config_records and live_sessions(tmp_path) == []
+
+
+def test_a_replayed_first_message_ends_the_round_for_the_node(tmp_path):
+    """A server that sends a round's first message twice gets keys once; the
+    second copy is a protocol violation: the node leaves the round, deleting
+    its secrets, and answers nothing more in that session."""
+    from secagg.flower.server import make_params
+
+    params = make_params(FAST, 3, 16)
+    ctx = node_context(tmp_path)
+    app = make_client_app()
+    first = app(setup_message(params), ctx)
+    assert not first.has_error() and first.content.config_records[RECORD_KEY]["stage"] == "advertise_keys"
+    assert STATE_KEY in ctx.state.config_records and live_sessions(tmp_path) == [params.session_id.hex()]
+    again = app(setup_message(params, mid="s2"), ctx)
+    assert again.has_error() and "this node leaves the round" in again.error.reason
+    assert STATE_KEY not in ctx.state.config_records
+    assert live_sessions(tmp_path) == [] and tombstones(tmp_path) == [params.session_id.hex() + ".done"]
+    third = app(setup_message(params, mid="s3"), node_context(tmp_path))  # even from a fresh state
+    assert third.has_error() and "over for this client" in third.error.reason
+
+
+def test_a_new_round_retires_the_one_a_node_was_left_in(tmp_path):
+    """A node dropped in the middle of a round keeps that round's state only
+    until the next round opens: then its secrets and claims go."""
+    from secagg.flower.server import make_params
+
+    ctx = node_context(tmp_path)
+    app = make_client_app()
+    old, new = make_params(FAST, 3, 16, 1), make_params(FAST, 3, 16, 2)
+    assert not app(setup_message(old), ctx).has_error()
+    assert not app(setup_message(new, mid="s2"), ctx).has_error()
+    assert live_sessions(tmp_path) == [new.session_id.hex()]
+    assert tombstones(tmp_path) == [old.session_id.hex() + ".done"]
 
 
 def test_node_policy_min_clients():
@@ -441,7 +510,7 @@ class ForkingGrid(InProcessGrid):
         return super().push_messages(messages)
 
 
-@pytest.mark.parametrize("nth", [2, 3, 4])
+@pytest.mark.parametrize("nth", [1, 2, 3, 4])
 def test_a_node_answers_each_stage_of_a_session_once_even_from_forked_state(tmp_path, nth):
     grid = ForkingGrid(NODES, NODES[0], nth)
     for ctx in grid.contexts.values():
@@ -449,21 +518,26 @@ def test_a_node_answers_each_stage_of_a_session_once_even_from_forked_state(tmp_
     run_round(grid)
     first, second = grid.forked_replies
     assert not first.has_error()
-    assert second.has_error() and "already answered" in second.error.reason
+    assert second.has_error() and "refusing a second answer" in second.error.reason
+    # the first answer stands: after the last stage the session is over, before it the stage is taken
+    assert ("over for this client" if nth == 4 else "already answered") in second.error.reason
 
 
-@pytest.mark.parametrize("problem", ["world-writable", "group-writable", "symlink", "other-owner"])
+@pytest.mark.parametrize("problem", ["world-writable", "group-writable", "symlink", "other-owner",
+                                     "node-directory-writable"])
 def test_a_ledger_directory_others_could_change_is_refused(tmp_path, monkeypatch, problem):
     """A ledger directory that another local user could write to (or that is a
     link to somewhere else, or belongs to someone else) makes the node refuse
     to answer, rather than trust claims others could delete."""
     import os
 
+    from secagg.drivers.store import StageAlreadyAnswered
     from secagg.flower import client as flower_client
 
     target = tmp_path / "ledger"
     target.mkdir(mode=0o700)
     ledger = target
+    broken = target
     if problem == "world-writable":
         target.chmod(0o777)
     elif problem == "group-writable":
@@ -471,15 +545,26 @@ def test_a_ledger_directory_others_could_change_is_refused(tmp_path, monkeypatch
     elif problem == "symlink":
         ledger = tmp_path / "link"
         ledger.symlink_to(target)
+    elif problem == "node-directory-writable":
+        broken = target / "7"
+        broken.mkdir(mode=0o700)
+        broken.chmod(0o777)
     else:
         real = os.getuid()
         monkeypatch.setattr(flower_client.os, "getuid", lambda: real + 1)
     ctx = Context(run_id=1, node_id=7, node_config={"secagg-ledger-dir": str(ledger)}, state=RecordDict(),
                   run_config={})
     with pytest.raises(flower_client._Refused, match="ledger directory"):
-        flower_client._claim(ctx, b"\x01" * 32, "setup")
-    target.chmod(0o700)
-    if problem in ("world-writable", "group-writable"):
-        flower_client._claim(ctx, b"\x01" * 32, "setup")  # once private, the claim goes through
-        with pytest.raises(flower_client._Refused, match="already answered"):
-            flower_client._claim(ctx, b"\x01" * 32, "setup")
+        flower_client.node_store(ctx)
+    # and through the mod: an error reply, no training, nothing kept
+    from secagg.flower.server import make_params
+    calls: list = []
+    reply = make_client_app(calls=calls)(setup_message(make_params(FAST, 3, 16)), ctx)
+    assert reply.has_error() and "ledger directory" in reply.error.reason
+    assert calls == [] and STATE_KEY not in ctx.state.config_records
+    broken.chmod(0o700)
+    if problem in ("world-writable", "group-writable", "node-directory-writable"):
+        store = flower_client.node_store(ctx)  # once private, the claim goes through
+        store.claim(b"\x01" * 32, "advertise_keys")
+        with pytest.raises(StageAlreadyAnswered, match="already answered"):
+            flower_client.node_store(ctx).claim(b"\x01" * 32, "advertise_keys")

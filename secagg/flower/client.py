@@ -6,27 +6,35 @@ Add it to an existing ClientApp and keep the train function as it is::
     from secagg.flower import secagg_mod
     app = ClientApp(mods=[secagg_mod])      # or @app.train(mods=[secagg_mod])
 
-What the mod does with each ``train`` message from a
+The protocol is the shared client driver (:class:`~secagg.drivers.ClientDriver`
+with a :class:`~secagg.drivers.MaskingClientRole`); the mod moves its bytes
+and adds what is Flower's own. With each ``train`` message from a
 :class:`~secagg.flower.SecAggFedAvg` server:
 
-* **setup** (first message of a round: global model, train config, protocol
-  parameters, this node's client id). The mod validates the parameters, calls
-  the wrapped train function with the global model and config exactly as a plain
-  FedAvg round would, computes the update ``local - global`` and the weight
-  (the reply metric the server names, ``num-examples`` by default), keeps both
-  in ``context.state`` (they never leave the node in the clear), generates the
-  round's key pairs and replies with its public keys only. The reply's arrays
-  and metrics are dropped: per-node metrics would leak what the aggregate hides.
-* every later message (key broadcast, forwarded shares, unmask request): the mod
-  restores the protocol client from ``context.state``, lets it handle the
-  server message, stores the new state and replies. The masked input is
-  computed here from the stored update; the update is deleted right after.
-  After the last message, every secret of the round is deleted.
+* **advertise_keys** (first message of a round: global model, train config,
+  the round's parameters, this node's client id). The mod checks the
+  parameters against this node's policy, calls the wrapped train function with
+  the global model and config exactly as a plain FedAvg round would, computes
+  the update ``local - global`` and the weight (the reply metric the server
+  names, ``num-examples`` by default; 1 for rules that do not use weights),
+  and hands both to the driver, which makes the round's keys, keeps the
+  update in the node's state (it never leaves the node in the clear) and
+  answers with public keys only. The train reply's arrays and metrics are
+  dropped: per-node metrics would leak what the aggregate hides.
+* every later message (key broadcast, forwarded shares, consistency request,
+  unmask request): the driver restores the client from the node's state,
+  answers and saves the new state. The masked input is computed from the
+  stored update, which is deleted right after; after the last message every
+  secret of the round is deleted.
 
-Anything wrong (bad parameters, a server message that fails a protocol check,
-a train function that fails) becomes an error reply: the server then counts
-this node as dropped for the round, and a node that caught the server
-misbehaving sends nothing more in that round.
+The driver answers each stage of a session at most once on this node: it
+claims (session, stage) in a ledger directory shared by all of the node's
+ClientApp processes after the message passed every check and before the reply
+leaves (:class:`NodeStateStore`). Anything wrong (bad parameters, a server
+message that fails a protocol check, a stage already answered, a train
+function that fails) becomes an error reply: the server then counts this node
+as dropped, and a node that caught the server misbehaving leaves the round
+(its secrets are deleted) and sends nothing more in it.
 
 Secrets live only in ``context.state``, which Flower keeps on the SuperNode
 (it never travels to the SuperLink). Train messages without a secure-aggregation
@@ -44,7 +52,9 @@ operator, not by the server:
   file and the federation's list of verification keys, for the
   malicious-server mode (:mod:`secagg.flower.keys`);
 * ``secagg-require-malicious-server``: refuse rounds that are not in the
-  malicious-server mode (default false).
+  malicious-server mode (default false);
+* ``secagg-ledger-dir``: where the node's claims live (default a per-user
+  directory under the system temp dir).
 """
 
 from __future__ import annotations
@@ -52,33 +62,119 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
 
+from ..drivers.client import ClientDriver, Contribution
+from ..drivers.masking import MaskingClientRole, MaskingRecord
+from ..drivers.store import DirectoryStore, StageAlreadyAnswered, StateStore, check_private_directory
 from ..encoding import wire
 from ..encoding.fixed_point import check_finite
-from ..errors import SecAggError
-from ..protocols.masking import MaskingClient, MaskingParams
-from ..protocols.masking.messages import SERVER_MESSAGES, MaskedInput, UnmaskShares
+from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
+from ..protocols.masking import MaskingParams
+from ..protocols.stages import Stage
 from .keys import load_signing_key, load_trusted_keys, verification_key
 from .records import RECORD_KEY, STATE_KEY, ModelLayout, bytes_field, pack, unpack
 
-__all__ = ["secagg_mod", "make_secagg_mod", "SETUP_STAGE", "IDENTIFY_STAGE"]
+__all__ = ["secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SETUP_STAGE", "IDENTIFY_STAGE"]
 
 log = logging.getLogger("flwr.secagg")
 
-SETUP_STAGE = "setup"
+#: The stage of a round's first message (the global model and the round's parameters).
+SETUP_STAGE = Stage.ADVERTISE_KEYS.value
+#: Malicious-server mode, before a round: the server asks for the node's verification key.
 IDENTIFY_STAGE = "identify"
 
 
-class _Refused(Exception):
+class _Refused(ParameterError):
     """This node will not take part (its reason goes into the error reply)."""
+
+
+class NodeStateStore(StateStore):
+    """The client driver's store on a SuperNode: the round's state (a wire
+    encoded :class:`~secagg.drivers.MaskingRecord`) in ``state`` (the run's
+    ``context.state``, node-local memory that Flower never sends anywhere),
+    one session at a time; the once-per-(session, stage) claims in ``ledger``,
+    a :class:`~secagg.drivers.DirectoryStore` that every ClientApp process of
+    the node shares.
+
+    Saving a new session's state ends the previous session for this node
+    (:meth:`retire`): a node takes part in one round of a run at a time, so
+    the ledger holds at most one live session per run plus bounded
+    tombstones."""
+
+    def __init__(self, state: RecordDict, ledger: DirectoryStore, key: str = STATE_KEY):
+        self._state = state
+        self.ledger = ledger
+        self._key = key
+
+    def current_session(self) -> bytes | None:
+        """The session whose state this node holds, if any."""
+        rec = self._state.config_records.get(self._key)
+        if rec is None:
+            return None
+        return bytes_field(rec, "session")
+
+    def current(self) -> object | None:
+        """The state of the session this node holds, if any."""
+        session = self.current_session()
+        return None if session is None else self.load(session)
+
+    def load(self, session: bytes) -> object | None:
+        rec = self._state.config_records.get(self._key)
+        if rec is None or rec.get("session") != session:
+            return None
+        try:
+            return wire.decode(bytes_field(rec, "record"))
+        except RemoteProtocolError as exc:  # this node's own memory: damage is a local fault
+            raise LocalProtocolError(f"this node's saved round state is damaged: {exc}") from None
+
+    def save(self, session: bytes, state: object) -> None:
+        self.retire(session)
+        self._state[self._key] = ConfigRecord({"session": session, "record": wire.encode(state)})
+
+    def claim(self, session: bytes, stage: str) -> None:
+        self.ledger.claim(session, stage)
+
+    def finish(self, session: bytes) -> None:
+        self.ledger.finish(session)
+        if self.current_session() == session:
+            del self._state[self._key]
+
+    def retire(self, keep: bytes) -> None:
+        """End the session this node holds unless it is ``keep``: its state
+        (every secret in it) and its claims go, a tombstone stays."""
+        session = self.current_session()
+        if session is not None and session != keep:
+            self.finish(session)
+
+
+def _ledger_base(context: Context) -> Path:
+    directory = context.node_config.get("secagg-ledger-dir")
+    return Path(str(directory)) if directory else Path(tempfile.gettempdir()) / f"secagg-ledger-{os.getuid()}"
+
+
+def node_store(context: Context) -> NodeStateStore:
+    """This node's store for the run of ``context``. The ledger directory
+    (node config ``secagg-ledger-dir``) must be this user's own, a plain
+    directory (not a link) and writable by this user alone: otherwise another
+    local user (who could, say, create the default directory under /tmp
+    first) could delete claims and let a second answer through. Refusing
+    fails closed: the node drops out."""
+    base = _ledger_base(context)
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_private_directory(base)
+        ledger = DirectoryStore(base / str(int(context.node_id)))
+    except (LocalProtocolError, OSError) as exc:
+        raise _Refused(f"cannot use the ledger directory {base}: {exc}") from None
+    return NodeStateStore(context.state, ledger)
 
 
 def _error_reply(msg: Message, reason: str, code: int = ErrorCode.CLIENT_APP_RAISED_EXCEPTION) -> Message:
@@ -90,6 +186,13 @@ def _node_bool(context: Context, key: str, default: bool) -> bool:
     value = context.node_config.get(key, default)
     if not isinstance(value, bool):
         raise _Refused(f"node config {key} must be true or false")
+    return value
+
+
+def _node_int(context: Context, key: str, default: int) -> int:
+    value = context.node_config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Refused(f"node config {key} must be an integer")
     return value
 
 
@@ -111,51 +214,54 @@ def _identify(msg: Message, context: Context) -> Message:
     return Message(pack(IDENTIFY_STAGE, b"", **{"verify-key": key}), reply_to=msg)
 
 
-def _node_int(context: Context, key: str, default: int) -> int:
-    value = context.node_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Refused(f"node config {key} must be an integer")
-    return value
+def _node_policy(context: Context, client_id: int) -> Callable[[MaskingParams], None]:
+    """This node's operator's rules for a round, as the role's ``check_params``
+    (raises :class:`_Refused`, a :class:`~secagg.errors.ParameterError`)."""
+    min_clients = _node_int(context, "secagg-min-clients", 2)
+
+    def check(params: MaskingParams) -> None:
+        if params.n < min_clients:
+            raise _Refused(f"round has {params.n} participants; this node requires at least {min_clients}")
+        if params.malicious_server:
+            own = verification_key(_signing_key(context))
+            trusted = load_trusted_keys(_node_path(context, "secagg-trusted-keys", "the malicious-server mode"))
+            keys = params.signing_keys
+            # the server must not invent parties: every key on the federation's list,
+            # one party per key, and this node's own key at its own client id
+            if keys.get(client_id) != own:
+                raise _Refused("the round does not give this node its own verification key")
+            if not set(keys.values()) <= trusted or len(set(keys.values())) != len(keys):
+                raise _Refused("the round names verification keys that are not on this node's trusted list")
+        elif _node_bool(context, "secagg-require-malicious-server", False):
+            raise _Refused("this node requires the malicious-server mode (secagg-malicious-server = true)")
+
+    return check
 
 
-def _check_private(base: Path) -> None:
-    """The ledger directory must be this user's own, not a symbolic link and
-    not writable by anyone else: otherwise another local user (who could, say,
-    create the default directory under /tmp first) could delete claims and
-    let a second answer through. Refusing fails closed: the node drops out."""
-    st = os.lstat(base)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise _Refused(f"ledger directory {base} is not a plain directory")
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise _Refused(f"ledger directory {base} must belong to this user and be writable by it alone")
+def _role(context: Context, client_id: int, params: MaskingParams,
+          check_params: Callable[[MaskingParams], None] | None = None) -> MaskingClientRole:
+    """The masking role of this node in the round of ``params``. In the
+    malicious-server mode the node's policy has checked the round's keys
+    against the federation's key *set* (client ids are labels the server
+    assigns per round); the round's id -> key map is then the trusted map the
+    core verifies against. Relabelling keys gains the server nothing: each
+    party still proves it holds its key by signing."""
+    if not params.malicious_server:
+        return MaskingClientRole(client_id, check_params=check_params)
+    return MaskingClientRole(client_id, signing_key=_signing_key(context),
+                             trusted_signing_keys=dict(params.signing_keys), check_params=check_params)
 
 
-def _claim(context: Context, session: bytes, stage: str) -> None:
-    """Answer each stage of a session at most once on this node.
-
-    A SuperNode may run several tasks of one run at once, each starting from
-    the same ``context.state``: a dishonest server could send two requests of
-    one stage (say two different alive sets to sign, or two unmask requests)
-    and get an answer to both from forks of the same state. The claim is a
-    file created with ``O_EXCL`` in a node-local ledger directory
-    (node config ``secagg-ledger-dir``, default a per-user directory under the
-    system temp dir), so only the first task of a (session, stage) proceeds."""
-    directory = context.node_config.get("secagg-ledger-dir")
-    base = Path(str(directory)) if directory else Path(tempfile.gettempdir()) / f"secagg-ledger-{os.getuid()}"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _check_private(base)
-    path = base / str(context.node_id) / session.hex()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path / stage, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        raise _Refused(f"this node already answered {stage} in this session: refusing a second answer") from None
-    os.close(fd)
-
-
-def _clear_state(context: Context) -> None:
-    if STATE_KEY in context.state.config_records:
-        del context.state[STATE_KEY]
+def _answer(msg: Message, driver: ClientDriver, reply: bytes | None) -> Message:
+    if reply is None:
+        err = driver.last_error
+        if isinstance(err, RemoteProtocolError):
+            raise _Refused(f"protocol check failed ({err.reason.value}): {err}; this node leaves the round")
+        if isinstance(err, StageAlreadyAnswered):
+            raise _Refused(f"{err}: refusing a second answer")
+        raise _Refused(str(err) if err is not None else "the message needs no answer")
+    assert driver.last_stage is not None
+    return Message(pack(driver.last_stage.value, reply), reply_to=msg)
 
 
 def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
@@ -173,13 +279,12 @@ def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
                                 ErrorCode.MOD_FAILED_PRECONDITION)
         try:
             rec = unpack(msg.content)
-            if rec["stage"] == SETUP_STAGE:
-                return _setup(msg, rec, context, call_next)
             if rec["stage"] == IDENTIFY_STAGE:
                 return _identify(msg, context)
+            if rec["stage"] == SETUP_STAGE:
+                return _setup(msg, rec, context, call_next)
             return _step(msg, rec, context)
-        except (_Refused, SecAggError) as exc:
-            _clear_state(context)
+        except SecAggError as exc:
             return _error_reply(msg, str(exc))
 
     return secagg_mod
@@ -190,41 +295,20 @@ secagg_mod: Mod = make_secagg_mod()
 
 
 def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientAppCallable) -> Message:
-    _clear_state(context)  # a new round: forget anything left from an earlier one
-    params_bytes = bytes_field(rec, "params")
-    params = wire.decode(params_bytes, MaskingParams)  # validates the threat model and ring size
+    payload = bytes_field(rec, "payload")
+    params = wire.decode(payload, MaskingParams)  # validates the threat model and ring size
+    store = node_store(context)
+    store.retire(params.session_id)  # a new round: the one before is over for this node, secrets and all
     client_id = rec.get("client-id")
     server_round = rec.get("round")
     arrays_key = rec.get("arrays-key")
     weighted_by = rec.get("weighted-by")
-    if not isinstance(client_id, int) or client_id not in params.client_ids:
+    if not isinstance(client_id, int) or isinstance(client_id, bool) or client_id not in params.client_ids:
         raise _Refused("the server assigned this node a client id outside the round")
     if not isinstance(server_round, int) or not isinstance(arrays_key, str) or not isinstance(weighted_by, str):
         raise _Refused("setup record lacks round, arrays-key or weighted-by")
-    min_clients = _node_int(context, "secagg-min-clients", 2)
-    if params.n < min_clients:
-        raise _Refused(f"round has {params.n} participants; this node requires at least {min_clients}")
-    signing_key = None
-    if params.malicious_server:
-        signing_key = _signing_key(context)
-        trusted = load_trusted_keys(_node_path(context, "secagg-trusted-keys", "the malicious-server mode"))
-        keys = params.signing_keys
-        # the server must not invent parties: every key on the federation's list,
-        # one party per key, and this node's own key at its own client id
-        if keys.get(client_id) != verification_key(signing_key):
-            raise _Refused("the round does not give this node its own verification key")
-        if not set(keys.values()) <= trusted or len(set(keys.values())) != len(keys):
-            raise _Refused("the round names verification keys that are not on this node's trusted list")
-        # Client ids are labels the server assigns per round, so the trusted
-        # source here is the federation's key *set*; having checked that every
-        # key of the round is on it (once), the round's id -> key map is the
-        # trusted map the core verifies against. Relabelling keys gains the
-        # server nothing: each party still proves it holds its key by signing.
-        trusted_map: dict[int, bytes] | None = dict(keys)
-    else:
-        trusted_map = None
-    if not params.malicious_server and _node_bool(context, "secagg-require-malicious-server", False):
-        raise _Refused("this node requires the malicious-server mode (secagg-malicious-server = true)")
+    policy = _node_policy(context, client_id)
+    policy(params)  # before training: a round this node refuses costs it nothing
     if arrays_key not in msg.content.array_records:
         raise _Refused(f"setup message has no ArrayRecord {arrays_key!r}")
     global_arrays = msg.content.array_records[arrays_key]
@@ -233,11 +317,9 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
         raise _Refused(f"parameters aggregate {params.dim} values but the model has {layout.dim}")
 
     # the wrapped train function sees a plain FedAvg train message
-    inner = RecordDict({k: v for k, v in msg.content.items() if k != RECORD_KEY})
-    msg.content = inner
+    msg.content = RecordDict({k: v for k, v in msg.content.items() if k != RECORD_KEY})
     reply = call_next(msg, context)
     if reply.has_error():
-        _clear_state(context)
         return reply
     if arrays_key not in reply.content.array_records:
         raise _Refused(f"the train function's reply has no ArrayRecord {arrays_key!r}")
@@ -246,18 +328,15 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     update = layout.to_vector(local) - layout.to_vector(global_arrays)
     check_finite(update, "model update")
     weight = _weight(reply, weighted_by)
-    params.encoding.check_weight(weight)  # clear error before any key is sent
 
-    client = MaskingClient(params, client_id, signing_key=signing_key, trusted_signing_keys=trusted_map)
-    _claim(context, params.session_id, "setup")
-    advertise = client.advertise_keys()
-    context.state[STATE_KEY] = ConfigRecord({
-        "round": server_round, "session": params.session_id, "params": params_bytes,
-        "client": _persist(client), "update": update.astype("<f8").tobytes(), "weight": float(weight)})
+    # the driver decodes the same parameters, checks them again (the policy included), makes the keys,
+    # claims the stage and keeps the update in context.state
+    driver = ClientDriver(_role(context, client_id, params, check_params=policy), store)
+    answer = _answer(msg, driver, driver.handle(payload, Contribution(update, weight)))
     _audit(context, server_round, params, client_id, update, weight)
     log.info("secagg: round %d: training done, %d values, keys advertised as client %d of %d",
              server_round, update.size, client_id, params.n)
-    return Message(pack(type(advertise).__name__, wire.encode(advertise)), reply_to=msg)
+    return answer
 
 
 def _weight(reply: Message, weighted_by: str) -> float:
@@ -273,48 +352,19 @@ def _weight(reply: Message, weighted_by: str) -> float:
 
 
 def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
-    state = context.state.config_records.get(STATE_KEY)
-    if state is None:
+    store = node_store(context)
+    saved = store.current()
+    if saved is None:
         raise _Refused("no secure-aggregation round in progress on this node (it may have restarted)")
-    if rec.get("round") != state["round"] or rec.get("session") != state["session"]:
-        raise _Refused("message belongs to another round or session")
-    params = wire.decode(bytes_field(state, "params"), MaskingParams)
-    client = _restore(params, bytes_field(state, "client"), _signing_key(context) if params.malicious_server else None)
-    server_msg: object = wire.decode(bytes_field(rec, "payload"), SERVER_MESSAGES)
-    _claim(context, params.session_id, type(server_msg).__name__)
-    update = None
-    if "update" in state:
-        update = np.frombuffer(bytes_field(state, "update"), dtype="<f8")
-    weight = state.get("weight")
-    if not isinstance(weight, float):
-        raise _Refused("this node's saved round state has no weight (it may be damaged)")
-    out = client.handle(server_msg, update=update, weight=weight)
-    if out is None:
-        reason = client.abort_reason.value if client.abort_reason else "unknown"
-        raise _Refused(f"protocol check failed ({reason}): {client.state.abort_detail}; "
-                       "this node leaves the round")
-    if isinstance(out, UnmaskShares):
-        _clear_state(context)  # the round is over for this node: drop every secret
-    else:
-        new_state = ConfigRecord({k: v for k, v in state.items() if k != "update" or not isinstance(out, MaskedInput)})
-        new_state["client"] = _persist(client)
-        context.state[STATE_KEY] = new_state
-        clipped = getattr(client, "last_clipped", 0)
-        if isinstance(out, MaskedInput) and clipped:
-            log.warning("secagg: round %s: %d update entries were clipped to +/-%g", state["round"], clipped,
-                        params.clip)
-    return Message(pack(type(out).__name__, wire.encode(out)), reply_to=msg)
-
-
-def _persist(client: MaskingClient) -> bytes:
-    return client.to_bytes()
-
-
-def _restore(params: MaskingParams, data: bytes, signing_key: bytes | None) -> MaskingClient:
-    # the keys were checked against the trusted list in the setup stage; params
-    # come back from this node's own state, not from the server
-    trusted = dict(params.signing_keys) if params.malicious_server else None
-    return MaskingClient.from_bytes(params, data, signing_key=signing_key, trusted_signing_keys=trusted)
+    if not isinstance(saved, MaskingRecord):
+        raise _Refused("this node's saved round state is not a masking round's")
+    # the parameters come back from this node's own state (checked when the round opened), not from the server
+    role = _role(context, saved.client.client_id, saved.params)
+    driver = ClientDriver(role, store)
+    answer = _answer(msg, driver, driver.handle(bytes_field(rec, "payload")))
+    if role.clipped:
+        log.warning("secagg: %d update entries were clipped to +/-%g", role.clipped, saved.params.clip)
+    return answer
 
 
 def _audit(context: Context, server_round: int, params: MaskingParams, client_id: int, update: np.ndarray,

@@ -1,14 +1,20 @@
 """How protocol messages and model updates travel in Flower records.
 
 Every secure-aggregation message, both directions, carries one
-``ConfigRecord`` under the key :data:`RECORD_KEY` (``"secagg"``) whose
-``payload`` is the canonical wire encoding of a protocol message
-(:mod:`secagg.encoding.wire`: msgpack, schema-checked, no pickle). Flower
-allows ``bytes`` values in a ``ConfigRecord``, so no base64 and no ArrayRecord
-tricks are needed. The first message of a round additionally carries the
-global model (``ArrayRecord``) and the train config, like a plain FedAvg
-``train`` message, plus the round's :class:`MaskingParams` and the node's
-client id in the protocol.
+``ConfigRecord`` under the key :data:`RECORD_KEY` (``"secagg"``) with the
+adapter version, the ``stage`` (the protocol stage's name,
+:class:`~secagg.protocols.stages.Stage`: ``advertise_keys``, ``share_keys``,
+``masked_input``, ``consistency_check``, ``unmasking``; or ``identify``, the
+malicious-server mode's key exchange before a round) and a ``payload``: the
+canonical wire encoding of one protocol message (:mod:`secagg.encoding.wire`:
+msgpack, schema-checked, no pickle), exactly the bytes the round drivers
+(:mod:`secagg.drivers`) hand out and take in. Flower allows ``bytes`` values
+in a ``ConfigRecord``, so no base64 and no ArrayRecord tricks are needed. The
+first message of a round (``advertise_keys``; its payload is the round's
+:class:`MaskingParams`) additionally carries the global model
+(``ArrayRecord``) and the train config, like a plain FedAvg ``train``
+message, plus the node's client id in the protocol, the round number, the
+record keys and the reply metric that weighs the update.
 
 Model <-> vector: the floating-point arrays of an ``ArrayRecord``, in record
 order, flattened and concatenated, form the vector that is aggregated. Arrays
@@ -30,7 +36,7 @@ __all__ = ["RECORD_KEY", "STATE_KEY", "ADAPTER_VERSION", "ModelLayout", "pack", 
 
 RECORD_KEY = "secagg"
 STATE_KEY = "secagg"  # key of the client's ConfigRecord in context.state
-ADAPTER_VERSION = 1
+ADAPTER_VERSION = 2  # 2: stage names of the drivers, the round's parameters as the first payload
 
 
 def _is_float(dtype: str) -> bool:

@@ -1,17 +1,23 @@
 """Server side: the masking protocol as rounds of Flower messages over a Grid,
-and :class:`SecAggFedAvg`, a FedAvg strategy whose training rounds run under
-secure aggregation.
+and :class:`SecAggFedAvg`, a FedAvg-style strategy whose training rounds run
+under secure aggregation with any averaging rule.
 
-One protocol stage is one exchange: push one message per node, then pull the
-replies until all are in or the stage's deadline passes. A node whose reply is
-missing at the deadline, or comes back as a Flower error (the ClientApp raised,
-the node refused, the SuperLink reports the node or message unavailable), or
-fails the protocol's checks, is simply not handed to the protocol server: the
-sans-I/O core (:class:`~secagg.protocols.masking.MaskingServer`) then treats it
-as dropped at that stage and its ``close_round`` does the recovery (unmasking
-the dropped node's pairwise masks from the survivors' shares). Each message's
-TTL equals its stage deadline, so a late reply is discarded by the SuperLink
-and can never leak into a later stage.
+The round itself is the shared server driver
+(:class:`~secagg.drivers.ServerDriver` over
+:class:`~secagg.protocols.masking.MaskingServer`); this module only moves its
+bytes. One protocol stage is one exchange: push the driver's outbox as one
+Flower message per node, then pull the replies into the driver until every
+node answered or is gone (the stage closes early) or the stage's deadline
+passes. A Flower error reply (the ClientApp raised, the node refused, the
+SuperLink reports the node or message unavailable) tells the driver the node
+is gone; a reply that fails the protocol's checks is refused and recorded by
+the driver. Either way the node counts as dropped at that stage and the
+protocol recovers at close (unmasking the dropped node's pairwise masks from
+the survivors' shares). Each message's TTL equals its stage deadline, so a
+late reply is discarded by the SuperLink and can never leak into a later
+stage. Timings, bytes and rejections reach an
+:class:`~secagg.drivers.Observer`; the round report's stage durations come
+from one.
 
 Node ids (64-bit Flower ids) map to protocol client ids ``1..n`` in sorted
 order for each round.
@@ -19,6 +25,7 @@ order for each round.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,17 +37,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from ..aggregation import fedavg_apply, finalize
-from ..encoding import wire
+from ..aggregation import AVERAGING_RULES, Rule, get_rule
+from ..drivers.observer import TO_CLIENT, Observer, Observers
+from ..drivers.server import ServerDriver
 from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
-from ..protocols.masking import Abort, MaskingParams, MaskingServer, ServerResult
-from ..protocols.masking.messages import CLIENT_MESSAGES
-from .client import IDENTIFY_STAGE, SETUP_STAGE
+from ..protocols.masking import Abort, MaskingParams, MaskingServer
+from ..protocols.stages import Stage
+from .client import IDENTIFY_STAGE
 from .records import ModelLayout, bytes_field, pack, unpack
 from .settings import SecAggSettings
 
-__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "run_secure_round", "identify_nodes", "exchange",
-           "make_params"]
+__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
+           "exchange", "make_params", "training_rule"]
 
 log = logging.getLogger("flwr.secagg")
 
@@ -61,18 +69,20 @@ class RoundReport:
     client_ids: dict[int, int]  # node id -> protocol client id
     included: tuple[int, ...] = ()  # node ids whose inputs are in the aggregate
     dropped: dict[int, str] = field(default_factory=dict)  # node id -> protocol stage it missed
-    failures: dict[int, str] = field(default_factory=dict)  # node id -> what Flower reported
+    failures: dict[int, str] = field(default_factory=dict)  # node id -> "stage: what happened"
     sum_weights: float | None = None
-    mean_update: np.ndarray | None = None
+    mean_update: np.ndarray | None = None  # the rule's result: the update the server applies
     abort_reason: str | None = None
     abort_detail: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     verification_keys: dict[int, bytes] = field(default_factory=dict)  # malicious-server mode
+    rule: str = "fedavg"
 
     def to_json_dict(self, with_aggregate: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "server_round": self.server_round, "outcome": self.outcome, "nodes": [str(n) for n in self.nodes],
+            "server_round": self.server_round, "outcome": self.outcome, "rule": self.rule,
+            "nodes": [str(n) for n in self.nodes],
             "client_ids": {str(k): v for k, v in self.client_ids.items()},
             "included": [str(n) for n in self.included],
             "dropped": {str(k): v for k, v in self.dropped.items()},
@@ -90,6 +100,37 @@ class RoundReport:
         return json.dumps(self.to_json_dict(with_aggregate), indent=1)
 
 
+def _push_and_pull(grid: Grid, messages: Sequence[Message], timeout: float, poll_interval: float,
+                   on_reply: Callable[[int, Message], None], *, on_unsent: Callable[[int], None] | None = None,
+                   stop: Callable[[], bool] | None = None) -> list[int]:
+    """The one exchange loop: push ``messages`` (at most one per node), hand
+    each reply to ``on_reply(node, reply)`` as it arrives, until every node
+    answered, ``stop()`` holds or ``timeout`` seconds pass. Returns the node
+    ids without a reply."""
+    targets = [m.metadata.dst_node_id for m in messages]
+    if len(set(targets)) != len(targets):
+        raise ValueError("an exchange takes at most one message per node")
+    pushed = list(grid.push_messages(messages)) if messages else []
+    pending: dict[str, int] = {}
+    for mid, node in zip(pushed, targets):
+        if mid:
+            pending[mid] = node
+        elif on_unsent is not None:  # the SuperLink did not take it: no reply will come
+            on_unsent(node)
+    answered: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while pending and not (stop is not None and stop()):
+        for reply in grid.pull_messages(list(pending)):
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is not None:
+                answered.add(node)
+                on_reply(node, reply)
+        if not pending or (stop is not None and stop()) or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_interval)
+    return [n for n in targets if n not in answered]
+
+
 def exchange(grid: Grid, messages: Sequence[Message], timeout: float,
              poll_interval: float = 0.2) -> tuple[dict[int, Message], list[int]]:
     """Push ``messages`` (one per node) and pull replies until every node has
@@ -99,23 +140,9 @@ def exchange(grid: Grid, messages: Sequence[Message], timeout: float,
     (``Grid.send_and_receive`` does the same but polls only every few
     seconds; a protocol of four or five stages is much faster with a short
     poll interval.)"""
-    messages = list(messages)
-    targets = [m.metadata.dst_node_id for m in messages]
-    if len(set(targets)) != len(targets):
-        raise ValueError("exchange takes at most one message per node")
-    pushed = list(grid.push_messages(messages)) if messages else []
-    pending = {mid: node for mid, node in zip(pushed, targets) if mid}
     replies: dict[int, Message] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for reply in grid.pull_messages(list(pending)):
-            node = pending.pop(reply.metadata.reply_to_message_id, None)
-            if node is not None:
-                replies[node] = reply
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(poll_interval)
-    return replies, [n for n in targets if n not in replies]
+    missing = _push_and_pull(grid, list(messages), timeout, poll_interval, replies.__setitem__)
+    return replies, missing
 
 
 # Flower's ErrorCode values for replies the SuperLink makes up itself
@@ -132,22 +159,62 @@ def _describe_error(reply: Message) -> str:
     return f"error reply (Flower error code {err.code}): {err.reason}"
 
 
-def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
-                     settings: SecAggSettings, server_round: int, *, server_learning_rate: float = 1.0,
-                     arrays_key: str = "arrays", config_key: str = "config",
-                     message_type: str = MessageType.TRAIN,
-                     signing_keys: Mapping[int, bytes] | None = None) -> tuple[RoundReport, ArrayRecord | None]:
-    """One FedAvg round under secure aggregation with the given nodes.
+class StageLog(Observer):
+    """The round report's stage durations and the per-stage log lines, from the
+    driver's observer hooks: a stage's wall-clock time runs from its messages
+    going out to its close (so the setup stage includes the nodes' training)."""
 
-    Returns the round report and the new global model
-    (``global + server_learning_rate * weighted mean update``), or ``None`` for
-    the model if the round aborted and ``settings.on_abort == "skip"``.
-    In the malicious-server mode, ``signing_keys`` maps node ids to their
-    verification keys; nodes missing from it are asked (:func:`identify_nodes`),
-    and nodes that cannot tell one are left out of the round.
-    Raises :class:`SecAggConfigError` if the parameters cannot be secure and
-    :class:`~secagg.errors.ProtocolAborted` if the round aborted and
-    ``settings.on_abort == "raise"``."""
+    def __init__(self, server_round: int):
+        self.server_round = server_round
+        self.seconds: dict[str, float] = {}
+        self._opened: dict[Stage, float] = {}
+
+    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+        if direction == TO_CLIENT:
+            self._opened.setdefault(stage, time.monotonic())
+
+    def stage_closed(self, stage: Stage, answered: frozenset[int], missing: frozenset[int]) -> None:
+        now = time.monotonic()
+        self.seconds[stage.value] = round(now - self._opened.get(stage, now), 3)
+        log.info("secagg: round %d: %s: %d/%d replies in %.1fs", self.server_round, stage.value, len(answered),
+                 len(answered) + len(missing), self.seconds[stage.value])
+
+
+def training_rule(rule: "Rule | str", server_learning_rate: float | None = None) -> Rule:
+    """``rule`` as the rule of a training round: it must average (its result
+    is an update the server applies as ``global + server_lr * result``);
+    ``server_learning_rate``, if given, replaces the rule's ``server_lr``."""
+    r = get_rule(rule)
+    if not r.kind.averages:
+        raise ParameterError(f"rule {r.name!r} does not average; a training round needs one of {AVERAGING_RULES}")
+    if server_learning_rate is not None:
+        r = dataclasses.replace(r, server_lr=server_learning_rate)
+    return r
+
+
+def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
+                     settings: SecAggSettings, server_round: int, *, rule: "Rule | str | None" = None,
+                     server_learning_rate: float | None = None, arrays_key: str = "arrays",
+                     config_key: str = "config", message_type: str = MessageType.TRAIN,
+                     signing_keys: Mapping[int, bytes] | None = None,
+                     observer: Observer | None = None) -> tuple[RoundReport, ArrayRecord | None]:
+    """One training round under secure aggregation with the given nodes.
+
+    ``rule`` (a :class:`~secagg.aggregation.Rule` or a rule name; default
+    ``settings.rule``) must be an averaging rule; the nodes weigh their
+    updates by the reply metric ``settings.weighted_by`` if the rule uses
+    weights, by 1 otherwise. Returns the round report and the new global model
+    (``rule.apply(global, result)``: ``global + server_lr * result``), or
+    ``None`` for the model if the round aborted and ``settings.on_abort ==
+    "skip"``. ``server_learning_rate``, if given, replaces the rule's.
+    ``observer`` receives the server driver's hooks (bytes, timings,
+    rejections). In the malicious-server mode, ``signing_keys`` maps node ids
+    to their verification keys; nodes missing from it are asked
+    (:func:`identify_nodes`), and nodes that cannot tell one are left out of
+    the round. Raises :class:`SecAggConfigError` if the parameters cannot be
+    secure and :class:`~secagg.errors.ProtocolAborted` if the round aborted
+    and ``settings.on_abort == "raise"``."""
+    the_rule = training_rule(settings.rule if rule is None else rule, server_learning_rate)
     nodes = tuple(sorted(set(int(n) for n in node_ids)))
     layout = ModelLayout.of(arrays)
     early_failures: dict[int, str] = {}
@@ -172,55 +239,54 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     node_of = {c: n for n, c in client_of.items()}
     params = make_params(settings, len(nodes), layout.dim, server_round,
                          {client_of[n]: keys_by_node[n] for n in nodes} if settings.malicious_server else None)
-    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=early_failures,
-                         params=params.summary(), verification_keys=dict(keys_by_node))
-    server = MaskingServer(params)
+    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values, rule %s",
+             server_round, params.protocol_name, params.n, params.threshold, params.degree, layout.dim,
+             the_rule.name)
+
+    stages = StageLog(server_round)
+    driver = ServerDriver(MaskingServer(params), the_rule,
+                          observer=stages if observer is None else Observers([stages, observer]))
     group = str(server_round)
-    session = params.session_id
-    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values",
-             server_round, params.protocol_name, params.n, params.threshold, params.degree, layout.dim)
+    setup: dict[str, str] = {"arrays-key": arrays_key, "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
 
-    # stage 0: nodes train and advertise their keys
-    params_bytes = wire.encode(params)
-    outgoing: list[Message] = []
-    for node in nodes:
-        names: dict[str, int | str] = {"client-id": client_of[node], "arrays-key": arrays_key,
-                                       "weighted-by": settings.weighted_by}
-        content = pack(SETUP_STAGE, b"", params=params_bytes, round=server_round, session=session, **names)
-        content[arrays_key] = arrays
-        content[config_key] = train_config
-        outgoing.append(Message(content, node, message_type, ttl=settings.train_timeout, group_id=group))
-    timeout = settings.train_timeout
+    def to_node(party: int, data: bytes, ttl: float) -> Message:
+        opening = driver.stage is Stage.ADVERTISE_KEYS  # the round opens: the node trains on the global model
+        content = pack(driver.stage.value, data, round=server_round, **({"client-id": party, **setup}
+                                                                         if opening else {}))
+        if opening:
+            content[arrays_key] = arrays
+            content[config_key] = train_config
+        return Message(content, node_of[party], message_type, ttl=ttl, group_id=group)
 
-    while True:
-        stage = server.stage.value
-        t0 = time.monotonic()
-        replies, missing = exchange(grid, outgoing, timeout, settings.poll_interval)
-        report.stage_seconds[stage] = round(time.monotonic() - t0, 3)
-        failed: dict[int, str] = {node: f"no reply within {timeout:g}s" for node in missing}
-        for node, reply in replies.items():
-            if reply.has_error():
-                failed[node] = _describe_error(reply)
-                continue
-            try:
-                rec = unpack(reply.content)
-                server.receive(client_of[node], wire.decode(bytes_field(rec, "payload"), CLIENT_MESSAGES))
-            except RemoteProtocolError as exc:
-                failed[node] = f"rejected ({exc.reason.value}): {exc}"
-        log.info("secagg: round %d: %s: %d/%d replies in %.1fs", server_round, stage, len(outgoing) - len(failed),
-                 len(outgoing), report.stage_seconds[stage])
-        for node, why in sorted(failed.items()):
-            log.warning("secagg: round %d: node %d dropped at %s: %s", server_round, node, stage, why)
-            report.failures[node] = f"{stage}: {why}"
-        deliver = server.close_round()
-        if server.done:
-            break
-        timeout = settings.stage_timeout
-        outgoing = [Message(pack(type(m).__name__, wire.encode(m), round=server_round, session=session),
-                            node_of[cid], message_type, ttl=timeout, group_id=group)
-                    for cid, m in sorted(deliver.items())]
+    def on_reply(node: int, reply: Message) -> None:
+        party = client_of[node]
+        if reply.has_error():
+            driver.gone(party, _describe_error(reply))
+            return
+        try:
+            payload = bytes_field(unpack(reply.content), "payload")
+        except RemoteProtocolError as exc:  # no protocol message in it at all
+            driver.gone(party, f"rejected ({exc.reason.value}): {exc}")
+            return
+        driver.receive(party, payload)
 
-    outcome = server.outcome
+    def unsent(node: int) -> None:
+        driver.gone(client_of[node], "the SuperLink did not take the message")
+
+    outbox = driver.start()
+    while not driver.done:
+        ttl = settings.train_timeout if driver.stage is Stage.ADVERTISE_KEYS else settings.stage_timeout
+        _push_and_pull(grid, [to_node(p, data, ttl) for p, data in sorted(outbox.items())], ttl,
+                       settings.poll_interval, on_reply, on_unsent=unsent, stop=lambda: driver.ready)
+        outbox = driver.close_stage()
+
+    failures = {**early_failures, **{node_of[p]: why for p, why in driver.failures.items() if p in node_of}}
+    for node, why in sorted(failures.items()):
+        log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
+    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=failures,
+                         stage_seconds=stages.seconds, params=params.summary(),
+                         verification_keys=dict(keys_by_node), rule=the_rule.name)
+    outcome = driver.outcome
     if isinstance(outcome, Abort):
         report.abort_reason = outcome.reason.value
         report.abort_detail = outcome.detail
@@ -229,14 +295,13 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         if settings.on_abort == "raise":
             raise ProtocolAborted(outcome.reason, f"round {server_round}, stage {outcome.stage}: {outcome.detail}")
         return report, None
-    assert isinstance(outcome, ServerResult)
+    result = driver.result()
     report.outcome = "completed"
-    report.included = tuple(node_of[c] for c in outcome.included)
-    report.dropped = {node_of[c]: s for c, s in outcome.dropped.items()}
-    report.sum_weights = outcome.sum_weights
-    mean = finalize("fedavg", outcome.sum_weighted, outcome.sum_weights)
-    report.mean_update = mean
-    new_vector = fedavg_apply(layout.to_vector(arrays), mean, server_learning_rate)
+    report.included = tuple(node_of[c] for c in result.included)
+    report.dropped = {node_of[c]: s for c, s in result.dropped.items()}
+    report.sum_weights = result.sum_weights
+    report.mean_update = result.aggregate
+    new_vector = the_rule.apply(layout.to_vector(arrays), result.aggregate)
     log.info("secagg: round %d: aggregated %d of %d nodes%s", server_round, len(report.included), len(nodes),
              f" (dropped: {len(report.dropped)})" if report.dropped else "")
     return report, layout.from_vector(new_vector, arrays)
@@ -289,7 +354,8 @@ def make_params(settings: SecAggSettings, num_nodes: int, dim: int, server_round
 
 
 class SecAggFedAvg(FedAvg):
-    """FedAvg whose training rounds run under secure aggregation.
+    """FedAvg whose training rounds run under secure aggregation, with any
+    averaging rule.
 
     A drop-in replacement for ``flwr.serverapp.strategy.FedAvg`` in a ServerApp::
 
@@ -297,23 +363,31 @@ class SecAggFedAvg(FedAvg):
         result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
 
     Each round samples nodes like FedAvg, then runs :func:`run_secure_round`:
-    the server learns only the weighted mean of the nodes' updates and applies
-    ``global + server_learning_rate * mean``. The clients need
+    the server learns only the rule's result over the nodes' updates (by
+    default FedAvg's mean weighted by examples) and applies
+    ``rule.apply(global, result)``, i.e. ``global + server_lr * result``.
+    ``rule`` is a :class:`~secagg.aggregation.Rule` or a rule name (default:
+    the run config's ``secagg-rule``); it must be one of
+    :data:`~secagg.aggregation.AVERAGING_RULES`. ``server_learning_rate``, if
+    given, replaces the rule's ``server_lr``. The clients need
     :data:`secagg.flower.secagg_mod` on their train function. Federated
     evaluation is FedAvg's (plain metrics, which reveal per-node evaluation
     results of the *global* model only). ``on_round`` is called with each
-    :class:`RoundReport`; :attr:`reports` keeps them all.
+    :class:`RoundReport`; :attr:`reports` keeps them all. ``observer``
+    receives every round's server-driver hooks (bytes, timings, rejections).
 
     Training metrics are not aggregated from the nodes (per-node metrics would
     reveal what the aggregate hides); ``train_metrics_clientapp`` holds the
     round's secure-aggregation statistics instead."""
 
-    def __init__(self, *, settings: SecAggSettings | None = None, server_learning_rate: float = 1.0,
+    def __init__(self, *, settings: SecAggSettings | None = None, rule: "Rule | str | None" = None,
+                 server_learning_rate: float | None = None,
                  fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 2,
                  min_evaluate_nodes: int = 2, min_available_nodes: int = 2, arrayrecord_key: str = "arrays",
                  configrecord_key: str = "config",
                  evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
-                 on_round: Callable[[RoundReport], None] | None = None) -> None:
+                 on_round: Callable[[RoundReport], None] | None = None,
+                 observer: Observer | None = None) -> None:
         self.settings = settings or SecAggSettings()
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
@@ -321,20 +395,25 @@ class SecAggFedAvg(FedAvg):
                          weighted_by_key=self.settings.weighted_by or "num-examples",
                          arrayrecord_key=arrayrecord_key, configrecord_key=configrecord_key,
                          evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
-        if not server_learning_rate > 0:
-            raise ParameterError("server_learning_rate must be > 0")
-        self.server_learning_rate = float(server_learning_rate)
+        self.rule = training_rule(self.settings.rule if rule is None else rule, server_learning_rate)
         self.on_round = on_round
+        self.observer = observer
         self.reports: list[RoundReport] = []
         self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
+
+    @property
+    def server_learning_rate(self) -> float:
+        return self.rule.server_lr
 
     def summary(self) -> None:
         super().summary()
         s = self.settings
         log.info("\t└──> Secure aggregation: %s, dropout tolerance %.0f%%, corrupt fraction %.0f%%, threshold %s, "
-                 "clip %g, %d fractional bits, max weight %g, weighted by %r, server lr %g", s.protocol,
+                 "clip %g, %d fractional bits, max weight %g, rule %s%s, server lr %g", s.protocol,
                  100 * s.dropout_tolerance, 100 * s.corrupt_fraction, s.threshold or "derived", s.clip,
-                 s.frac_bits, s.max_weight, s.weighted_by, self.server_learning_rate)
+                 s.frac_bits, s.max_weight, self.rule.name,
+                 f" weighted by {s.weighted_by!r}" if self.rule.uses_weights and s.weighted_by else "",
+                 self.rule.server_lr)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None,
                                                                                         MetricRecord | None]:
@@ -369,8 +448,8 @@ class SecAggFedAvg(FedAvg):
                 config = sampled[0].content.config_records[self.configrecord_key]
                 report, new_arrays = run_secure_round(
                     grid, node_ids, arrays, config, self.settings, server_round,
-                    server_learning_rate=self.server_learning_rate, arrays_key=self.arrayrecord_key,
-                    config_key=self.configrecord_key, signing_keys=self.node_keys)
+                    rule=self.rule, arrays_key=self.arrayrecord_key, config_key=self.configrecord_key,
+                    signing_keys=self.node_keys, observer=self.observer)
                 self.reports.append(report)
                 self.node_keys.update(report.verification_keys)
                 if new_arrays is not None:

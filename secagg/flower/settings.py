@@ -13,8 +13,12 @@ key is refused, so a typo never silently falls back to a default)::
     secagg-clip               each update entry is clipped to [-clip, clip] (1.0)
     secagg-frac-bits          fixed-point fractional bits (16)
     secagg-max-weight         largest client weight, e.g. examples per node (1000.0)
-    secagg-weighted-by        reply metric used as the client weight ("num-examples");
-                              "" gives every node weight 1 (plain mean)
+    secagg-rule               aggregation rule, any averaging rule of secagg.aggregation
+                              ("fedavg"; "mean", "weighted", "hybrid"): the server applies
+                              global + server_lr * result
+    secagg-weighted-by        reply metric used as the client weight by the rules that use
+                              weights ("num-examples"); "" gives every node weight 1 (the
+                              rules that do not use weights always send 1)
     secagg-train-timeout      seconds for the first stage, where nodes train (300)
     secagg-stage-timeout      seconds for every other protocol stage (60)
     secagg-poll-interval      seconds between polls for replies (0.2)
@@ -34,6 +38,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from ..aggregation import AVERAGING_RULES
 from ..encoding.fixed_point import FixedPoint
 from ..errors import ParameterError
 
@@ -54,6 +59,7 @@ class SecAggSettings:
     clip: float = 1.0
     frac_bits: int = 16
     max_weight: float = 1000.0
+    rule: str = "fedavg"
     weighted_by: str = "num-examples"
     train_timeout: float = 300.0
     stage_timeout: float = 60.0
@@ -64,6 +70,8 @@ class SecAggSettings:
     def __post_init__(self) -> None:
         if self.protocol not in ("secagg", "secagg+"):
             raise ParameterError(f"secagg-protocol must be 'secagg' or 'secagg+', got {self.protocol!r}")
+        if self.rule not in AVERAGING_RULES:
+            raise ParameterError(f"secagg-rule must be an averaging rule, one of {AVERAGING_RULES}, got {self.rule!r}")
         if self.on_abort not in ("raise", "skip"):
             raise ParameterError(f"secagg-on-abort must be 'raise' or 'skip', got {self.on_abort!r}")
         for name in ("train_timeout", "stage_timeout", "poll_interval"):
@@ -112,7 +120,7 @@ _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train
            "poll_interval"}
 _INTS = {"frac_bits"}
 _OPTIONAL_INTS = {"threshold", "degree"}
-_STRINGS = {"protocol", "weighted_by", "on_abort"}
+_STRINGS = {"protocol", "rule", "weighted_by", "on_abort"}
 _BOOLS = {"malicious_server"}
 
 
