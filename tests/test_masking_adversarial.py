@@ -14,25 +14,15 @@ import pytest
 from secagg.encoding import wire
 from secagg.errors import AbortReason, RemoteProtocolError, WireFormatError
 from secagg.protocols.masking import (Abort, ConsistencyRequest, ForwardedShares, KeysBroadcast, MaskedInput,
-                                      ServerResult, UnmaskRequest, UnmaskShares)
+                                      ServerResult, ShareKeys, UnmaskRequest, UnmaskShares)
 from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
 
 from masking_harness import Round
 
 
-def _to(stage_round: Round, i: int):
-    return stage_round.outgoing[i]
-
-
-def _run_to(r: Round, stage: str, drop: dict[int, str] | None = None) -> None:
-    drop = drop or {}
-    r.advertise(skip={i for i, s in drop.items() if s == "advertise_keys"})
-    while r.server.stage.value != stage:
-        r.step(skip={i for i, s in drop.items() if s == r.server.stage.value})
-
-
 def _reply(r: Round, i: int, msg) -> object | None:  # type: ignore[no-untyped-def]
-    return r.clients[i].handle(wire.decode(wire.encode(msg)), update=r.updates[i])
+    """The (dishonest) server sends ``msg`` to client ``i``'s driver: its answer, or None."""
+    return r.send(i, msg)
 
 
 def _ids(*xs: int) -> np.ndarray:
@@ -43,55 +33,55 @@ def _ids(*xs: int) -> np.ndarray:
 
 def test_overlapping_alive_and_dropped_sets_abort_and_reveal_nothing():
     r = Round(n=6)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     evil = dataclasses.replace(req, dropped=_ids(*req.dropped.tolist(), 2))  # 2 is alive AND dropped
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+    assert r.refusal(1) is AbortReason.INCONSISTENT_DROPOUT_SETS
 
 
 def test_peer_missing_from_both_lists_aborts():
     r = Round(n=6)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 4]))
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+    assert r.refusal(1) is AbortReason.INCONSISTENT_DROPOUT_SETS
 
 
 def test_client_never_reveals_a_second_time_in_a_session():
     """The server asks again with shifted lists (v now 'dropped'): the client
     has already revealed b_v's share and must not add s_v^SK's."""
     r = Round(n=6)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     first = _reply(r, 1, req)
     assert isinstance(first, UnmaskShares) and 3 in first.self_mask_owners.tolist()
     shifted = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 3]),
                                   dropped=_ids(*req.dropped.tolist(), 3))
     assert _reply(r, 1, shifted) is None
-    assert r.clients[1].abort_reason is AbortReason.WRONG_ROUND or r.clients[1].aborted
+    assert r.ended(1)  # its round was over when it answered: nothing more leaves
 
 
 def test_alive_set_naming_a_peer_whose_shares_never_arrived_aborts():
     """Claiming that a client which never shared keys is alive would make
     honest clients reveal shares they do not hold / unmask an inconsistency."""
     r = Round(n=6)
-    _run_to(r, "unmasking", drop={5: "share_keys"})
+    r.run_to("unmasking", drop={5: "share_keys"})
     req: UnmaskRequest = r.outgoing[1]
     evil = dataclasses.replace(req, alive=_ids(*req.alive.tolist(), 5))
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+    assert r.refusal(1) is AbortReason.INCONSISTENT_DROPOUT_SETS
 
 
 def test_server_listing_me_as_dropped_aborts():
     r = Round(n=6)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[2]
     evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 2]),
                                dropped=_ids(*req.dropped.tolist(), 2))
     assert _reply(r, 2, evil) is None
-    assert r.clients[2].abort_reason is AbortReason.INCONSISTENT_DROPOUT_SETS
+    assert r.refusal(2) is AbortReason.INCONSISTENT_DROPOUT_SETS
 
 
 def test_split_view_attack_cannot_collect_both_share_kinds_in_malicious_mode():
@@ -100,7 +90,7 @@ def test_split_view_attack_cannot_collect_both_share_kinds_in_malicious_mode():
     With signed consistency checks and t > n/2 it can reach the threshold for at
     most one of the two secrets."""
     r = Round(n=7, malicious=True)  # t = 4
-    _run_to(r, "consistency_check")
+    r.run_to("consistency_check")
     victim = 3
     true_alive = r.outgoing[1].alive
     fake_alive = _ids(*[v for v in true_alive.tolist() if v != victim])
@@ -127,27 +117,27 @@ def test_split_view_attack_cannot_collect_both_share_kinds_in_malicious_mode():
     t = r.params.threshold
     assert not (b_shares >= t and s_shares >= t)
     assert b_shares < t  # client 1 refused: too few signatures on the set it signed
-    assert r.clients[1].aborted and r.clients[1].abort_reason is AbortReason.TOO_FEW_SURVIVORS
+    assert r.aborted(1) and r.refusal(1) is AbortReason.TOO_FEW_SURVIVORS
 
 
 def test_unmask_request_with_a_different_set_than_signed_aborts():
     r = Round(n=6, malicious=True)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     evil = dataclasses.replace(req, alive=_ids(*[v for v in req.alive.tolist() if v != 4]),
                                dropped=_ids(4))
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason in (AbortReason.INCONSISTENT_DROPOUT_SETS, AbortReason.INVALID_SIGNATURE)
+    assert r.refusal(1) in (AbortReason.INCONSISTENT_DROPOUT_SETS, AbortReason.INVALID_SIGNATURE)
 
 
 def test_forged_consistency_signature_aborts():
     r = Round(n=6, malicious=True)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     sigs = dict(req.signatures)
     sigs[2] = bytes(64)
     assert _reply(r, 1, dataclasses.replace(req, signatures=sigs)) is None
-    assert r.clients[1].abort_reason is AbortReason.INVALID_SIGNATURE
+    assert r.refusal(1) is AbortReason.INVALID_SIGNATURE
 
 
 # ================================================================ keys: substitution, duplicates, signatures
@@ -169,17 +159,29 @@ def test_duplicate_public_keys_abort():
     msg: KeysBroadcast = r.outgoing[1]
     evil = _keys_with(msg, 3, mask=msg.mask_publics[32 * 2:32 * 3])
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.DUPLICATE_PUBLIC_KEY
+    assert r.refusal(1) is AbortReason.DUPLICATE_PUBLIC_KEY
 
 
 def test_server_rejects_a_second_client_advertising_an_existing_key():
     r = Round(n=5, dropout_tolerance=0.2)
-    adv1 = r.clients[1].advertise_keys()
-    r.server.receive(1, adv1)
-    adv2 = dataclasses.replace(r.clients[2].advertise_keys(), mask_public=adv1.mask_public)
-    with pytest.raises(RemoteProtocolError) as e:
-        r.server.receive(2, adv2)
-    assert e.value.reason is AbortReason.DUPLICATE_PUBLIC_KEY
+    advs = r.step(hold=True, close=False)
+    assert r.release([1]) == {1: True}
+    _server_rejects(r, 2, dataclasses.replace(advs[2], mask_public=advs[1].mask_public),
+                    AbortReason.DUPLICATE_PUBLIC_KEY)
+    # the same attack through the network: client 2 is refused and counts as dropped at advertise_keys
+    r = Round(n=5, dropout_tolerance=0.2)
+    first = {}
+
+    def copy_key(i, adv):  # type: ignore[no-untyped-def]
+        first.setdefault("key", adv.mask_public)
+        return dataclasses.replace(adv, mask_public=first["key"]) if i == 2 else adv
+
+    r.step(tamper_reply=copy_key)
+    out = r.run()
+    assert isinstance(out, ServerResult) and out.dropped == {2: "advertise_keys"}
+    assert r.driver.failures[2].startswith("advertise_keys: rejected (duplicate_public_key)")
+    assert r.driver.audit_record()["rejected_messages"] == [
+        {"sender": 2, "stage": "advertise_keys", "reason": "duplicate_public_key"}]
 
 
 def test_altered_own_advertisement_aborts():
@@ -188,7 +190,7 @@ def test_altered_own_advertisement_aborts():
     msg: KeysBroadcast = r.outgoing[1]
     evil = _keys_with(msg, 0, enc=bytes([9]) * 32)  # index 0 is client 1 itself
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+    assert r.refusal(1) is AbortReason.MALFORMED_MESSAGE
 
 
 def test_substituted_peer_key_is_caught_by_signatures_in_malicious_mode():
@@ -199,7 +201,7 @@ def test_substituted_peer_key_is_caught_by_signatures_in_malicious_mode():
     msg: KeysBroadcast = r.outgoing[1]
     evil = _keys_with(msg, 2, enc=generate_keypair().public)  # server's own key in place of client 3's
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.INVALID_SIGNATURE
+    assert r.refusal(1) is AbortReason.INVALID_SIGNATURE
 
 
 def test_broadcast_naming_non_neighbours_aborts():
@@ -213,7 +215,7 @@ def test_broadcast_naming_non_neighbours_aborts():
     evil = dataclasses.replace(msg, client_ids=np.array(ids, dtype=np.uint32), enc_publics=ins(msg.enc_publics, 32),
                                mask_publics=ins(msg.mask_publics, 32), commitments=ins(msg.commitments, 32))
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.UNEXPECTED_SENDER
+    assert r.refusal(1) is AbortReason.UNEXPECTED_SENDER
 
 
 def test_too_few_keys_in_broadcast_aborts():
@@ -224,7 +226,7 @@ def test_too_few_keys_in_broadcast_aborts():
     evil = KeysBroadcast(msg.session_id, msg.client_ids[:keep], msg.enc_publics[:32 * keep],
                          msg.mask_publics[:32 * keep], msg.commitments[:32 * keep], b"")
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.TOO_FEW_SURVIVORS
+    assert r.refusal(1) is AbortReason.TOO_FEW_SURVIVORS
 
 
 # ================================================================ invariant 3: session binding, replay
@@ -233,8 +235,16 @@ def test_message_from_another_session_is_refused():
     a, b = Round(n=5, seed=1, dropout_tolerance=0.2), Round(n=5, seed=2, dropout_tolerance=0.2)
     a.advertise()
     b.advertise()
+    before = wire.encode(b.record(1))
+    # the driver finds no round of that session on this client: a typed refusal, nothing sent
     assert _reply(b, 1, a.outgoing[1]) is None
-    assert b.clients[1].abort_reason is AbortReason.SESSION_MISMATCH
+    assert b.refusal(1) is AbortReason.WRONG_ROUND
+    assert wire.encode(b.record(1)) == before  # its own round is untouched
+    # the core's own check, for a message of another session reaching it with this session's state
+    with pytest.raises(RemoteProtocolError) as info:
+        b.client(1).share_keys(a.outgoing[1])
+    assert info.value.reason is AbortReason.SESSION_MISMATCH
+    assert isinstance(b.step()[1], ShareKeys)  # and client 1 goes on with its round
 
 
 def test_share_ciphertext_replayed_from_another_session_fails_authentication():
@@ -248,7 +258,7 @@ def test_share_ciphertext_replayed_from_another_session_fails_authentication():
     fb: ForwardedShares = b.outgoing[1]
     spliced = dataclasses.replace(fb, ciphertexts=fa.ciphertexts[:SHARE_RECORD_SIZE] + fb.ciphertexts[SHARE_RECORD_SIZE:])
     assert _reply(b, 1, spliced) is None
-    assert b.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+    assert b.refusal(1) is AbortReason.INVALID_CIPHERTEXT
 
 
 def test_params_differing_only_in_nonce_give_unrelated_session_ids():
@@ -268,7 +278,7 @@ def test_forged_share_ciphertext_aborts():
     ct = bytearray(msg.ciphertexts)
     ct[40] ^= 1
     assert _reply(r, 1, dataclasses.replace(msg, ciphertexts=bytes(ct))) is None
-    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+    assert r.refusal(1) is AbortReason.INVALID_CIPHERTEXT
 
 
 def test_misrouted_share_ciphertext_aborts():
@@ -283,7 +293,7 @@ def test_misrouted_share_ciphertext_aborts():
     ct = bytearray(to1.ciphertexts)
     ct[SHARE_RECORD_SIZE * j1:SHARE_RECORD_SIZE * (j1 + 1)] = to3.ciphertexts[SHARE_RECORD_SIZE * j3:SHARE_RECORD_SIZE * (j3 + 1)]
     assert _reply(r, 1, dataclasses.replace(to1, ciphertexts=bytes(ct))) is None
-    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+    assert r.refusal(1) is AbortReason.INVALID_CIPHERTEXT
 
 
 def test_relabelled_sender_aborts():
@@ -297,7 +307,7 @@ def test_relabelled_sender_aborts():
                                ciphertexts=msg.ciphertexts[SHARE_RECORD_SIZE:2 * SHARE_RECORD_SIZE]
                                + msg.ciphertexts[:SHARE_RECORD_SIZE] + msg.ciphertexts[2 * SHARE_RECORD_SIZE:])
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason is AbortReason.INVALID_CIPHERTEXT
+    assert r.refusal(1) is AbortReason.INVALID_CIPHERTEXT
 
 
 def test_truncated_share_records_abort():
@@ -306,7 +316,7 @@ def test_truncated_share_records_abort():
     r.step()
     msg: ForwardedShares = r.outgoing[1]
     assert _reply(r, 1, dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:-1])) is None
-    assert r.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+    assert r.refusal(1) is AbortReason.MALFORMED_MESSAGE
 
 
 def test_shares_from_a_non_neighbour_abort():
@@ -316,101 +326,110 @@ def test_shares_from_a_non_neighbour_abort():
     msg: ForwardedShares = r.outgoing[1]
     evil = dataclasses.replace(msg, senders=np.array([1] + msg.senders.tolist()[1:], dtype=np.uint32))
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason in (AbortReason.UNEXPECTED_SENDER, AbortReason.MALFORMED_MESSAGE)
+    assert r.refusal(1) in (AbortReason.UNEXPECTED_SENDER, AbortReason.MALFORMED_MESSAGE)
 
 
 def test_failed_check_leaves_client_state_unchanged():
     r = Round(n=5, dropout_tolerance=0.2)
     r.advertise()
     r.step()
-    before = r.clients[1].to_bytes()
+    core = r.client(1)
+    before = core.to_bytes()
     msg: ForwardedShares = r.outgoing[1]
+    bad = dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:-3])
     with pytest.raises(RemoteProtocolError):
-        r.clients[1].masked_input(dataclasses.replace(msg, ciphertexts=msg.ciphertexts[:-3]), r.updates[1])
-    assert r.clients[1].to_bytes() == before
-    assert isinstance(r.clients[1].masked_input(msg, r.updates[1]), MaskedInput)
+        core.masked_input(bad, r.updates[1])
+    assert core.to_bytes() == before  # the core changed nothing
+    assert isinstance(core.masked_input(msg, r.updates[1]), MaskedInput)
+    # the driver saved nothing either; it drops the state and leaves the round
+    assert wire.encode(r.record(1).client) == before
+    assert _reply(r, 1, bad) is None and r.aborted(1)
+    assert r.record(1) is None
 
 
 # ================================================================ invariant 7: bad client input at the server
 
-def _final_sum(r: Round) -> np.ndarray:
-    while r.outgoing:
-        r.step()
-    assert isinstance(r.server.outcome, ServerResult)
-    return r.server.outcome.sum_weighted
-
-
 def _reference() -> np.ndarray:
-    r = Round(n=6, seed=5)
-    r.advertise()
-    return _final_sum(r)
+    out = Round(n=6, seed=5).run()
+    assert isinstance(out, ServerResult)
+    return out.sum_weighted
 
 
 def _server_rejects(r: Round, sender: int, msg, reason: AbortReason | None = None) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(RemoteProtocolError) as e:
-        r.server.receive(sender, msg)
+    """``msg`` from ``sender`` reaches the server driver (as bytes) and is
+    refused with a typed error, reported to the observer and recorded."""
+    seen = len(r.watch.errors)
+    assert r.driver.receive(sender, wire.encode(msg)) is False
+    assert len(r.watch.errors) == seen + 1
+    party, error = r.watch.errors[-1]
+    assert party == sender and isinstance(error, RemoteProtocolError)
     if reason is not None:
-        assert e.value.reason is reason
+        assert error.reason is reason
 
 
 def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_state_change():
+    """The network holds each stage's replies; the bad messages reach the
+    server driver first, then the honest ones, then some again: every bad one
+    is refused with its typed reason, and the round ends with exactly the
+    aggregate of a round that never saw them."""
     ref = _reference()
     r = Round(n=6, seed=5)
-    advs = {i: r.clients[i].advertise_keys() for i in r.ids}
-    for i, a in advs.items():
-        r.server.receive(i, a)
+    advs = r.step(hold=True, close=False)
+    assert all(r.release().values())
     _server_rejects(r, 1, advs[1], AbortReason.DUPLICATE_MESSAGE)
     _server_rejects(r, 2, advs[1], AbortReason.UNEXPECTED_SENDER)  # claims to be someone else
     _server_rejects(r, 99, dataclasses.replace(advs[1], client_id=99), AbortReason.UNEXPECTED_SENDER)
     _server_rejects(r, 1, MaskedInput(1, r.params.session_id, np.zeros(r.dim + 1, dtype=np.uint32)),
                     AbortReason.WRONG_ROUND)
-    r.outgoing = r.server.close_round()
+    r.close()
     _server_rejects(r, 1, advs[1], AbortReason.WRONG_ROUND)  # late
     # share keys: wrong recipients and truncated records
-    replies = {}
-    for i, m in r.outgoing.items():
-        replies[i] = r.clients[i].handle(m)
+    replies = r.step(hold=True, close=False)
     bad = dataclasses.replace(replies[1], ciphertexts=replies[1].ciphertexts[:-1])
     _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
     bad = dataclasses.replace(replies[1], recipients=replies[1].recipients[::-1].copy())
     _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
-    for i, m in replies.items():
-        r.server.receive(i, m)
+    assert all(r.release().values())
     _server_rejects(r, 1, replies[1], AbortReason.DUPLICATE_MESSAGE)
-    r.outgoing = r.server.close_round()
+    r.close()
     # masked inputs: wrong dtype, wrong length, duplicate
-    replies = {i: r.clients[i].handle(m, update=r.updates[i]) for i, m in r.outgoing.items()}
+    replies = r.step(hold=True, close=False)
     good = replies[1].masked
     sid = r.params.session_id
     _server_rejects(r, 1, MaskedInput(1, sid, good.astype(np.uint64)), AbortReason.MALFORMED_MESSAGE)
     _server_rejects(r, 1, MaskedInput(1, sid, good[:-1].copy()), AbortReason.MALFORMED_MESSAGE)
     _server_rejects(r, 1, dataclasses.replace(replies[1], session_id=bytes(32)), AbortReason.SESSION_MISMATCH)
-    for i, m in replies.items():
-        r.server.receive(i, m)
+    assert all(r.release().values())
     _server_rejects(r, 1, replies[1], AbortReason.DUPLICATE_MESSAGE)  # a second add would corrupt the sum
-    r.outgoing = r.server.close_round()
+    r.close()
     # unmasking shares for owners the sender cannot hold / out-of-field values
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    replies = r.step(hold=True, close=False)
     u = replies[1]
     bad = dataclasses.replace(u, self_mask_shares=np.full_like(u.self_mask_shares, 2**31 - 1))
     _server_rejects(r, 1, bad, AbortReason.MALFORMED_MESSAGE)
     bad = dataclasses.replace(u, mask_key_owners=np.array([3], dtype=np.uint32),
                               mask_key_shares=u.self_mask_shares[:9].copy())
     _server_rejects(r, 1, bad, AbortReason.UNEXPECTED_SENDER)  # 3 is alive: no mask-key shares for it
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.outgoing = r.server.close_round()
+    assert all(r.release().values())
+    assert r.close() is False
     assert isinstance(r.server.outcome, ServerResult)
     assert np.array_equal(r.server.outcome.sum_weighted, ref)  # bad messages changed nothing
-    assert len(r.server.rejected) >= 10
+    assert len(r.watch.errors) == len(r.server.rejected) == len(r.driver.audit_record()["rejected_messages"]) == 14
+    assert r.server.outcome.dropped == {} and r.server.outcome.included == tuple(r.ids)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 5, 17, -1])
 def test_truncated_wire_bytes_raise_wire_format_error(cut):
     r = Round(n=4, dropout_tolerance=0.0)
-    data = wire.encode(r.clients[1].advertise_keys())
+    data = wire.encode(r.step(hold=True, close=False)[1])
+    bad = data[:cut] if cut >= 0 else data + b"\x00"
     with pytest.raises(WireFormatError):
-        wire.decode(data[:cut] if cut >= 0 else data + b"\x00")
+        wire.decode(bad)
+    # the server driver decodes it: a typed refusal, recorded, and the honest bytes still count
+    assert r.driver.receive(1, bad) is False
+    assert isinstance(r.watch.errors[-1][1], WireFormatError)
+    assert r.server._got.advertised == {}
+    assert r.release() == {1: True, 2: True, 3: True, 4: True}
 
 
 def _corrupt(u: UnmaskShares, field: str, k: int, delta: int = 1) -> UnmaskShares:
@@ -427,12 +446,8 @@ def test_one_wrong_unmask_share_is_detected_and_routed_around(field, drop):
     ref = Round(n=6, dropout_tolerance=0.2)
     ref_out = ref.run(drop=drop)
     r = Round(n=6, dropout_tolerance=0.2)
-    _run_to(r, "unmasking", drop=drop)
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
-    replies[1] = _corrupt(replies[1], field, 0)
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.server.close_round()
+    r.run_to("unmasking", drop=drop)
+    r.step(tamper_reply=lambda i, m: _corrupt(m, field, 0) if i == 1 else m)
     assert isinstance(r.server.outcome, ServerResult)
     assert np.array_equal(r.server.outcome.sum_weighted, ref_out.sum_weighted)
 
@@ -442,14 +457,10 @@ def test_wrong_unmask_shares_beyond_repair_abort_not_a_wrong_sum(field, drop):
     """Two holders send wrong shares: no holder set the server tries passes the
     commitment check, and it aborts instead of returning garbage."""
     r = Round(n=6, dropout_tolerance=0.2)
-    _run_to(r, "unmasking", drop=drop)
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    r.run_to("unmasking", drop=drop)
     # distinct errors (equal ones at two points can cancel at zero for some holder sets)
-    replies[1] = _corrupt(replies[1], field, 0, delta=1)
-    replies[2] = _corrupt(replies[2], field, 0, delta=1000)
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.server.close_round()
+    delta = {1: 1, 2: 1000}
+    r.step(tamper_reply=lambda i, m: _corrupt(m, field, 0, delta=delta[i]) if i in delta else m)
     assert isinstance(r.server.outcome, Abort)
     assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
 
@@ -476,13 +487,13 @@ def test_malicious_mode_refuses_signing_keys_that_differ_from_the_trusted_ones()
 
 def test_unknown_signer_in_unmask_request_is_a_typed_abort_not_a_crash():
     r = Round(n=6, malicious=True)
-    _run_to(r, "unmasking")
+    r.run_to("unmasking")
     req: UnmaskRequest = r.outgoing[1]
     sigs = dict(req.signatures)
     sigs[77] = bytes(64)
     evil = dataclasses.replace(req, alive=_ids(*req.alive.tolist(), 77), signatures=sigs)
     assert _reply(r, 1, evil) is None
-    assert r.clients[1].abort_reason in (AbortReason.UNEXPECTED_SENDER, AbortReason.INVALID_SIGNATURE)
+    assert r.refusal(1) in (AbortReason.UNEXPECTED_SENDER, AbortReason.INVALID_SIGNATURE)
 
 
 def test_server_faking_dropouts_cannot_learn_an_arc_of_a_sparse_graph():
@@ -510,10 +521,10 @@ def test_sparse_threshold_must_be_at_least_half_degree_plus_two():
 
 def test_server_refuses_low_order_public_keys_at_advertisement():
     r = Round(n=5, dropout_tolerance=0.2)
-    adv = r.clients[1].advertise_keys()
-    with pytest.raises(RemoteProtocolError):
-        r.server.receive(1, dataclasses.replace(adv, mask_public=bytes(32)))
-    r.server.receive(1, adv)  # the honest one is still accepted: nothing changed
+    adv = r.step(hold=True, close=False)[1]
+    _server_rejects(r, 1, dataclasses.replace(adv, mask_public=bytes(32)))
+    assert r.release() == {i: True for i in r.ids}  # the honest one is still accepted: nothing changed
+    assert isinstance(r.run(), ServerResult)
 
 
 # ================================================================ invariant 4: the mask PRG
@@ -527,6 +538,7 @@ def test_masks_are_full_width_keystream_not_a_small_seeded_rng():
     r.advertise()
     r.step()
     replies = r.step(close=False)
+    assert r.record(1).update.size == 0  # masked and sent: the update is no longer kept
     y = replies[1].masked[:-1]
     counts = np.bincount((y >> np.uint32(24)).astype(np.int64), minlength=256)
     chi2 = float(((counts - y.size / 256) ** 2 / (y.size / 256)).sum())
@@ -542,20 +554,18 @@ def test_non_canonical_key_encodings_are_refused():
     """X25519 ignores bit 255: the same point under other bytes would dodge the
     duplicate-key checks. Server and clients refuse non-canonical encodings."""
     r = Round(n=5, dropout_tolerance=0.2)
-    adv1 = r.clients[1].advertise_keys()
-    r.server.receive(1, adv1)
+    advs = r.step(hold=True, close=False)
+    assert r.release([1]) == {1: True}
+    adv1 = advs[1]
     alias = bytes(adv1.mask_public[:31]) + bytes([adv1.mask_public[31] | 0x80])
-    adv2 = dataclasses.replace(r.clients[2].advertise_keys(), mask_public=alias)
-    with pytest.raises(RemoteProtocolError) as e:
-        r.server.receive(2, adv2)
-    assert e.value.reason is AbortReason.MALFORMED_MESSAGE
+    _server_rejects(r, 2, dataclasses.replace(advs[2], mask_public=alias), AbortReason.MALFORMED_MESSAGE)
     r2 = Round(n=5, dropout_tolerance=0.2)
     r2.advertise()
     msg: KeysBroadcast = r2.outgoing[1]
     m = bytearray(msg.mask_publics)
     m[32 * 2 + 31] |= 0x80
     assert _reply(r2, 1, dataclasses.replace(msg, mask_publics=bytes(m))) is None
-    assert r2.clients[1].abort_reason is AbortReason.MALFORMED_MESSAGE
+    assert r2.refusal(1) is AbortReason.MALFORMED_MESSAGE
 
 
 def test_rejected_key_broadcast_consumes_no_randomness():
@@ -567,24 +577,26 @@ def test_rejected_key_broadcast_consumes_no_randomness():
     b.advertise()
     good: KeysBroadcast = b.outgoing[1]
     bad = _keys_with(good, 2, mask=bytes(32))  # the all-zero point: low order
+    core = b.client(1)
     with pytest.raises(RemoteProtocolError):
-        b.clients[1].share_keys(bad)
-    assert wire.encode(b.clients[1].share_keys(good)) == wire.encode(a.clients[1].share_keys(a.outgoing[1]))
+        core.share_keys(bad)
+    assert wire.encode(core.share_keys(good)) == wire.encode(a.step()[1])
 
 
 def test_one_bad_holder_among_many_owners_is_found_once_and_named():
     r = Round(n=30, dim=4, dropout_tolerance=0.2)
     ref = Round(n=30, dim=4, dropout_tolerance=0.2).run()
-    _run_to(r, "unmasking")
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    r.run_to("unmasking")
     bad = r.params.threshold  # the t-th holder: inside every first-t holder set
-    u = replies[bad]
-    shares = u.self_mask_shares.reshape(-1, 9).copy()
-    shares[:, 0] = (shares[:, 0] + 12345) % (2**31 - 1)  # a wrong share for every owner
-    replies[bad] = dataclasses.replace(u, self_mask_shares=shares.ravel())
-    for i, m in replies.items():
-        r.server.receive(i, m)
-    r.server.close_round()
+
+    def wrong_shares(i, u):  # type: ignore[no-untyped-def]
+        if i != bad:
+            return u
+        shares = u.self_mask_shares.reshape(-1, 9).copy()
+        shares[:, 0] = (shares[:, 0] + 12345) % (2**31 - 1)  # a wrong share for every owner
+        return dataclasses.replace(u, self_mask_shares=shares.ravel())
+
+    r.step(tamper_reply=wrong_shares)
     assert isinstance(r.server.outcome, ServerResult)
     assert np.array_equal(r.server.outcome.sum_weighted, ref.sum_weighted)
     assert r.server.suspected_holders == {bad}
@@ -602,7 +614,7 @@ def _forge_record(r: Round, sender: int, target: int, edit) -> ForwardedShares:
     from secagg.protocols.masking import _crypto as C
 
     msg = r.outgoing[target]
-    peer = r.clients[sender]
+    peer = r.client(sender)
     ids = peer.state.peers.client_ids.tolist()
     i = ids.index(target)
     key = peer.state.enc_keys[32 * i:32 * (i + 1)]
@@ -637,19 +649,20 @@ def test_authentic_share_record_with_wrong_content_aborts(what):
     r = Round(n=5, dim=4, dropout_tolerance=0.2)
     r.advertise()
     r.step()
-    client = r.clients[1]
+    client = r.client(1)
     before = wire.encode(client.state)
     evil = wire.decode(wire.encode(_forge_record(r, 2, 1, edits[what])))
     with pytest.raises(RemoteProtocolError) as info:
         client.masked_input(evil, r.updates[1])
     assert info.value.reason is AbortReason.INVALID_CIPHERTEXT
     assert wire.encode(client.state) == before  # the stage method changed nothing
-    assert client.handle(evil, update=r.updates[1]) is None  # through handle(): a typed abort
-    assert client.abort_reason is AbortReason.INVALID_CIPHERTEXT
+    assert wire.encode(r.record(1).client) == before
+    assert _reply(r, 1, evil) is None  # through the driver: a typed refusal, the client leaves the round
+    assert r.refusal(1) is AbortReason.INVALID_CIPHERTEXT and r.aborted(1)
     honest = Round(n=5, dim=4, dropout_tolerance=0.2)
     honest.advertise()
     honest.step()
-    assert honest.clients[1].handle(honest.outgoing[1], update=honest.updates[1]) is not None
+    assert isinstance(_reply(honest, 1, honest.outgoing[1]), MaskedInput)
 
 
 def test_a_holder_found_bad_in_one_pass_is_left_out_first_in_the_next(monkeypatch):
@@ -664,18 +677,20 @@ def test_a_holder_found_bad_in_one_pass_is_left_out_first_in_the_next(monkeypatc
     drop = {5: "masked_input", 9: "masked_input", 17: "masked_input"}
     r = Round(n=30, dim=4, dropout_tolerance=0.2)
     ref = Round(n=30, dim=4, dropout_tolerance=0.2).run(drop)
-    _run_to(r, "unmasking", drop)
-    replies = {i: r.clients[i].handle(m) for i, m in r.outgoing.items()}
+    r.run_to("unmasking", drop)
     t = r.params.threshold
-    bad = sorted(replies)[t - 1]  # the t-th holder: inside every first-t holder set
-    u = replies[bad]
-    b = u.self_mask_shares.reshape(-1, 9).copy()
-    b[:, 0] = (b[:, 0] + 12345) % (2**31 - 1)
-    sk = u.mask_key_shares.reshape(-1, 9).copy()
-    sk[:, 3] = (sk[:, 3] + 777) % (2**31 - 1)
-    replies[bad] = dataclasses.replace(u, self_mask_shares=b.ravel(), mask_key_shares=sk.ravel())
-    for i, m in replies.items():
-        r.server.receive(i, m)
+    bad = sorted(r.outgoing)[t - 1]  # the t-th holder: inside every first-t holder set
+
+    def wrong_shares(i, u):  # type: ignore[no-untyped-def]
+        if i != bad:
+            return u
+        b = u.self_mask_shares.reshape(-1, 9).copy()
+        b[:, 0] = (b[:, 0] + 12345) % (2**31 - 1)
+        sk = u.mask_key_shares.reshape(-1, 9).copy()
+        sk[:, 3] = (sk[:, 3] + 777) % (2**31 - 1)
+        return dataclasses.replace(u, self_mask_shares=b.ravel(), mask_key_shares=sk.ravel())
+
+    r.step(tamper_reply=wrong_shares, close=False)
     calls = []
     real = shamir.reconstruct_many
 
@@ -684,7 +699,7 @@ def test_a_holder_found_bad_in_one_pass_is_left_out_first_in_the_next(monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(server_module.shamir, "reconstruct_many", counting)
-    r.server.close_round()
+    r.close()
     assert isinstance(r.server.outcome, ServerResult)
     np.testing.assert_array_equal(r.server.outcome.sum_weighted, ref.sum_weighted)
     assert r.server.suspected_holders == {bad}

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from secagg import simulate
+from secagg.drivers import DirectoryStore
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.errors import AbortReason, LocalProtocolError, ParameterError, ProtocolAborted, RemoteProtocolError
-from secagg.protocols.masking import (Abort, MaskingClient, MaskingParams, MaskingServer, ServerResult,
-                                      derive_secagg_plus)
+from secagg.protocols.masking import (Abort, ForwardedShares, MaskingClient, MaskingParams, MaskingServer,
+                                      ServerResult, UnmaskRequest, derive_secagg_plus)
 from secagg.protocols.masking.graph import NeighbourGraph, binom_cdf_lt, binom_sf_ge
 
 from masking_harness import Round
@@ -85,6 +86,9 @@ def test_too_few_survivors_aborts_with_typed_reason_never_a_sum(stage):
     assert isinstance(out, Abort)
     assert out.reason is AbortReason.TOO_FEW_SURVIVORS
     assert r.server.done and not isinstance(r.server.outcome, ServerResult)
+    with pytest.raises(ProtocolAborted) as info:  # the driver's result: typed, never a partial aggregate
+        r.driver.result()
+    assert info.value.reason is AbortReason.TOO_FEW_SURVIVORS
 
 
 def test_weights_are_aggregated_privately_as_two_sums():
@@ -102,7 +106,7 @@ def test_clipping_bounds_the_ring_and_is_reported():
     r.updates[1][:] = 50.0  # far beyond clip = 1
     out = r.run()
     assert isinstance(out, ServerResult)
-    assert r.clients[1].last_clipped == r.dim
+    assert r.roles[1].clipped == r.dim
     expected = r.expected_sum(r.ids) - r.updates[1] + 1.0
     assert np.max(np.abs(out.sum_weighted - expected)) <= _bound(r, 4)
 
@@ -117,35 +121,41 @@ def test_server_memory_is_one_accumulator_not_n_vectors():
     assert r.server._got.masked == set(r.ids)  # ids only, no vectors kept
 
 
-def test_client_state_survives_serialization_between_rounds():
-    r = Round(n=5, dropout_tolerance=0.2)
-    r.advertise()
-    # persist every client after each round and continue from the bytes (as the Flower adapter does)
-    while r.outgoing:
-        for i in r.ids:
-            data = r.clients[i].to_bytes()
-            r.clients[i] = MaskingClient.from_bytes(r.params, data, r.clients[i]._rng,
-                                                    trusted_signing_keys=r.trusted)
+def test_client_state_survives_serialization_between_rounds(tmp_path):
+    """Every client keeps its state in a directory and is rebuilt from it
+    (new driver, new store instance) before every stage, as a node that
+    restarts between messages: the round gives exactly the in-memory result."""
+    r = Round(n=5, dropout_tolerance=0.2, store=lambda i: DirectoryStore(tmp_path / str(i)))
+    while not r.driver.done:
+        r.reload_clients()
         r.step()
     assert isinstance(r.server.outcome, ServerResult)
     assert np.max(np.abs(r.server.outcome.sum_weighted - r.expected_sum(r.ids))) <= _bound(r, 5)
+    in_memory = Round(n=5, dropout_tolerance=0.2).run()
+    assert np.array_equal(r.server.outcome.sum_weighted, in_memory.sum_weighted)
+    assert all(r.stores[i].sessions() == [] for i in r.ids)  # the round is over: states and claims gone
 
 
-def test_client_drives_wrong_order_raise_local_or_remote_errors():
-    r = Round(n=4, dropout_tolerance=0.0)
-    c = r.clients[1]
+def test_client_driven_in_the_wrong_order_refuses_with_typed_errors():
+    # the core: a second advertisement from the same state is the caller's error
+    c = MaskingClient(Round(n=4, dropout_tolerance=0.0).params, 1)
     c.advertise_keys()
     with pytest.raises(LocalProtocolError):
         c.advertise_keys()
-    r2 = Round(n=4, dropout_tolerance=0.0)
-    r2.advertise()
-    with pytest.raises(LocalProtocolError):
-        r2.clients[1].handle(r2.outgoing[1] if False else _forwarded_after_keys(r2), update=None)
-
-
-def _forwarded_after_keys(r: Round):
-    r.step()  # ShareKeys -> ForwardedShares pending
-    return r.outgoing[1]
+    # through the driver: a message of a later stage, or the parameters again, is a typed refusal;
+    # nothing is sent and the round is over for that client
+    r = Round(n=6)  # t = 4
+    r.advertise()
+    early = UnmaskRequest(r.params.session_id, np.array(r.ids, dtype=np.uint32), np.zeros(0, dtype=np.uint32), {})
+    assert r.send(1, early) is None
+    assert r.refusal(1) is AbortReason.WRONG_ROUND and r.ended(1)
+    assert r.send(2, r.params) is None
+    assert r.refusal(2) is AbortReason.WRONG_ROUND and r.ended(2)
+    assert r.send(2, r.outgoing[2]) is None  # and it answers nothing more this round
+    r.step()  # the others go on
+    assert sorted(r.outgoing) == [3, 4, 5, 6] and isinstance(r.outgoing[3], ForwardedShares)
+    assert sorted(r.driver.failures) == [1, 2]  # the transport reported their refusals of the broadcast
+    assert all(why.startswith("share_keys: refused") for why in r.driver.failures.values())
 
 
 def test_server_close_after_done_is_local_error():
@@ -153,9 +163,15 @@ def test_server_close_after_done_is_local_error():
     r.run()
     with pytest.raises(LocalProtocolError):
         r.server.close_round()
+    with pytest.raises(LocalProtocolError):
+        r.driver.close_stage()
+    with pytest.raises(LocalProtocolError):
+        r.driver.start()
     with pytest.raises(RemoteProtocolError) as e:
         r.server.receive(1, r.replies[1])
     assert e.value.reason is AbortReason.WRONG_ROUND
+    assert r.driver.receive(1, wire.encode(r.replies[1])) is False  # and through the driver: recorded
+    assert r.server_refusals()[-1] == (1, "done", "wrong_round")
 
 
 # ----------------------------------------------------------------- parameters
@@ -392,7 +408,7 @@ def test_routing_failure_ends_the_round_instead_of_continuing_without_shares(mon
         raise MemoryError
 
     monkeypatch.setattr(server_module, "ForwardedShares", boom)
-    assert r.server.close_round() == {}
+    assert r.close() is False and r.outgoing == {}
     outcome = r.server.outcome
     assert isinstance(outcome, Abort) and outcome.reason is AbortReason.INTERNAL_ERROR
     with pytest.raises(RemoteProtocolError):

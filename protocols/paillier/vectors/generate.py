@@ -1,7 +1,9 @@
 """Generate the Paillier test vectors (protocols/paillier/SPEC.md §6).
 
 Every value comes from a fixed seed through ``DeterministicRandom``; keys are
-512-bit (test size only, never for use). Run from the repository root:
+512-bit (test size only, never for use). The rounds run on the round drivers
+(a ServerDriver, a ClientDriver per client and one for the key holder, over
+the in-process transport). Run from the repository root:
 
     python protocols/paillier/vectors/generate.py          # (re)write the JSON files
     python protocols/paillier/vectors/generate.py --check  # compare, exit 1 on a difference
@@ -21,15 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from secagg.aggregation import finalize
+from secagg.drivers import ClientDriver, Contribution, KeyHolderRole, Observer, PaillierClientRole, ServerDriver
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout
-from secagg.errors import SecAggError
+from secagg.errors import RemoteProtocolError, SecAggError
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
-from secagg.protocols.paillier import (PaillierClient, PaillierKeyHolder, PaillierParams, PaillierServer,
+from secagg.protocols.paillier import (KEY_HOLDER, AggregateCiphertext, AggregateSums, PaillierClient,
+                                       PaillierKeyHolder, PaillierParams, PaillierServer, PublicKeyMessage,
                                        Submission)
+from secagg.protocols.stages import Stage
+from secagg.transports.inprocess import LocalRound
 
 HERE = Path(__file__).resolve().parent
 KEY_BITS = 512
@@ -116,8 +121,23 @@ def build_packing() -> dict[str, Any]:
 
 # ---------------------------------------------------------------- rounds
 
+class _Refusals(Observer):
+    """The server driver's observer here: the typed error of the last refused message."""
+
+    def __init__(self) -> None:
+        self.last: RemoteProtocolError | None = None
+
+    def rejected(self, role: str, stage: Stage, party: int, error: RemoteProtocolError) -> None:
+        self.last = error
+
+
 def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedPoint, updates: list[list[float]],
            weights: list[float], dropped: list[int], adversarial: bool) -> dict[str, Any]:
+    """One round on the drivers: a server driver, a client driver per client
+    and the key holder's (party 0), over the in-process transport. The network
+    holds every submission; the script below releases them in its own order,
+    with the adversarial messages in between, and the dropped clients' only
+    after the round is over."""
     seed = f"secagg/paillier/vectors/{name}"
     rng = DeterministicRandom(seed)
     _, sk = test_key()
@@ -126,24 +146,41 @@ def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedP
     n = len(updates)
     params = PaillierParams.create(keyholder.public_key, range(1, n + 1), len(updates[0]), encoding=encoding,
                                    rule=rule, rng=rng.fork("server"))
-    params_bytes = wire.encode(params)
-    keyholder.accept_params(params_bytes)
-    server = PaillierServer(wire.decode(params_bytes, PaillierParams))
-    submissions: dict[int, bytes] = {}
-    for cid in range(1, n + 1):
-        client = PaillierClient(cid, wire.decode(public_key_bytes, type(keyholder.public_key_message())),
-                                rng=rng.fork(f"client-{cid}"), randomizer=randomizer, min_key_bits=KEY_BITS)
-        client.receive_params(params_bytes)
-        client.precompute(params.n_ciphertexts)
-        submissions[cid] = wire.encode(client.submit(np.array(updates[cid - 1]), weights[cid - 1]))
+    refusals = _Refusals()
+    server = ServerDriver(PaillierServer(params), rule, observer=refusals, protocol="paillier")
+    roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
+                                     rng=rng.fork(f"client-{cid}"), randomizer=randomizer, min_key_bits=KEY_BITS)
+             for cid in range(1, n + 1)}
+    for role in roles.values():  # the offline phase
+        role.precompute(params.n_ciphertexts)
+    clients = {cid: ClientDriver(role) for cid, role in roles.items()}
+    clients[KEY_HOLDER] = ClientDriver(KeyHolderRole(keyholder))
+    held: dict[int, bytes] = {}
+
+    def hold(direction: str, stage: Stage, party: int, data: bytes) -> bytes | None:
+        if direction == "to_server" and stage is Stage.SUBMIT:
+            held[party] = data
+            return None
+        return data
+
+    network = LocalRound(server, clients, {cid: Contribution(np.array(updates[cid - 1]), weights[cid - 1])
+                                           for cid in roles}, tamper=hold)
+    network.start()
+    params_bytes = network.outbox[KEY_HOLDER]
+    assert params_bytes == wire.encode(params) and all(network.outbox[c] == params_bytes for c in roles)
+    network.deliver()  # the key holder registers the round; every client answers with its submission (held)
+    submissions = dict(sorted(held.items()))
+    assert sorted(submissions) == list(range(1, n + 1))
 
     events: list[dict[str, Any]] = []
 
     def deliver(sender: int, data: bytes, what: str) -> None:
-        try:
-            server.receive(sender, data)
+        refusals.last = None
+        if server.receive(sender, data):
             outcome: dict[str, Any] = {"accepted": True}
-        except SecAggError as exc:
+        else:
+            exc = refusals.last
+            assert exc is not None
             outcome = {"accepted": False, "error": type(exc).__name__, "reason": exc.reason.value}
         events.append({"what": what, "sender": sender, "message": data.hex(), **outcome})
 
@@ -183,15 +220,16 @@ def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedP
         deliver(sender, data, what)
     for cid in honest[1:]:
         deliver(cid, submissions[cid], "submission")
-    aggregate = server.close()
-    assert aggregate is not None
+    network.close()  # the deadline: the aggregate goes to the key holder
+    aggregate_bytes = network.outbox[KEY_HOLDER]
+    sums_bytes = network.deliver()[KEY_HOLDER]  # the key holder decrypts
+    network.close()
     for cid in dropped:
         deliver(cid, submissions[cid], "late submission (after close)")
-    aggregate_bytes = wire.encode(aggregate)
-    sums = keyholder.decrypt_aggregate(aggregate_bytes)
-    sums_bytes = wire.encode(sums)
-    scaled = sums.sums / encoding.scale
-    result = finalize(rule, scaled[:-1], float(scaled[-1]))
+    res = server.result()
+    aggregate = wire.decode(aggregate_bytes, AggregateCiphertext)
+    sums = wire.decode(sums_bytes, AggregateSums)
+    assert res.included == tuple(honest) == aggregate.included == sums.included
     return {
         "description": f"One {rule} round, {n} clients, clients {dropped} never submit in time"
                        + (", with rejected messages interleaved (each must leave the server unchanged)"
@@ -209,7 +247,7 @@ def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedP
         "session_id": params.session_id.hex(),
         "included": list(aggregate.included),
         "sums": [int(v) for v in sums.sums],
-        "result": [float(v) for v in result],
+        "result": [float(v) for v in res.aggregate],
     }
 
 
