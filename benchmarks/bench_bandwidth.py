@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     D.say(f"{params.protocol_name}: n={args.n}, d={args.dim}, degree {params.degree}, threshold "
           f"{params.threshold}, ring {params.ring_bits} bits")
     schedule = D.drop_schedule(ids, args.dropout, "masked_input", seed=args.seed)
-    keyed = D.run_keys(params, progress=D.say)
+    keyed = D.run_keys(params, seed=args.seed, progress=D.say)
     load.mark("keys")
     bare = D.BareKeystream(params.entries * params.ring_bits // 8)
-    report = D.run_rest(keyed, schedule, seed=args.seed, probe_clients=D.probe_sample(ids, schedule, args.probe),
+    report = D.run_rest(keyed, schedule, probe_clients=D.probe_sample(ids, schedule, args.probe),
                         bare=bare, progress=D.say)
     del keyed
     load.mark("end")
@@ -111,7 +111,9 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"{'met' if k['ratio_prg_add'] <= MASKING_GOAL else '**not met**'} |", "",
             "PRG+add = the masking loop of `masked_input` (`prg_ring_add_into` for the self mask, "
             "`prg_ring_add_many_into` over the peers, seeds derived in ShareKeys); masking step = that loop plus the per-peer X25519 exchange "
-            "and KDF of the mask seeds; keystream = bare AES-256 keystream for d words (OpenSSL CTR or GCM of zeros, the faster here); X25519 = a bare exchange.", ""]
+            "and KDF of the mask seeds; keystream = " + ("bare AES-256 keystream for d words (OpenSSL CTR or GCM of "
+            "zeros, the faster here)" if m.get("prg_backend") else "bare AES-256-CTR for d words")
+            + "; X25519 = a bare exchange.", ""]
     lines += [f"Time (CPU): server core {D.fmt_s(s['server_core']['cpu_s'])} + wire "
               f"{D.fmt_s(s['server_wire']['cpu_s'])}; client mean {D.fmt_s(s['client_core_cpu_s']['mean'])} + wire "
               f"{D.fmt_s(s['client_wire_cpu_s']['mean'])}. Whole run {D.fmt_s(r['wall_clock_total_s'])} wall, peak "

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         params = MaskingParams.create(ids, args.dim, protocol="secagg", dropout_tolerance=max(args.dropout))
         D.say(f"n={n}: threshold {params.threshold}, ring {params.ring_bits} bits; rounds 0-1")
         keys_prof = cProfile.Profile() if args.profile and n == args.n[-1] else None
-        keyed = D.run_keys(params, progress=D.say, profile_server=keys_prof)
+        keyed = D.run_keys(params, seed=args.seed, progress=D.say, profile_server=keys_prof)
         if keys_prof is not None:
             profile_text = (profile_text or "") + D.dump_profile(keys_prof, f"server_n{n}_rounds01")
         load.mark(f"n={n} keys")
@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.profile and n == args.n[-1]:
                 prof = cProfile.Profile()
             D.say(f"n={n}, dropout {rate:.0%}: {len(schedule)} drop at masked_input")
-            report = D.run_rest(keyed, schedule, seed=args.seed, probe_clients=sample, bare=bare,
-                                profile_server=prof)
+            report = D.run_rest(keyed, schedule, probe_clients=sample, bare=bare, profile_server=prof)
             load.mark(f"n={n} dropout={rate}")
             s = report.summary()
             s["n"] = n
@@ -167,18 +166,20 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {c['n']} | {c['dropout']:.0%} | " + " | ".join(
             D.fmt_s(st[k]["cpu_s"]) for k in ("advertise_keys", "share_keys", "masked_input", "unmasking"))
             + f" | {D.fmt_s(c['server_wire']['cpu_s'])} |")
+    keys, heads = D.client_stages(r["cells"][0]["client_stage_core_cpu_s"])
     lines += ["", "Client time by stage (CPU, mean per client that ran it):", "",
-              "| n | dropout | keygen | advertise | share_keys | masked_input | unmasking | wire |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| n | dropout | " + " | ".join(heads) + " | share_keys | masked_input | unmasking | wire |",
+              "| ---: | ---: | " + " | ".join("---:" for _ in keys) + " | ---: |"]
     for c in r["cells"]:
         st = c["client_stage_core_cpu_s"]
         lines.append(f"| {c['n']} | {c['dropout']:.0%} | " + " | ".join(
-            D.fmt_s(st[k]["mean"]) if st.get(k) else "—"
-            for k in ("keygen", "advertise_keys", "share_keys", "masked_input", "unmasking"))
+            D.fmt_s(st[k]["mean"]) if st.get(k) else "—" for k in keys)
             + f" | {D.fmt_s(c['client_wire_cpu_s']['mean'])} |")
-    modes = sorted({c["masking"].get("bare_keystream_mode", "ctr") for c in r["cells"] if c.get("masking")})
-    lines += ["", f"Client masking step vs (neighbours × bare AES-256 keystream for d words, through OpenSSL's "
-              f"{'/'.join(m.upper() for m in modes)} code: the faster here), goal <= "
+    modes = sorted({c["masking"]["bare_keystream_mode"] for c in r["cells"] if "bare_keystream_mode" in
+                    c.get("masking", {})})
+    floor = (f"bare AES-256 keystream for d words, through OpenSSL's {'/'.join(m.upper() for m in modes)} code: "
+             "the faster here" if modes else "bare AES-256-CTR keystream for d words")  # runs before it was chosen
+    lines += ["", f"Client masking step vs (neighbours × {floor}), goal <= "
               f"{MASKING_GOAL}x; medians over the probed clients, each ratio taken per client:", "",
               "| n | dropout | clients | peers | masked_input | masking step | PRG+add only | keystream/stream "
               "| X25519/peer | floor (peers × keystream) | step / floor | PRG+add / keystream "
@@ -186,7 +187,7 @@ def to_markdown(r: dict[str, Any]) -> str:
               "|" + " ---: |" * 13 + " --- | --- |"]
     for c in r["cells"]:
         k = c["masking"]
-        if not k:
+        if not k.get("clients"):  # --probe 0
             continue
         lines.append(
             f"| {c['n']} | {c['dropout']:.0%} | {k['clients']} | {k['peers_median']:.0f} | "
@@ -203,7 +204,7 @@ def to_markdown(r: dict[str, Any]) -> str:
               "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in r["cells"]:
         k = c["masking"]
-        if not k:
+        if not k.get("clients"):
             continue
         floor = (k["peers_median"] + 1) * k["bare_keystream_per_stream_s"] + 2 * k["peers_median"] * k[
             "bare_x25519_per_peer_s"]

@@ -253,8 +253,8 @@ def run_flower(F: dict[str, Any], n: int, num_shares: int, threshold: int, dim: 
 def run_ours(n: int, dim: int, tolerance: float, dropped: set[int], seed: int) -> tuple[MaskingParams, dict[str, Any]]:
     ids = tuple(range(1, n + 1))
     params = MaskingParams.create(ids, dim, protocol="secagg+", dropout_tolerance=tolerance)
-    keyed = D.run_keys(params)
-    report = D.run_rest(keyed, {i: "masked_input" for i in dropped}, seed=seed)
+    keyed = D.run_keys(params, seed=seed)
+    report = D.run_rest(keyed, {i: "masked_input" for i in dropped})
     s = report.summary()
     s["degree"], s["threshold"] = params.degree, params.threshold
     return params, s
@@ -301,6 +301,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     def v(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    keys, heads = D.client_stages(o["client_stage_core_cpu_s"])
     lines = [
         "# SecAgg+: ours vs Flower " + r["flwr_version"] + (" — quick smoke run" if r["quick"] else ""),
         "",
@@ -331,11 +332,10 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         "Client stages (CPU, mean per client):",
         "",
-        "| ours: keygen | advertise | share_keys | masked_input | unmasking || Flower: setup | share_keys | "
+        "| ours: " + " | ".join(heads) + " | share_keys | masked_input | unmasking || Flower: setup | share_keys | "
         "collect_masked_vectors | unmask |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
-        "| " + " | ".join(D.fmt_s(o["client_stage_core_cpu_s"][k]["mean"]) for k in
-                         ("keygen", "advertise_keys", "share_keys", "masked_input", "unmasking")) + " || "
+        "| " + " | ".join("---:" for _ in keys) + " | --- | ---: | ---: | ---: | ---: |",
+        "| " + " | ".join(D.fmt_s(o["client_stage_core_cpu_s"][k]["mean"]) for k in keys) + " || "
         + " | ".join(D.fmt_s(f["client_stage_cpu_s"][k]["mean"]) for k in
                      ("setup", "share_keys", "collect_masked_vectors", "unmask")) + " |",
         "",

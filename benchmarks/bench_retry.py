@@ -2,10 +2,11 @@
 round? (protocols/masking/SPEC.md §3.5 step 3 and §8.6.)
 
 Complete graph (``protocol="secagg"``), no dropout, a tiny ``dim``: every
-client goes through every round in one process through the sans-I/O API
-(every message through the wire format, as ``tests/masking_harness.py``
-does). At the unmasking round the same server state is closed twice per
-repeat (deep copies, made outside the timers):
+client goes through every round in one process on the round drivers
+(``secagg.transports.inprocess.LocalRound``: a ``ServerDriver`` and one
+``ClientDriver`` per client, every message through the wire format). At the
+unmasking round the same server driver is closed twice per repeat (deep
+copies, made outside the timers), after taking the clients' answers:
 
 - **honest**: every holder's ``UnmaskShares`` as the client made it;
 - **one corrupt holder**: the holder whose id is the ``t``-th smallest in
@@ -14,8 +15,9 @@ repeat (deep copies, made outside the timers):
   in tests/test_masking_adversarial.py). It is inside every owner's first
   ``t`` holders, so every secret fails its first check and goes to the retry.
 
-Timed: ``MaskingServer.close_round()`` of the unmasking round only (process
-CPU seconds, ``time.process_time``; wall alongside), one pinned core. The
+Timed: ``MaskingServer.close_round()`` of the unmasking round only (the
+driver's close span, booked by ``masking_driver.ClockObserver``: process CPU
+seconds, ``time.process_time``; wall alongside), one pinned core. The
 run checks that both closes give the plaintext sum and that the corrupt
 holder, and only it, is in ``suspected_holders``.
 
@@ -44,61 +46,66 @@ import masking_driver as D  # noqa: E402  (sets the thread env before numpy load
 
 import numpy as np  # noqa: E402
 
+from secagg.drivers import ClientDriver, Contribution, MaskingClientRole, ServerDriver  # noqa: E402
 from secagg.encoding import wire  # noqa: E402
 from secagg.primitives import shamir  # noqa: E402
-from secagg.protocols.masking import (MaskingClient, MaskingParams, MaskingServer, ServerResult,  # noqa: E402
-                                      UnmaskShares)
+from secagg.protocols.masking import MaskingParams, MaskingServer, ServerResult, UnmaskShares  # noqa: E402
+from secagg.protocols.stages import Stage  # noqa: E402
+from secagg.transports.inprocess import LocalRound  # noqa: E402
 
 
-def _through_wire(msg: object) -> object:
-    return wire.decode(wire.encode(msg))
-
-
-def keyed_round(n: int, dim: int, tolerance: float) -> tuple[MaskingServer, dict[int, UnmaskShares], np.ndarray]:
-    """Run rounds 0-2 and let every client answer the unmask request. Returns
-    the server just before it receives the unmasking shares, the shares, and
-    the plaintext sum."""
+def keyed_round(n: int, dim: int, tolerance: float) -> tuple[ServerDriver, dict[int, bytes], np.ndarray]:
+    """Run rounds 0-2 on the drivers and let every client answer the unmask
+    request. Returns the server driver just before it receives the unmasking
+    shares, the shares (wire bytes) and the plaintext sum."""
     ids = tuple(range(1, n + 1))
     params = MaskingParams.create(ids, dim, protocol="secagg", dropout_tolerance=tolerance)
-    server = MaskingServer(params)
-    clients = {i: MaskingClient(params, i) for i in ids}
+    server = ServerDriver(MaskingServer(params), "sum", observer=D.ClockObserver())
+    clients = {i: ClientDriver(MaskingClientRole(i)) for i in ids}
     updates = {i: D.update_of(i, dim) for i in ids}
-    for i, c in clients.items():
-        server.receive(i, _through_wire(c.advertise_keys()))
-    outgoing = server.close_round()
-    while server.stage.value != "unmasking":
-        for i, msg in outgoing.items():
-            reply = clients[i].handle(_through_wire(msg), update=updates[i], weight=1.0)
-            server.receive(i, _through_wire(reply))
-        outgoing = server.close_round()
-    replies = {i: _through_wire(clients[i].handle(_through_wire(m), update=updates[i], weight=1.0))
-               for i, m in outgoing.items()}
+    network = LocalRound(server, clients, {i: Contribution(updates[i]) for i in ids})
+    network.start()
+    while server.stage is not Stage.UNMASKING:
+        network.step()
+    replies = {}
+    for i, data in network.outbox.items():
+        reply = clients[i].handle(data)
+        if reply is None:
+            raise SystemExit(f"client {i} did not answer the unmask request: {clients[i].last_error!r}")
+        replies[i] = reply
     return server, replies, np.sum([updates[i] for i in ids], axis=0)
 
 
-def corrupt(u: UnmaskShares) -> UnmaskShares:
+def corrupt(data: bytes) -> bytes:
     """One wrong chunk in every share this holder reveals."""
+    u = wire.decode(data, UnmaskShares)
+
     def bad(shares: np.ndarray) -> np.ndarray:
         rows = shares.reshape(-1, 9).copy()
         rows[:, 0] = (rows[:, 0].astype(np.int64) + 12345) % shamir.M31.prime
         return rows.astype(shares.dtype).ravel()
-    return dataclasses.replace(u, self_mask_shares=bad(u.self_mask_shares), mask_key_shares=bad(u.mask_key_shares))
+    return wire.encode(dataclasses.replace(u, self_mask_shares=bad(u.self_mask_shares),
+                                           mask_key_shares=bad(u.mask_key_shares)))
 
 
-def close(server: MaskingServer, replies: dict[int, UnmaskShares], expected: np.ndarray) -> dict[str, Any]:
+def close(keyed: ServerDriver, replies: dict[int, bytes], expected: np.ndarray) -> dict[str, Any]:
+    server = copy.deepcopy(keyed)  # its observer too: a fresh copy of the books
     for i in sorted(replies):
-        server.receive(i, replies[i])
-    c0, w0 = time.process_time(), time.perf_counter()
-    server.close_round()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        if not server.receive(i, replies[i]):
+            raise SystemExit(f"the server refused holder {i}: {server.failures.get(i)}")
+    server.close_stage()
+    obs = server.observer
+    assert isinstance(obs, D.ClockObserver)
+    timed = obs.server[("close", Stage.UNMASKING.value)]  # close_round of the unmasking round
     out = server.outcome
     if not isinstance(out, ServerResult):
         raise SystemExit(f"round did not complete: {out}")
-    bound = len(out.included) * 2.0 ** -server.params.encoding.frac_bits  # fixed-point error bound
+    core = server.core
+    bound = len(out.included) * 2.0 ** -core.params.encoding.frac_bits  # fixed-point error bound
     if not np.all(np.abs(out.sum_weighted - expected) < bound):
         raise SystemExit("wrong aggregate")
-    return {"cpu_s": cpu, "wall_s": wall, "suspected_holders": sorted(server.suspected_holders),
-            "lagrange_sets_cached": len(server._lagrange_cache)}
+    return {"cpu_s": timed.cpu, "wall_s": timed.wall, "suspected_holders": sorted(core.suspected_holders),
+            "lagrange_sets_cached": len(core._lagrange_cache)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         c0 = time.process_time()
         server, replies, expected = keyed_round(n, args.dim, args.tolerance)
         setup = time.process_time() - c0
-        t = server.params.threshold
+        t = server.core.params.threshold
         bad = sorted(replies)[t - 1]  # the t-th smallest id in U_5
         bad_replies = {**replies, bad: corrupt(replies[bad])}
         honest, faulty = [], []

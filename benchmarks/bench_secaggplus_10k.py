@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"ring {params.ring_bits} bits")
     schedule = D.drop_schedule(ids, args.dropout, "masked_input", seed=args.seed)
     prof_keys = cProfile.Profile() if args.profile else None
-    keyed = D.run_keys(params, progress=D.say, profile_server=prof_keys)
+    keyed = D.run_keys(params, seed=args.seed, progress=D.say, profile_server=prof_keys)
     load.mark("keys")
     prof_rest = cProfile.Profile() if args.profile else None
     bare = D.BareKeystream(4 * params.entries if params.ring_bits == 32 else 8 * params.entries)
-    report = D.run_rest(keyed, schedule, seed=args.seed, probe_clients=D.probe_sample(ids, schedule, args.probe),
+    report = D.run_rest(keyed, schedule, probe_clients=D.probe_sample(ids, schedule, args.probe),
                         bare=bare, progress=D.say, profile_server=prof_rest)
     del keyed
     load.mark("end")

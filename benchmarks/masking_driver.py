@@ -1,17 +1,28 @@
 """Shared driver of the pairwise-masking benchmarks (bench_bonawitz.py,
-bench_secaggplus_10k.py, bench_flower_secaggplus.py, bench_bandwidth.py).
+bench_secaggplus_10k.py, bench_flower_secaggplus.py, bench_bandwidth.py,
+bench_retry.py).
 
-It runs one masking round in one process, every message through the canonical
-wire format, and times each party separately:
+It runs masking rounds in one process on the library's round drivers: one
+:class:`~secagg.drivers.ServerDriver` around a ``MaskingServer`` and one
+:class:`~secagg.drivers.ClientDriver` with a ``MaskingClientRole`` per
+client, every message through the canonical wire format, moved by the
+in-process transport ``secagg.transports.inprocess.LocalRound`` (in the
+masked-input stage one client at a time, ``deliver([i])``, so that its update
+is made on the fly and the probes run right after it). Nothing in the loop
+times anything: a :class:`ClockObserver` receives every span the drivers
+report and books it by role, stage, part and party:
 
-- **server core**: ``MaskingServer.receive`` of every message plus
-  ``close_round`` of every round (message validation, share routing, the
-  running sum of masked inputs, Shamir reconstruction, mask removal);
-- **server wire**: ``wire.decode`` of what the server receives and
-  ``wire.encode`` of what it sends (reported apart, and in "core + wire");
-- **client core**: key generation (``MaskingClient(...)``) and the handler of
-  every round for one client; **client wire**: that client's decodes and
-  encodes.
+- **server core**: the server driver's ``core`` spans: ``MaskingServer.receive``
+  of every message plus ``start``/``close_round`` of every round (message
+  validation, share routing, the running sum of masked inputs, Shamir
+  reconstruction, mask removal);
+- **server wire**: its ``wire`` spans: ``wire.decode`` of what the server
+  receives and ``wire.encode`` of what it sends (reported apart, and in
+  "core + wire");
+- **client core**: a client driver's ``core`` spans: the role's work on every
+  message (restoring the client from its saved record, key generation with
+  the round's parameters, every round handler); **client wire**: that
+  client's decodes (the round's parameters included) and encodes.
 
 Each figure is taken twice: process CPU time (``time.process_time``: robust on
 a busy shared machine, since time the process spends waiting for a core is not
@@ -20,10 +31,12 @@ core (``pin_one_core``) and numpy's thread pools are limited to one thread, so
 CPU time is single-core compute.
 
 Updates are generated on the fly, one client at a time, outside every timer;
-masked inputs go to the server as soon as they are made, so the driver holds
-O(d) of vectors, not O(n d). The expected sum is accumulated alongside (also
-O(d)) and the server's result is checked against it: a benchmark of a wrong
-answer is worthless.
+clients keep their state in a :class:`BenchStore` (the drivers' claim, minus
+the update and a copy of the parameters per client), masked inputs go to the
+server as soon as they are made, so the benchmark holds O(d) of vectors, not
+O(n d). The expected sum is accumulated alongside (also O(d)) and the
+server's result is checked against it: a benchmark of a wrong answer is
+worthless.
 
 Not a library module: the benchmark scripts put this directory on sys.path.
 """
@@ -43,20 +56,26 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from secagg.drivers import (ClientDriver, Contribution, MaskingClientRole, MaskingRecord, Observer, ServerDriver,
+                            StageAlreadyAnswered, StateStore)
+from secagg.drivers.observer import SERVER, TO_SERVER
 from secagg.encoding import wire
 from secagg.encoding.ring import from_ring
 from secagg.primitives.key_agreement import agree_many
 from secagg.primitives.prg import prg_ring_add_into, prg_ring_add_many_into
-from secagg.protocols.masking import MaskingClient, MaskingParams, MaskingServer, ServerResult
+from secagg.primitives.randomness import DeterministicRandom
+from secagg.protocols.masking import ClientState, MaskingParams, MaskingServer, ServerResult
 from secagg.protocols.masking import _crypto
+from secagg.protocols.stages import Stage
+from secagg.transports.inprocess import LocalRound, dropout_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -308,12 +327,345 @@ def probe_masking(params: MaskingParams, state: Any, senders: np.ndarray, real_m
             "bare_keystream_wall_s": floor.wall, "bare_x25519_cpu_s": x25519.cpu}
 
 
-# ---------------------------------------------------------------------------- the round
+# ---------------------------------------------------------------------------- timing: the drivers' observer
 STAGES = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+# what a client sends in each stage (the names the results use)
+CLIENT_MESSAGE = {Stage.ADVERTISE_KEYS: "AdvertiseKeys", Stage.SHARE_KEYS: "ShareKeys",
+                  Stage.MASKED_INPUT: "MaskedInput", Stage.CONSISTENCY_CHECK: "ConsistencySignature",
+                  Stage.UNMASKING: "UnmaskShares"}
+
+
+class _Span:
+    """Both clocks around one piece of driver work, added to ``clock``; a
+    server span may switch a cProfile on for its duration."""
+
+    __slots__ = ("_clock", "_profile", "_c0", "_w0")
+
+    def __init__(self, clock: Clock, profile: Any):
+        self._clock, self._profile = clock, profile
+        self._c0 = self._w0 = 0.0
+
+    def __enter__(self) -> None:
+        if self._profile is not None:
+            self._profile.enable()
+        self._w0 = wall_clock()
+        self._c0 = cpu_clock()
+
+    def __exit__(self, *exc: object) -> None:
+        c, w = cpu_clock(), wall_clock()
+        self._clock.cpu += c - self._c0
+        self._clock.wall += w - self._w0
+        if self._profile is not None:
+            self._profile.disable()
+
+
+class ClockObserver(Observer):
+    """The benchmarks' observer of the round drivers: every span the drivers
+    report, timed with both clocks (process CPU and wall) and booked by role,
+    stage, part ("core" = protocol work, "wire" = decode/encode) and party.
+    Nothing is timed anywhere else in the round.
+
+    Server books: ``server[(part, stage)]`` for the work on one client's
+    message (decode, ``receive``), ``server[("close", stage)]`` for
+    ``start``/``close_stage`` (``close_round``), ``server_party[party]`` the
+    decode + ``receive`` of that party's messages. Client books:
+    ``client[(part, stage, party)]``. (A client driver's decode span carries
+    the stage of the message before, the only one it knows before decoding:
+    client wire time is used per party, not per stage.) Byte counts come from
+    the server driver's messages (:meth:`client_view` gives the client drivers
+    the spans only, so nothing is counted twice). ``profile``, a
+    ``cProfile.Profile``, runs during the server's spans."""
+
+    def __init__(self, profile: Any = None):
+        self.profile = profile
+        self.server: dict[tuple[str, str], Clock] = {}
+        self.server_party: dict[int, Clock] = {}
+        self.client: dict[tuple[str, str, int], Clock] = {}
+        self.bytes_sent: dict[int, int] = {}
+        self.bytes_received: dict[int, int] = {}
+        self.message_bytes: dict[str, list[int]] = {}
+        self.rejections: list[tuple[str, str, int, str]] = []
+
+    def span(self, role: str, stage: Stage, part: str, party: int | None = None) -> ContextManager[None]:
+        if role == SERVER:
+            key = ("close" if party is None and part == "core" else part, stage.value)
+            clock = self.server.get(key)
+            if clock is None:
+                clock = self.server[key] = Clock()
+            if party is not None:
+                per = self.server_party.get(party)
+                if per is None:
+                    per = self.server_party[party] = Clock()
+                return _TwoBooks(clock, per, self.profile)
+            return _Span(clock, self.profile)
+        ckey = (part, stage.value, party if party is not None else -1)
+        clock = self.client.get(ckey)
+        if clock is None:
+            clock = self.client[ckey] = Clock()
+        return _Span(clock, None)
+
+    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+        if direction == TO_SERVER:
+            self.bytes_sent[party] = self.bytes_sent.get(party, 0) + len(data)
+            self.message_bytes.setdefault(CLIENT_MESSAGE.get(stage, stage.value), []).append(len(data))
+        else:
+            self.bytes_received[party] = self.bytes_received.get(party, 0) + len(data)
+
+    def rejected(self, role: str, stage: Stage, party: int, error: Any) -> None:
+        self.rejections.append((role, stage.value, party, f"{error.reason.value}: {error}"))
+
+    def client_view(self) -> Observer:
+        """The spans of this observer without the byte counts (for client drivers)."""
+        return _SpansOf(self)
+
+    def fork(self, profile: Any = None) -> "ClockObserver":
+        """A copy of the books so far, to go on from (one per dropout cell)."""
+        new = ClockObserver(profile)
+        new.server = {k: copy.copy(v) for k, v in self.server.items()}
+        new.server_party = {k: copy.copy(v) for k, v in self.server_party.items()}
+        new.client = {k: copy.copy(v) for k, v in self.client.items()}
+        new.bytes_sent, new.bytes_received = dict(self.bytes_sent), dict(self.bytes_received)
+        new.message_bytes = {k: list(v) for k, v in self.message_bytes.items()}
+        new.rejections = list(self.rejections)
+        return new
+
+    # ---------------------------------------------------------------- reading the books
+    def server_core_by_stage(self) -> dict[str, Clock]:
+        out = {s: Clock() for s in STAGES}
+        for (part, stage), clock in self.server.items():
+            if part in ("core", "close"):
+                out.setdefault(stage, Clock())
+                out[stage] += clock
+        return out
+
+    def server_wire_by_stage(self) -> dict[str, Clock]:
+        out = {s: Clock() for s in STAGES}
+        for (part, stage), clock in self.server.items():
+            if part == "wire":
+                out.setdefault(stage, Clock())
+                out[stage] += clock
+        return out
+
+    def client_totals(self, part: str) -> dict[int, Clock]:
+        """Per client, all its ``part`` work over the round."""
+        out: dict[int, Clock] = {}
+        for (p, _stage, party), clock in self.client.items():
+            if p == part:
+                out.setdefault(party, Clock())
+                out[party] += clock
+        return out
+
+    def client_stage_core(self) -> dict[str, list[float]]:
+        """Stage -> CPU seconds of each client that ran it (its core span)."""
+        out: dict[str, list[float]] = {s: [] for s in STAGES}
+        for (p, stage, _party), clock in self.client.items():
+            if p == "core":
+                out.setdefault(stage, []).append(clock.cpu)
+        return out
+
+
+class _TwoBooks(_Span):
+    """A span added to two clocks (the stage's and the party's)."""
+
+    __slots__ = ("_other",)
+
+    def __init__(self, clock: Clock, other: Clock, profile: Any):
+        super().__init__(clock, profile)
+        self._other = other
+
+    def __exit__(self, *exc: object) -> None:
+        c, w = cpu_clock(), wall_clock()
+        dc, dw = c - self._c0, w - self._w0
+        self._clock.cpu += dc
+        self._clock.wall += dw
+        self._other.cpu += dc
+        self._other.wall += dw
+        if self._profile is not None:
+            self._profile.disable()
+
+
+class _SpansOf(Observer):
+    def __init__(self, target: Observer):
+        self._target = target
+
+    def span(self, role: str, stage: Stage, part: str, party: int | None = None) -> ContextManager[None]:
+        return self._target.span(role, stage, part, party)
+
+    def rejected(self, role: str, stage: Stage, party: int, error: Any) -> None:
+        self._target.rejected(role, stage, party, error)
+
+
+# ---------------------------------------------------------------------------- clients' state
+_NO_UPDATE = np.zeros(0, dtype=np.float64)
+
+
+class BenchStore(StateStore):
+    """One client's state store, for n clients in one process: the claim of
+    :class:`~secagg.drivers.MemoryStore` (each stage of a session answered at
+    most once, nothing after the round ends), plus two memory savings that
+    change no client's work:
+
+    - a record is kept without the client's update; the benchmark makes the
+      update again (the same values, :func:`update_of`) and hands it back with
+      :meth:`supply` right before the client's masked-input stage, outside
+      every timer. n updates of d entries would otherwise sit in memory
+      between AdvertiseKeys and MaskedInput: O(n d), where the benchmark
+      needs O(d);
+    - records of one round share one parameters object (``shared``: session
+      id -> params; equal session ids are equal encodings). Each client decoded
+      and checked its own copy (in its timed spans); keeping n copies of the n
+      client ids would be O(n^2) memory for n clients in one process."""
+
+    def __init__(self, shared: dict[bytes, MaskingParams]):
+        self._shared = shared
+        self._states: dict[bytes, object] = {}
+        self._claims: dict[bytes, set[str]] = {}
+        self._finished: set[bytes] = set()
+
+    def load(self, session: bytes) -> object | None:
+        return self._states.get(session)
+
+    def save(self, session: bytes, state: object) -> None:
+        if session in self._finished:
+            raise StageAlreadyAnswered("this session is over for this client")
+        if isinstance(state, MaskingRecord):
+            params = self._shared.setdefault(state.params.session_id, state.params)
+            if state.update.size or params is not state.params:
+                state = replace(state, params=params, update=_NO_UPDATE)
+        self._states[session] = state
+
+    def supply(self, session: bytes, update: np.ndarray) -> ClientState:
+        """Give the saved record its update back (before the masked-input
+        stage); returns the client's state as saved (for the probes)."""
+        record = self._states[session]
+        assert isinstance(record, MaskingRecord)
+        self._states[session] = replace(record, update=update)
+        return record.client
+
+    def claim(self, session: bytes, stage: str) -> None:
+        if session in self._finished:
+            raise StageAlreadyAnswered("this session is over for this client")
+        claimed = self._claims.setdefault(session, set())
+        if stage in claimed:
+            raise StageAlreadyAnswered(f"stage {stage} of this session was already answered")
+        claimed.add(stage)
+
+    def finish(self, session: bytes) -> None:
+        self._states.pop(session, None)
+        self._claims.pop(session, None)
+        self._finished.add(session)
+
+    def fork(self) -> "BenchStore":
+        """An independent copy (records are immutable and shared)."""
+        new = BenchStore(self._shared)
+        new._states = dict(self._states)
+        new._claims = {k: set(v) for k, v in self._claims.items()}
+        new._finished = set(self._finished)
+        return new
+
+
+# ---------------------------------------------------------------------------- the round
+class Updates(Mapping[int, Contribution]):
+    """Every client's contribution (its update, :func:`update_of`, weight 1),
+    made when a transport asks for it (once, with the client's first
+    message): ``LocalRound(..., contributions=Updates(ids, d, seed))`` holds
+    no vector."""
+
+    def __init__(self, ids: Iterable[int], dim: int, seed: int):
+        self._ids, self._dim, self._seed = frozenset(ids), dim, seed
+
+    def __getitem__(self, party: int) -> Contribution:
+        if party not in self._ids:
+            raise KeyError(party)
+        return Contribution(update_of(party, self._dim, self._seed), 1.0)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass
-class RoundReport:
+class MaskingRun:
+    """A round in progress on the drivers (in this process): the server
+    driver, one client driver and store per client, the observer timing them
+    all, and the messages the next stage delivers. After rounds 0-1
+    (:func:`run_keys`) the dropout cells of one table share it: :meth:`fork`
+    copies it, so each cell goes on from the same point (dropout happens
+    later, at ``masked_input``)."""
+
+    params: MaskingParams
+    seed: int
+    server: ServerDriver
+    clients: dict[int, ClientDriver]
+    stores: dict[int, BenchStore]
+    observer: ClockObserver
+    outbox: dict[int, bytes]
+    wall_s: float
+
+    def fork(self, profile: Any = None) -> "MaskingRun":
+        obs = self.observer.fork(profile)
+        # the server driver and its core deep-copied; the params, the rule and
+        # the observer (replaced by its fork) are not
+        memo = {id(self.params): self.params, id(self.server.rule): self.server.rule, id(self.observer): obs}
+        server = copy.deepcopy(self.server, memo)
+        stores = {i: s.fork() for i, s in self.stores.items()}
+        view = obs.client_view()
+        clients = {i: ClientDriver(c.role, stores[i], observer=view) for i, c in self.clients.items()}
+        return MaskingRun(self.params, self.seed, server, clients, stores, obs, dict(self.outbox), self.wall_s)
+
+    def network(self, dropouts: Mapping[int, str] | None = None) -> LocalRound:
+        """The in-process transport between these drivers, going on from the
+        pending messages (every client has had its first message: no
+        contributions)."""
+        net = LocalRound(self.server, self.clients, {}, dropouts=dropouts)
+        net.outbox = dict(self.outbox)
+        return net
+
+
+def check_clean(network: LocalRound, observer: ClockObserver) -> None:
+    """This benchmark's rounds must run clean: no client refused a message,
+    the server refused none, and only the scheduled clients went missing."""
+    failed = {p: why for p, why in network.server.failures.items() if p not in network.dropouts}
+    if network.refusals or observer.rejections or failed:
+        raise RuntimeError(f"refusals in the round: clients {dict(list(network.refusals.items())[:3])}, "
+                           f"server {observer.rejections[:3]}, missing {dict(list(failed.items())[:3])}")
+
+
+def run_keys(params: MaskingParams, *, seed: int = 0, vanish: Mapping[int, str] | None = None,
+             progress: Callable[[str], None] | None = None, profile_server: Any = None) -> MaskingRun:
+    """Rounds 0 (AdvertiseKeys, which opens with the parameters) and 1
+    (ShareKeys) for every client, on the drivers through
+    :class:`~secagg.transports.inprocess.LocalRound`, closing ``share_keys``.
+    ``vanish`` may drop clients at those two stages. Each client's update is
+    made on the fly for its first message (outside every timer) and not kept
+    (:class:`BenchStore`)."""
+    t_start = wall_clock()
+    obs = ClockObserver(profile_server)
+    with obs.span(SERVER, Stage.ADVERTISE_KEYS, "core"):  # the server's set-up counts as its round 0
+        core = MaskingServer(params)
+    server = ServerDriver(core, "sum", observer=obs)
+    shared = {params.session_id: params}
+    stores = {i: BenchStore(shared) for i in params.client_ids}
+    view = obs.client_view()
+    clients = {i: ClientDriver(MaskingClientRole(i), stores[i], observer=view) for i in params.client_ids}
+    network = LocalRound(server, clients, Updates(params.client_ids, params.dim, seed), dropouts=vanish)
+    network.start()
+    network.step()
+    if progress:
+        progress("advertise_keys closed")
+    network.step()
+    if progress:
+        progress("share_keys closed")
+    check_clean(network, obs)
+    return MaskingRun(params, seed, server, clients, stores, obs, network.outbox, wall_clock() - t_start)
+
+
+@dataclass
+class MaskingRunReport:
+    """What one masking round measured (read from its :class:`ClockObserver`)."""
+
     params: dict[str, Any]
     schedule: dict[int, str]
     server_core: dict[str, Clock]
@@ -343,10 +695,9 @@ class RoundReport:
     def summary(self) -> dict[str, Any]:
         core = self.server_total()
         both = self.server_total(wire_too=True)
-        per_client = [c.cpu for c in self.client_core.values()]
-        per_client_wall = [c.wall for c in self.client_core.values()]
-        per_client_wire = [c.cpu for c in self.client_wire.values()]
-        finished = [cid for cid in self.client_core if cid not in self.schedule]
+        ids = sorted(self.client_core)
+        finished = [cid for cid in ids if cid not in self.schedule]
+        zero = Clock()
         return {
             "params": self.params,
             "dropped": len(self.schedule),
@@ -360,222 +711,73 @@ class RoundReport:
             # clients that ran every round (dropped clients stop early)
             "client_core_cpu_s": describe(self.client_core[c].cpu for c in finished),
             "client_core_wall_s": describe(self.client_core[c].wall for c in finished),
-            "client_wire_cpu_s": describe(self.client_wire[c].cpu for c in finished),
-            "client_core_cpu_s_all_clients": describe(per_client),
-            "client_core_wall_s_all_clients": describe(per_client_wall),
-            "client_wire_cpu_s_all_clients": describe(per_client_wire),
+            "client_wire_cpu_s": describe(self.client_wire.get(c, zero).cpu for c in finished),
+            "client_core_cpu_s_all_clients": describe(self.client_core[c].cpu for c in ids),
+            "client_core_wall_s_all_clients": describe(self.client_core[c].wall for c in ids),
+            "client_wire_cpu_s_all_clients": describe(self.client_wire.get(c, zero).cpu for c in ids),
             "client_stage_core_cpu_s": {k: describe(v) for k, v in self.client_stage_core.items()},
-            "bytes_sent_per_client": describe(self.bytes_sent[c] for c in finished),
-            "bytes_received_per_client": describe(self.bytes_received[c] for c in finished),
+            "bytes_sent_per_client": describe(self.bytes_sent.get(c, 0) for c in finished),
+            "bytes_received_per_client": describe(self.bytes_received.get(c, 0) for c in finished),
             "client_message_bytes": {k: describe(v) for k, v in self.message_bytes.items()},
             "probes": self.probes,
             "max_abs_error": self.max_abs_error,
             "error_bound": self.error_bound,
             "total_wall_s": self.total_wall_s,
+            "timing": "driver observer spans (masking_driver.ClockObserver); client keys are made in its "
+                      "advertise_keys span",
         }
 
 
-@dataclass
-class KeyedRound:
-    """A round after ``share_keys`` closed: rounds 0-1 done, shares routed. The
-    dropout cells of one table share it (dropout happens later, at
-    ``masked_input``): ``run_rest`` copies it, so each cell starts from the
-    same point."""
-
-    params: MaskingParams
-    server: MaskingServer
-    client_states: dict[int, Any]
-    forwarded: dict[int, bytes]  # encoded ForwardedShares per client
-    server_core: dict[str, Clock]
-    server_wire: dict[str, Clock]
-    client_core: dict[int, Clock]
-    client_wire: dict[int, Clock]
-    client_stage_core: dict[str, list[float]]
-    bytes_sent: dict[int, int]
-    bytes_received: dict[int, int]
-    message_bytes: dict[str, list[int]]
-    wall_s: float
-
-
-class _ServerTimer:
-    """Times server-side calls, optionally under a cProfile.Profile."""
-
-    def __init__(self, profile: Any = None):
-        self.profile = profile
-
-    def __call__(self, clock: Clock, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.profile is not None:
-            self.profile.enable()
-        try:
-            return timed(clock, fn, *args)
-        finally:
-            if self.profile is not None:
-                self.profile.disable()
-
-
-def run_keys(params: MaskingParams, *, drop_early: Mapping[int, str] | None = None,
-             progress: Callable[[str], None] | None = None, profile_server: Any = None) -> KeyedRound:
-    """Rounds 0 (AdvertiseKeys) and 1 (ShareKeys) for every client, closing
-    ``share_keys``. ``drop_early`` may drop clients at those two stages."""
-    drop_early = dict(drop_early or {})
-    t_start = wall_clock()
-    ids = params.client_ids
-    server_core = {s: Clock() for s in STAGES}
-    server_wire = {s: Clock() for s in STAGES}
-    client_core = {i: Clock() for i in ids}
-    client_wire = {i: Clock() for i in ids}
-    stage_core: dict[str, list[float]] = {s: [] for s in ("keygen",) + STAGES}
-    sent = {i: 0 for i in ids}
-    received = {i: 0 for i in ids}
-    sizes: dict[str, list[int]] = {}
-    server_call = _ServerTimer(profile_server)
-    server = server_call(server_core["advertise_keys"], MaskingServer, params)
-
-    # round 0: key generation and AdvertiseKeys
-    clients: dict[int, MaskingClient] = {}
-    for i in ids:
-        clk = Clock()
-        clients[i] = timed(clk, MaskingClient, params, i)
-        stage_core["keygen"].append(clk.cpu)
-        client_core[i] += clk
-        if drop_early.get(i) == "advertise_keys":
-            continue
-        clk = Clock()
-        msg = timed(clk, clients[i].advertise_keys)
-        stage_core["advertise_keys"].append(clk.cpu)
-        client_core[i] += clk
-        data = timed(client_wire[i], wire.encode, msg)
-        sent[i] += len(data)
-        sizes.setdefault(type(msg).__name__, []).append(len(data))
-        msg = server_call(server_wire["advertise_keys"], wire.decode, data)
-        server_call(server_core["advertise_keys"], server.receive, i, msg)
-    outgoing = server_call(server_core["advertise_keys"], server.close_round)
-    if progress:
-        progress("advertise_keys closed")
-
-    # round 1: ShareKeys
-    encoded: dict[int, bytes] = {}
-    for i, msg in outgoing.items():
-        data = encoded.get(id(msg))
-        if data is None:
-            data = encoded[id(msg)] = server_call(server_wire["share_keys"], wire.encode, msg)
-        received[i] += len(data)
-        if drop_early.get(i) == "share_keys":
-            continue
-        incoming = timed(client_wire[i], wire.decode, data)
-        clk = Clock()
-        reply = timed(clk, clients[i].handle, incoming)
-        stage_core["share_keys"].append(clk.cpu)
-        client_core[i] += clk
-        if reply is None:
-            raise RuntimeError(f"client {i} aborted at share_keys: {clients[i].abort_reason}")
-        data = timed(client_wire[i], wire.encode, reply)
-        sent[i] += len(data)
-        sizes.setdefault(type(reply).__name__, []).append(len(data))
-        msg_in = server_call(server_wire["share_keys"], wire.decode, data)
-        server_call(server_core["share_keys"], server.receive, i, msg_in)
-    del outgoing, encoded
-    outgoing = server_call(server_core["share_keys"], server.close_round)
-    if progress:
-        progress("share_keys closed")
-    forwarded: dict[int, bytes] = {}
-    for i in list(outgoing):
-        msg = outgoing.pop(i)
-        forwarded[i] = server_call(server_wire["masked_input"], wire.encode, msg)
-    return KeyedRound(params, server, {i: c.state for i, c in clients.items()}, forwarded, server_core,
-                      server_wire, client_core, client_wire, stage_core, sent, received, sizes,
-                      wall_clock() - t_start)
-
-
-def run_rest(keyed: KeyedRound, schedule: Mapping[int, str], *, seed: int = 0, probe_clients: Iterable[int] = (),
+def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: Iterable[int] = (),
              bare: BareKeystream | None = None, progress: Callable[[str], None] | None = None,
-             profile_server: Any = None) -> RoundReport:
-    """Rounds 2 (MaskedInput) and 4 (Unmasking) from a copy of ``keyed``.
-    ``schedule`` drops clients at ``masked_input`` or ``unmasking``.
-    ``probe_clients`` get their masking step re-timed right after their real
-    ``masked_input`` (:func:`probe_masking`), next to ``bare`` keystreams for
-    as many masks, under the same load."""
+             profile_server: Any = None) -> MaskingRunReport:
+    """Rounds 2 (MaskedInput) and 4 (Unmasking) on a fork of ``keyed``.
+    ``schedule`` (a dropout schedule) drops clients at ``masked_input`` or
+    ``unmasking``. Updates are made again on the fly, one client at a time,
+    outside every timer; the expected sum is accumulated alongside (O(d))
+    and the server's result checked against it. ``probe_clients`` get their
+    masking step re-timed right after their real ``masked_input``
+    (:func:`probe_masking`), next to ``bare`` keystreams for as many masks,
+    under the same load."""
     t_start = wall_clock()
-    params = keyed.params
-    d = params.dim
-    enc = params.encoding
-    server = copy.deepcopy(keyed.server, {id(params): params})
-    server_core = copy.deepcopy(keyed.server_core)
-    server_wire = copy.deepcopy(keyed.server_wire)
-    client_core = copy.deepcopy(keyed.client_core)
-    client_wire = copy.deepcopy(keyed.client_wire)
-    stage_core = copy.deepcopy(keyed.client_stage_core)
-    sent = dict(keyed.bytes_sent)
-    received = dict(keyed.bytes_received)
-    sizes = copy.deepcopy(keyed.message_bytes)
-    probe_set = set(probe_clients)
-    probes: list[dict[str, float]] = []
-    clients = {i: MaskingClient(params, i, _state=st) for i, st in keyed.client_states.items()}
+    run = keyed.fork(profile_server)
+    params, obs = run.params, run.observer
+    d, sid, enc = params.dim, params.session_id, params.encoding
     expected = np.zeros(d, dtype=np.float64)
     contributed: set[int] = set()
+    probe_set = set(probe_clients) if bare is not None else set()
+    probes: list[dict[str, float]] = []
+    network = run.network(schedule)
 
-    server_call = _ServerTimer(profile_server)
-
-    # round 2: MaskedInput
-    stage = "masked_input"
-    for i in sorted(keyed.forwarded):
-        data = keyed.forwarded[i]
-        received[i] += len(data)
-        if schedule.get(i) == stage:
+    # round 2: each client's update made again (outside every timer) and handed
+    # back to its store right before it handles its forwarded shares
+    for i in list(network.outbox):
+        if schedule.get(i) == Stage.MASKED_INPUT.value:
+            network.deliver([i])  # it vanishes: no answer
             continue
-        x = update_of(i, d, seed)  # outside every timer
-        incoming = timed(client_wire[i], wire.decode, data)
-        clk = Clock()
-        state_before = clients[i].state
-        reply = timed(clk, clients[i].handle, incoming, update=x, weight=1.0)
-        if i in probe_set and reply is not None and bare is not None:
-            probes.append({"client": i, "masked_input_cpu_s": clk.cpu, "masked_input_wall_s": clk.wall,
-                           **probe_masking(params, state_before, incoming.senders, reply.masked, x, bare)})
-        stage_core[stage].append(clk.cpu)
-        client_core[i] += clk
+        x = update_of(i, d, run.seed)
+        np.add(expected, np.clip(x, -enc.clip, enc.clip), out=expected)
+        state = run.stores[i].supply(sid, x)
+        incoming = network.outbox[i]
+        reply = network.deliver([i]).get(i)
         if reply is None:
-            raise RuntimeError(f"client {i} aborted at masked_input: {clients[i].abort_reason}")
-        expected += np.clip(x, -enc.clip, enc.clip)
+            continue
         contributed.add(i)
+        if i in probe_set:
+            assert bare is not None
+            clock = obs.client[("core", Stage.MASKED_INPUT.value, i)]  # read after the fact, not in the loop
+            probes.append({"client": i, "masked_input_cpu_s": clock.cpu, "masked_input_wall_s": clock.wall,
+                           **probe_masking(params, state, wire.decode(incoming).senders, wire.decode(reply).masked,
+                                           x, bare)})
         del x
-        data = timed(client_wire[i], wire.encode, reply)
-        sent[i] += len(data)
-        sizes.setdefault(type(reply).__name__, []).append(len(data))
-        del reply
-        msg = server_call(server_wire[stage], wire.decode, data)
-        del data
-        server_call(server_core[stage], server.receive, i, msg)
-        del msg
+    network.close()
     if progress:
         progress("masked inputs sent")
-    outgoing = server_call(server_core[stage], server.close_round)
-
-    # round 4 (honest-server mode: no consistency check): Unmasking
-    stage = "unmasking"
-    encoded: dict[int, bytes] = {}
-    for i, msg in outgoing.items():
-        data = encoded.get(id(msg))
-        if data is None:
-            data = encoded[id(msg)] = server_call(server_wire[stage], wire.encode, msg)
-        received[i] += len(data)
-        if schedule.get(i) == stage:
-            continue
-        incoming = timed(client_wire[i], wire.decode, data)
-        clk = Clock()
-        reply = timed(clk, clients[i].handle, incoming)
-        stage_core[stage].append(clk.cpu)
-        client_core[i] += clk
-        if reply is None:
-            raise RuntimeError(f"client {i} aborted at unmasking: {clients[i].abort_reason}")
-        data = timed(client_wire[i], wire.encode, reply)
-        sent[i] += len(data)
-        sizes.setdefault(type(reply).__name__, []).append(len(data))
-        msg_in = server_call(server_wire[stage], wire.decode, data)
-        server_call(server_core[stage], server.receive, i, msg_in)
-    server_call(server_core[stage], server.close_round)
+    network.step()  # round 4 (honest-server mode: no consistency check): Unmasking
     if progress:
         progress("unmasked")
-    outcome = server.outcome
+    check_clean(network, obs)
+    outcome = run.server.outcome
     if not isinstance(outcome, ServerResult):
         raise RuntimeError(f"round did not complete: {outcome}")
     if set(outcome.included) != contributed:
@@ -584,19 +786,21 @@ def run_rest(keyed: KeyedRound, schedule: Mapping[int, str], *, seed: int = 0, p
     bound = enc.sum_error_bound(len(contributed))
     if not err <= bound:
         raise RuntimeError(f"wrong aggregate: max error {err} > bound {bound}")
-    return RoundReport(params=params.summary(), schedule=dict(schedule), server_core=server_core,
-                       server_wire=server_wire, client_core=client_core, client_wire=client_wire,
-                       client_stage_core=stage_core, bytes_sent=sent, bytes_received=received,
-                       message_bytes=sizes, probes=probes, result=outcome, max_abs_error=err, error_bound=bound,
-                       included=len(contributed), total_wall_s=keyed.wall_s + wall_clock() - t_start)
+    core = obs.client_totals("core")
+    return MaskingRunReport(
+        params=params.summary(), schedule=dict(schedule), server_core=obs.server_core_by_stage(),
+        server_wire=obs.server_wire_by_stage(),
+        client_core={i: core.get(i, Clock()) for i in params.client_ids},
+        client_wire=obs.client_totals("wire"), client_stage_core=obs.client_stage_core(),
+        bytes_sent=obs.bytes_sent, bytes_received=obs.bytes_received, message_bytes=obs.message_bytes,
+        probes=probes, result=outcome, max_abs_error=err, error_bound=bound, included=len(contributed),
+        total_wall_s=keyed.wall_s + wall_clock() - t_start)
 
 
-def drop_schedule(ids: tuple[int, ...], rate: float, stage: str = "masked_input", seed: int = 0) -> dict[int, str]:
-    """``round(rate * n)`` clients, drawn with ``seed``, vanish at ``stage``."""
-    k = int(round(rate * len(ids)))
-    rng = np.random.default_rng([seed, 7919])
-    chosen = rng.choice(np.asarray(ids), size=k, replace=False) if k else []
-    return {int(c): stage for c in sorted(chosen)}
+def drop_schedule(ids: Iterable[int], rate: float, stage: str = "masked_input", seed: int = 0) -> dict[int, str]:
+    """``round(rate * n)`` clients, drawn with ``seed``, vanish at ``stage``:
+    :func:`secagg.transports.inprocess.dropout_schedule` with one stage."""
+    return dropout_schedule(rate, ids, (stage,), DeterministicRandom(f"benchmarks/dropouts/{seed}"))
 
 
 def probe_sample(ids: tuple[int, ...], schedule: Mapping[int, str], count: int, seed: int = 0) -> list[int]:
@@ -825,14 +1029,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def client_stages(cs: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The client stage columns of a run's ``client_stage_core_cpu_s`` and their
+    headers. Runs on the drivers make the client's keys in its
+    ``advertise_keys`` span (the role makes them on receiving the round's
+    parameters); earlier runs timed key generation apart ("keygen")."""
+    if "keygen" in cs:
+        return ("keygen",) + STAGES, ("keygen", "advertise")
+    return STAGES, ("advertise_keys (keys made here)",)
+
+
 def stage_tables(s: dict[str, Any]) -> list[str]:
     """Markdown tables of one round's server and client time by stage."""
     sc, sw = s["server_core"]["by_stage"], s["server_wire"]["by_stage"]
-    stages = ("advertise_keys", "share_keys", "masked_input", "unmasking")
+    stages = STAGES
     cs = s["client_stage_core_cpu_s"]
+    keys, first = client_stages(cs)
+    heads = (("keygen",) + stages) if "keygen" in cs else (first[0],) + stages[1:]
 
     def row(label: str, by: dict[str, Any], key: str, total: float) -> str:
         return f"| {label} | " + " | ".join(fmt_s(by[k][key]) for k in stages) + f" | {fmt_s(total)} |"
+
+    def client_row(label: str, stat: str) -> str:
+        return (f"| {label} | " + " | ".join(fmt_s(cs[k][stat]) if cs.get(k) else "—" for k in keys)
+                + f" | {fmt_s(s['client_core_cpu_s'][stat])} | {fmt_s(s['client_wire_cpu_s'][stat])} |")
 
     return [
         "| server | " + " | ".join(stages) + " | total |",
@@ -841,14 +1061,11 @@ def stage_tables(s: dict[str, Any]) -> list[str]:
         row("wire (CPU)", sw, "cpu_s", s["server_wire"]["cpu_s"]),
         row("core (wall)", sc, "wall_s", s["server_core"]["wall_s"]),
         "",
-        "| client (CPU, per client) | keygen | " + " | ".join(stages) + " | total | wire |",
-        "| --- | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: |",
-        "| mean | " + " | ".join(fmt_s(cs[k]["mean"]) if cs.get(k) else "—" for k in ("keygen",) + stages)
-        + f" | {fmt_s(s['client_core_cpu_s']['mean'])} | {fmt_s(s['client_wire_cpu_s']['mean'])} |",
-        "| median | " + " | ".join(fmt_s(cs[k]["median"]) if cs.get(k) else "—" for k in ("keygen",) + stages)
-        + f" | {fmt_s(s['client_core_cpu_s']['median'])} | {fmt_s(s['client_wire_cpu_s']['median'])} |",
-        "| p95 | " + " | ".join(fmt_s(cs[k]["p95"]) if cs.get(k) else "—" for k in ("keygen",) + stages)
-        + f" | {fmt_s(s['client_core_cpu_s']['p95'])} | {fmt_s(s['client_wire_cpu_s']['p95'])} |",
+        "| client (CPU, per client) | " + " | ".join(heads) + " | total | wire |",
+        "| --- | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |",
+        client_row("mean", "mean"),
+        client_row("median", "median"),
+        client_row("p95", "p95"),
     ]
 
 
