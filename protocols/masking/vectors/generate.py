@@ -3,10 +3,11 @@
     python protocols/masking/vectors/generate.py
 
 Every run uses DeterministicRandom(seed), so keys, nonces, shares, masks and
-rounding are reproducible; each vector records the configuration, the inputs,
-the public parameters, every message on the wire (hex) and the outcome.
-tests/test_masking_vectors.py replays them. Inputs are multiples of 2^-10 so
-the JSON floats are exact.
+rounding are reproducible; every round runs on the round drivers (the
+simulator's, or a LocalRound with a dishonest-server hook). Each vector
+records the configuration, the inputs, the public parameters, every message
+on the wire (hex) and the outcome. tests/test_masking_vectors.py replays
+them. Inputs are multiples of 2^-10 so the JSON floats are exact.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from secagg import simulate
+from secagg.drivers import ClientDriver, Contribution, MaskingClientRole, MaskingRecord, MemoryStore, ServerDriver
 from secagg.encoding import wire
-from secagg.errors import ProtocolAborted
+from secagg.errors import ProtocolAborted, RemoteProtocolError
 from secagg.primitives.randomness import DeterministicRandom
-from secagg.protocols.masking import MaskingClient, MaskingParams, MaskingServer
+from secagg.protocols.masking import MaskingParams, MaskingServer, UnmaskRequest
+from secagg.protocols.stages import Stage
+from secagg.transports.inprocess import LocalRound
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,31 +58,33 @@ def run_vector(config: dict) -> dict:
 
 def dishonest_server_vector() -> dict:
     """A server that lists client 2 as both alive and dropped: client 1 must
-    abort with inconsistent_dropout_sets and send nothing."""
+    refuse with inconsistent_dropout_sets and send nothing. The round runs on
+    the drivers; the dishonest server is a tamper hook on the in-process
+    transport that rewrites client 1's unmask request."""
     rng = DeterministicRandom(99)
     params = MaskingParams.create(range(1, 5), 2, protocol="secagg", dropout_tolerance=0.0, rng=rng.fork("params"))
-    server = MaskingServer(params)
-    clients = {i: MaskingClient(params, i, rng.fork(f"client/{i}")) for i in params.client_ids}
-    updates = {i: np.array([0.25 * i, -0.5]) for i in clients}
-    transcript = []
-    for i, c in clients.items():
-        server.receive(i, c.advertise_keys())
-    out = server.close_round()
-    while server.stage.value != "unmasking":
-        for i, m in out.items():
-            server.receive(i, clients[i].handle(m, update=updates[i]))
-        out = server.close_round()
-    req = out[1]
-    evil = dataclasses.replace(req, dropped=np.array([2], dtype=np.uint32))
-    data = wire.encode(evil)
-    transcript.append(["unmasking", "to_client", 1, data.hex()])
-    state_before = clients[1].to_bytes().hex()
-    reply = clients[1].handle(wire.decode(data))
-    assert reply is None
+    stores = {i: MemoryStore() for i in params.client_ids}
+    clients = {i: ClientDriver(MaskingClientRole(i, rng=rng.fork(f"client/{i}")), stores[i])
+               for i in params.client_ids}
+    contributions = {i: Contribution(np.array([0.25 * i, -0.5])) for i in clients}
+    seen: dict[str, bytes] = {}
+
+    def lie(direction: str, stage: Stage, party: int, data: bytes) -> bytes | None:
+        if direction == "to_client" and stage is Stage.UNMASKING and party == 1:
+            req = wire.decode(data, UnmaskRequest)
+            data = wire.encode(dataclasses.replace(req, dropped=np.array([2], dtype=np.uint32)))
+            record = stores[1].load(params.session_id)
+            assert isinstance(record, MaskingRecord)
+            seen.update(message=data, state_before=wire.encode(record.client))
+        return data
+
+    LocalRound(ServerDriver(MaskingServer(params), "sum"), clients, contributions, tamper=lie).run()
+    error = clients[1].last_error
+    assert isinstance(error, RemoteProtocolError) and stores[1].load(params.session_id) is None
     return {"description": "dishonest server: client 2 listed alive and dropped; client 1 aborts",
-            "params": wire.encode(params).hex(), "client_state_before": state_before, "client_id": 1,
-            "client_rng_seed": 99, "transcript": transcript,
-            "expected_client_abort": clients[1].abort_reason.value}  # type: ignore[union-attr]
+            "params": wire.encode(params).hex(), "client_state_before": seen["state_before"].hex(), "client_id": 1,
+            "client_rng_seed": 99, "transcript": [["unmasking", "to_client", 1, seen["message"].hex()]],
+            "expected_client_abort": error.reason.value}
 
 
 VECTORS = {
