@@ -568,3 +568,180 @@ def test_a_ledger_directory_others_could_change_is_refused(tmp_path, monkeypatch
         store.claim(b"\x01" * 32, "advertise_keys")
         with pytest.raises(StageAlreadyAnswered, match="already answered"):
             flower_client.node_store(ctx).claim(b"\x01" * 32, "advertise_keys")
+
+
+# ------------------------------------------------------------------ rules, early close, observer, ledger
+
+
+@pytest.mark.parametrize("rule", ["mean", "fedavg", "weighted", "hybrid"])
+def test_every_averaging_rule_runs_on_flower(rule):
+    """The rule decides the weights the nodes send (1 for the unweighted
+    rules) and the result; the server applies it as global + lr * result."""
+    grid = InProcessGrid(NODES)
+    settings = SecAggSettings(rule=rule, train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
+    arrays = model()
+    report, new = run_secure_round(grid, NODES, arrays, ConfigRecord({"server-round": 1}), settings, 1,
+                                   server_learning_rate=0.5)
+    assert report.outcome == "completed" and report.rule == rule
+    expected = reference_aggregate(rule, [delta_for(n, 1) for n in NODES], [weight_for(n) for n in NODES],
+                                   clip=settings.clip)
+    unweighted = rule == "mean"
+    assert report.sum_weights == pytest.approx(len(NODES) if unweighted else sum(weight_for(n) for n in NODES),
+                                               abs=1e-3)
+    tol = len(NODES) * 2.0 ** -settings.frac_bits + 1e-6
+    np.testing.assert_allclose(report.mean_update, expected, atol=tol)
+    layout = ModelLayout.of(arrays)
+    np.testing.assert_allclose(layout.to_vector(new) - layout.to_vector(arrays), 0.5 * expected, atol=tol + 1e-6)
+    if unweighted:  # a different answer from the weighted mean, so the weights really were 1
+        assert np.abs(expected - expected_mean(NODES)).max() > 1e-3
+
+
+def test_strategy_takes_its_rule_from_the_run_config_or_an_argument():
+    from secagg.aggregation import Rule
+    from secagg.flower.server import training_rule
+
+    settings = SecAggSettings.from_run_config({"secagg-rule": "mean", "secagg-train-timeout": 0.2,
+                                               "secagg-stage-timeout": 0.2, "secagg-poll-interval": 0.01})
+    assert settings.rule == "mean" and SecAggSettings.from_run_config(settings.as_run_config()) == settings
+    grid = InProcessGrid(NODES)
+    strategy = SecAggFedAvg(settings=settings, server_learning_rate=0.5, min_available_nodes=5,
+                            min_train_nodes=5, fraction_evaluate=0.0)
+    assert strategy.rule == Rule("mean", server_lr=0.5) and strategy.server_learning_rate == 0.5
+    arrays = model()
+    result = strategy.start(grid, arrays, num_rounds=1, timeout=1)
+    mean = reference_aggregate("mean", [delta_for(n, 1) for n in NODES], clip=1.0)
+    layout = ModelLayout.of(arrays)
+    np.testing.assert_allclose(layout.to_vector(result.arrays) - layout.to_vector(arrays), 0.5 * mean, atol=1e-3)
+    assert strategy.reports[0].rule == "mean" and result.train_metrics_clientapp[1]["secagg-sum-weights"] == \
+        pytest.approx(5.0, abs=1e-3)
+    # a Rule object wins over the run config; a learning rate given beside it replaces the rule's
+    assert SecAggFedAvg(settings=settings, rule=Rule("weighted", server_lr=2.0)).rule == Rule("weighted", 2.0)
+    assert SecAggFedAvg(settings=settings, rule="fedavg", server_learning_rate=3.0).rule == Rule("fedavg", 3.0)
+    assert training_rule("hybrid").name == "hybrid"
+
+
+@pytest.mark.parametrize("bad", [dict(rule="sum"), dict(rule="median"), dict(server_learning_rate=0.0),
+                                 dict(server_learning_rate=float("nan"))])
+def test_a_rule_that_cannot_train_is_refused_before_any_message(bad):
+    """"sum" is not an average (applying it to the model would add every
+    node's update); unknown names and learning rates <= 0 are refused too,
+    all before anything is sent."""
+    grid = InProcessGrid(NODES)
+    with pytest.raises(ParameterError):
+        run_secure_round(grid, NODES, model(), ConfigRecord({"server-round": 1}), FAST, 1, **bad)
+    with pytest.raises(ParameterError):
+        SecAggFedAvg(settings=FAST, **bad)
+    assert all(v == 0 for v in grid.received.values())
+    if "rule" in bad:
+        with pytest.raises(ParameterError, match="secagg-rule"):
+            SecAggSettings.from_run_config({"secagg-rule": bad["rule"]})
+
+
+class CountingGrid(InProcessGrid):
+    """Counts pulls; the messages in ``refused`` ((node, n) as for
+    ``behaviour``) are not taken by the SuperLink (an empty message id)."""
+
+    def __init__(self, *a, refused=(), **kw):
+        super().__init__(*a, **kw)
+        self.pulls = 0
+        self.refused = set(refused)
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            if (node, self.received[node] + 1) in self.refused:
+                self.received[node] += 1
+                ids.append("")
+            else:
+                ids += super().push_messages([msg])
+        return ids
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        return super().pull_messages(message_ids)
+
+
+def test_a_stage_closes_as_soon_as_every_node_answered_or_is_gone():
+    """With long deadlines, a round whose nodes all answer (or send an error,
+    or a reply the driver refuses) needs exactly one pull per stage: nobody
+    waits for the deadline."""
+    def tamper(node, reply):
+        if node == NODES[1] and not reply.has_error() and \
+                reply.content.config_records[RECORD_KEY]["stage"] == "masked_input":
+            reply.content.config_records[RECORD_KEY]["payload"] = b"\x93garbage"
+        return reply
+
+    grid = CountingGrid(NODES, behaviour=lambda node, n: "error" if (node, n) == (NODES[4], 2) else "ok",
+                        tamper=tamper)
+    slow = SecAggSettings(train_timeout=600, stage_timeout=600, poll_interval=0.01)
+    (report, new), arrays = run_round(grid, slow)
+    assert grid.pulls == 4  # advertise_keys, share_keys, masked_input, unmasking
+    assert_close_to_reference(report, new, arrays, NODES[2:4] + NODES[:1], slow)
+    assert report.dropped == {NODES[4]: "share_keys", NODES[1]: "masked_input"}
+    assert set(report.stage_seconds) == {"advertise_keys", "share_keys", "masked_input", "unmasking"}
+
+
+def test_a_message_the_superlink_did_not_take_drops_its_node_at_once():
+    grid = CountingGrid(NODES, refused={(NODES[0], 3)})
+    slow = SecAggSettings(train_timeout=600, stage_timeout=600, poll_interval=0.01)
+    (report, new), arrays = run_round(grid, slow)
+    assert grid.pulls == 4
+    assert report.dropped == {NODES[0]: "masked_input"}
+    assert report.failures == {NODES[0]: "masked_input: the SuperLink did not take the message"}
+    assert_close_to_reference(report, new, arrays, NODES[1:], slow)
+
+
+def test_an_observer_sees_the_round_bytes_and_refusals():
+    from secagg.drivers import Recorder
+
+    def tamper(node, reply):
+        if node == NODES[3] and not reply.has_error() and \
+                reply.content.config_records[RECORD_KEY]["stage"] == "share_keys":
+            reply.content.config_records[RECORD_KEY]["payload"] = b"\x93garbage"
+        return reply
+
+    recorder = Recorder(transcript=True)
+    grid = InProcessGrid(NODES, tamper=tamper)
+    report, _ = run_secure_round(grid, NODES, model(), ConfigRecord({"server-round": 1}), FAST, 1,
+                                 observer=recorder)
+    assert recorder.rejections == [("server", "share_keys", 4, "malformed_message")]  # client id 4 = NODES[3]
+    assert set(recorder.bytes_sent) == set(recorder.bytes_received) == {1, 2, 3, 4, 5}
+    stages = [stage for stage, direction, party, data in recorder.transcript if direction == "to_client"]
+    assert stages[0] == "advertise_keys" and stages[-1] == "unmasking"
+    assert "rejected (malformed_message)" in report.failures[NODES[3]]
+
+
+def test_the_ledger_keeps_only_tombstones_round_after_round(tmp_path):
+    """Claims are made only for messages that passed their checks and go when
+    the round ends for the node; a node dropped mid-round keeps its session
+    only until the next round opens. So after rounds, every node's ledger
+    holds one empty tombstone per round and nothing else."""
+    victim = NODES[2]
+    # round 1: the victim's 3rd message (forwarded shares) fails in Flower: it keeps round 1's state
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "error" if (node, n) == (victim, 3) else "ok")
+    for ctx in grid.contexts.values():
+        ctx.node_config["secagg-ledger-dir"] = str(tmp_path / "ledger")
+    seen = []
+
+    def on_round(report):
+        live = {n: live_sessions(tmp_path, n) for n in NODES}
+        seen.append((report.server_round, {n: len(v) for n, v in live.items()},
+                     {n: len(tombstones(tmp_path, n)) for n in NODES}))
+
+    strategy = SecAggFedAvg(settings=FAST, on_round=on_round, min_available_nodes=5, min_train_nodes=5,
+                            fraction_evaluate=0.0)
+    strategy.start(grid, model(), num_rounds=3, timeout=1)
+    assert [r.outcome for r in strategy.reports] == ["completed"] * 3
+    assert strategy.reports[0].dropped == {victim: "masked_input"}
+    after1, after2, after3 = seen
+    assert after1[1] == {n: int(n == victim) for n in NODES}  # only the victim's round is still open
+    assert after1[2] == {n: int(n != victim) for n in NODES}
+    for _, live, tombs in (after2, after3):
+        assert all(v == 0 for v in live.values())
+    assert after3[2] == {n: 3 for n in NODES}
+    for n in NODES:
+        names = [p.name for p in (tmp_path / "ledger" / str(n)).iterdir()]
+        assert len(names) == 3 and all(x.endswith(".done") for x in names)
+        assert all((tmp_path / "ledger" / str(n) / x).stat().st_size == 0 for x in names)
+        assert STATE_KEY not in grid.contexts[n].state.config_records

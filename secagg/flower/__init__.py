@@ -1,13 +1,16 @@
 """Secure aggregation inside real Flower deployments (Flower's Message API).
 
-Two pieces, both thin adapters over the sans-I/O masking core
-(:mod:`secagg.protocols.masking`):
+Two pieces, both thin transports for the shared round drivers
+(:mod:`secagg.drivers`) of the masking protocol (:mod:`secagg.protocols.masking`):
 
-* client: :data:`secagg_mod`, a ClientApp mod around the ``train`` function;
-* server: :class:`SecAggFedAvg`, a FedAvg strategy whose training rounds run
-  the protocol as Flower messages over the Grid (or :func:`run_secure_round`
-  for one round in a custom ServerApp), configured by :class:`SecAggSettings`
-  from the run config.
+* client: :data:`secagg_mod`, a ClientApp mod around the ``train`` function
+  (a :class:`~secagg.drivers.ClientDriver` whose state lives in
+  ``context.state`` and whose claims live in the node's ledger directory:
+  :class:`NodeStateStore`);
+* server: :class:`SecAggFedAvg`, a strategy whose training rounds run the
+  protocol as Flower messages over the Grid with any averaging rule (or
+  :func:`run_secure_round` for one round in a custom ServerApp), configured by
+  :class:`SecAggSettings` from the run config.
 
 :class:`~secagg.flower.local.LocalDeployment` starts a real SuperLink and
 SuperNodes on 127.0.0.1 for tests and demos. See docs/flower.md.
@@ -22,13 +25,14 @@ from typing import Any
 
 from .settings import SecAggSettings
 
-__all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "SecAggFedAvg", "RoundReport", "SecAggConfigError",
-           "run_secure_round", "identify_nodes", "exchange", "LocalDeployment"]
+__all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SecAggFedAvg",
+           "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes", "exchange",
+           "training_rule", "LocalDeployment"]
 
 _LAZY = {
-    "secagg_mod": "client", "make_secagg_mod": "client",
-    "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server",
-    "run_secure_round": "server", "identify_nodes": "server", "exchange": "server",
+    "secagg_mod": "client", "make_secagg_mod": "client", "NodeStateStore": "client", "node_store": "client",
+    "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server", "StageLog": "server",
+    "run_secure_round": "server", "identify_nodes": "server", "exchange": "server", "training_rule": "server",
     "LocalDeployment": "local",
 }
 

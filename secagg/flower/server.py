@@ -121,8 +121,9 @@ def _push_and_pull(grid: Grid, messages: Sequence[Message], timeout: float, poll
     deadline = time.monotonic() + timeout
     while pending and not (stop is not None and stop()):
         for reply in grid.pull_messages(list(pending)):
-            node = pending.pop(reply.metadata.reply_to_message_id, None)
-            if node is not None:
+            mid = reply.metadata.reply_to_message_id
+            if mid in pending:  # a reply to one of these messages, the first for it
+                node = pending.pop(mid)
                 answered.add(node)
                 on_reply(node, reply)
         if not pending or (stop is not None and stop()) or time.monotonic() >= deadline:
@@ -192,6 +193,30 @@ def training_rule(rule: "Rule | str", server_learning_rate: float | None = None)
     return r
 
 
+def _nodes_with_keys(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings, server_round: int,
+                     message_type: str, known: Mapping[int, bytes]
+                     ) -> tuple[tuple[int, ...], dict[int, bytes], dict[int, str]]:
+    """Malicious-server mode, before a round: the nodes that told a
+    verification key of their own (asking those not in ``known``), their keys,
+    and why the others are left out."""
+    keys_by_node = {n: k for n, k in known.items() if n in nodes}
+    failures: dict[int, str] = {}
+    missing = [n for n in nodes if n not in keys_by_node]
+    if missing:
+        found, unidentified = identify_nodes(grid, missing, settings, server_round, message_type=message_type)
+        keys_by_node.update(found)
+        failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in unidentified.items()})
+    owners: dict[bytes, list[int]] = {}
+    for n, k in keys_by_node.items():
+        owners.setdefault(k, []).append(n)
+    for k, same in owners.items():
+        if len(same) > 1:  # a key must name one party; leave the round to the nodes' checks otherwise
+            for n in same:
+                del keys_by_node[n]
+                failures[n] = f"{IDENTIFY_STAGE}: verification key shared with another node"
+    return tuple(n for n in nodes if n in keys_by_node), keys_by_node, failures
+
+
 def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, train_config: ConfigRecord,
                      settings: SecAggSettings, server_round: int, *, rule: "Rule | str | None" = None,
                      server_learning_rate: float | None = None, arrays_key: str = "arrays",
@@ -220,21 +245,8 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     early_failures: dict[int, str] = {}
     keys_by_node: dict[int, bytes] = {}
     if settings.malicious_server:
-        keys_by_node = {n: k for n, k in (signing_keys or {}).items() if n in nodes}
-        missing = [n for n in nodes if n not in keys_by_node]
-        if missing:
-            found, unidentified = identify_nodes(grid, missing, settings, server_round, message_type=message_type)
-            keys_by_node.update(found)
-            early_failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in unidentified.items()})
-        owners: dict[bytes, list[int]] = {}
-        for n, k in keys_by_node.items():
-            owners.setdefault(k, []).append(n)
-        for k, same in owners.items():
-            if len(same) > 1:  # a key must name one party; leave the round to the nodes' checks otherwise
-                for n in same:
-                    del keys_by_node[n]
-                    early_failures[n] = f"{IDENTIFY_STAGE}: verification key shared with another node"
-        nodes = tuple(n for n in nodes if n in keys_by_node)
+        nodes, keys_by_node, early_failures = _nodes_with_keys(grid, nodes, settings, server_round, message_type,
+                                                               signing_keys or {})
     client_of = {node: i + 1 for i, node in enumerate(nodes)}
     node_of = {c: n for n, c in client_of.items()}
     params = make_params(settings, len(nodes), layout.dim, server_round,
@@ -247,12 +259,14 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     driver = ServerDriver(MaskingServer(params), the_rule,
                           observer=stages if observer is None else Observers([stages, observer]))
     group = str(server_round)
-    setup: dict[str, str] = {"arrays-key": arrays_key, "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
+    # rules without weights get weight 1 from every node
+    setup: dict[str, str] = {"arrays-key": arrays_key,
+                             "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
 
     def to_node(party: int, data: bytes, ttl: float) -> Message:
         opening = driver.stage is Stage.ADVERTISE_KEYS  # the round opens: the node trains on the global model
-        content = pack(driver.stage.value, data, round=server_round, **({"client-id": party, **setup}
-                                                                         if opening else {}))
+        extra: dict[str, int | str] = {"client-id": party, **setup} if opening else {}
+        content = pack(driver.stage.value, data, round=server_round, **extra)
         if opening:
             content[arrays_key] = arrays
             content[config_key] = train_config
