@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from phe import paillier as phe_paillier
 
 from secagg.aggregation import Rule, reference_aggregate
+from secagg.drivers import ClientDriver, Contribution, KeyHolderRole, PaillierClientRole, Recorder, ServerDriver
+from secagg.drivers.concurrency import sharded_accumulator
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout, SlotOverflow
@@ -23,13 +25,16 @@ from secagg.errors import (AbortReason, InvalidCiphertext, LocalProtocolError, P
                            RemoteProtocolError, WireFormatError)
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
-from secagg.protocols.paillier import (AggregateCiphertext, AggregateSums, AlreadyDecrypted, ClientState,
-                                       DuplicateSubmission, KeyMismatch, LateSubmission, PaillierClient,
+from secagg.protocols.outcome import Abort, ServerResult
+from secagg.protocols.paillier import (KEY_HOLDER, AggregateCiphertext, AggregateSums, AlreadyDecrypted,
+                                       ClientState, DuplicateSubmission, KeyMismatch, LateSubmission, PaillierClient,
                                        PaillierKeyHolder, PaillierParams, PaillierServer, PublicKeyMessage,
                                        ServerState, SessionMismatch, Submission, TooFewClients, UnexpectedSender,
                                        default_encoding)
 from secagg.simulation import simulate_paillier
 from secagg.protocols.paillier import server as server_module
+
+from round_harness import Network, Watch
 
 KEY_BITS = 512
 ENC = FixedPoint(clip=1.0, frac_bits=12, max_weight=4.0)
@@ -65,15 +70,30 @@ def updates_for(n, d, seed=0, scale=0.6):
     return [rng.normal(0, scale, d) for _ in range(n)]
 
 
-def submissions(clients, xs, ws):
-    return {cid: wire.encode(c.submit(xs[cid - 1], ws[cid - 1])) for cid, c in clients.items()}
+def paillier_server(params, workers=1):
+    """The server core; with ``workers`` > 1 its arithmetic sharded over that many processes."""
+    return PaillierServer(params, accumulator=sharded_accumulator(workers)) if workers > 1 else PaillierServer(params)
 
 
-def finish(kh, server, params):
-    agg = server.close()
-    sums = wire.decode(wire.encode(kh.decrypt_aggregate(wire.encode(agg))), AggregateSums)
-    s = sums.sums / params.encoding.scale
-    return agg, s[:-1], s[-1]
+def network(xs, ws=None, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=1,
+            randomizer=pl.STANDARD, workers=1):
+    """A Paillier round on the drivers (tests/round_harness.py): the key
+    holder (party 0, holding ``keyholder(key_seed)``), a client driver per
+    update, a server driver. Same seeds as :func:`make_round`, so a client
+    here submits exactly what the same client there does."""
+    kh = keyholder(key_seed)
+    rng = DeterministicRandom(seed)
+    n, d = len(xs), len(xs[0])
+    params = PaillierParams.create(kh.public_key, range(1, n + 1), d, encoding=encoding, rule=rule,
+                                   min_clients=min_clients, rng=rng.fork("server"))
+    roles = {cid: PaillierClientRole(cid, kh.public_key_message(), rng=rng.fork(f"client-{cid}"),
+                                     min_key_bits=KEY_BITS, randomizer=randomizer) for cid in range(1, n + 1)}
+    drivers = {cid: ClientDriver(role) for cid, role in roles.items()}
+    drivers[KEY_HOLDER] = ClientDriver(KeyHolderRole(kh))
+    ws = ws or [1.0] * n
+    net = Network(paillier_server(params, workers), rule, drivers,
+                  {cid: Contribution(xs[cid - 1], ws[cid - 1]) for cid in roles}, protocol="paillier")
+    return kh, params, roles, net
 
 
 def mean_error_bound(enc: FixedPoint, n_included: int, sum_w: float) -> float:
@@ -87,19 +107,19 @@ def mean_error_bound(enc: FixedPoint, n_included: int, sum_w: float) -> float:
 @pytest.mark.parametrize("rule", ["sum", "mean", "weighted", "fedavg", "hybrid"])
 def test_round_trip_matches_reference(rule):
     n, d = 4, 37
-    kh, params, clients = make_round(n, d, rule)
     xs = updates_for(n, d, 1)
     xs[0][:3] = [5.0, -7.0, 1.5]  # clipped entries
     ws = [1.0, 2.5, 4.0, 0.25] if Rule(rule).uses_weights else [1.0] * n
-    server = PaillierServer(wire.decode(wire.encode(params), PaillierParams))
-    for cid, data in submissions(clients, xs, ws).items():
-        server.receive(cid, data)
-    assert clients[1].clipped == int(np.count_nonzero(np.abs(xs[0]) > 1.0)) >= 3
-    _, s_wx, s_w = finish(kh, server, params)
+    kh, params, roles, net = network(xs, ws, rule)
+    out = net.run()
+    assert isinstance(out, ServerResult) and out.included == (1, 2, 3, 4) and out.dropped == {}
+    assert roles[1].clipped == int(np.count_nonzero(np.abs(xs[0]) > 1.0)) >= 3
+    s_wx, s_w = out.sum_weighted, out.sum_weights
     ref_sum = reference_aggregate("sum", [w * np.clip(x, -1, 1) for x, w in zip(xs, ws)])
     assert np.max(np.abs(s_wx - ref_sum)) < ENC.sum_error_bound(n)
     assert abs(s_w - sum(ws)) < ENC.sum_error_bound(n)
-    res = s_wx if rule == "sum" else s_wx / s_w
+    res = net.driver.result().aggregate  # the rule applied by the server driver
+    np.testing.assert_array_equal(res, s_wx if rule == "sum" else s_wx / s_w)
     ref = reference_aggregate(rule, xs, ws if Rule(rule).uses_weights else None, clip=ENC.clip)
     bound = ENC.sum_error_bound(n) if rule == "sum" else mean_error_bound(ENC, n, sum(ws))
     assert np.max(np.abs(res - ref)) < bound
@@ -207,36 +227,45 @@ def test_default_encoding_targets_slot_width():
 
 @pytest.fixture()
 def adversarial_round():
+    """A round on the drivers in which client 4's submission is late: the
+    key holder (registered), every client's submission bytes, and the
+    honest aggregate of 1, 2 and 3 (not yet decrypted)."""
     n, d = 4, 80  # three ciphertexts per client with a 512-bit key
-    kh, params, clients = make_round(n, d, "weighted", seed="adv")
     xs = updates_for(n, d, 6)
-    ws = [1.0, 2.0, 3.0, 4.0]
-    subs = submissions(clients, xs, ws)
-    honest = PaillierServer(params)
-    for cid in (1, 2, 3):
-        honest.receive(cid, subs[cid])
-    return kh, params, subs, honest.close()
+    kh, params, _, net = network(xs, [1.0, 2.0, 3.0, 4.0], "weighted", seed="adv")
+    net.step(hold=True, close=False)  # the key holder registers the round; every submission is held
+    subs = dict(net.held)
+    assert net.release([1, 2, 3]) == {1: True, 2: True, 3: True}
+    assert net.close()  # client 4's submission missed the deadline
+    return kh, params, subs, net.outgoing[KEY_HOLDER]
 
 
-def server_state(server):
-    return server.included, server.state, server._accumulator.result()
+def server_state(driver):
+    core = driver.core
+    return core.included, core.state, core.stage, core._accumulator.result()
 
 
-def assert_rejected(server, sender, data, error, reason=None):
-    before = server_state(server)
-    with pytest.raises(error) as info:
-        server.receive(sender, data)
-    assert isinstance(info.value, RemoteProtocolError)
+def assert_rejected(driver, sender, data, error, reason=None, *, by="core"):
+    """``data`` from ``sender`` is refused by the server driver with a typed
+    ``error`` (reported to its observer), the server is unchanged, and the
+    refusal came from ``by``: the driver's decoding (``"wire"``) or the core."""
+    watch = driver.observer
+    before, seen, core_seen = server_state(driver), len(watch.errors), len(driver.core.rejected)
+    assert driver.receive(sender, data) is False
+    (party, exc), = watch.errors[seen:]
+    assert party == sender and isinstance(exc, error) and isinstance(exc, RemoteProtocolError)
     if reason is not None:
-        assert info.value.reason is reason
-    assert server_state(server) == before
+        assert exc.reason is reason
+    assert server_state(driver) == before
+    assert len(driver.core.rejected) == core_seen + (1 if by == "core" else 0)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers):
     kh, params, subs, honest_aggregate = adversarial_round
-    server = PaillierServer(params, workers=workers)
-    server.receive(1, subs[1])
+    server = ServerDriver(paillier_server(params, workers), "weighted", observer=Watch(), protocol="paillier")
+    server.start()
+    assert server.receive(1, subs[1])
     sub2 = wire.decode(subs[2], Submission)
     pk = params.key
     L = pk.ciphertext_bytes
@@ -259,33 +288,47 @@ def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers
         blob = bad.to_bytes(L, "big") + sub2.ciphertexts[L:]
         data = wire.encode(dataclasses.replace(sub2, ciphertexts=blob))
         assert_rejected(server, 2, data, InvalidCiphertext, AbortReason.INVALID_CIPHERTEXT)
-    # wrong length, truncated message, junk, wrong message type, wrong hash length
+    # wrong length (the core's check), truncated message, junk, wrong message type, wrong hash length (decoding)
     for blob in (sub2.ciphertexts[:-1], sub2.ciphertexts + b"\x01", sub2.ciphertexts[:L], b""):
         assert_rejected(server, 2, wire.encode(dataclasses.replace(sub2, ciphertexts=blob)), WireFormatError)
     for data in (subs[2][:-7], subs[2][: len(subs[2]) // 2], b"", b"\x93\x01", wire.encode(params),
                  subs[2] + b"\x00"):
-        assert_rejected(server, 2, data, WireFormatError, AbortReason.MALFORMED_MESSAGE)
+        assert_rejected(server, 2, data, WireFormatError, AbortReason.MALFORMED_MESSAGE, by="wire")
     short_sid = wire.encode(sub2).replace(sub2.session_id, sub2.session_id[:31], 1)
-    assert_rejected(server, 2, short_sid, WireFormatError)
+    assert_rejected(server, 2, short_sid, WireFormatError, by="wire")
+    # every refusal is in the audit record; the first against an awaited sender is its failure at this stage
+    record = server.audit_record()
+    assert len(record["rejected_messages"]) == len(server.core.rejected) == 14
+    assert {k: v.split(":")[:2] for k, v in record["failures"].items()} == {
+        "2": ["submit", " rejected (session_mismatch)"], "3": ["submit", " rejected (unexpected_sender)"]}
     # the honest continuation gives exactly the honest aggregate
-    server.receive(2, subs[2])
-    server.receive(3, subs[3])
-    agg = server.close()
-    assert wire.encode(agg) == wire.encode(honest_aggregate)
-    # late: after close
+    assert server.receive(2, subs[2]) and server.receive(3, subs[3])
+    out = server.close_stage()
+    assert out == {KEY_HOLDER: wire.encode(honest_aggregate)}
+    with pytest.raises(LocalProtocolError):
+        server.core.close()  # closed once
+    # late: during the Decrypt stage (only the key holder answers it), and after the round
+    assert_rejected(server, 4, subs[4], RemoteProtocolError)
+    assert server.receive(KEY_HOLDER, wire.encode(kh.decrypt_aggregate(out[KEY_HOLDER])))
+    assert server.close_stage() == {} and server.result().included == (1, 2, 3)
     assert_rejected(server, 4, subs[4], LateSubmission, AbortReason.WRONG_ROUND)
     with pytest.raises(LocalProtocolError):
-        server.close()
+        server.close_stage()
 
 
 def test_too_few_clients_is_an_abort_state():
-    kh, params, clients = make_round(3, 5, "mean", seed="few", min_clients=2)
-    server = PaillierServer(params)
-    server.receive(1, wire.encode(clients[1].submit(np.zeros(5))))
-    assert server.close() is None
+    kh, params, _, net = network([np.zeros(5)] * 3, None, "mean", seed="few", min_clients=2)
+    net.step(hold=True, close=False)
+    late = net.held.pop(2)
+    assert net.release([1]) == {1: True}
+    assert net.close() is False and net.outgoing == {}  # nothing goes to the key holder
+    server = net.server
     assert server.state is ServerState.ABORTED and server.abort_reason is AbortReason.TOO_FEW_SURVIVORS
-    with pytest.raises(LateSubmission):
-        server.receive(2, wire.encode(clients[2].submit(np.zeros(5))))
+    assert isinstance(net.outcome, Abort) and net.outcome.reason is AbortReason.TOO_FEW_SURVIVORS
+    with pytest.raises(ProtocolAborted) as info:
+        net.driver.result()
+    assert info.value.reason is AbortReason.TOO_FEW_SURVIVORS
+    assert_rejected(net.driver, 2, late, LateSubmission, AbortReason.WRONG_ROUND)
 
 
 def test_keyholder_refuses_everything_but_one_honest_aggregate(adversarial_round):
@@ -367,20 +410,14 @@ def test_client_checks():
 
 
 def test_pool_offline_online_split():
-    kh, params, clients = make_round(2, 300, "mean", seed="pool")
-    c = clients[1]
-    c.precompute(params.n_ciphertexts)
-    assert len(c.pool) == params.n_ciphertexts
-    sub = c.submit(np.full(300, 0.25))
-    assert len(c.pool) == 0 and c.online_exponentiations == 0
+    kh, params, roles, net = network([np.full(300, 0.25), np.full(300, -0.25)], None, "mean", seed="pool")
+    roles[1].precompute(params.n_ciphertexts)
+    assert len(roles[1].pool) == params.n_ciphertexts
+    out = net.run()
+    assert len(roles[1].pool) == 0 and roles[1].online_exponentiations == 0
     # a client without a pool still works (tops up online) and says so
-    sub2 = clients[2].submit(np.full(300, -0.25))
-    assert clients[2].online_exponentiations == params.n_ciphertexts
-    server = PaillierServer(params)
-    server.receive(1, wire.encode(sub))
-    server.receive(2, wire.encode(sub2))
-    _, s_wx, s_w = finish(kh, server, params)
-    assert np.max(np.abs(s_wx)) <= 2 / params.encoding.scale and s_w == 2
+    assert roles[2].online_exponentiations == params.n_ciphertexts
+    assert np.max(np.abs(out.sum_weighted)) <= 2 / params.encoding.scale and out.sum_weights == 2
 
 
 def test_params_validation_and_session_binding():
@@ -433,9 +470,11 @@ def _walk(obj, seen=None):
 
 def test_server_has_no_way_to_decrypt(adversarial_round):
     kh, params, subs, _ = adversarial_round
-    server = PaillierServer(wire.decode(wire.encode(params), PaillierParams))
+    server = ServerDriver(PaillierServer(wire.decode(wire.encode(params), PaillierParams)), "weighted",
+                          observer=Recorder(transcript=True), protocol="paillier")
+    server.start()
     for cid in (1, 2, 4):
-        server.receive(cid, subs[cid])
+        assert server.receive(cid, subs[cid])
     received = [wire.decode(subs[c], Submission) for c in (1, 2, 4)] + [params]
     phe_key = private_key().to_phe()
     secrets = {int(phe_key.p), int(phe_key.q), int(phe_key.hp), int(phe_key.hq), int(phe_key.p_inverse),
@@ -452,7 +491,8 @@ def test_server_has_no_way_to_decrypt(adversarial_round):
     assert "keyholder" not in {m.rsplit(".", 1)[-1] for m in vars(server_module) if isinstance(m, str)}
     assert not any(isinstance(v, type) and v in (pl.PrivateKey, PaillierKeyHolder) for v in vars(server_module).values())
     assert not hasattr(server_module, "phe")
-    agg = server.close()
+    agg = wire.decode(server.close_stage()[KEY_HOLDER], AggregateCiphertext)
+    assert agg.included == (1, 2, 4)
     # the aggregate is a product of ciphertexts: without the key it is a random-looking unit mod n^2
     for c in pl.ciphertexts_from_bytes(params.key, agg.ciphertexts, params.n_ciphertexts):
         assert gmpy2.gcd(c, params.key.n) == 1
@@ -480,16 +520,24 @@ def test_phe_private_key_decrypts_packed_ciphertext():
 
 # --------------------------------------------------------------- schedules (property)
 
+SCHEDULE_XS = updates_for(5, 60, 11)
+SCHEDULE_WS = [1.0, 0.5, 4.0, 2.0, 3.0]
+
+
+def _schedule_round():
+    return network(SCHEDULE_XS, SCHEDULE_WS, "weighted", seed="schedule")
+
+
 @lru_cache(maxsize=None)
 def _schedule_fixture():
-    n, d = 5, 60
-    kh, params, clients = make_round(n, d, "weighted", seed="schedule")
-    xs = updates_for(n, d, 11)
-    ws = [1.0, 0.5, 4.0, 2.0, 3.0]
-    subs = submissions(clients, xs, ws)
+    """Every client's submission (the same in every round of this seed), what
+    each encoded (test-only decryption), and three bad messages."""
+    _, params, _, net = _schedule_round()
+    net.step(hold=True, close=False)
+    subs = dict(net.held)
     sk = private_key()
     quantized = {}
-    for cid, data in subs.items():  # test-only: what each client encoded
+    for cid, data in subs.items():
         cts = pl.ciphertexts_from_bytes(params.key, wire.decode(data, Submission).ciphertexts, params.n_ciphertexts)
         quantized[cid] = params.layout.unpack(sk.decrypt_many(cts), params.entries, 1)
     sub = wire.decode(subs[1], Submission)
@@ -502,10 +550,14 @@ def _schedule_fixture():
 @given(st.permutations([1, 2, 3, 4, 5]), st.integers(0, 5), st.lists(st.tuples(st.integers(0, 2), st.integers(1, 5)),
                                                                     max_size=6), st.data())
 def test_any_dropout_schedule_and_noise_gives_the_sum_of_the_included(order, k, noise, data):
+    """Submissions arrive in any order (those after the k-th miss the
+    deadline), with bad messages and duplicates anywhere in between: the
+    round ends with exactly the sum of the included clients' encodings, or
+    aborts when none submitted."""
     params, subs, quantized, bad = _schedule_fixture()
-    kh = PaillierKeyHolder(private_key=private_key())
-    kh.accept_params(params)
-    server = PaillierServer(params)
+    _, _, _, net = _schedule_round()
+    server = net.driver
+    net.step(parties=[KEY_HOLDER], close=False)  # the key holder registers the round
     submitters = order[:k]
     events = [("ok", c) for c in submitters]
     for which, sender in noise:  # bad messages and duplicates at random points
@@ -514,22 +566,26 @@ def test_any_dropout_schedule_and_noise_gives_the_sum_of_the_included(order, k, 
     seen = set()
     for kind, arg in events:
         if kind == "ok":
-            server.receive(arg, subs[arg])
+            assert wire.encode(net.step(parties=[arg], close=False)[arg]) == subs[arg]
             seen.add(arg)
         else:
             which, sender = arg
-            with pytest.raises(RemoteProtocolError):
-                server.receive(sender, bad[which])
+            assert server.receive(sender, bad[which]) is False
+            assert isinstance(net.watch.errors[-1][1], RemoteProtocolError)
             if sender in seen:
-                with pytest.raises(DuplicateSubmission):
-                    server.receive(sender, subs[sender])
-    agg = server.close()
-    if k == 0:
-        assert agg is None and server.abort_reason is AbortReason.TOO_FEW_SURVIVORS
+                assert server.receive(sender, subs[sender]) is False
+                assert isinstance(net.watch.errors[-1][1], DuplicateSubmission)
+    assert net.server.included == tuple(sorted(submitters))
+    if not net.close():
+        assert k == 0 and net.outcome.reason is AbortReason.TOO_FEW_SURVIVORS
         return
-    assert agg.included == tuple(sorted(submitters))
-    sums = kh.decrypt_aggregate(wire.encode(agg)).sums
+    out = net.run()  # the key holder decrypts
+    assert out.included == tuple(sorted(submitters))
+    assert out.dropped == {c: "submit" for c in order[k:]}
+    assert isinstance(net.replies[KEY_HOLDER], AggregateSums)
+    sums = net.replies[KEY_HOLDER].sums
     np.testing.assert_array_equal(sums, np.sum([quantized[c] for c in submitters], axis=0))
+    np.testing.assert_array_equal(out.sum_weighted, sums[:-1] / params.encoding.scale)
 
 
 def test_nothing_secret_is_picklable_and_no_exponent_on_the_wire():

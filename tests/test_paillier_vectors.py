@@ -2,8 +2,8 @@
 
 Two checks per file: the generator, run again, reproduces it byte for byte
 (nothing drifted), and an independent replay from the file alone (keys from
-the stored primes, messages from the stored bytes, phe for the arithmetic)
-gives the stored outcomes."""
+the stored primes, messages from the stored bytes fed to the round drivers,
+phe for the arithmetic) gives the stored outcomes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from phe import paillier as phe_paillier
 
 from secagg import errors
 from secagg.aggregation import finalize
+from secagg.drivers import ClientDriver, KeyHolderRole, ServerDriver
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout
@@ -24,6 +25,8 @@ from secagg.primitives import paillier as pl
 from secagg.protocols import paillier as proto
 from secagg.protocols.paillier import AggregateCiphertext, AggregateSums, PaillierKeyHolder, PaillierParams, \
     PaillierServer, PublicKeyMessage
+
+from round_harness import Watch
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "paillier" / "vectors"
 FILES = ["primitives.json", "packing.json", "round_weighted_adversarial.json", "round_mean_short_exponent.json"]
@@ -74,8 +77,9 @@ def test_primitives_vector():
             assert (1 + m * pk.n) * int(case["obfuscator"], 16) % pk.n_square == c
         assert phe_sk.raw_decrypt(c) == m
     for case in v["invalid_ciphertexts"]:
-        with pytest.raises(errors.InvalidCiphertext):
+        with pytest.raises(errors.SecAggError) as info:  # the primitive's typed refusal
             pl.ciphertexts_from_bytes(pk, bytes.fromhex(case["ciphertext"]), 1)
+        assert info.value.reason is errors.AbortReason.INVALID_CIPHERTEXT, case["why"]
 
 
 def test_packing_vector():
@@ -106,48 +110,68 @@ def test_packing_vector():
 
 @pytest.mark.parametrize("name", ["round_weighted_adversarial.json", "round_mean_short_exponent.json"])
 def test_round_vector_replay(name):
+    """The round replayed on the drivers from the file alone: a server driver
+    fed the recorded bytes (each refused one refused with the recorded typed
+    error, the server unchanged), the key holder's driver fed the recorded
+    aggregate; phe for the arithmetic."""
     v = load(name)
     pk, sk = keypair(v["key"])
     msgs = v["messages"]
     assert wire.decode(bytes.fromhex(msgs["public_key"]), PublicKeyMessage).key == pk
-    params = wire.decode(bytes.fromhex(msgs["params"]), PaillierParams)
+    params_bytes = bytes.fromhex(msgs["params"])
+    params = wire.decode(params_bytes, PaillierParams)
     assert params.session_id.hex() == v["session_id"]
     assert params.layout.describe() == v["layout"]
-    server = PaillierServer(params)
-    agg = None
+    watch = Watch()
+    server = ServerDriver(PaillierServer(params), params.rule, observer=watch, protocol="paillier")
+    assert server.start() == {c: params_bytes for c in (proto.KEY_HOLDER, *params.client_ids)}
+    keyholder = ClientDriver(KeyHolderRole(PaillierKeyHolder(private_key=sk)))
+    assert keyholder.handle(params_bytes) is None and keyholder.last_error is None  # the round registered
+    sums_bytes = bytes.fromhex(msgs["sums"])
+
+    def close_and_decrypt() -> None:  # the deadline passed: the aggregate to the key holder, its sums back
+        assert server.close_stage() == {proto.KEY_HOLDER: bytes.fromhex(msgs["aggregate"])}
+        assert keyholder.handle(bytes.fromhex(msgs["aggregate"])) == sums_bytes
+        assert server.receive(proto.KEY_HOLDER, sums_bytes)
+        assert server.close_stage() == {} and server.done
+
+    core = server.core
     for event in v["events"]:
         data = bytes.fromhex(event["message"])
-        if event["what"].startswith("late") and agg is None:
-            agg = server.close()  # the transport's deadline passed
+        if event["what"].startswith("late") and not server.done:
+            close_and_decrypt()
+        before, seen = (core.included, core.state, core.stage), len(watch.errors)
+        assert server.receive(event["sender"], data) is event["accepted"], event["what"]
         if event["accepted"]:
-            server.receive(event["sender"], data)
             continue
-        before = (server.included, server.state)
-        with pytest.raises(getattr(proto, event["error"], None) or getattr(errors, event["error"])) as info:
-            server.receive(event["sender"], data)
-        assert info.value.reason.value == event["reason"]
-        assert (server.included, server.state) == before
-    if agg is None:
-        agg = server.close()
-    assert wire.encode(agg).hex() == msgs["aggregate"]
-    assert list(agg.included) == v["included"]
+        (party, exc), = watch.errors[seen:]
+        expected = getattr(proto, event["error"], None) or getattr(errors, event["error"])
+        assert party == event["sender"] and type(exc).__name__ == event["error"] and isinstance(exc, expected)
+        assert exc.reason.value == event["reason"]
+        assert (core.included, core.state, core.stage) == before
+    if not server.done:
+        close_and_decrypt()
+    agg = wire.decode(bytes.fromhex(msgs["aggregate"]), AggregateCiphertext)
+    assert list(agg.included) == v["included"] == list(server.result().included)
     # phe decrypts the aggregate to the packed slot sums
     phe_sk = sk.to_phe()
     cts = pl.ciphertexts_from_bytes(pk, agg.ciphertexts, params.n_ciphertexts)
     packed = [phe_sk.raw_decrypt(int(c)) for c in cts]
     sums = params.layout.unpack(packed, params.entries, len(agg.included))
     assert list(sums) == v["sums"]
-    # the key holder gives the same, once
+    assert list(wire.decode(sums_bytes, AggregateSums).sums) == v["sums"]
+    # the key holder decrypts once: a second request is refused (and its driver sends nothing)
+    assert keyholder.handle(bytes.fromhex(msgs["aggregate"])) is None
+    assert isinstance(keyholder.last_error, proto.AlreadyDecrypted)
     kh = PaillierKeyHolder(private_key=sk)
     kh.accept_params(params)
-    out = kh.decrypt_aggregate(bytes.fromhex(msgs["aggregate"]))
-    assert wire.encode(out).hex() == msgs["sums"]
-    assert list(wire.decode(bytes.fromhex(msgs["sums"]), AggregateSums).sums) == v["sums"]
+    assert wire.encode(kh.decrypt_aggregate(bytes.fromhex(msgs["aggregate"]))).hex() == msgs["sums"]
     with pytest.raises(proto.AlreadyDecrypted):
-        kh.decrypt_aggregate(wire.decode(bytes.fromhex(msgs["aggregate"]), AggregateCiphertext))
+        kh.decrypt_aggregate(agg)
     # the result against the plaintext inputs, within the error bound
     scaled = np.array(v["sums"]) / params.encoding.scale
     np.testing.assert_array_equal(finalize(params.rule, scaled[:-1], scaled[-1]), v["result"])
+    np.testing.assert_array_equal(server.result().aggregate, v["result"])
     ids = v["included"]
     xs = [np.clip(v["inputs"]["updates"][i - 1], -params.clip, params.clip) for i in ids]
     ws = [v["inputs"]["weights"][i - 1] for i in ids]
