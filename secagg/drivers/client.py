@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..encoding import wire
-from ..errors import LocalProtocolError, RemoteProtocolError, SecAggError
+from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
 from ..protocols.stages import Stage
 from .observer import CLIENT, TO_CLIENT, TO_SERVER, Observer
 from .store import MemoryStore, StateStore
@@ -94,10 +94,16 @@ class ClientDriver:
     def handle(self, data: bytes, contribution: Contribution | None = None) -> bytes | None:
         """Answer one server message (wire bytes). Returns the reply's bytes,
         or ``None`` when there is nothing to send: the message needs no answer
-        (:attr:`last_error` is ``None``), or it was refused
-        (:attr:`last_error` says why; a protocol check that failed also ends
-        the session for this client). ``contribution`` goes with the first
-        message of a round."""
+        (:attr:`last_error` is ``None``), or it was refused (:attr:`last_error`
+        says why: a :class:`~secagg.errors.RemoteProtocolError` is a protocol
+        check the server's message failed, which also ends the session for
+        this client; a :class:`~secagg.errors.LocalProtocolError` or
+        :class:`~secagg.errors.ParameterError` is a stage already answered, a
+        round this party's policy refuses or a contribution that does not fit
+        the round, and changes nothing). It never raises for anything a
+        message causes. ``contribution`` goes with the first message of a
+        round. Not thread-safe per driver; the store's claims are safe across
+        drivers, threads and (for :class:`DirectoryStore`) processes."""
         self.last_error = None
         party = self.role.party
         obs = self.observer
@@ -119,7 +125,9 @@ class ClientDriver:
         except RemoteProtocolError as exc:
             self._refuse(exc, session, stage)
             return None
-        except LocalProtocolError as exc:  # e.g. this stage was answered already: nothing changes
+        except (LocalProtocolError, ParameterError) as exc:
+            # answered already, a round this party's policy refuses, or a
+            # contribution that does not fit the round: nothing changes
             self._refuse(exc, None, stage)
             return None
         if step.finished:

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Protocol
 
 from ..aggregation import Rule, get_rule
 from ..encoding import wire
-from ..errors import LocalProtocolError, ProtocolAborted, RemoteProtocolError
+from ..errors import AbortReason, LocalProtocolError, ProtocolAborted, RemoteProtocolError
 from ..protocols.outcome import Abort, ServerResult
 from ..protocols.stages import Stage
 from ..result import AggregationResult
@@ -70,7 +70,12 @@ class ServerCore(Protocol):
 
 
 class ServerDriver:
-    """Drives one round of ``core`` (a protocol's server) with ``rule``."""
+    """Drives one round of ``core`` (a protocol's server) with ``rule``.
+
+    Not thread-safe: call it from one thread (a transport with many
+    connections queues their events to one loop, as the HTTP example does).
+    Use it as a context manager, or call :meth:`close`, to release what the
+    core holds (worker processes of a sharded Paillier accumulator)."""
 
     def __init__(self, core: ServerCore, rule: "str | Rule" = "mean", *, observer: Observer | None = None,
                  protocol: str | None = None):
@@ -82,6 +87,7 @@ class ServerDriver:
         self._awaiting: set[int] = set()
         self._answered: set[int] = set()
         self._gone: dict[int, str] = {}  # party -> why (reported gone or refused) in this stage
+        self._left: dict[int, str] = {}  # party -> why it left the round for good
         self.failures: dict[int, str] = {}  # party -> "stage: why", over the whole round
         self._started = False
 
@@ -108,6 +114,18 @@ class ServerDriver:
         """Every party of this stage answered or is gone: the stage can close now."""
         return self._started and not self.done and not self._awaiting
 
+    def __enter__(self) -> "ServerDriver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the core's resources (idempotent); the outcome stays readable."""
+        shutdown = getattr(self.core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+
     # ---------------------------------------------------------------- round
     def start(self) -> dict[int, bytes]:
         """The round's first messages, by party."""
@@ -118,12 +136,18 @@ class ServerDriver:
             out = self.core.start()
         return self._outbox(out)
 
-    def receive(self, party: int, data: bytes) -> bool:
-        """Take ``party``'s reply (wire bytes). Returns whether it was accepted;
-        a refused reply changes nothing but the record (its sender is dropped
-        at this stage)."""
+    def receive(self, party: int, data: bytes, *, stage: Stage | None = None) -> bool:
+        """Take ``party``'s reply (wire bytes). Returns whether it was accepted.
+        A refused reply changes nothing but the record, and its sender is
+        dropped at this stage, unless it was refused as out of place
+        (``wrong_round``: a late answer to an earlier stage is no failure of
+        this one). A transport that knows which stage a reply answers passes
+        ``stage``: a reply to another stage is then ignored (returns False,
+        recorded nowhere)."""
         if not self._started:
             raise LocalProtocolError("start the round first")
+        if stage is not None and stage != self.stage:
+            return False
         stage = self.stage
         self.observer.message(stage, TO_SERVER, party, data)
         try:
@@ -134,7 +158,8 @@ class ServerDriver:
         except RemoteProtocolError as exc:
             if not isinstance(party, int) or isinstance(party, bool):
                 party = -1
-            self._drop(party, f"rejected ({exc.reason.value}): {exc}")
+            if exc.reason is not AbortReason.WRONG_ROUND:
+                self._drop(party, f"rejected ({exc.reason.value}): {exc}")
             self.observer.rejected(SERVER, stage, party, exc)
             return False
         self._awaiting.discard(party)
@@ -146,6 +171,13 @@ class ServerDriver:
         reply, a closed connection, a missed heartbeat)."""
         if party in self._awaiting:
             self._drop(party, why)
+
+    def left(self, party: int, why: str = "left the round") -> None:
+        """``party`` is gone for the rest of the round (a crashed process, a
+        closed session): it is given up in this stage and is not awaited in
+        any later one."""
+        self._left.setdefault(party, why)
+        self.gone(party, why)
 
     def _drop(self, party: int, why: str) -> None:
         if party in self._awaiting:  # an awaited party that failed counts as dropped at this stage
@@ -180,9 +212,11 @@ class ServerDriver:
                 box[party] = hit[1]
         for party, data in box.items():
             self.observer.message(stage, TO_CLIENT, party, data)
-        self._awaiting = set(self.core.replies_expected)
+        self._awaiting = set(self.core.replies_expected) - set(self._left)
         self._answered = set()
-        self._gone = {}
+        self._gone = {p: why for p, why in self._left.items() if p in self.core.replies_expected}
+        for party, why in self._gone.items():
+            self.failures.setdefault(party, f"{stage.value}: {why}")
         if self.done:
             audit_logger.info(json.dumps(self.audit_record(), sort_keys=True, default=str))
         return box
