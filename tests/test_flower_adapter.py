@@ -317,11 +317,36 @@ def test_a_replayed_first_message_ends_the_round_for_the_node(tmp_path):
     assert not first.has_error() and first.content.config_records[RECORD_KEY]["stage"] == "advertise_keys"
     assert STATE_KEY in ctx.state.config_records and live_sessions(tmp_path) == [params.session_id.hex()]
     again = app(setup_message(params, mid="s2"), ctx)
-    assert again.has_error() and "this node leaves the round" in again.error.reason
+    assert again.has_error() and "answers nothing more in that session" in again.error.reason
     assert STATE_KEY not in ctx.state.config_records
     assert live_sessions(tmp_path) == [] and tombstones(tmp_path) == [params.session_id.hex() + ".done"]
     third = app(setup_message(params, mid="s3"), node_context(tmp_path))  # even from a fresh state
     assert third.has_error() and "over for this client" in third.error.reason
+
+
+def test_a_message_of_another_session_leaves_the_round_in_progress_alone(tmp_path):
+    """A later-stage message of a session the node never opened is refused
+    (that session is closed for the node); the round it is in goes on."""
+    from secagg.drivers import ClientDriver, Contribution, MaskingClientRole, ServerDriver
+    from secagg.flower.records import pack
+    from secagg.flower.server import make_params
+    from secagg.protocols.masking import MaskingServer
+
+    ctx = node_context(tmp_path)
+    app = make_client_app()
+    mine, other = make_params(FAST, 3, 16, 1), make_params(FAST, 3, 16, 2)
+    assert not app(setup_message(mine), ctx).has_error()
+    server = ServerDriver(MaskingServer(other))
+    for party, data in server.start().items():  # the other session's first stage, with clients of its own
+        server.receive(party, ClientDriver(MaskingClientRole(party)).handle(data, Contribution(np.zeros(16))))
+    keys = server.close_stage()[1]
+    msg = Message(pack("share_keys", keys), 7, MessageType.TRAIN)
+    msg.metadata.__dict__["_message_id"] = "k1"
+    reply = app(msg, ctx)
+    assert reply.has_error() and "wrong_round" in reply.error.reason
+    assert live_sessions(tmp_path) == [mine.session_id.hex()]
+    assert tombstones(tmp_path) == [other.session_id.hex() + ".done"]
+    assert ctx.state.config_records[STATE_KEY]["session"] == mine.session_id
 
 
 def test_a_new_round_retires_the_one_a_node_was_left_in(tmp_path):

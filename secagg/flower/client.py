@@ -143,9 +143,9 @@ class NodeStateStore(StateStore):
         self.ledger.claim(session, stage)
 
     def finish(self, session: bytes) -> None:
-        self.ledger.finish(session)
         if self.current_session() == session:
-            del self._state[self._key]
+            del self._state[self._key]  # the secrets first
+        self.ledger.finish(session)
 
     def retire(self, keep: bytes) -> None:
         """End the session this node holds unless it is ``keep``: its state
@@ -256,7 +256,8 @@ def _answer(msg: Message, driver: ClientDriver, reply: bytes | None) -> Message:
     if reply is None:
         err = driver.last_error
         if isinstance(err, RemoteProtocolError):
-            raise _Refused(f"protocol check failed ({err.reason.value}): {err}; this node leaves the round")
+            raise _Refused(f"protocol check failed ({err.reason.value}): {err}; this node answers nothing more "
+                           "in that session")
         if isinstance(err, StageAlreadyAnswered):
             raise _Refused(f"{err}: refusing a second answer")
         raise _Refused(str(err) if err is not None else "the message needs no answer")
