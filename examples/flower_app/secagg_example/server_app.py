@@ -1,7 +1,8 @@
 """ServerApp: FedAvg with every training round under secure aggregation.
 
 Compared with a plain Flower FedAvg ServerApp, the only change is the strategy:
-``SecAggFedAvg`` with settings read from the run config (``secagg-*`` keys).
+``SecAggFedAvg`` with settings read from the run config (``secagg-*`` keys;
+``secagg-rule`` picks the averaging rule, FedAvg by default).
 """
 
 from __future__ import annotations
