@@ -707,6 +707,29 @@ def test_a_stage_closes_as_soon_as_every_node_answered_or_is_gone():
     assert set(report.stage_seconds) == {"advertise_keys", "share_keys", "masked_input", "unmasking"}
 
 
+def test_a_reply_to_another_stage_drops_its_node_without_waiting():
+    """A node that answers the share_keys message with its earlier key
+    advertisement (out of place: wrong_round) has sent its one reply to that
+    stage: it is dropped there, and nobody waits for the deadline."""
+    adverts = {}
+
+    def tamper(node, reply):
+        stage = reply.content.config_records[RECORD_KEY]["stage"]
+        if node == NODES[2] and stage == "advertise_keys":
+            adverts[node] = reply.content.config_records[RECORD_KEY]["payload"]
+        elif node == NODES[2] and stage == "share_keys":
+            reply.content.config_records[RECORD_KEY]["payload"] = adverts[node]
+        return reply
+
+    grid = CountingGrid(NODES, tamper=tamper)
+    slow = SecAggSettings(train_timeout=600, stage_timeout=600, poll_interval=0.01)
+    (report, new), arrays = run_round(grid, slow)
+    assert grid.pulls == 4
+    assert report.dropped == {NODES[2]: "share_keys"}
+    assert report.failures[NODES[2]].startswith("share_keys: rejected (wrong_round)")
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != NODES[2]], slow)
+
+
 def test_a_message_the_superlink_did_not_take_drops_its_node_at_once():
     grid = CountingGrid(NODES, refused={(NODES[0], 3)})
     slow = SecAggSettings(train_timeout=600, stage_timeout=600, poll_interval=0.01)

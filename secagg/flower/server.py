@@ -282,7 +282,9 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         except RemoteProtocolError as exc:  # no protocol message in it at all
             driver.gone(party, f"rejected ({exc.reason.value}): {exc}")
             return
-        driver.receive(party, payload)
+        if not driver.receive(party, payload) and party in driver.awaiting:
+            # refused as out of place (the driver then keeps waiting), but a Flower message gets one reply
+            driver.gone(party, "rejected (wrong_round): the node's one reply to this stage answers another")
 
     def unsent(node: int) -> None:
         driver.gone(client_of[node], "the SuperLink did not take the message")
