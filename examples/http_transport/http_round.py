@@ -52,7 +52,6 @@ class RoundServer:
         self._box: dict[int, bytes] = {}  # this stage's messages by party
         self._seen: dict[int, float] = {}  # party -> when it last polled or posted
         self._events: queue.Queue[tuple[str, int, int, bytes]] = queue.Queue()
-        self._left: dict[int, str] = {}  # the round loop's own: party -> why it said it left
         self.httpd = _Server((host, port), type("Handler", (_Handler,), {"round": self}))
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
 
@@ -76,9 +75,7 @@ class RoundServer:
                 with self._cond:
                     seen = dict(self._seen)
                 for party in driver.awaiting:
-                    if party in self._left:
-                        driver.gone(party, self._left[party])
-                    elif time.monotonic() - max(seen.get(party, opened), opened) > self.liveness:
+                    if time.monotonic() - max(seen.get(party, opened), opened) > self.liveness:
                         driver.gone(party, f"silent for {self.liveness:g} s")
             box = driver.close_stage()
         self._publish(box)
@@ -103,7 +100,7 @@ class RoundServer:
                 kind, party, seq, body = self._events.get(timeout=timeout)
                 timeout = 0
                 if kind == "gone":
-                    self._left[party] = "left: " + body.decode("utf-8", "replace")[:200]
+                    self.driver.left(party, "left: " + body.decode("utf-8", "replace")[:200])
                 elif seq == self._seq:  # a reply to a closed stage is late: ignored
                     self.driver.receive(party, body)
 
