@@ -30,12 +30,20 @@ from typing import Any, Callable, Iterable, Mapping
 from secagg.drivers import ClientDriver, Contribution, Recorder, ServerDriver
 from secagg.drivers.observer import TO_CLIENT
 from secagg.encoding import wire
-from secagg.errors import AbortReason, RemoteProtocolError, SecAggError
+from secagg.errors import AbortReason, RemoteProtocolError, SecAggError, WireFormatError
 from secagg.protocols.stages import Stage
 from secagg.transports.inprocess import LocalRound
 
 #: ``(party, message) -> message | bytes | None``: rewrite a message, or lose it.
 Rewrite = Callable[[int, Any], Any]
+
+
+def _decoded(data: bytes) -> Any:
+    """The message in ``data``, or the bytes themselves if they are not one (a reply tampered into junk)."""
+    try:
+        return wire.decode(data)
+    except WireFormatError:
+        return data
 
 
 class Watch(Recorder):
@@ -113,7 +121,8 @@ class Network:
     def step(self, skip: Iterable[int] = (), tamper: Rewrite | None = None, tamper_reply: Rewrite | None = None,
              *, hold: bool = False, parties: Iterable[int] | None = None, close: bool = True) -> dict[int, Any]:
         """Deliver this stage's pending messages (see the module docstring).
-        Returns the replies the clients sent, decoded (after ``tamper_reply``)."""
+        Returns the replies the clients sent, decoded (after ``tamper_reply``;
+        bytes that are no message stay bytes)."""
         stage = self.driver.stage
         for party in skip:
             self.network.dropouts[party] = stage
@@ -124,7 +133,7 @@ class Network:
         finally:
             self._rewrite_out = self._rewrite_in = None
             self._hold = False
-        self.replies = {p: wire.decode(d) for p, d in self._sent.items()}
+        self.replies = {p: _decoded(d) for p, d in self._sent.items()}
         if close:
             self.close()
         return self.replies
