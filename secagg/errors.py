@@ -4,11 +4,21 @@ Shape after h11: ``LocalProtocolError`` means *you* drove the protocol wrong (a
 bug in the caller), ``RemoteProtocolError`` means a *peer* sent something a
 correct peer never would. Protocol outcomes, aborts included, are states with an
 :class:`AbortReason`; exceptions are for misuse, bad parameters and bad input.
+
+The primitives (:mod:`secagg.primitives`) know nothing of peers: when they
+refuse their input they raise a :class:`PrimitiveError` (a local fact about
+bytes). The protocol code that handed them a peer's bytes turns it into the
+:class:`RemoteProtocolError` it means there, with :func:`from_peer`.
+
+This module is the bottom of the package: it imports nothing from secagg.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from types import TracebackType
+from typing import ClassVar
 
 __all__ = [
     "AbortReason",
@@ -21,6 +31,12 @@ __all__ = [
     "InvalidSignature",
     "ReconstructionError",
     "ProtocolAborted",
+    "PrimitiveError",
+    "BadCiphertext",
+    "BadSignature",
+    "BadPublicKey",
+    "BadEncoding",
+    "from_peer",
 ]
 
 
@@ -92,8 +108,81 @@ class InvalidSignature(RemoteProtocolError):
         super().__init__(message, AbortReason.INVALID_SIGNATURE)
 
 
-class ReconstructionError(SecAggError):
+class PrimitiveError(SecAggError):
+    """A primitive refused its input: a local fact about the bytes it was
+    given, with no judgement of who sent them (so never a
+    :class:`RemoteProtocolError`). :meth:`remote` is the remote error it means
+    when the bytes came from a peer; :func:`from_peer` applies it."""
+
+    reason: ClassVar[AbortReason] = AbortReason.MALFORMED_MESSAGE
+
+    def remote(self) -> RemoteProtocolError:
+        """The :class:`RemoteProtocolError` this refusal means for bytes a peer sent."""
+        return RemoteProtocolError(str(self), self.reason)
+
+
+class BadCiphertext(PrimitiveError):
+    """A ciphertext failed authentication (AEAD: tag, key, associated data or
+    length, one opaque error) or lies outside its group (Paillier: not in
+    ``Z*_{n^2}``). Remote form: :class:`InvalidCiphertext`."""
+
+    reason = AbortReason.INVALID_CIPHERTEXT
+
+    def __init__(self, message: str = "invalid ciphertext"):
+        super().__init__(message)
+
+    def remote(self) -> RemoteProtocolError:
+        return InvalidCiphertext(str(self))
+
+
+class BadSignature(PrimitiveError):
+    """A signature did not verify (or the key or signature is malformed).
+    Remote form: :class:`InvalidSignature`."""
+
+    reason = AbortReason.INVALID_SIGNATURE
+
+    def __init__(self, message: str = "invalid signature"):
+        super().__init__(message)
+
+    def remote(self) -> RemoteProtocolError:
+        return InvalidSignature(str(self))
+
+
+class BadPublicKey(PrimitiveError):
+    """A peer's public key is malformed, non-canonical or of low order (its
+    key agreement would give a known secret). Remote form: a
+    :class:`RemoteProtocolError` with ``malformed_message``."""
+
+
+class BadEncoding(PrimitiveError):
+    """Bytes of the wrong length or form for the primitive (e.g. a Paillier
+    ciphertext string that is not ``count`` records long). Remote form:
+    :class:`WireFormatError`."""
+
+    def remote(self) -> RemoteProtocolError:
+        return WireFormatError(str(self))
+
+
+class ReconstructionError(PrimitiveError):
     """Shamir reconstruction impossible: too few, duplicate or malformed shares."""
+
+    reason = AbortReason.RECONSTRUCTION_FAILED
+
+
+class from_peer(contextlib.ContextDecorator):  # noqa: N801 - used like contextlib.suppress
+    """The protocol boundary: inside it (``with from_peer():``, or as the
+    decorator ``@from_peer()`` of a method that handles a peer's message), a
+    :class:`PrimitiveError` becomes the :class:`RemoteProtocolError` it means
+    (:meth:`PrimitiveError.remote`), chained to it. Other exceptions pass
+    unchanged."""
+
+    def __enter__(self) -> "from_peer":
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, PrimitiveError):
+            raise exc.remote() from exc
 
 
 class ProtocolAborted(SecAggError):

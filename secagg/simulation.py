@@ -277,7 +277,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     aborts (e.g. fewer than ``min_clients`` submitted, or the key holder
     refused to decrypt)."""
     from .drivers import ClientDriver, KeyHolderRole, PaillierClientRole, Recorder, ServerDriver
-    from .drivers.concurrency import process_executor
+    from .drivers.concurrency import process_executor, sharded_accumulator
     from .primitives import paillier as pl
     from .protocols.paillier import (KEY_HOLDER, PaillierKeyHolder, PaillierParams, PaillierServer,
                                      PublicKeyMessage, default_encoding, randomizer_for)
@@ -319,7 +319,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc, rule=r, min_clients=min_clients,
                                    rng=_fork(rng, "server"))
     recorder = Recorder()
-    server = ServerDriver(PaillierServer(params, workers=workers), r, observer=recorder, protocol="paillier")
+    server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers)), r, observer=recorder,
+                          protocol="paillier")
     timings["setup"] = time.perf_counter() - t
     roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
                                      rng=_fork(rng, f"client-{cid}"), randomizer=randomizer_spec,
@@ -330,7 +331,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     try:
         t = time.perf_counter()
         for cid in iterator:  # the offline phase
-            roles[cid].precompute(params.n_ciphertexts, executor=executor)
+            roles[cid].precompute(params.n_ciphertexts, workers=workers, executor=executor)
         offline = time.perf_counter() - t
         timer = recorder.timer()
         clients: dict[int, ClientDriver] = {cid: ClientDriver(role, observer=timer) for cid, role in roles.items()}

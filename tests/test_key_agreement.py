@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from secagg.errors import AbortReason, RemoteProtocolError
+from secagg.errors import AbortReason, BadPublicKey, RemoteProtocolError
 from secagg.primitives.key_agreement import (
     PUBLIC_KEY_SIZE,
     KeyPair,
@@ -80,22 +80,23 @@ LOW_ORDER = [
 @pytest.mark.parametrize("peer_public", LOW_ORDER)
 def test_low_order_peer_key_rejected(peer_public: bytes) -> None:
     me = generate_keypair(DeterministicRandom(b"low-order"))
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(BadPublicKey) as info:
         agree(me.private, peer_public)
-    assert info.value.reason is AbortReason.MALFORMED_MESSAGE
+    assert not isinstance(info.value, RemoteProtocolError)  # local: the protocol makes it remote
+    assert info.value.remote().reason is AbortReason.MALFORMED_MESSAGE
 
 
 @pytest.mark.parametrize("length", [0, 1, 31, 33, 64])
-def test_wrong_length_peer_key_is_remote_error(length: int) -> None:
+def test_wrong_length_peer_key_is_bad_public_key(length: int) -> None:
     me = generate_keypair(DeterministicRandom(b"len"))
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(BadPublicKey):
         agree(me.private, b"\x09" * length)
 
 
 @pytest.mark.parametrize("peer_public", ["9" * 32, None, 12345, [9] * 32])
-def test_non_bytes_peer_key_is_remote_error(peer_public: object) -> None:
+def test_non_bytes_peer_key_is_bad_public_key(peer_public: object) -> None:
     me = generate_keypair(DeterministicRandom(b"type"))
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(BadPublicKey):
         agree(me.private, peer_public)  # type: ignore[arg-type]
 
 
@@ -142,7 +143,7 @@ def test_agree_many_rejects_any_bad_peer(bad: object) -> None:
     rng = DeterministicRandom(b"many-bad")
     me = generate_keypair(rng)
     good = generate_keypair(rng).public
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(BadPublicKey):
         agree_many(me.private, [good, bad, good])  # type: ignore[list-item]
 
 
@@ -155,10 +156,9 @@ def test_agree_many_bad_private_key_is_local_error() -> None:
 @pytest.mark.parametrize("bad", [bytes(32), (1).to_bytes(32, "little"), bytes([0xFF] * 31 + [0x7F]),
                                  bytes(31) + b"\x80"])
 def test_check_public_refuses_low_order_and_non_canonical_keys(bad):
-    from secagg.errors import RemoteProtocolError
     from secagg.primitives.key_agreement import check_public, generate_keypair
 
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(BadPublicKey):
         check_public(bad)
     check_public(generate_keypair().public)  # an honest key passes
 
@@ -191,7 +191,7 @@ def test_low_order_list_is_what_an_exchange_refuses() -> None:
         try:
             check_public(public)
             refused = False
-        except RemoteProtocolError:
+        except BadPublicKey:
             refused = True
         assert refused == by_exchange, u
 

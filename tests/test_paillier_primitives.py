@@ -11,7 +11,9 @@ import gmpy2
 import pytest
 from phe import paillier as phe_paillier
 
-from secagg.errors import InvalidCiphertext, LocalProtocolError, ParameterError, WireFormatError
+from secagg.drivers.concurrency import process_executor
+from secagg.errors import (AbortReason, BadCiphertext, BadEncoding, InvalidCiphertext, LocalProtocolError,
+                          ParameterError, RemoteProtocolError, WireFormatError)
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
 
@@ -146,9 +148,18 @@ def test_parallel_pool_equals_serial():
     pk, _ = keypair()
     for spec in (pl.STANDARD, pl.short_exponent(512)):
         serial = pl.precompute_obfuscators(pk, 7, DeterministicRandom("par"), spec)
-        with pl.process_executor(2) as ex:
+        with process_executor(2) as ex:
             parallel = pl.precompute_obfuscators(pk, 7, DeterministicRandom("par"), spec, executor=ex)
-        assert parallel == serial
+            three_tasks = pl.precompute_obfuscators(pk, 7, DeterministicRandom("par"), spec, executor=ex,
+                                                    workers=3)
+        assert parallel == serial == three_tasks
+
+
+def test_primitives_start_no_process():
+    pk, _ = keypair()
+    assert not hasattr(pl, "process_executor")  # process pools live in secagg.drivers.concurrency
+    with pytest.raises(ParameterError):
+        pl.precompute_obfuscators(pk, 3, DeterministicRandom("np"), workers=2)  # no executor: refused
 
 
 def test_ciphertext_bytes_roundtrip_and_validation():
@@ -158,16 +169,21 @@ def test_ciphertext_bytes_roundtrip_and_validation():
     data = pl.ciphertexts_to_bytes(pk, cs)
     assert len(data) == 3 * pk.ciphertext_bytes
     assert pl.ciphertexts_from_bytes(pk, data, 3) == cs
-    with pytest.raises(WireFormatError):
-        pl.ciphertexts_from_bytes(pk, data[:-1], 3)
-    with pytest.raises(WireFormatError):
-        pl.ciphertexts_from_bytes(pk, data, 2)
+    # local errors: the primitive does not know whose bytes these are
+    for short in (data[:-1], data):
+        with pytest.raises(BadEncoding) as info:
+            pl.ciphertexts_from_bytes(pk, short, 3 if short is not data else 2)
+        assert not isinstance(info.value, RemoteProtocolError)
+        assert isinstance(info.value.remote(), WireFormatError)
     p = int(sk.to_phe().p)
     L = pk.ciphertext_bytes
     for bad in (0, pk.n_square, pk.n_square + 5, (1 << (8 * L)) - 1, pk.n, 3 * pk.n, p, 7 * p, p * p):
         blob = data[:L] + bad.to_bytes(L, "big") + data[2 * L:]
-        with pytest.raises(InvalidCiphertext):
+        with pytest.raises(BadCiphertext) as bad_info:
             pl.ciphertexts_from_bytes(pk, blob, 3)
+        assert not isinstance(bad_info.value, RemoteProtocolError)
+        remote = bad_info.value.remote()
+        assert isinstance(remote, InvalidCiphertext) and remote.reason is AbortReason.INVALID_CIPHERTEXT
 
 
 def test_private_key_is_not_picklable_and_repr_is_safe():

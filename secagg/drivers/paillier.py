@@ -27,6 +27,7 @@ from ..protocols.paillier.messages import KEY_HOLDER, AggregateCiphertext
 from ..protocols.paillier.params import PaillierParams, PublicKeyMessage
 from ..protocols.stages import Stage
 from .client import Contribution, Step
+from .concurrency import process_executor
 
 __all__ = ["PaillierClientRole", "KeyHolderRole"]
 
@@ -59,8 +60,14 @@ class PaillierClientRole:
     def __repr__(self) -> str:
         return f"PaillierClientRole(client {self.party}, {len(self.pool)} obfuscators)"
 
-    def precompute(self, count: int, *, workers: int = 1, executor: Executor | None = None) -> None:
-        """Add ``count`` obfuscators to the pool (the offline phase)."""
+    def precompute(self, count: int, *, workers: int | None = None, executor: Executor | None = None) -> None:
+        """Add ``count`` obfuscators to the pool (the offline phase): on
+        ``executor`` if given (cut into ``workers`` tasks), else on a process
+        pool of ``workers`` started for this call, else here."""
+        if executor is None and workers is not None and workers > 1:
+            with process_executor(workers) as pool:
+                self._template.precompute(count, workers=workers, executor=pool)
+            return
         self._template.precompute(count, workers=workers, executor=executor)
 
     def session_of(self, msg: Any) -> bytes:

@@ -43,6 +43,9 @@ class Quantized:
     values: np.ndarray  # int64
     clipped: int
 
+    def __repr__(self) -> str:  # the values are a client's private update
+        return f"Quantized(<{np.size(self.values)} values>, clipped={self.clipped})"
+
 
 @dataclass(frozen=True)
 class FixedPoint:

@@ -4,7 +4,9 @@ Wire layout: ``nonce (12 bytes) || ciphertext || tag (16 bytes)``. Nonces are
 random (from the injected source); each key encrypts few messages (one per peer
 per round), far below the random-nonce collision bound. Every failure to decrypt
 (short input, wrong key, wrong associated data, flipped bit) raises the same
-:class:`secagg.errors.InvalidCiphertext`, after pyca's ``InvalidToken``.
+:class:`secagg.errors.BadCiphertext`, after pyca's ``InvalidToken`` (a local
+error: the protocol code that decrypts a peer's record turns it into
+:class:`~secagg.errors.InvalidCiphertext`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ..errors import InvalidCiphertext
+from ..errors import BadCiphertext
 from .randomness import RandomSource, default_random
 
 __all__ = ["encrypt", "encrypt_many", "decrypt", "NONCE_SIZE", "TAG_SIZE", "OVERHEAD"]
@@ -50,9 +52,9 @@ def decrypt(key: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
     if len(key) != 32:
         raise ValueError("AEAD key must be 32 bytes")
     if not isinstance(ciphertext, (bytes, bytearray)) or len(ciphertext) < OVERHEAD:
-        raise InvalidCiphertext()
+        raise BadCiphertext()
     try:
         return ChaCha20Poly1305(key).decrypt(bytes(ciphertext[:NONCE_SIZE]), bytes(ciphertext[NONCE_SIZE:]),
                                              associated_data)
     except (InvalidTag, ValueError, OverflowError):
-        raise InvalidCiphertext() from None
+        raise BadCiphertext() from None

@@ -14,10 +14,11 @@ import numpy as np
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..errors import RemoteProtocolError, AbortReason
+from ..errors import BadPublicKey
 from .randomness import RandomSource, default_random
 
-__all__ = ["KeyPair", "generate_keypair", "agree", "PUBLIC_KEY_SIZE"]
+__all__ = ["KeyPair", "generate_keypair", "public_from_private", "agree", "agree_many", "is_canonical_public",
+           "canonical_publics", "check_public", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
 
 PUBLIC_KEY_SIZE = 32
 
@@ -45,20 +46,19 @@ def public_from_private(private: bytes) -> bytes:
 
 
 def agree(private: bytes, peer_public: bytes) -> bytes:
-    """The 32-byte X25519 shared secret. Raises :class:`RemoteProtocolError`
+    """The 32-byte X25519 shared secret. Raises :class:`~secagg.errors.BadPublicKey`
     for a malformed or low-order peer key (all-zero output)."""
     # Our own key is checked outside the try: a bad private key is a local bug
     # (ValueError), not the peer's fault.
     own = X25519PrivateKey.from_private_bytes(bytes(private))
     if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
-        raise RemoteProtocolError("X25519 public key must be 32 bytes", AbortReason.MALFORMED_MESSAGE)
+        raise BadPublicKey("X25519 public key must be 32 bytes")
     try:
         shared = own.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
     except ValueError as exc:  # cryptography refuses all-zero results itself
-        raise RemoteProtocolError(f"X25519 exchange failed: {exc}", AbortReason.MALFORMED_MESSAGE) from None
+        raise BadPublicKey(f"X25519 exchange failed: {exc}") from None
     if shared == b"\x00" * 32:
-        raise RemoteProtocolError("X25519 shared secret is all zeros (low-order key)",
-                                  AbortReason.MALFORMED_MESSAGE)
+        raise BadPublicKey("X25519 shared secret is all zeros (low-order key)")
     return shared
 
 
@@ -70,14 +70,13 @@ def agree_many(private: bytes, peer_publics: "list[bytes]") -> "list[bytes]":
     out = []
     for peer_public in peer_publics:
         if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
-            raise RemoteProtocolError("X25519 public key must be 32 bytes", AbortReason.MALFORMED_MESSAGE)
+            raise BadPublicKey("X25519 public key must be 32 bytes")
         try:
             shared = key.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
         except ValueError as exc:
-            raise RemoteProtocolError(f"X25519 exchange failed: {exc}", AbortReason.MALFORMED_MESSAGE) from None
+            raise BadPublicKey(f"X25519 exchange failed: {exc}") from None
         if shared == b"\x00" * 32:
-            raise RemoteProtocolError("X25519 shared secret is all zeros (low-order key)",
-                                      AbortReason.MALFORMED_MESSAGE)
+            raise BadPublicKey("X25519 shared secret is all zeros (low-order key)")
         out.append(shared)
     return out
 
@@ -122,11 +121,11 @@ LOW_ORDER_U = frozenset({
 
 def check_public(public: bytes) -> None:
     """Refuse a malformed, non-canonical or low-order X25519 public key with
-    :class:`RemoteProtocolError`. A comparison with the five low-order
+    :class:`~secagg.errors.BadPublicKey`. A comparison with the five low-order
     u-coordinates, no exchange (tests check it against an exchange with a fixed
     scalar). The server uses it to refuse such a key when it is advertised;
     clients do not rely on it: their own exchanges refuse an all-zero result."""
     if not is_canonical_public(public):
-        raise RemoteProtocolError("X25519 public key is not canonically encoded", AbortReason.MALFORMED_MESSAGE)
+        raise BadPublicKey("X25519 public key is not canonically encoded")
     if int.from_bytes(public, "little") in LOW_ORDER_U:
-        raise RemoteProtocolError("X25519 public key has low order", AbortReason.MALFORMED_MESSAGE)
+        raise BadPublicKey("X25519 public key has low order")

@@ -14,7 +14,9 @@ What it offers, and nothing more:
   system with applications to electronic voting", IJIS 2010). Either way the
   obfuscator is independent of the message, so it can be computed before the
   round (:class:`ObfuscatorPool`) and online encryption is one multiplication;
-* a parallel pool precompute over worker processes that exchange only integers;
+* a pool precompute that can run on any ``concurrent.futures`` executor (its
+  tasks take and return integers only; the process pools themselves belong to
+  the driver layer, :mod:`secagg.drivers.concurrency`);
 * ciphertext (de)serialization at a fixed length and validation that a
   ciphertext lies in ``Z*_{n^2}`` (one batched gcd per submission).
 
@@ -29,8 +31,9 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import os
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Iterable, Sequence
@@ -39,7 +42,7 @@ import gmpy2
 from gmpy2 import mpz
 from phe import paillier as _phe
 
-from ..errors import InvalidCiphertext, LocalProtocolError, ParameterError, WireFormatError
+from ..errors import BadCiphertext, BadEncoding, LocalProtocolError, ParameterError
 from .randomness import RandomSource, default_random
 
 __all__ = [
@@ -64,7 +67,6 @@ __all__ = [
     "ciphertexts_from_bytes",
     "check_units",
     "multiply_into",
-    "process_executor",
 ]
 
 DEFAULT_KEY_BITS = 2048
@@ -429,46 +431,40 @@ def obfuscators_from_inputs(n: int, kind: str, inputs: Sequence[int], h_s: int =
     raise ParameterError(f"unknown randomizer kind {kind!r}")
 
 
-def process_executor(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`precompute_obfuscators` ("spawn": no state
-    inherited from the parent, in particular no key material)."""
-    import multiprocessing
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def precompute_obfuscators(public_key: PublicKey, count: int, rng: RandomSource | None = None,
-                           spec: RandomizerSpec = STANDARD, *, workers: int = 1,
-                           executor: Executor | None = None) -> list[mpz]:
+                           spec: RandomizerSpec = STANDARD, *, executor: Executor | None = None,
+                           workers: int | None = None) -> list[mpz]:
     """``count`` fresh obfuscators (the offline phase).
 
     The random inputs are always drawn here, in the calling process, from
-    ``rng``: a run with ``workers = 4`` gives the same pool as ``workers = 1``.
-    With ``workers > 1`` (or an ``executor``) the exponentiations run in worker
-    processes; they receive and return integers only."""
+    ``rng``: a run on an executor gives the same pool as a run without one.
+    Without ``executor`` the exponentiations run here; with one (e.g. the
+    process pool of :func:`secagg.drivers.concurrency.process_executor`) they
+    are cut into ``workers`` tasks (default: one per CPU) of
+    :func:`obfuscators_from_inputs`, which take and return integers only. This
+    module starts no process itself."""
     if count < 0:
         raise ParameterError("count must be >= 0")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ParameterError("workers must be an integer >= 1")
+    if executor is None and workers not in (None, 1):
+        raise ParameterError("workers > 1 needs an executor (process pools belong to the driver layer: "
+                             "secagg.drivers.concurrency.process_executor)")
     inputs = draw_randomizer_inputs(public_key, spec, count, rng)
     h_s = djn_base(public_key) if spec.kind == "short_exponent" else 0
     args = dict(h_s=h_s, exponent_bits=spec.exponent_bits, window=spec.window)
     if count == 0:
         return []
-    if executor is None and workers <= 1:
+    if executor is None:
         return [mpz(v) for v in obfuscators_from_inputs(public_key.n, spec.kind, inputs, **args)]
-    own = executor is None
-    ex = executor if executor is not None else process_executor(workers)
-    try:
-        n_workers = getattr(ex, "_max_workers", workers) or workers
-        step = max(1, math.ceil(count / n_workers))
-        futures = [ex.submit(obfuscators_from_inputs, public_key.n, spec.kind, inputs[i:i + step], **args)
-                   for i in range(0, count, step)]
-        out: list[mpz] = []
-        for f in futures:
-            out.extend(mpz(v) for v in f.result())
-        return out
-    finally:
-        if own:
-            ex.shutdown()
+    tasks = workers if workers is not None else (os.cpu_count() or 1)
+    step = max(1, math.ceil(count / tasks))
+    futures = [executor.submit(obfuscators_from_inputs, public_key.n, spec.kind, inputs[i:i + step], **args)
+               for i in range(0, count, step)]
+    out: list[mpz] = []
+    for f in futures:
+        out.extend(mpz(v) for v in f.result())
+    return out
 
 
 class ObfuscatorPool:
@@ -484,10 +480,10 @@ class ObfuscatorPool:
 
     @classmethod
     def precompute(cls, public_key: PublicKey, count: int, rng: RandomSource | None = None,
-                   spec: RandomizerSpec = STANDARD, *, workers: int = 1,
-                   executor: Executor | None = None) -> "ObfuscatorPool":
-        return cls(public_key, precompute_obfuscators(public_key, count, rng, spec, workers=workers,
-                                                      executor=executor))
+                   spec: RandomizerSpec = STANDARD, *, executor: Executor | None = None,
+                   workers: int | None = None) -> "ObfuscatorPool":
+        return cls(public_key, precompute_obfuscators(public_key, count, rng, spec, executor=executor,
+                                                      workers=workers))
 
     def extend(self, values: Iterable[int]) -> None:
         with self._lock:
@@ -544,23 +540,26 @@ def ciphertexts_from_bytes(public_key: PublicKey, data: bytes, count: int) -> li
     ``Z*_{n^2}``: range ``0 < c < n^2`` here, coprimality with ``n`` by one
     batched gcd (:func:`check_units`).
 
-    A wrong total length raises :class:`WireFormatError`; a value outside
-    ``Z*_{n^2}`` raises :class:`InvalidCiphertext` (one opaque error)."""
+    A wrong total length raises :class:`~secagg.errors.BadEncoding`; a value
+    outside ``Z*_{n^2}`` raises :class:`~secagg.errors.BadCiphertext` (one
+    opaque error). Both are local errors: the protocol code that parses a
+    peer's ciphertexts turns them into ``WireFormatError`` and
+    ``InvalidCiphertext``."""
     length = public_key.ciphertext_bytes
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != count * length:
-        raise WireFormatError(f"expected {count} ciphertexts of {length} bytes "
+        raise BadEncoding(f"expected {count} ciphertexts of {length} bytes "
                               f"({count * length} bytes), got {len(data) if hasattr(data, '__len__') else '?'}")
     view = memoryview(data)
     n2 = public_key.n_square
     cs = list(map(_from_bytes, [view[i:i + length] for i in range(0, count * length, length)]))
     if cs and not (min(cs) > 0 and max(cs) < n2):
-        raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
+        raise BadCiphertext("ciphertext outside Z*_{n^2}")
     check_units(public_key, cs)
     return cs
 
 
 def check_units(public_key: PublicKey, ciphertexts: Sequence[mpz]) -> None:
-    """Raise :class:`InvalidCiphertext` unless every ciphertext is coprime to ``n``.
+    """Raise :class:`~secagg.errors.BadCiphertext` unless every ciphertext is coprime to ``n``.
 
     One gcd for the whole batch: ``gcd(prod c_i mod n, n) = 1`` exactly when no
     ``c_i`` shares a factor with ``n`` (a prime ``p | n`` divides the product
@@ -572,7 +571,7 @@ def check_units(public_key: PublicKey, ciphertexts: Sequence[mpz]) -> None:
         odd = [level[-1]] if len(level) % 2 else []
         level = list(map(operator.mod, map(operator.mul, level[0::2], level[1::2]), repeat(n))) + odd
     if level and gmpy2.gcd(level[0], n) != 1:
-        raise InvalidCiphertext("ciphertext outside Z*_{n^2}")
+        raise BadCiphertext("ciphertext outside Z*_{n^2}")
 
 
 def multiply_into(public_key: PublicKey, accumulator: list[mpz], ciphertexts: Sequence[mpz]) -> None:

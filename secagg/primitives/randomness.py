@@ -64,8 +64,8 @@ class DeterministicRandom:
             label = label.encode()
         return DeterministicRandom(hashlib.sha256(self._seed + b"\x00fork\x00" + label).digest())
 
-    def __repr__(self) -> str:
-        return f"DeterministicRandom(seed={self._seed.hex()[:16]}...)"
+    def __repr__(self) -> str:  # the seed determines every key drawn from it
+        return "DeterministicRandom(<seed hidden>)"
 
 
 _SYSTEM = SystemRandom()

@@ -27,8 +27,9 @@ import numpy as np
 from ..errors import ReconstructionError
 from .randomness import RandomSource, default_random
 
-__all__ = ["PrimeField", "M31", "split", "reconstruct", "lagrange_at_zero", "reconstruct_many",
-           "uniform_mod", "chunks_for"]
+__all__ = ["PrimeField", "M31", "split", "split_many", "evaluate", "reconstruct", "lagrange_at_zero",
+           "lagrange_at_zero_batch", "reconstruct_many", "reconstruct_rows", "secret_from_chunks", "uniform_mod",
+           "chunks_for"]
 
 
 def _is_prime(n: int) -> bool:
@@ -104,7 +105,11 @@ def _to_chunks(secret: bytes, field: PrimeField) -> np.ndarray:
     return np.array([(value >> (field.chunk_bits * i)) & mask for i in range(c)], dtype=np.uint64)
 
 
-def _from_chunks(chunks: np.ndarray, secret_len: int, field: PrimeField) -> bytes:
+def secret_from_chunks(chunks: np.ndarray, secret_len: int, field: PrimeField = M31) -> bytes:
+    """The secret of ``secret_len`` bytes whose chunks (field elements, lowest
+    first) are ``chunks``: the last step of every reconstruction, for callers
+    that combine shares themselves. Chunks that cannot come from such a secret
+    (inconsistent shares) raise :class:`~secagg.errors.ReconstructionError`."""
     value = 0
     for i, ch in enumerate(chunks.tolist()):
         if ch >> field.chunk_bits:
@@ -302,7 +307,7 @@ def reconstruct_many(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
     prod = (shares * coefficients.reshape(1, -1, 1)) % p
     chunks = prod.sum(axis=1) % p
     if strict:
-        return [_from_chunks(row, secret_len, field) for row in chunks]
+        return [secret_from_chunks(row, secret_len, field) for row in chunks]
     return _secrets_or_none(chunks, secret_len, field)
 
 
@@ -312,7 +317,7 @@ def _secrets_or_none(chunks: np.ndarray, secret_len: int, field: PrimeField) -> 
     out: list[bytes | None] = []
     for row in chunks:
         try:
-            out.append(_from_chunks(row, secret_len, field))
+            out.append(secret_from_chunks(row, secret_len, field))
         except ReconstructionError:
             out.append(None)
     return out

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import InvalidSignature
+from ..errors import BadSignature
 from .randomness import RandomSource, default_random
 
-__all__ = ["SigningKeyPair", "generate_signing_keypair", "sign", "verify"]
+__all__ = ["SigningKeyPair", "generate_signing_keypair", "sign", "verify", "public_signing_key"]
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ def sign(private: bytes, message: bytes) -> bytes:
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> None:
-    """Return ``None`` or raise :class:`secagg.errors.InvalidSignature` (for every
+    """Return ``None`` or raise :class:`secagg.errors.BadSignature` (for every
     failure: bad key encoding, bad length, wrong signature)."""
     try:
         Ed25519PublicKey.from_public_bytes(bytes(public)).verify(bytes(signature), message)
     except (_CryptoInvalidSignature, ValueError, TypeError):
-        raise InvalidSignature() from None
+        raise BadSignature() from None
 
 
 def public_signing_key(private: bytes) -> bytes:

@@ -8,7 +8,7 @@ and leaves the client unchanged. :meth:`MaskingClient.handle` is the driver's
 entry point: it turns such an error into the ``aborted`` state (a client that
 sees a dishonest server stops talking to it) and returns ``None``.
 
-Named checks (security invariants, DESIGN.md):
+Named checks (the security invariants of protocols/THREAT_MODEL.md):
 
 * ``_check_session`` — every server message carries this round's session id;
 * ``_check_keys`` — no two parties share a public key, my own advertisement is
@@ -28,7 +28,7 @@ import numpy as np
 
 from ...encoding import wire
 from ...encoding.ring import dtype_for, to_ring
-from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError
+from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, from_peer
 from ...primitives import aead, shamir
 from ...primitives.key_agreement import agree_many, canonical_publics, generate_keypair
 from ...primitives.prg import prg_ring_add_into, prg_ring_add_many_into
@@ -69,6 +69,10 @@ class ClientState:
     signed_alive: np.ndarray | None = None
     abort_reason: str = ""
     abort_detail: str = ""
+
+    def __repr__(self) -> str:  # never print the private keys, seeds, pairwise keys or held shares
+        aborted = f", aborted: {self.abort_reason}" if self.abort_reason else ""
+        return f"ClientState(client {self.client_id}, stage {self.stage!r}{aborted}, <secrets hidden>)"
 
 
 def _fail(reason: AbortReason, detail: str) -> RemoteProtocolError:
@@ -117,6 +121,10 @@ class MaskingClient:
                                  commitment=C.self_mask_commitment(params.session_id, client_id, seed))
         self.state = state
         self.last_clipped = 0  # update entries clipped by the last masked input
+
+    def __repr__(self) -> str:  # the state and the signing key stay out of it
+        return (f"MaskingClient(client {self.client_id}, stage {self.state.stage!r}, "
+                f"session {self.params.session_id.hex()[:16]})")
 
     # ---------------------------------------------------------------- persistence
     def to_bytes(self) -> bytes:
@@ -217,6 +225,10 @@ class MaskingClient:
                              signature)
 
     # ---------------------------------------------------------------- round 1
+    # Rounds 1 to 4 work on the server's message: a primitive's refusal of its
+    # bytes (a low-order key, a record that fails to decrypt, a signature that
+    # does not verify) is a RemoteProtocolError here (from_peer).
+    @from_peer()
     def share_keys(self, msg: KeysBroadcast) -> ShareKeys:
         """Round 1 (ShareKeys): Shamir-share ``b_u`` and ``s_u^SK`` among the
         holders present, encrypt each peer's pair of shares under ``k_{u,v}``."""
@@ -256,6 +268,7 @@ class MaskingClient:
         return ShareKeys(u, sid, np.array(recipients, dtype=np.uint32), b"".join(records))
 
     # ---------------------------------------------------------------- round 2
+    @from_peer()
     def masked_input(self, msg: ForwardedShares, update: np.ndarray, weight: float = 1.0) -> MaskedInput:
         """Round 2 (MaskedInputCollection): decrypt and check the shares
         received, then send ``y_u = [w x_u, w] + PRG(b_u) + sum_v ±PRG(s_{u,v})``
@@ -326,6 +339,7 @@ class MaskingClient:
         return MaskedInput(u, sid, masked)
 
     # ---------------------------------------------------------------- round 3
+    @from_peer()
     def consistency_check(self, msg: ConsistencyRequest) -> ConsistencySignature:
         """Round 3 (ConsistencyCheck, malicious-server mode): sign U_3."""
         self._expect("masked")
@@ -409,6 +423,7 @@ class MaskingClient:
             counted += 1
         self._check_enough(counted, "signed the alive set")
 
+    @from_peer()
     def unmask(self, msg: UnmaskRequest) -> UnmaskShares:
         """Round 4 (Unmasking): reveal ``b_v`` shares for alive peers and
         ``s_v^SK`` shares for dropped ones."""

@@ -28,7 +28,7 @@ from ...primitives.key_agreement import agree_many, check_public, public_from_pr
 from ...primitives.prg import prg_ring_add_many_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
-from ...errors import InvalidSignature, ReconstructionError
+from ...errors import BadSignature, ReconstructionError, from_peer
 from . import _crypto as C
 from ...encoding import wire
 from .messages import (CLIENT_MESSAGES, SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
@@ -89,7 +89,16 @@ class MaskingServer:
         self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
         self.suspected_holders: set[int] = set()  # holders whose unmasking shares failed a check
         self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}
-        self._sets: dict[int, tuple[tuple[int, ...], frozenset[int]]] = {}  # membership of U_i, O(1)
+        # U_1 .. U_4 as sets (O(1) membership) and, where vector checks need them, as sorted id arrays;
+        # each is filled when its stage closes
+        self._u1_set: frozenset[int] = frozenset()
+        self._u1_arr = np.zeros(0, dtype=np.uint32)
+        self._u2_set: frozenset[int] = frozenset()
+        self._u3_set: frozenset[int] = frozenset()
+        self._u3_arr = np.zeros(0, dtype=np.uint32)
+        self._u4_set: frozenset[int] = frozenset()
+        self._dropped_set: frozenset[int] = frozenset()  # U_2 without U_3: their mask keys are reconstructed
+        self._dropped_arr = np.zeros(0, dtype=np.uint32)
         self._used_keys: set[bytes] = set()
         self.replies_expected: frozenset[int] = frozenset()  # who is sent a message it must answer
 
@@ -121,6 +130,7 @@ class MaskingServer:
             self.rejected.append((sender if type(sender) is int else -1, self.stage.value, exc.reason.value))
             raise
 
+    @from_peer()  # a primitive's refusal of the sender's bytes (e.g. a low-order key) is the sender's fault
     def _receive(self, sender: int, msg: object) -> None:
         if type(sender) is not int:  # not True, 1.0 or np.uint32(1): ids are exact ints
             raise _err(AbortReason.UNEXPECTED_SENDER, f"sender id must be an int, got {type(sender).__name__}")
@@ -139,13 +149,10 @@ class MaskingServer:
         handler = getattr(self, f"_on_{self.stage.value}")
         handler(sender, msg)
 
-    def _require_previous(self, sender: int, previous: tuple[int, ...], already: object) -> None:
+    def _require_previous(self, sender: int, previous: frozenset[int], already: object) -> None:
         if sender in already:  # type: ignore[operator]
             raise _err(AbortReason.DUPLICATE_MESSAGE, f"second message from client {sender} in this round")
-        members = self._sets.get(id(previous))
-        if members is None or members[0] is not previous:
-            members = self._sets[id(previous)] = (previous, frozenset(previous))
-        if sender not in members[1]:
+        if sender not in previous:
             raise _err(AbortReason.UNEXPECTED_SENDER, f"client {sender} dropped out in an earlier round")
 
     def _on_advertise_keys(self, sender: int, msg: AdvertiseKeys) -> None:
@@ -164,7 +171,7 @@ class MaskingServer:
                 verify(self.params.signing_keys[sender], C.advertise_statement(
                     self.params.session_id, sender, msg.enc_public, msg.mask_public, msg.self_mask_commitment),
                     msg.signature)
-            except InvalidSignature:
+            except BadSignature:
                 raise _err(AbortReason.INVALID_SIGNATURE, "advertisement signature does not verify") from None
         elif msg.signature:
             raise _err(AbortReason.MALFORMED_MESSAGE, "unexpected signature in honest-server mode")
@@ -172,7 +179,7 @@ class MaskingServer:
         self._used_keys.update((msg.enc_public, msg.mask_public))
 
     def _on_share_keys(self, sender: int, msg: ShareKeys) -> None:
-        self._require_previous(sender, self.u1, self._got.shares)
+        self._require_previous(sender, self._u1_set, self._got.shares)
         rec = np.asarray(msg.recipients)
         if self.params.is_complete:  # U_1 without the sender, in order: two slice comparisons
             u1 = self._u1_arr
@@ -191,7 +198,7 @@ class MaskingServer:
         self._got.shares[sender] = msg
 
     def _on_masked_input(self, sender: int, msg: MaskedInput) -> None:
-        self._require_previous(sender, self.u2, self._got.masked)
+        self._require_previous(sender, self._u2_set, self._got.masked)
         vec = msg.masked
         if vec.dtype != self._accumulator.dtype or vec.shape != self._accumulator.shape:
             raise _err(AbortReason.MALFORMED_MESSAGE,
@@ -200,19 +207,19 @@ class MaskingServer:
         self._got.masked.add(sender)
 
     def _on_consistency_check(self, sender: int, msg: ConsistencySignature) -> None:
-        self._require_previous(sender, self.u3, self._got.signatures)
+        self._require_previous(sender, self._u3_set, self._got.signatures)
         try:
             adv = self._got.advertised[sender]
             verify(self.params.signing_keys[sender],
                    C.consistency_statement(self.params.session_id, sender, adv.enc_public, adv.mask_public,
                                            np.array(self.u3, dtype=np.uint32)),
                    msg.signature)
-        except InvalidSignature:
+        except BadSignature:
             raise _err(AbortReason.INVALID_SIGNATURE, "consistency signature does not verify") from None
         self._got.signatures[sender] = msg.signature
 
     def _on_unmasking(self, sender: int, msg: UnmaskShares) -> None:
-        previous = self.u4 if self.params.malicious_server else self.u3
+        previous = self._u4_set if self.params.malicious_server else self._u3_set
         self._require_previous(sender, previous, self._got.unmask)
         complete = self.params.is_complete
         for owners, shares, allowed, allowed_arr, what in (
@@ -261,7 +268,7 @@ class MaskingServer:
     def _close_advertise_keys(self) -> dict[int, object]:
         got = self._got.advertised
         self.u1 = tuple(sorted(got))
-        self._u1_set = set(self.u1)
+        self._u1_set = frozenset(self.u1)
         self._u1_arr = np.array(self.u1, dtype=np.uint32)
         self._need(len(self.u1), "advertised keys")
         p = self.params
@@ -285,6 +292,7 @@ class MaskingServer:
     def _close_share_keys(self) -> dict[int, object]:
         got = self._got.shares
         self.u2 = tuple(sorted(got))
+        self._u2_set = frozenset(self.u2)
         u2 = np.array(self.u2, dtype=np.uint32)
         self._need(len(self.u2), "shared their keys")
         if self.params.is_complete:
@@ -360,8 +368,8 @@ class MaskingServer:
 
     def _close_masked_input(self) -> dict[int, object]:
         self.u3 = tuple(sorted(self._got.masked))
-        self._u3_set = set(self.u3)
-        self._dropped_set = set(self.u2) - self._u3_set
+        self._u3_set = frozenset(self.u3)
+        self._dropped_set = self._u2_set - self._u3_set
         self._u3_arr = np.array(self.u3, dtype=np.uint32)
         self._dropped_arr = np.array(sorted(self._dropped_set), dtype=np.uint32)
         self._need(len(self.u3), "sent masked inputs")
@@ -385,6 +393,7 @@ class MaskingServer:
 
     def _close_consistency_check(self) -> dict[int, object]:
         self.u4 = tuple(sorted(self._got.signatures))
+        self._u4_set = frozenset(self.u4)
         self._need(len(self.u4), "signed the alive set")
         self.stage = Stage.UNMASKING
         return self._unmask_requests(self.u4, dict(self._got.signatures))
@@ -421,11 +430,11 @@ class MaskingServer:
         for u in p.client_ids:
             if u not in adv:
                 dropped[u] = Stage.ADVERTISE_KEYS.value
-            elif u not in self._got_u2_set():
+            elif u not in self._u2_set:
                 dropped[u] = Stage.SHARE_KEYS.value
             elif u not in self._u3_set:
                 dropped[u] = Stage.MASKED_INPUT.value
-            elif p.malicious_server and u not in self.u4:
+            elif p.malicious_server and u not in self._u4_set:
                 dropped[u] = Stage.CONSISTENCY_CHECK.value
             elif u not in got:
                 dropped[u] = Stage.UNMASKING.value
@@ -433,12 +442,6 @@ class MaskingServer:
                                     included=self.u3, dropped=dropped)
         self.stage = Stage.DONE
         return {}
-
-    def _got_u2_set(self) -> set[int]:
-        s = self.__dict__.get("_u2_set")
-        if s is None:
-            s = self._u2_set = set(self.u2)
-        return s
 
     def _reconstruct(self, revealed: list[tuple[int, np.ndarray, np.ndarray]], what: str,
                      check: "Callable[[int, bytes], bool]") -> dict[int, bytes]:
@@ -527,7 +530,7 @@ class MaskingServer:
         out: dict[int, bytes] = {}
         for v, row in zip(owners.tolist(), acc):
             try:
-                secret = shamir._from_chunks(row, 32, shamir.M31)
+                secret = shamir.secret_from_chunks(row, 32, shamir.M31)
             except ReconstructionError:
                 return None
             if not check(v, secret):

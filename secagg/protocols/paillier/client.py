@@ -86,8 +86,10 @@ class PaillierClient:
         self.online_exponentiations = 0
 
     # ------------------------------------------------------------------ offline
-    def precompute(self, count: int, *, workers: int = 1, executor: Executor | None = None) -> None:
-        """Add ``count`` obfuscators to the pool (the offline phase)."""
+    def precompute(self, count: int, *, workers: int | None = None, executor: Executor | None = None) -> None:
+        """Add ``count`` obfuscators to the pool (the offline phase), here or,
+        cut into ``workers`` tasks, on ``executor``
+        (:func:`~secagg.primitives.paillier.precompute_obfuscators`)."""
         self.pool.extend(pl.precompute_obfuscators(self.public_key, int(count), self.rng, self.randomizer,
                                                    workers=workers, executor=executor))
 

@@ -21,7 +21,7 @@ import os
 
 from ...encoding import wire
 from ...encoding.packing import SlotOverflow
-from ...errors import ParameterError, WireFormatError
+from ...errors import ParameterError, WireFormatError, from_peer
 from ...primitives import paillier as pl
 from ...primitives.randomness import RandomSource
 from .messages import (AggregateCiphertext, AggregateSums, AlreadyDecrypted, KeyMismatch, SessionMismatch,
@@ -86,7 +86,8 @@ class PaillierKeyHolder:
             raise UnexpectedSender("included clients are not distinct invited ids")
         if len(included) < params.min_clients:
             raise TooFewClients(f"{len(included)} included clients, the round needs {params.min_clients}")
-        cts = pl.ciphertexts_from_bytes(self.public_key, msg.ciphertexts, params.n_ciphertexts)
+        with from_peer():  # the server's records: a bad length or value is its fault
+            cts = pl.ciphertexts_from_bytes(self.public_key, msg.ciphertexts, params.n_ciphertexts)
         packed = self._private_key.decrypt_many(cts, threads=self.threads)
         sums = params.layout.unpack(packed, params.entries, len(included))
         if params.rule in ("sum", "mean") and int(sums[-1]) != len(included) << params.frac_bits:

@@ -15,26 +15,25 @@ when the round's deadline passes. Clients that never submitted are simply not
 in ``included``; a round with fewer than ``min_clients`` submissions ends in
 the ``ABORTED`` state with :attr:`AbortReason.TOO_FEW_SURVIVORS`.
 
-The arithmetic sits behind a small accumulator interface (stage a
-submission's records, i.e. parse and validate them; then commit or discard).
-:class:`LocalAccumulator` does it in-process; :class:`ShardedAccumulator`
-splits the ciphertext positions over worker processes, each validating and
-multiplying its own slice (raw records in, validity and, at the end, the
-product records out). The protocol logic is the same either way.
+The arithmetic sits behind a small accumulator interface
+(:class:`Accumulator`: stage a submission's records, i.e. parse and validate
+them; then commit or discard). :class:`LocalAccumulator` does it in this
+process and is the default; the server takes any other through
+``accumulator=`` (a factory). Processes are the driver layer's business: the
+sharded accumulator, which splits the ciphertext positions over worker
+processes, is :func:`secagg.drivers.concurrency.sharded_accumulator`. The
+protocol logic is the same either way.
 """
 
 from __future__ import annotations
 
 import enum
-import math
-import multiprocessing
-from typing import Any
+from typing import Callable, Protocol
 
 import numpy as np
 from gmpy2 import mpz
 
-from ...errors import (AbortReason, InvalidCiphertext, LocalProtocolError, ParameterError, RemoteProtocolError,
-                       WireFormatError)
+from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError, WireFormatError, from_peer
 from ...primitives import paillier as pl
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
@@ -42,13 +41,38 @@ from .messages import (KEY_HOLDER, AggregateCiphertext, AggregateSums, Duplicate
                        LateSubmission, SessionMismatch, Submission, UnexpectedSender)
 from .params import PaillierParams
 
-__all__ = ["ServerState", "PaillierServer", "LocalAccumulator", "ShardedAccumulator"]
+__all__ = ["ServerState", "PaillierServer", "Accumulator", "AccumulatorFactory", "LocalAccumulator"]
 
 
 class ServerState(str, enum.Enum):
     COLLECTING = "collecting"
     CLOSED = "closed"
     ABORTED = "aborted"
+
+
+class Accumulator(Protocol):
+    """The running product of accepted submissions, as the server uses it.
+
+    :meth:`stage` parses and validates one submission's records (raising a
+    :class:`~secagg.errors.RemoteProtocolError` and keeping nothing if they
+    are bad); :meth:`commit` multiplies the staged records in (it cannot
+    fail); :meth:`discard` forgets them; :meth:`result` is the product's
+    records (``None`` before any commit); :meth:`shutdown` releases it."""
+
+    def stage(self, records: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+    def result(self) -> bytes | None: ...
+
+    def shutdown(self) -> None: ...
+
+
+#: Builds the accumulator of a round: ``factory(public_key, count)`` for
+#: ``count`` ciphertexts under ``public_key``.
+AccumulatorFactory = Callable[[pl.PublicKey, int], Accumulator]
 
 
 class LocalAccumulator:
@@ -63,7 +87,8 @@ class LocalAccumulator:
         """Parse and validate one submission's records; raises and keeps
         nothing if they are not ``count`` elements of ``Z*_{n^2}``."""
         self._staged = None
-        self._staged = pl.ciphertexts_from_bytes(self.public_key, records, self.count)
+        with from_peer():  # the records are a client's: a bad length or value is its fault
+            self._staged = pl.ciphertexts_from_bytes(self.public_key, records, self.count)
 
     def commit(self) -> None:
         staged, self._staged = self._staged, None
@@ -84,115 +109,12 @@ class LocalAccumulator:
         self._product = self._staged = None
 
 
-def _shard_worker(conn: Any, n: int, count: int) -> None:
-    """One shard of a :class:`ShardedAccumulator`: a loop over
-    ``("stage", records) | ("commit",) | ("discard",) | ("result",) | ("stop",)``."""
-    acc = LocalAccumulator(pl.PublicKey(n), count)
-    conn.send(("ready",))
-    while True:
-        try:
-            op, *args = conn.recv()
-        except (EOFError, OSError):  # the server went away without stopping us
-            return
-        if op == "stage":
-            try:
-                acc.stage(args[0])
-                conn.send(("ok",))
-            except (InvalidCiphertext, WireFormatError) as exc:
-                conn.send((type(exc).__name__, str(exc)))
-        elif op == "commit":
-            acc.commit()
-        elif op == "discard":
-            acc.discard()
-        elif op == "result":
-            conn.send(acc.result())
-        else:
-            conn.close()
-            return
-
-
-class ShardedAccumulator:
-    """The running product split by ciphertext position over ``workers``
-    processes (``spawn``: nothing inherited). Each submission's records are
-    cut into contiguous slices; every shard validates its slice (range and a
-    batched unit check) and stages its products; the submission is committed
-    only if every shard accepted it, otherwise every shard discards it."""
-
-    def __init__(self, public_key: pl.PublicKey, count: int, workers: int = 2):
-        if workers < 2:
-            raise ParameterError("a sharded accumulator needs at least 2 workers")
-        self.public_key, self.count = public_key, count
-        step = math.ceil(count / workers)
-        self._bounds = [(lo, min(count, lo + step)) for lo in range(0, count, step)]
-        ctx = multiprocessing.get_context("spawn")
-        self._conns, self._procs = [], []
-        for lo, hi in self._bounds:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_shard_worker, args=(child, public_key.n, hi - lo), daemon=True)
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        for conn in self._conns:  # started and imported: a round never waits for that
-            if conn.recv() != ("ready",):  # pragma: no cover
-                raise LocalProtocolError("accumulator worker failed to start")
-        self._staged = False
-
-    def stage(self, records: bytes) -> None:
-        length = self.public_key.ciphertext_bytes
-        if len(records) != self.count * length:
-            raise WireFormatError(f"expected {self.count} ciphertexts of {length} bytes, got {len(records)} bytes")
-        view = memoryview(records)
-        for conn, (lo, hi) in zip(self._conns, self._bounds):
-            conn.send(("stage", bytes(view[lo * length:hi * length])))
-        replies = [conn.recv() for conn in self._conns]
-        bad = [r for r in replies if r[0] != "ok"]
-        if bad:
-            self._send_all(("discard",))
-            if bad[0][0] == "WireFormatError":
-                raise WireFormatError(bad[0][1])
-            raise InvalidCiphertext()
-        self._staged = True
-
-    def _send_all(self, msg: tuple) -> None:
-        for conn in self._conns:
-            conn.send(msg)
-
-    def commit(self) -> None:
-        if not self._staged:
-            raise LocalProtocolError("nothing staged")
-        self._send_all(("commit",))
-        self._staged = False
-
-    def discard(self) -> None:
-        if self._staged:
-            self._send_all(("discard",))
-        self._staged = False
-
-    def result(self) -> bytes | None:
-        if not self._conns:
-            return None
-        self._send_all(("result",))
-        parts = [conn.recv() for conn in self._conns]
-        return None if any(p is None for p in parts) else b"".join(parts)
-
-    def shutdown(self) -> None:
-        for conn, proc in zip(self._conns, self._procs):
-            try:
-                conn.send(("stop",))
-                conn.close()
-            except (OSError, ValueError):
-                pass
-            proc.join(timeout=5)
-            if proc.is_alive():  # pragma: no cover
-                proc.terminate()
-        self._conns, self._procs = [], []
-
-
 class PaillierServer:
-    """The aggregator of one round. ``workers > 1`` shards the arithmetic over
-    that many processes (:class:`ShardedAccumulator`); the round's end (or
-    :meth:`shutdown`, or leaving the server as a context manager) stops them.
+    """The aggregator of one round. ``accumulator`` builds the running product
+    (default :class:`LocalAccumulator`, in this process; the driver layer's
+    :func:`~secagg.drivers.concurrency.sharded_accumulator` shards it over
+    worker processes); the round's end (or :meth:`shutdown`, or leaving the
+    server as a context manager) releases it.
 
     The common server interface (as :class:`~secagg.protocols.masking.MaskingServer`;
     the drivers use nothing else): :meth:`start` sends the parameters to every
@@ -204,7 +126,7 @@ class PaillierServer:
     #: every message a client (or the key holder) may send to the server
     CLIENT_MESSAGES: tuple[type, ...] = (Submission, AggregateSums)
 
-    def __init__(self, params: PaillierParams, *, workers: int = 1):
+    def __init__(self, params: PaillierParams, *, accumulator: AccumulatorFactory = LocalAccumulator):
         if not isinstance(params, PaillierParams):
             raise LocalProtocolError("the server needs the round's PaillierParams")
         self.params = params
@@ -218,10 +140,7 @@ class PaillierServer:
         self.replies_expected: frozenset[int] = frozenset()
         self._invited = frozenset(params.client_ids)
         self._included: set[int] = set()
-        count = params.n_ciphertexts
-        self._accumulator: LocalAccumulator | ShardedAccumulator = (
-            ShardedAccumulator(self.public_key, count, workers) if workers > 1 and count >= workers
-            else LocalAccumulator(self.public_key, count))
+        self._accumulator: Accumulator = accumulator(self.public_key, params.n_ciphertexts)
         self._aggregate: AggregateCiphertext | None = None
         self._sums: AggregateSums | None = None
 
