@@ -34,7 +34,7 @@ from secagg.protocols.paillier import (KEY_HOLDER, AggregateCiphertext, Aggregat
 from secagg.simulation import simulate_paillier
 from secagg.protocols.paillier import server as server_module
 
-from round_harness import Network, Watch
+from round_harness import Network
 
 KEY_BITS = 512
 ENC = FixedPoint(clip=1.0, frac_bits=12, max_weight=4.0)
@@ -262,10 +262,14 @@ def assert_rejected(driver, sender, data, error, reason=None, *, by="core"):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers):
-    kh, params, subs, honest_aggregate = adversarial_round
-    server = ServerDriver(paillier_server(params, workers), "weighted", observer=Watch(), protocol="paillier")
-    server.start()
-    assert server.receive(1, subs[1])
+    _, _, subs, honest_aggregate = adversarial_round
+    # the same round (same seeds: the same submissions), its server's arithmetic on `workers` processes
+    _, params, _, net = network(updates_for(4, 80, 6), [1.0, 2.0, 3.0, 4.0], "weighted", seed="adv",
+                                workers=workers)
+    net.step(hold=True, close=False)
+    assert net.held == subs
+    server = net.driver
+    assert net.release([1]) == {1: True}
     sub2 = wire.decode(subs[2], Submission)
     pk = params.key
     L = pk.ciphertext_bytes
@@ -302,15 +306,15 @@ def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers
     assert {k: v.split(":")[:2] for k, v in record["failures"].items()} == {
         "2": ["submit", " rejected (session_mismatch)"], "3": ["submit", " rejected (unexpected_sender)"]}
     # the honest continuation gives exactly the honest aggregate
-    assert server.receive(2, subs[2]) and server.receive(3, subs[3])
-    out = server.close_stage()
-    assert out == {KEY_HOLDER: wire.encode(honest_aggregate)}
+    assert net.release([2, 3]) == {2: True, 3: True}
+    assert net.close()  # client 4 missed the deadline
+    assert net.network.outbox == {KEY_HOLDER: wire.encode(honest_aggregate)}
     with pytest.raises(LocalProtocolError):
         server.core.close()  # closed once
     # late: during the Decrypt stage (only the key holder answers it), and after the round
     assert_rejected(server, 4, subs[4], RemoteProtocolError)
-    assert server.receive(KEY_HOLDER, wire.encode(kh.decrypt_aggregate(out[KEY_HOLDER])))
-    assert server.close_stage() == {} and server.result().included == (1, 2, 3)
+    assert net.step() == {KEY_HOLDER: net.replies[KEY_HOLDER]} and server.done  # the key holder decrypts
+    assert server.result().included == (1, 2, 3)
     assert_rejected(server, 4, subs[4], LateSubmission, AbortReason.WRONG_ROUND)
     with pytest.raises(LocalProtocolError):
         server.close_stage()
