@@ -247,6 +247,8 @@ class FedRunner:
                  protocol: str | None = None, simulate_fn: Callable[..., Any] | None = None):
         self.config = config
         self.protocol = protocol or config.protocol
+        self.degree: int | None = None  # set by check_config
+        self._threshold = 0
         self.check_config()
         self.data = data if data is not None else make_federated_data(
             config.clients, config.split, config.alpha, config.seed, config.test_fraction,

@@ -9,6 +9,7 @@ Validation refuses parameters that cannot be secure or could wrap the ring.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -134,21 +135,15 @@ class MaskingParams:
     def protocol_name(self) -> str:
         return "secagg" if self.is_complete else "secagg+"
 
-    @property
+    @functools.cached_property
     def session_id(self) -> bytes:
-        sid = self.__dict__.get("_session_id")
-        if sid is None:
-            sid = hashlib.sha256(b"secagg/v1/masking/session\x00" + wire.encode(self)).digest()
-            object.__setattr__(self, "_session_id", sid)
-        return sid
+        """SHA-256 of the parameters' canonical encoding (SPEC §4.1), computed once."""
+        return hashlib.sha256(b"secagg/v1/masking/session\x00" + wire.encode(self)).digest()
 
-    @property
+    @functools.cached_property
     def graph(self) -> NeighbourGraph:
-        g = self.__dict__.get("_graph")
-        if g is None:
-            g = NeighbourGraph(self.client_ids, self.degree, self.graph_seed)
-            object.__setattr__(self, "_graph", g)
-        return g
+        """The round's neighbour graph, built once."""
+        return NeighbourGraph(self.client_ids, self.degree, self.graph_seed)
 
     def summary(self) -> dict[str, object]:
         """Value-free description for logs and reports."""

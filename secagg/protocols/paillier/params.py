@@ -10,6 +10,7 @@ Validation refuses parameters whose packing layout could carry between slots
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -123,13 +124,10 @@ class PaillierParams:
         """Length of the ciphertext field of one submission."""
         return self.n_ciphertexts * self.key.ciphertext_bytes
 
-    @property
+    @functools.cached_property
     def session_id(self) -> bytes:
-        sid = self.__dict__.get("_session_id")
-        if sid is None:
-            sid = hashlib.sha256(_SESSION_TAG + wire.encode(self)).digest()
-            object.__setattr__(self, "_session_id", sid)
-        return sid
+        """SHA-256 of the parameters' canonical encoding, computed once."""
+        return hashlib.sha256(_SESSION_TAG + wire.encode(self)).digest()
 
     def summary(self) -> dict[str, object]:
         """Value-free description for logs and reports."""
