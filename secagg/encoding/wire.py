@@ -95,6 +95,8 @@ def _to_plain(value: Any, tp: Any) -> Any:
         return _to_plain(value, inner)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
+        if inner is int or inner is float or inner is str:  # plain values go out as they are
+            return list(value)
         return [_to_plain(v, inner) for v in value]
     if origin is dict:
         kt, vt = typing.get_args(tp)
@@ -182,6 +184,11 @@ def _from_plain(raw: Any, tp: Any, meta: typing.Mapping[str, Any], path: str) ->
         if len(raw) > meta.get("max_items", 1 << 20):
             _fail(path, "too many items")
         item_meta = meta.get("item", {})
+        if inner is int and raw and set(map(type, raw)) == {int}:  # all exact ints: one range check
+            lo, hi = item_meta.get("min", _INT64[0]), item_meta.get("max", _INT64[1])
+            if lo <= min(raw) and max(raw) <= hi:
+                return tuple(raw)
+        # the general path (and the precise error for a bad item)
         return tuple(_from_plain(v, inner, item_meta, f"{path}[{i}]") for i, v in enumerate(raw))
     if origin is dict:
         kt, vt = typing.get_args(tp)
@@ -261,7 +268,11 @@ def _same_plain(ours: Any, parsed: Any) -> bool:
     if type(ours) is not type(parsed):
         return False
     if type(ours) is list:
-        return len(ours) == len(parsed) and all(_same_plain(a, b) for a, b in zip(ours, parsed))
+        if len(ours) != len(parsed):
+            return False
+        if ours and set(map(type, ours)) == {int} == set(map(type, parsed)):  # ints: one C-level compare
+            return ours == parsed
+        return all(_same_plain(a, b) for a, b in zip(ours, parsed))
     if type(ours) is float:  # bit for bit: NaN payloads, -0.0
         return struct.pack(">d", ours) == struct.pack(">d", parsed)
     return bool(ours == parsed)
