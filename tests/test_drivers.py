@@ -104,23 +104,25 @@ def test_a_copied_state_cannot_answer_a_stage_twice(tmp_path, claims):
 
 def test_the_same_message_twice_is_answered_once(tmp_path):
     """The same driver, or a second driver over another DirectoryStore
-    instance on the same directory, gets a message it already answered: no
-    second answer (its state is past that stage: a typed refusal), and the
-    session is over for the client on every instance. The first answer
-    stands: the server took it, and the round goes on without the client."""
+    instance on the same directory, gets a message it already answered (a
+    duplicate delivery): no second answer, a typed ``wrong_round`` refusal
+    that changes nothing, so the client stays in the round and answers the
+    next stage as if the duplicate never came."""
     r = Round(n=6, store=lambda i: DirectoryStore(tmp_path / str(i)))
     r.advertise()
     message = r.network.outbox[1]
     first = r.step(parties=[1], close=False)[1]
     assert isinstance(first, ShareKeys)
+    saved = wire.encode(r.stores[1].load(r.params.session_id))
     assert r.send(1, message) is None
-    assert r.refusal(1) is AbortReason.WRONG_ROUND and r.ended(1)
+    assert r.refusal(1) is AbortReason.WRONG_ROUND and not r.ended(1)
     other = ClientDriver(r.roles[1], DirectoryStore(tmp_path / "1"))
-    assert other.handle(message) is None
-    assert r.stores[1].sessions() == [] and (tmp_path / "1" / f"{r.params.session_id.hex()}.done").exists()
+    assert other.handle(message) is None and other.last_error.reason is AbortReason.WRONG_ROUND
+    assert wire.encode(r.stores[1].load(r.params.session_id)) == saved  # nothing changed
+    assert not (tmp_path / "1" / f"{r.params.session_id.hex()}.done").exists()
     out = r.run()
-    assert isinstance(out, ServerResult) and out.dropped == {1: "masked_input"}  # its shares were forwarded
-    assert r.server.u2 == tuple(r.ids)
+    assert isinstance(out, ServerResult) and out.dropped == {} and 1 in out.included
+    assert (tmp_path / "1" / f"{r.params.session_id.hex()}.done").exists()  # finished at the end
 
 
 def test_concurrent_claims_on_one_directory_let_exactly_one_through(tmp_path):

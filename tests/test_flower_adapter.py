@@ -304,10 +304,12 @@ def test_setup_with_a_bad_payload_is_refused_before_training(tmp_path, payload, 
     assert calls == [] and STATE_KEY not in ctx.state.config_records and live_sessions(tmp_path) == []
 
 
-def test_a_replayed_first_message_ends_the_round_for_the_node(tmp_path):
+def test_a_replayed_first_message_is_refused_and_changes_nothing(tmp_path):
     """A server that sends a round's first message twice gets keys once; the
-    second copy is a protocol violation: the node leaves the round, deleting
-    its secrets, and answers nothing more in that session."""
+    second copy (a duplicate delivery, or a server probing for a second set of
+    keys) is refused as out of place and changes nothing: the node stays in
+    the round with the keys it advertised. A copy reaching the node with a
+    fresh state finds the stage claimed in the ledger and is refused too."""
     from secagg.flower.server import make_params
 
     params = make_params(FAST, 3, 16)
@@ -316,17 +318,18 @@ def test_a_replayed_first_message_ends_the_round_for_the_node(tmp_path):
     first = app(setup_message(params), ctx)
     assert not first.has_error() and first.content.config_records[RECORD_KEY]["stage"] == "advertise_keys"
     assert STATE_KEY in ctx.state.config_records and live_sessions(tmp_path) == [params.session_id.hex()]
+    saved = bytes(ctx.state.config_records[STATE_KEY]["record"])
     again = app(setup_message(params, mid="s2"), ctx)
-    assert again.has_error() and "answers nothing more in that session" in again.error.reason
-    assert STATE_KEY not in ctx.state.config_records
-    assert live_sessions(tmp_path) == [] and tombstones(tmp_path) == [params.session_id.hex() + ".done"]
-    third = app(setup_message(params, mid="s3"), node_context(tmp_path))  # even from a fresh state
-    assert third.has_error() and "over for this client" in third.error.reason
+    assert again.has_error() and "wrong_round" in again.error.reason and "nothing changed" in again.error.reason
+    assert bytes(ctx.state.config_records[STATE_KEY]["record"]) == saved
+    assert live_sessions(tmp_path) == [params.session_id.hex()] and tombstones(tmp_path) == []
+    third = app(setup_message(params, mid="s3"), node_context(tmp_path))  # a fork with a fresh state
+    assert third.has_error() and "refusing a second answer" in third.error.reason
 
 
 def test_a_message_of_another_session_leaves_the_round_in_progress_alone(tmp_path):
-    """A later-stage message of a session the node never opened is refused
-    (that session is closed for the node); the round it is in goes on."""
+    """A later-stage message of a session the node never opened is refused as
+    out of place and leaves no trace; the round the node is in goes on."""
     from secagg.drivers import ClientDriver, Contribution, MaskingClientRole, ServerDriver
     from secagg.flower.records import pack
     from secagg.flower.server import make_params
@@ -345,7 +348,7 @@ def test_a_message_of_another_session_leaves_the_round_in_progress_alone(tmp_pat
     reply = app(msg, ctx)
     assert reply.has_error() and "wrong_round" in reply.error.reason
     assert live_sessions(tmp_path) == [mine.session_id.hex()]
-    assert tombstones(tmp_path) == [other.session_id.hex() + ".done"]
+    assert tombstones(tmp_path) == []
     assert ctx.state.config_records[STATE_KEY]["session"] == mine.session_id
 
 

@@ -167,26 +167,30 @@ class MaskingRoundMachine(RuleBasedStateMachine):
         self.lost |= set(self.r.network.outbox)
         self._close()
 
-    @precondition(lambda self: self.live and self.delivered and len(self.lost) < self.budget)
+    @precondition(lambda self: self.live and self.delivered)
     @rule(data=st.data())
     def resend_message(self, data: st.DataObject) -> None:
-        """A client gets a message of this stage again: it answers nothing.
-        Its stage is past: a typed refusal that ends its session (once it is
-        over, the spent claim), so it takes part in no later stage; except a
-        second ForwardedShares, which finds the update already spent (a
-        local error that leaves the client in the round)."""
+        """A client gets a message of this stage again (an at-least-once
+        network): it answers nothing, and nothing changes. Its stage is past:
+        a typed ``wrong_round`` refusal that leaves it in the round; a second
+        ForwardedShares finds the update already spent (a local error, the
+        client stays in the round too); a client whose session is over
+        refuses as before."""
         p = data.draw(st.sampled_from(sorted(self.delivered)), label="party")
         stage = self.r.stage
         first = stage is Stage.ADVERTISE_KEYS  # the round's parameters come with the contribution
         assert self.r.send(p, self.delivered[p], self.r.network.contributions[p] if first else None) is None
         error = self.r.error(p)
-        if stage is Stage.MASKED_INPUT and p not in self.ended:
-            # the update was spent on the masked input: a local error, and the client stays in the round
+        if p in self.ended:
+            assert isinstance(error, (RemoteProtocolError, StageAlreadyAnswered))
+            return
+        if stage is Stage.MASKED_INPUT and p in self.answered:
+            # the update was spent on the masked input: a local error
             assert isinstance(error, LocalProtocolError) and not self.r.ended(p)
             return
-        assert isinstance(error, (RemoteProtocolError, StageAlreadyAnswered)) and self.r.ended(p)
-        self.ended.add(p)
-        self.lost.add(p)
+        assert isinstance(error, RemoteProtocolError) and error.reason is AbortReason.WRONG_ROUND
+        # still in the round, unless it answered the last stage (its round is over: state gone)
+        assert self.r.ended(p) == (stage is Stage.UNMASKING and p in self.answered)
 
     # ------------------------------------------------------------------ rules: harmless noise
     @precondition(lambda self: self.live and self.accepted)

@@ -300,9 +300,13 @@ def test_bad_submissions_are_typed_and_change_nothing(adversarial_round, workers
         assert_rejected(server, 2, data, WireFormatError, AbortReason.MALFORMED_MESSAGE, by="wire")
     short_sid = wire.encode(sub2).replace(sub2.session_id, sub2.session_id[:31], 1)
     assert_rejected(server, 2, short_sid, WireFormatError, by="wire")
-    # every refusal is in the audit record; the first against an awaited sender is its failure at this stage
+    # every refusal is in the audit record, the driver's (undecodable bytes) and the core's; the
+    # first against an awaited sender is its failure at this stage
     record = server.audit_record()
-    assert len(record["rejected_messages"]) == len(server.core.rejected) == 14
+    assert len(server.core.rejected) == 14
+    assert len(record["rejected_messages"]) == len(server.rejected) == 14 + 7  # 7 refused while decoding
+    assert [(r["sender"], r["stage"], r["reason"]) for r in record["rejected_messages"]] == server.rejected
+    assert set(server.core.rejected) <= set(server.rejected)
     assert {k: v.split(":")[:2] for k, v in record["failures"].items()} == {
         "2": ["submit", " rejected (session_mismatch)"], "3": ["submit", " rejected (unexpected_sender)"]}
     # the honest continuation gives exactly the honest aggregate

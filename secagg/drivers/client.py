@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..encoding import wire
-from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
+from ..errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
 from ..protocols.stages import Stage
 from .observer import CLIENT, TO_CLIENT, TO_SERVER, Observer
 from .store import MemoryStore, StateStore
@@ -97,7 +97,9 @@ class ClientDriver:
         (:attr:`last_error` is ``None``), or it was refused (:attr:`last_error`
         says why: a :class:`~secagg.errors.RemoteProtocolError` is a protocol
         check the server's message failed, which also ends the session for
-        this client; a :class:`~secagg.errors.LocalProtocolError` or
+        this client, except ``wrong_round`` (a message out of place: a
+        duplicate delivery, a stage out of order, an unknown session), which
+        is ignored; a :class:`~secagg.errors.LocalProtocolError` or
         :class:`~secagg.errors.ParameterError` is a stage already answered, a
         round this party's policy refuses or a contribution that does not fit
         the round, and changes nothing). It never raises for anything a
@@ -123,7 +125,10 @@ class ClientDriver:
                 step = self.role.step(msg, self.store.load(session), contribution)
             self.store.claim(session, stage.value)  # after every check, before anything leaves
         except RemoteProtocolError as exc:
-            self._refuse(exc, session, stage)
+            # out of place (a duplicate delivery, a stage out of order, a session
+            # this client does not know): ignored, the round goes on; any other
+            # failed check ends the session for this client
+            self._refuse(exc, None if exc.reason is AbortReason.WRONG_ROUND else session, stage)
             return None
         except (LocalProtocolError, ParameterError) as exc:
             # answered already, a round this party's policy refuses, or a

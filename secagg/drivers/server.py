@@ -89,6 +89,7 @@ class ServerDriver:
         self._gone: dict[int, str] = {}  # party -> why (reported gone or refused) in this stage
         self._left: dict[int, str] = {}  # party -> why it left the round for good
         self.failures: dict[int, str] = {}  # party -> "stage: why", over the whole round
+        self.rejected: list[tuple[int, str, str]] = []  # (party, stage, reason): every refused message
         self._started = False
 
     # ---------------------------------------------------------------- state
@@ -151,6 +152,8 @@ class ServerDriver:
         stage = self.stage
         self.observer.message(stage, TO_SERVER, party, data)
         try:
+            if party in self._left:  # gone for the rest of the round: a later answer is not taken
+                raise RemoteProtocolError(f"party {party} left the round", AbortReason.UNEXPECTED_SENDER)
             with self.observer.span(SERVER, stage, "wire", party):
                 msg: object = wire.decode(data, self.core.CLIENT_MESSAGES, max_size=self.core.max_message_bytes)
             with self.observer.span(SERVER, stage, "core", party):
@@ -158,12 +161,15 @@ class ServerDriver:
         except RemoteProtocolError as exc:
             if not isinstance(party, int) or isinstance(party, bool):
                 party = -1
+            self.rejected.append((party, stage.value, exc.reason.value))
             if exc.reason is not AbortReason.WRONG_ROUND:
                 self._drop(party, f"rejected ({exc.reason.value}): {exc}")
             self.observer.rejected(SERVER, stage, party, exc)
             return False
         self._awaiting.discard(party)
         self._answered.add(party)
+        if self._gone.pop(party, None) is not None:  # given up earlier in this stage, answered after all
+            self.failures.pop(party, None)
         return True
 
     def gone(self, party: int, why: str = "gone") -> None:
@@ -247,5 +253,7 @@ class ServerDriver:
         transport-level failures by party."""
         rec = dict(self.core.audit_record())
         rec["rule"] = self.rule.name
+        # every refusal, the driver's (undecodable bytes, a party given up) and the core's
+        rec["rejected_messages"] = [{"sender": p, "stage": st, "reason": r} for p, st, r in self.rejected]
         rec["failures"] = {str(k): v for k, v in sorted(self.failures.items())}
         return rec

@@ -76,7 +76,7 @@ from ..drivers.masking import MaskingClientRole, MaskingRecord
 from ..drivers.store import DirectoryStore, StageAlreadyAnswered, StateStore, check_private_directory
 from ..encoding import wire
 from ..encoding.fixed_point import check_finite
-from ..errors import LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
+from ..errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
 from ..protocols.masking import MaskingParams
 from ..protocols.stages import Stage
 from .keys import load_signing_key, load_trusted_keys, verification_key
@@ -255,6 +255,8 @@ def _role(context: Context, client_id: int, params: MaskingParams,
 def _answer(msg: Message, driver: ClientDriver, reply: bytes | None) -> Message:
     if reply is None:
         err = driver.last_error
+        if isinstance(err, RemoteProtocolError) and err.reason is AbortReason.WRONG_ROUND:
+            raise _Refused(f"message out of place ({err.reason.value}): {err}; ignored, nothing changed")
         if isinstance(err, RemoteProtocolError):
             raise _Refused(f"protocol check failed ({err.reason.value}): {err}; this node answers nothing more "
                            "in that session")

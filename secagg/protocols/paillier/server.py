@@ -222,6 +222,8 @@ class PaillierServer:
         self._included.add(sender)
 
     def _receive_sums(self, sender: int, msg: object) -> None:
+        if isinstance(msg, Submission):
+            raise LateSubmission()
         if sender != KEY_HOLDER:
             raise UnexpectedSender(f"only the key holder answers the Decrypt stage, not {sender}")
         if not isinstance(msg, AggregateSums):
