@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test simulate bench flower-demo venv clean
+.PHONY: demo test simulate bench flower-demo docs venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 flower-demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) examples/flower_app/run_local.py
+
+# the API reference from the docstrings (Sphinx), warnings as errors; open build/docs/html/index.html
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W -q -b html docs/api build/docs/html
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_primitives.py
