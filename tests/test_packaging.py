@@ -1,8 +1,9 @@
-"""The package installs: a wheel built from the repository (``python -m build
---wheel``) goes into a fresh virtual environment with its dependencies from the
-package registry (torch stays out: it is optional), and the ``secagg`` command
-it installs runs a round. The wheel holds the library and its ``py.typed``
-marker, not the tests or the benchmarks; the version comes from one place."""
+"""The package installs: a wheel built from the repository (``python -m
+build``: an sdist, and the wheel from it) goes into a fresh virtual environment
+with its dependencies from the package registry (torch stays out: it is
+optional), and the ``secagg`` command it installs runs a round. The wheel holds
+the library and its ``py.typed`` marker, not the tests or the benchmarks; the
+version comes from one place."""
 
 from __future__ import annotations
 
@@ -43,11 +44,13 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     if subprocess.run([sys.executable, "-c", "import build"], capture_output=True).returncode != 0:
         pytest.skip("build is not installed (it comes with the 'test' extra)")
     dist = tmp_path / "dist"
-    res = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+    # the sdist, then the wheel from the unpacked sdist (so the sdist is complete, and no
+    # stale build/ directory of the checkout can slip into the wheel)
+    res = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=_env())
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     wheels = list(dist.glob("secagg-*.whl"))
-    assert len(wheels) == 1, wheels
+    assert len(wheels) == 1 and len(list(dist.glob("secagg-*.tar.gz"))) == 1, list(dist.iterdir())
 
     import secagg
 
