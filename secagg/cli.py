@@ -1,11 +1,19 @@
 """The ``secagg`` command line: ``simulate`` (one secure-aggregation round
-in-process), ``train`` and ``demo`` (federated training on real medical data)."""
+in-process), ``train`` and ``demo`` (federated training on real medical data),
+``keys`` (node signature keys for the malicious-server mode on Flower).
+
+Every bad input ends in one line: click's usage error (exit code 2) or an
+``Error: ...`` line (exit code 1), checked before anything is allocated or
+written; nothing is created outside the paths the user named."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +24,7 @@ from .aggregation import RULES, Rule, client_weight, reference_aggregate
 from .encoding.fixed_point import FixedPoint
 from .errors import ParameterError, ProtocolAborted
 from .simulation import PROTOCOLS, simulate
+from .transports.inprocess import dropout_count
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +34,11 @@ from .simulation import PROTOCOLS, simulate
 def main(audit_log: str | None) -> None:
     """Secure aggregation for federated learning: SecAgg, SecAgg+ and packed Paillier."""
     if audit_log:
-        handler = logging.FileHandler(audit_log)
+        try:
+            handler = logging.FileHandler(audit_log)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot open {audit_log} for appending: {exc.strerror}",
+                                     param_hint="'--audit-log'") from None
         handler.setFormatter(logging.Formatter("%(message)s"))
         log = logging.getLogger("secagg.audit")
         log.addHandler(handler)
@@ -47,6 +60,84 @@ def _synthetic(clients: int, dim: int, rule: str, seed: int, scale: float) -> tu
     return updates, ws
 
 
+def _available_memory() -> int | None:
+    """Bytes this process can still allocate: the kernel's MemAvailable (or
+    free pages), capped by a cgroup memory limit; None where unknown."""
+    avail: int | None = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+#: measured peak memory of `secagg simulate`: about 4 float64 copies of all
+#: updates (the updates, their encodings, masks, the server's sums), 8 for
+#: Paillier (packed ciphertexts), plus about 500 bytes per pair of clients for
+#: the masking protocols (per-client parameters, keys and shares)
+_COPIES = {"paillier": 8, "plaintext": 4, "secagg": 4, "secagg+": 4}
+_PAIR_BYTES = 500
+_BASE_BYTES = 64 << 20
+
+
+def _memory_needed(protocol: str, clients: int, dim: int) -> int:
+    pairs = clients * clients if protocol in ("secagg", "secagg+") else 0
+    return _BASE_BYTES + clients * dim * 8 * _COPIES[protocol] + pairs * _PAIR_BYTES
+
+
+def _size(b: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if b < 1024 or unit == "PiB":
+            return f"{b:,.0f} {unit}" if unit == "bytes" else f"{b:,.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} PiB"  # pragma: no cover
+
+
+def _check_memory(protocol: str, clients: int, dim: int) -> None:
+    need = _memory_needed(protocol, clients, dim)
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise click.UsageError(
+            f"{clients} clients x {dim:,} entries needs about {_size(need)} of memory for {protocol} "
+            f"(updates, encodings and masks: {_COPIES[protocol]} x {clients} x {dim:,} x 8 bytes"
+            + (", plus the per-pair keys and shares" if protocol in ("secagg", "secagg+") else "")
+            + f"); only {_size(avail)} is available: lower --clients or --dim")
+
+
+def _dropout_error(protocol: str, clients: int, dropout: float, msg: str) -> str:
+    """A protocol's dropout complaint, in terms of the user's --dropout: the
+    count it rounds to and the tolerance the parameters are derived for."""
+    k = dropout_count(clients, dropout)
+    head = f"--dropout {dropout:g} drops {k} of {clients} clients (rounded half up)"
+    if protocol == "secagg+" and k < 0.1 * clients:
+        head += ", but secagg+ derives its threshold for a dropout tolerance of at least 10 %"
+    elif protocol == "secagg" and k > 0.49 * clients:
+        head += "; secagg derives its threshold for a dropout tolerance of at most 49 %"
+    return f"{head}: {msg}"
+
+
+def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
 @main.command("simulate")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default="secagg+", show_default=True)
 @click.option("--clients", "-n", type=click.IntRange(2, None), default=100, show_default=True)
@@ -55,17 +146,21 @@ def _synthetic(clients: int, dim: int, rule: str, seed: int, scale: float) -> tu
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction of clients that vanish, spread over the protocol's stages.")
 @click.option("--rule", type=click.Choice(RULES), default="mean", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run (reproducible).")
-@click.option("--threshold", type=int, default=None, help="Shamir threshold (default: derived, validated).")
-@click.option("--degree", type=int, default=None, help="Neighbours per client for secagg+ (default: derived).")
+@click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Seed of the whole run (reproducible).")
+@click.option("--threshold", type=click.IntRange(1, None), default=None,
+              help="Shamir threshold; Paillier: the minimum of submitting clients (default: derived, validated).")
+@click.option("--degree", type=click.IntRange(1, None), default=None,
+              help="Neighbours per client for secagg+ (default: derived).")
 @click.option("--malicious-server", is_flag=True, help="Signed keys and the consistency-check round.")
-@click.option("--clip", type=float, default=None, help="Clip range of update entries [default: 1.0].")
+@click.option("--clip", type=float, default=None, callback=_finite_positive,
+              help="Clip range of update entries [default: 1.0].")
 @click.option("--frac-bits", type=int, default=None,
               help="Fixed-point fractional bits [default: 16; Paillier: sized to its packed slots].")
 @click.option("--key-bits", type=click.Choice(["1024", "2048", "3072"]), default="2048", show_default=True,
               help="Paillier modulus size.")
-@click.option("--workers", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Processes for Paillier precomputation.")
+@click.option("--workers", type=click.IntRange(1, max(1, os.cpu_count() or 1)), default=1, show_default=True,
+              help="Processes for Paillier precomputation (at most the CPUs of this machine).")
 @click.option("--randomizer", type=click.Choice(["standard", "djn", "djn-short"]), default=None,
               help="Paillier obfuscator: r^n [default], DJN base with a full-length exponent, or DJN short "
                    "exponent (protocols/paillier/SPEC.md section 6).")
@@ -79,6 +174,29 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
                      as_json: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
     report its error against the plaintext aggregate, bytes and times."""
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    for name in ("key_bits", "workers", "randomizer", "short_exponent"):
+        if protocol != "paillier" and given(name):
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to --protocol paillier only")
+    if degree is not None and protocol != "secagg+":
+        raise click.UsageError(f"--degree applies to --protocol secagg+ only ({protocol} "
+                               + ("uses the complete graph)" if protocol == "secagg" else "has no graph)"))
+    if degree is not None and degree > clients - 1:
+        raise click.UsageError(f"--degree {degree} exceeds the {clients - 1} other clients")
+    if threshold is not None and protocol == "plaintext":
+        raise click.UsageError("--threshold applies to secagg, secagg+ and paillier (plaintext has none)")
+    if threshold is not None and threshold > clients:
+        raise click.UsageError(f"--threshold {threshold} exceeds the {clients} clients")
+    if malicious_server and protocol not in ("secagg", "secagg+"):
+        raise click.UsageError("--malicious-server applies to secagg and secagg+ only")
+    if dropout_count(clients, dropout) >= clients:
+        raise click.UsageError(f"--dropout {dropout:g} drops all {clients} clients ({dropout:g} x {clients} "
+                               "rounded half up): no client would remain")
+    _check_memory(protocol, clients, dim)
     updates, weights = _synthetic(clients, dim, rule, seed, scale=(clip or 1.0) / 4)
     max_weight = max(weights) if weights else 1.0
     if progress is None:
@@ -92,8 +210,15 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
                           randomizer=randomizer)
-    except (ParameterError, ProtocolAborted) as exc:
+    except ParameterError as exc:
+        msg = str(exc)
+        if dropout and "dropout" in msg or protocol == "secagg+" and "tolerate" in msg:
+            msg = _dropout_error(protocol, clients, dropout, msg)
+        raise click.ClickException(msg) from None
+    except ProtocolAborted as exc:
         raise click.ClickException(str(exc)) from None
+    except MemoryError:
+        raise click.ClickException(f"out of memory for {clients} clients x {dim:,} entries") from None
     included = [updates[i - 1] for i in result.included]
     inc_w = [weights[i - 1] for i in result.included] if weights else None
     reference = reference_aggregate(rule, included, inc_w, clip=clip or 1.0)
@@ -125,6 +250,46 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
     for k, v in result.timings.items():
         click.echo(f"  {k:<32} {v:10.4f}")
     click.echo(f"session {result.session_id}")
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Node signature keys for the malicious-server mode on Flower.
+
+    Each node generates its key pair once; the operators collect the printed
+    verification keys into one file (one hex key per line) and give it to
+    every node (docs/flower.md)."""
+
+
+@keys_group.command("generate")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keys_generate(path: str) -> None:
+    """Create a node's signing key file PATH (hex, mode 0600; never
+    overwritten; its directory must exist) and print its verification key."""
+    from .flower.keys import generate_node_key
+
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"the directory {parent} does not exist", param_hint="'PATH'")
+    try:
+        public = generate_node_key(path)
+    except FileExistsError:
+        raise click.BadParameter(f"{path} exists; a key file is never overwritten", param_hint="'PATH'") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {path}: {exc.strerror}", param_hint="'PATH'") from None
+    click.echo(public.hex())
+
+
+@keys_group.command("public")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keys_public(path: str) -> None:
+    """Print the verification key of the signing key file PATH."""
+    from .flower.keys import load_signing_key, verification_key
+
+    try:
+        click.echo(verification_key(load_signing_key(path)).hex())
+    except ParameterError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _register_training() -> None:

@@ -8,7 +8,7 @@ does not control. Here that channel is the federation's operators: each node
 generates its key pair once, and every node gets the same list of the
 federation's verification keys (one hex key per line) as a file:
 
-    python -m secagg.flower.keys generate /secure/node.key     # prints the public key
+    secagg keys generate /secure/node.key     # prints the public key
     # collect the printed keys into trusted-keys.txt, distribute it to every node
     flower-supernode ... --node-config 'secagg-signing-key="/secure/node.key" secagg-trusted-keys="/etc/trusted-keys.txt"'
 
@@ -19,7 +19,6 @@ give it its own key.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -82,17 +81,11 @@ def load_trusted_keys(path: str | os.PathLike[str]) -> frozenset[bytes]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m secagg.flower.keys", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="create a node's signing key file, print its verification key")
-    gen.add_argument("path")
-    pub = sub.add_parser("public", help="print the verification key of a signing key file")
-    pub.add_argument("path")
-    args = ap.parse_args(argv)
-    if args.command == "generate":
-        print(generate_node_key(args.path).hex())
-    else:
-        print(verification_key(load_signing_key(args.path)).hex())
+    """``python -m secagg.flower.keys generate|public PATH``: the same as
+    ``secagg keys generate|public PATH`` (one command line, click)."""
+    from ..cli import keys_group
+
+    keys_group.main(args=argv, prog_name="python -m secagg.flower.keys")
 
 
 if __name__ == "__main__":
