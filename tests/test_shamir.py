@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from secagg.errors import ReconstructionError
@@ -461,7 +461,8 @@ def _reference_evaluate(coeffs: np.ndarray, xs: list[int], p: int) -> list[list[
     return [[sum(int(coeffs[k, j]) * pow(x, k, p) for k in range(t)) % p for j in range(c)] for x in xs]
 
 
-@settings(max_examples=40, deadline=None)
+# large t draws a large coefficient table by design: hypothesis' entropy health check would fail at random
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
 @given(st.sampled_from([1, 2, 3, 4, 255, 256, 257, 512, 513, 1024, 1025]), st.integers(1, 20), st.data())
 def test_matmul_evaluation_is_exact(t, c, data):
     """The float64 matrix-product path against big-integer arithmetic, with the
