@@ -4,16 +4,16 @@ Weights stay private: every client encodes the vector ``[w*x, w]``, so the
 server learns only ``S_wx = sum_i w_i x_i`` and ``S_w = sum_i w_i`` over the
 included clients, never a single ``w_i``. The rules then are:
 
-============  =====================  =====================================
-rule          client weight ``w``    result
-============  =====================  =====================================
-``sum``       1                      ``S_wx``
-``mean``      1                      ``S_wx / S_w`` (``S_w`` = count)
-``weighted``  data size or quality   ``S_wx / S_w``
-``fedavg``    number of examples     ``S_wx / S_w``; the server applies it
-                                     as ``global + server_lr * mean``
-``hybrid``    examples^a * quality^b ``S_wx / S_w``
-============  =====================  =====================================
+============  ======================  =====================================
+rule          client weight ``w``     result
+============  ======================  =====================================
+``sum``       1                       ``S_wx``
+``mean``      1                       ``S_wx / S_w`` (``S_w`` = count)
+``weighted``  data size or quality    ``S_wx / S_w``
+``fedavg``    number of examples      ``S_wx / S_w``; the server applies it
+                                      as ``global + server_lr * mean``
+``hybrid``    examples^a * quality^b  ``S_wx / S_w``
+============  ======================  =====================================
 """
 
 from __future__ import annotations
