@@ -24,7 +24,7 @@ import pytest
 
 pytestmark = pytest.mark.flower
 
-pytest.importorskip("flwr", reason="Flower is not installed (pip install 'secagg[flower]')")
+pytest.importorskip("flwr", reason="Flower is not installed (pip install '.[flower]' from the repository)")
 
 from secagg.aggregation import reference_aggregate  # noqa: E402
 from secagg.flower.local import LocalDeployment, RunOutput  # noqa: E402
@@ -37,7 +37,7 @@ def example_requirements():
     import importlib.util
     missing = [m for m in ("torch", "sklearn") if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.fail(f"the example Flower app needs {', '.join(missing)}: pip install 'secagg[train,flower]'")
+        pytest.fail(f"the example Flower app needs {', '.join(missing)}: pip install '.[train,flower]' from the repository")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
 CLIP = 1.0

@@ -15,7 +15,7 @@ Two pieces, both thin transports for the shared round drivers
 :class:`~secagg.flower.local.LocalDeployment` starts a real SuperLink and
 SuperNodes on 127.0.0.1 for tests and demos. See docs/flower.md.
 
-Needs the ``flower`` extra (``pip install 'secagg[flower]'``, Flower 1.41).
+Needs the ``flower`` extra (``pip install '.[flower]' from the repository``, Flower 1.41).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(f"{__name__}.{module}"), name)
     except ImportError as exc:
         if exc.name and exc.name.split(".")[0] == "flwr":
-            raise ImportError("secagg.flower needs Flower: pip install 'secagg[flower]' (flwr>=1.41,<1.42)") from exc
+            raise ImportError("secagg.flower needs Flower: pip install '.[flower]' from the repository (flwr>=1.41,<1.42)") from exc
         raise
     globals()[name] = value
     return value

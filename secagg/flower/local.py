@@ -261,7 +261,7 @@ class LocalDeployment:
         found = shutil.which(name)
         if found is None:
             raise DeploymentError(f"{name!r} not found next to {sys.executable} nor on PATH: "
-                                  "install the flower extra (pip install 'secagg[flower]')")
+                                  "install the flower extra (pip install '.[flower]' from the repository)")
         return found
 
     def _spawn(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
