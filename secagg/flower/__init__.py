@@ -45,7 +45,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(f"{__name__}.{module}"), name)
     except ImportError as exc:
         if exc.name and exc.name.split(".")[0] == "flwr":
-            raise ImportError("secagg.flower needs Flower: pip install '.[flower]' from the repository (flwr>=1.41,<1.42)") from exc
+            raise ImportError("secagg.flower needs Flower: pip install '.[flower]' from the repository "
+                              "(flwr>=1.41,<1.42)") from exc
         raise
     globals()[name] = value
     return value
