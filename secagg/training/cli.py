@@ -7,6 +7,8 @@ the main ``secagg`` group can register :data:`train_command` and
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import click
@@ -28,14 +30,57 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
-def _execute(config_kwargs: dict[str, Any], runs_dir: str, baseline: bool, progress: bool) -> Any:
+def _check_out(runs_dir: str) -> None:
+    """--out: the directory itself may be created, never its parents."""
+    p = Path(runs_dir)
+    if p.exists() and not p.is_dir():
+        raise click.BadParameter(f"{runs_dir} exists and is not a directory", param_hint="'--out'")
+    if not p.exists() and not p.absolute().parent.is_dir():
+        raise click.BadParameter(f"the directory {p.absolute().parent} does not exist (only the last "
+                                 f"component, {p.name}, is created)", param_hint="'--out'")
+
+
+def _check_secagg_plus_floor(kw: dict[str, Any]) -> None:
+    """SecAgg+ derives its parameters for a dropout tolerance of at least 10 %
+    even when fewer clients drop: say so instead of quoting a 10 % the user
+    never asked for."""
+    from ..errors import ParameterError
+    from .runner import n_dropped, round_threshold
+
+    n, rate = kw["clients"], kw["dropout"]
+    if kw["protocol"] != "secagg+" or not isinstance(n, int) or n < 2 or not (0 <= rate < 1):
+        return
+    k = n_dropped(n, rate)
+    if k >= 0.1 * n:
+        return
+    try:
+        round_threshold("secagg+", n, rate, kw["threshold"])
+    except ParameterError as exc:
+        raise click.ClickException(
+            f"--dropout {rate:g} drops {k} of {n} clients each round, but secagg+ derives its threshold for "
+            f"a dropout tolerance of at least 10 %: {exc}; use --protocol secagg or more clients") from None
+
+
+def _execute(kw: dict[str, Any]) -> Any:
     from ..errors import SecAggError
     from .run import run_training
     from .runner import TrainConfig
 
+    _check_out(kw["runs_dir"])
+    ctx = click.get_current_context()
+    if (kw["protocol"] != "paillier"
+            and ctx.get_parameter_source("key_bits") == click.core.ParameterSource.COMMANDLINE):
+        raise click.UsageError("--key-bits applies to --protocol paillier only")
+    if kw["malicious_server"] and kw["protocol"] not in ("secagg", "secagg+"):
+        raise click.UsageError("--malicious-server applies to secagg and secagg+ only")
+    for name in ("dropout", "alpha", "lr", "server_lr", "clip"):
+        if not math.isfinite(kw[name]):
+            raise click.BadParameter(f"must be a finite number, got {kw[name]}",
+                                     param_hint=f"'--{name.replace('_', '-')}'")
     try:
-        config = TrainConfig(**config_kwargs)
-        return run_training(config, runs_dir=runs_dir, baseline=baseline, progress=progress)
+        _check_secagg_plus_floor(kw)
+        config = TrainConfig(**_config_kwargs(kw))
+        return run_training(config, runs_dir=kw["runs_dir"], baseline=kw["baseline"], progress=kw["progress"])
     except SecAggError as exc:
         _fail(exc)
 
@@ -59,6 +104,8 @@ def _print_report(report: Any) -> None:
                f"{s['bytes_down_per_client_per_round'] / 1024:.1f} KiB down; "
                f"time: local training {s['time_local_training_s']:.1f} s, "
                f"aggregation {s['time_secure_aggregation_s']:.1f} s, evaluation {s['time_evaluation_s']:.1f} s")
+    if report.graph is not None:
+        click.echo(f"  graph: {report.graph['note']}")
     if s["clipped_entries"]:
         click.echo(f"  warning: {s['clipped_entries']} update entries were clipped (raise --clip)")
     if s["aborted_rounds"]:
@@ -97,8 +144,9 @@ def _options(defaults: dict[str, Any]) -> Any:
                          help="FedAvg server learning rate."),
             click.option("--threshold", "-t", type=int, default=None,
                          help="Minimum surviving clients (default: the protocol's)."),
-            click.option("--key-bits", type=int, default=d.get("key_bits", 2048), show_default=True,
-                         help="Paillier modulus size."),
+            click.option("--key-bits", type=click.Choice(["1024", "2048", "3072"]),
+                         default=str(d.get("key_bits", 2048)), show_default=True,
+                         help="Paillier modulus size (--protocol paillier)."),
             click.option("--frac-bits", type=int, default=24, show_default=True,
                          help="Fixed-point fractional bits."),
             click.option("--clip", type=float, default=64.0, show_default=True,
@@ -106,7 +154,8 @@ def _options(defaults: dict[str, Any]) -> Any:
             click.option("--malicious-server", is_flag=True, default=False,
                          help="Masking protocols: signatures and the consistency round (dishonest server)."),
             click.option("--out", "runs_dir", type=click.Path(file_okay=False), default="runs",
-                         show_default=True, help="Directory for the run directories."),
+                         show_default=True,
+                         help="Directory for the run directories (created if missing; its parent must exist)."),
             click.option("--baseline/--no-baseline", default=True, show_default=True,
                          help="Also run the plaintext baseline of the same seed."),
             click.option("--progress/--no-progress", default=True, show_default=True),
@@ -121,7 +170,9 @@ def _options(defaults: dict[str, Any]) -> Any:
 def _config_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     keys = ("protocol", "rule", "clients", "rounds", "epochs", "dropout", "seed", "split", "alpha", "model",
             "lr", "batch_size", "server_lr", "threshold", "key_bits", "frac_bits", "clip", "malicious_server")
-    return {k: kw[k] for k in keys}
+    out = {k: kw[k] for k in keys}
+    out["key_bits"] = int(out["key_bits"])
+    return out
 
 
 @click.command("train")
@@ -133,7 +184,7 @@ def train_command(**kw: Any) -> None:
     deltas go through the chosen protocol. Writes a run directory with per-round
     metrics and a plot against the plaintext run of the same seed.
     """
-    report = _execute(_config_kwargs(kw), kw["runs_dir"], kw["baseline"], kw["progress"])
+    report = _execute(kw)
     _print_report(report)
 
 
@@ -145,7 +196,7 @@ def demo_command(**kw: Any) -> None:
     click.echo(f"secagg demo: {kw['protocol']} / {kw['rule']}, {kw['clients']} hospitals ({kw['split']}), "
                f"{kw['rounds']} rounds, {int(round(100 * kw['dropout']))} % dropout, seed {kw['seed']}; "
                "then the plaintext baseline")
-    report = _execute(_config_kwargs(kw), kw["runs_dir"], kw["baseline"], kw["progress"])
+    report = _execute(kw)
     _print_report(report)
 
 
