@@ -59,3 +59,138 @@ def test_simulate_paillier_randomizer_option():
     bad = CliRunner().invoke(main, ["simulate", "--protocol", "paillier", "--clients", "3", "--dim", "16",
                                     "--key-bits", "1024", "--randomizer", "standard", "--short-exponent"])
     assert bad.exit_code != 0 and "contradicts" in bad.output
+
+
+# -- bad inputs: each ends in one typed error line, exit code 1 or 2, no traceback, nothing created ------------
+
+try:
+    import sklearn  # noqa: F401
+    import torch  # noqa: F401
+    HAVE_TRAIN = True
+except ImportError:  # pragma: no cover
+    HAVE_TRAIN = False
+
+_S = ["simulate", "--dim", "8", "--clients", "4"]
+BAD_INPUTS = [
+    # (argv, words the error line must contain)
+    (["simulate", "--clip", "-1"], ["--clip", "> 0"]),
+    (["simulate", "--clip", "0"], ["--clip", "> 0"]),
+    (["simulate", "--clip", "nan"], ["--clip", "finite"]),
+    (["simulate", "--clip", "inf"], ["--clip", "finite"]),
+    (["simulate", "--dim", "100000000000"], ["memory", "available", "--dim"]),
+    (["simulate", "--clients", "3", "--dim", "2000000000"], ["memory", "available", "--dim"]),
+    (["simulate", "--clients", "1000000", "--dim", "1"], ["memory", "available", "--clients"]),
+    (["simulate", "--dim", "0"], ["--dim"]),
+    (["simulate", "--clients", "1"], ["--clients"]),
+    (["simulate", "--clients", "2", "--dropout", "0.9", "--dim", "8"], ["drops all 2 clients"]),
+    (["simulate", "--clients", "2", "--dropout", "0", "--dim", "8"], ["drops 0 of 2", "at least 10 %"]),
+    (["simulate", "--clients", "3", "--dropout", "0.5", "--dim", "8"], ["drops 2 of 3", "67%"]),
+    (["simulate", "--dropout", "1"], ["--dropout"]),
+    (["simulate", "--dropout", "-0.1"], ["--dropout"]),
+    (["simulate", "--seed", "-1"], ["--seed"]),
+    ([*_S, "--threshold", "0"], ["--threshold"]),
+    ([*_S, "--threshold", "9"], ["--threshold 9", "4 clients"]),
+    ([*_S, "--protocol", "plaintext", "--threshold", "2"], ["--threshold", "plaintext"]),
+    ([*_S, "--degree", "-1"], ["--degree"]),
+    ([*_S, "--degree", "9"], ["--degree 9", "3 other clients"]),
+    ([*_S, "--protocol", "secagg", "--degree", "2"], ["--degree", "complete graph"]),
+    ([*_S, "--frac-bits", "-3"], ["frac_bits"]),
+    ([*_S, "--clip", "1e300"], ["too large"]),
+    ([*_S, "--key-bits", "1024"], ["--key-bits", "paillier only"]),
+    ([*_S, "--key-bits", "17"], ["--key-bits"]),
+    ([*_S, "--workers", "100000"], ["--workers"]),
+    ([*_S, "--randomizer", "djn"], ["--randomizer", "paillier only"]),
+    ([*_S, "--protocol", "paillier", "--malicious-server"], ["--malicious-server"]),
+    ([*_S, "--protocol", "rot13"], ["--protocol"]),
+    ([*_S, "--rule", "median"], ["--rule"]),
+    (["--audit-log", "/nonexistent/dir/x", "simulate"], ["--audit-log", "No such file"]),
+    (["keys", "generate", "/nonexistent/dir/node.key"], ["does not exist"]),
+    (["keys", "public", "/nonexistent/node.key"], ["cannot read"]),
+]
+TRAIN_BAD_INPUTS = [
+    (["train", "--clients", "2"], ["drops 0 of 2", "at least 10 %"]),
+    (["train", "--out", "/nonexistent/x/y"], ["--out", "/nonexistent/x does not exist"]),
+    (["train", "--clients", "0"], ["clients"]),
+    (["train", "--clients", "1"], ["at least 2 clients"]),
+    (["train", "--clients", "1000"], ["training examples"]),
+    (["train", "--rounds", "0"], ["rounds"]),
+    (["train", "--epochs", "-1"], ["epochs"]),
+    (["train", "--dropout", "1.5"], ["dropout"]),
+    (["train", "--dropout", "nan"], ["--dropout", "finite"]),
+    (["train", "--alpha", "0"], ["alpha"]),
+    (["train", "--lr", "inf"], ["--lr", "finite"]),
+    (["train", "--batch-size", "0"], ["batch_size"]),
+    (["train", "--server-lr", "0"], ["server_lr"]),
+    (["train", "--threshold", "0"], ["threshold"]),
+    (["train", "--key-bits", "17"], ["--key-bits"]),
+    (["train", "--key-bits", "1024"], ["--key-bits", "paillier only"]),
+    (["train", "--clip", "-1"], ["clip"]),
+    (["train", "--frac-bits", "99"], ["frac_bits"]),
+    (["train", "--protocol", "paillier", "--malicious-server"], ["--malicious-server"]),
+    (["train", "--protocol", "secagg", "--clients", "2", "--dropout", "0.9"], ["drops 2 of 2"]),
+    (["demo", "--rule", "sum"], ["--rule"]),
+    (["demo", "--out", "/nonexistent/x/y"], ["--out", "does not exist"]),
+]
+
+
+@pytest.fixture
+def little_memory(monkeypatch):
+    """16 GiB available, whatever the machine has: the size checks are reproducible."""
+    import secagg.cli as cli
+
+    monkeypatch.setattr(cli, "_available_memory", lambda: 16 << 30)
+
+
+def _check_one_line_error(res, words):  # type: ignore[no-untyped-def]
+    out = res.output
+    assert res.exit_code in (1, 2), out
+    assert isinstance(res.exception, SystemExit), repr(res.exception)  # click's own exit, not a crash
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+
+
+_CASES = BAD_INPUTS + (TRAIN_BAD_INPUTS if HAVE_TRAIN else [])
+
+
+@pytest.mark.parametrize("argv,words", _CASES, ids=[" ".join(a) for a, _ in _CASES])
+def test_bad_input_is_one_typed_error_line(argv, words, little_memory, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, [*argv, *(["--no-progress"] if argv[0] in ("train", "demo") else [])])
+    _check_one_line_error(res, words)
+    assert not list(tmp_path.iterdir())  # nothing created (runs/ included)
+
+
+def test_python_m_keys_is_the_click_command(tmp_path):
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "secagg.flower.keys", "generate", "/nonexistent/dir/node.key"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")] == [
+        "Error: Invalid value for 'PATH': the directory /nonexistent/dir does not exist"]
+    key = tmp_path / "node.key"
+    ok = subprocess.run([sys.executable, "-m", "secagg.flower.keys", "generate", str(key)],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    public = ok.stdout.strip()
+    assert len(bytes.fromhex(public)) == 32 and oct(key.stat().st_mode & 0o777) == "0o600"
+    res = CliRunner().invoke(main, ["keys", "public", str(key)])
+    assert res.exit_code == 0 and res.output.strip() == public
+    again = CliRunner().invoke(main, ["keys", "generate", str(key)])
+    _check_one_line_error(again, ["never overwritten"])
+
+
+def test_memory_estimate_and_probe():
+    import secagg.cli as cli
+
+    avail = cli._available_memory()
+    assert avail is None or avail > 0
+    # the estimate grows with the updates and, for masking, with the pairs of clients
+    assert cli._memory_needed("secagg+", 3, 2_000_000_000) > 3 * 2_000_000_000 * 8
+    assert cli._memory_needed("secagg", 10_000, 1) > cli._memory_needed("plaintext", 10_000, 1)
+    # the defaults fit anywhere this runs
+    assert cli._memory_needed("secagg+", 100, 10_000) < 256 << 20

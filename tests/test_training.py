@@ -226,6 +226,13 @@ def test_run_directory(tmp_path):
     assert (d / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((d / "summary.json").read_text())
     assert summary["final_test_accuracy"] == pytest.approx(rep.final_accuracy)
+    if cfg.protocol == "secagg+":
+        # 5 clients: SecAgg+ derives the complete graph, and the run says so, from the rounds' results
+        assert [r["degree"] for r in rows[1:]] == ["4", "4"] and rows[1]["threshold"]
+        graph = summary["graph"]
+        assert graph["degree"] == 4 and graph["complete"] is True
+        assert "the derived degree is 4 = n-1, the complete graph" in graph["note"]
+        assert "the sparse graph pays off from about" in graph["note"]
 
 
 def test_cli_train(tmp_path):
