@@ -132,6 +132,12 @@ def _dropout_error(protocol: str, clients: int, dropout: float, msg: str) -> str
     return f"{head}: {msg}"
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if math.isnan(value):
+        raise click.BadParameter("must be a number, got nan")
+    return value
+
+
 def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a finite number > 0, got {value}")
@@ -144,6 +150,7 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | 
 @click.option("--dim", "-d", type=click.IntRange(1, None), default=10_000, show_default=True,
               help="Entries per update.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              callback=_not_nan,
               help="Fraction of clients that vanish, spread over the protocol's stages.")
 @click.option("--rule", type=click.Choice(RULES), default="mean", show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True,

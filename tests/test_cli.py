@@ -87,6 +87,7 @@ BAD_INPUTS = [
     (["simulate", "--clients", "3", "--dropout", "0.5", "--dim", "8"], ["drops 2 of 3", "67%"]),
     (["simulate", "--dropout", "1"], ["--dropout"]),
     (["simulate", "--dropout", "-0.1"], ["--dropout"]),
+    (["simulate", "--dropout", "nan"], ["--dropout", "nan"]),
     (["simulate", "--seed", "-1"], ["--seed"]),
     ([*_S, "--threshold", "0"], ["--threshold"]),
     ([*_S, "--threshold", "9"], ["--threshold 9", "4 clients"]),
