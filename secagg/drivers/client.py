@@ -116,10 +116,11 @@ class ClientDriver:
             obs.message(self.last_stage or Stage.ADVERTISE_KEYS, TO_CLIENT, party, data)
             self._refuse(exc, None, self.last_stage or Stage.ADVERTISE_KEYS)
             return None
-        session = self.role.session_of(msg)
         stage = self.role.stage_of(msg)
         self.last_stage = stage
         obs.message(stage, TO_CLIENT, party, data)
+        with obs.span(CLIENT, stage, "core", party):  # protocol work too (for the parameters, a hash of them)
+            session = self.role.session_of(msg)
         try:
             with obs.span(CLIENT, stage, "core", party):
                 step = self.role.step(msg, self.store.load(session), contribution)
