@@ -141,6 +141,14 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         "Server = `receive` + `close_round` of every round (core); wire = decode of received and encode of sent "
         "messages. Client = key generation + every round handler, mean over the clients that ran every round.",
+    ]
+    if r["cells"] and r["cells"][0].get("timing"):  # runs on the round drivers
+        lines += ["Every party runs on the round drivers (ServerDriver, ClientDriver with MaskingClientRole, moved by "
+                  "LocalRound); figures are the drivers' observer spans (masking_driver.ClockObserver). A client's "
+                  "core includes restoring it from its saved record at every message and, in advertise_keys, "
+                  "checking the round's parameters (its neighbour graph, the session id) and making its keys; its "
+                  "wire includes decoding the parameters."]
+    lines += [
         "",
         "| n | dropout | server core | + wire | paper server | speedup (core) | speedup (core+wire) | "
         "client mean | client median | paper client | client speedup | server 10x | client 10x |",

@@ -13,21 +13,28 @@ For a model of ``--dim`` parameters (default 1M) and a 2048-bit key:
   ``--standard-sample`` ciphertexts per configuration and extrapolated (said so
   in the output); the short exponent is measured in full. Worker start-up
   (``spawn``) is reported separately and included in the totals;
-- ours, online: quantize + pack + one multiplication per ciphertext +
-  serialization of the whole update (measured in full), and bytes per parameter;
+- ours, online: a client driver (``PaillierClientRole``) answering the
+  round's parameters: their decode, the role's checks, quantize + pack + one
+  multiplication per ciphertext + serialization of the whole update
+  (measured in full), and bytes per parameter;
 - the server combining ``--clients`` (default 100) submissions of the full
   size. Generating 100 honest encryptions would cost 100 offline phases, so the
   other clients' ciphertexts are client 1's ciphertexts each multiplied by a
   pool obfuscator (an encryption of 0) at an index offset by the client number:
   valid ciphertexts of the same plaintext, distinct per client. Generation is
-  not timed, only ``server.receive`` (wire decode, validation incl. the
-  Z*_{n^2} check, multiplication) and ``close``. (Sharing obfuscators across
-  clients like this is for the benchmark only; a real client never reuses one.)
-- the key holder decrypting that aggregate (CRT) and unpacking, with 1 and 2
-  threads; the result is checked (weight slot = clients * 2^f exactly, values
-  within one quantum of the clipped input).
+  not timed, only the server driver's ``receive`` of each submission (wire
+  decode, validation incl. the Z*_{n^2} check, multiplication) and the close
+  of the Submit stage. (Sharing obfuscators across clients like this is for
+  the benchmark only; a real client never reuses one.)
+- the key holder's driver (``KeyHolderRole``) decrypting that aggregate (CRT)
+  and unpacking, with 1 and 2 threads; the result is checked (weight slot =
+  clients * 2^f exactly, values within one quantum of the clipped input), and
+  the server driver ends the round with it (the mean, checked).
 
-Timings are wall-clock seconds of one run (these are long operations; the
+Every round step goes through the library's round drivers (``ServerDriver``,
+``ClientDriver``), every message through the wire format; their figures come
+from the drivers' observer (``masking_driver.ClockObserver``), not from
+timers in the loop. Timings are wall-clock seconds of one run (these are long operations; the
 variation between runs on an idle machine is a few per cent, on a shared one
 much more: the load average before and after is recorded). Results go to
 ``benchmarks/results/paillier.json`` and ``.md``.
@@ -53,13 +60,21 @@ import gmpy2
 import numpy as np
 import phe
 
+from secagg.drivers import ClientDriver, Contribution, KeyHolderRole, PaillierClientRole, ServerDriver
+from secagg.drivers.concurrency import process_executor, sharded_accumulator
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
-from secagg.protocols.paillier import PaillierClient, PaillierKeyHolder, PaillierParams, PaillierServer, Submission
+from secagg.protocols.outcome import ServerResult
+from secagg.protocols.paillier import (KEY_HOLDER, AggregateSums, PaillierKeyHolder, PaillierParams, PaillierServer,
+                                       Submission)
 from secagg.protocols.paillier.client import encode_update
+from secagg.protocols.stages import Stage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import masking_driver as D  # noqa: E402  (the drivers' observer: ClockObserver)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"end_to_end_one_core_s": 20.0, "online_s": 1.0, "bytes_per_parameter": 6.0, "combine_s": 10.0,
@@ -187,7 +202,7 @@ def bench_offline(pk: pl.PublicKey, n_ct: int, standard_sample: int) -> tuple[di
     pl._TABLES.clear()
 
     # two worker processes (spawn): start-up measured on its own, then the work
-    ex, t_start = timed(pl.process_executor, 2)
+    ex, t_start = timed(process_executor, 2)
     warm = time.perf_counter()
     list(ex.map(abs, [1, 2]))  # both workers up and importing done
     t_start += time.perf_counter() - warm
@@ -219,14 +234,21 @@ def bench_online(params: PaillierParams, pk: pl.PublicKey, pool: list, x: np.nda
     packed, t_pack = timed(params.layout.pack, q)
     cts, t_enc = timed(pl.encrypt_with_obfuscators, pk, packed, pool)
     blob, t_ser = timed(pl.ciphertexts_to_bytes, pk, cts)
-    # the whole client call, end to end, as the protocol runs it
-    client = PaillierClient(1, pk, rng=DeterministicRandom("bench/client-1"), min_key_bits=pk.key_bits)
-    client.receive_params(params)
-    client.pool.extend(pool)
-    data, t_total = timed(lambda: wire.encode(client.submit(x, 1.0)))
-    cpu = last_cpu()
-    assert client.online_exponentiations == 0
-    return {"total_s": t_total, "cpu_s": cpu, "quantize_s": t_quant, "pack_s": t_pack, "encrypt_s": t_enc,
+    # the whole client call, end to end, as a round runs it: a client driver
+    # answering the round's parameters (decode, the role's checks, quantize,
+    # pack, encrypt with the pool, encode), timed by the drivers' observer
+    role = PaillierClientRole(1, pk, rng=DeterministicRandom("bench/client-1"), min_key_bits=pk.key_bits)
+    role.pool.extend(pool)
+    obs = D.ClockObserver()
+    client = ClientDriver(role, observer=obs.client_view())
+    data = client.handle(wire.encode(params), Contribution(x, 1.0))
+    if data is None:
+        raise SystemExit(f"the client refused the round: {client.last_error!r}")
+    core = obs.client[("core", Stage.SUBMIT.value, 1)]
+    io = obs.client_totals("wire")[1]  # the parameters' decode, the submission's encode
+    assert role.online_exponentiations == 0
+    return {"total_s": core.wall + io.wall, "cpu_s": core.cpu + io.cpu, "core_s": core.wall, "wire_s": io.wall,
+            "quantize_s": t_quant, "pack_s": t_pack, "encrypt_s": t_enc,
             "serialize_s": t_ser, "submission_bytes": len(data),
             "bytes_per_parameter": len(data) / params.vector_length}, data
 
@@ -255,40 +277,80 @@ def make_submissions(params: PaillierParams, pk: pl.PublicKey, first: bytes, n_c
     return paths
 
 
-def bench_combine(params: PaillierParams, paths: list[Path], workers: int) -> tuple[dict[str, Any], bytes]:
+def bench_combine(params: PaillierParams, paths: list[Path], workers: int
+                  ) -> tuple[dict[str, Any], ServerDriver, bytes]:
+    """The server driver taking every submission (wire bytes) and closing the
+    Submit stage; timed by the drivers' observer: per client its decode +
+    ``receive`` (checks incl. Z*_{n^2}, multiplication), then the close.
+    Returns the figures, the driver (waiting for the key holder's answer)
+    and the aggregate it sends the key holder."""
     m = params.n_ciphertexts
-    server, t_start = timed(PaillierServer, params, workers=workers)
-    receive_s, receive_cpu = [], 0.0
+    core, t_start = timed(PaillierServer, params, accumulator=sharded_accumulator(workers))
+    obs = D.ClockObserver()
+    server = ServerDriver(core, "mean", observer=obs, protocol="paillier")
+    server.start()  # the parameters, encoded once for everyone (not counted)
     for cid, path in enumerate(paths, start=1):
         data = path.read_bytes()  # untimed
-        _, t = timed(server.receive, cid, data)
-        receive_s.append(t)
-        receive_cpu += last_cpu()
+        if not server.receive(cid, data):
+            raise SystemExit(f"the server refused client {cid}: {server.failures.get(cid)}")
         if cid % 25 == 0:
-            log(f"    {cid} clients combined, {sum(receive_s):.2f} s so far")
-    agg, t_close = timed(server.close)
-    total = sum(receive_s) + t_close
+            done = sum(c.wall for c in obs.server_party.values())
+            log(f"    {cid} clients combined, {done:.2f} s so far")
+    outbox = server.close_stage()
+    if set(outbox) != {KEY_HOLDER}:
+        raise SystemExit(f"the round did not reach the key holder: {server.outcome}")
+    receive = [obs.server_party[cid] for cid in range(1, len(paths) + 1)]
+    close = obs.server[("close", Stage.SUBMIT.value)]
+    encode = obs.server[("wire", Stage.DECRYPT.value)]  # the aggregate, for the key holder
+    total = sum(c.wall for c in receive) + close.wall
     n_clients = len(paths)
     return {"clients": n_clients, "workers": workers, "total_s": total,
-            "cpu_s": receive_cpu + last_cpu() if workers == 1 else None, "worker_startup_s": t_start,
-            "per_client_s_median": float(np.median(receive_s)), "per_client_s_max": max(receive_s),
-            "close_s": t_close, "per_ciphertext_us": total / (n_clients * m) * 1e6}, wire.encode(agg)
+            "cpu_s": sum(c.cpu for c in receive) + close.cpu if workers == 1 else None,
+            "worker_startup_s": t_start, "per_client_s_median": float(np.median([c.wall for c in receive])),
+            "per_client_s_max": max(c.wall for c in receive), "close_s": close.wall,
+            "aggregate_encode_s": encode.wall,
+            "per_ciphertext_us": total / (n_clients * m) * 1e6}, server, outbox[KEY_HOLDER]
 
 
-def bench_decrypt(params: PaillierParams, sk: pl.PrivateKey, agg: bytes, x: np.ndarray, n_clients: int
-                  ) -> dict[str, Any]:
+def bench_decrypt(params: PaillierParams, sk: pl.PrivateKey, server: ServerDriver, agg: bytes, x: np.ndarray,
+                  n_clients: int) -> dict[str, Any]:
+    """The key holder's driver answering the round's parameters and then the
+    aggregate (decode, decrypt with CRT, unpack, encode), with 1 and 2
+    threads, timed by the drivers' observer; the first answer also goes to
+    the server, whose round then ends with the mean (checked)."""
+    params_bytes = wire.encode(params)
     out = {}
     for threads in (1, 2):
-        kh = PaillierKeyHolder(private_key=sk, threads=threads)
-        kh.accept_params(params)
-        sums, t = timed(kh.decrypt_aggregate, agg)
-        s = sums.sums
+        obs = D.ClockObserver()
+        keyholder = ClientDriver(KeyHolderRole(PaillierKeyHolder(private_key=sk, threads=threads)),
+                                 observer=obs.client_view())
+        if keyholder.handle(params_bytes) is not None or keyholder.last_error is not None:
+            raise SystemExit(f"the key holder refused the round: {keyholder.last_error!r}")
+        wire_before = obs.client_totals("wire")[KEY_HOLDER]  # the parameters' decode (not counted)
+        wire_before = D.Clock(wire_before.cpu, wire_before.wall)
+        reply = keyholder.handle(agg)
+        if reply is None:
+            raise SystemExit(f"the key holder refused the aggregate: {keyholder.last_error!r}")
+        core = obs.client[("core", Stage.DECRYPT.value, KEY_HOLDER)]
+        io = obs.client_totals("wire")[KEY_HOLDER]  # the aggregate's decode, the sums' encode
+        wall = core.wall + io.wall - wire_before.wall
+        cpu = core.cpu + io.cpu - wire_before.cpu
+        s = wire.decode(reply, AggregateSums).sums
         assert int(s[-1]) == n_clients << params.frac_bits
         err = np.max(np.abs(s[:-1] / (n_clients * params.encoding.scale) - np.clip(x, -params.clip, params.clip)))
         assert err <= 1 / params.encoding.scale
-        out[f"{threads}_thread{'s' if threads > 1 else ''}"] = {"total_s": t, "cpu_s": last_cpu(),
-                                                              "s_per_ciphertext": t / params.n_ciphertexts}
-        log(f"  decrypt + unpack, {threads} thread(s): {t:.2f} s")
+        out[f"{threads}_thread{'s' if threads > 1 else ''}"] = {"total_s": wall, "cpu_s": cpu,
+                                                              "decrypt_core_s": core.wall,
+                                                              "s_per_ciphertext": wall / params.n_ciphertexts}
+        log(f"  decrypt + unpack, {threads} thread(s): {wall:.2f} s")
+        if threads == 1:  # the round ends: the server turns the sums into the mean
+            if not server.receive(KEY_HOLDER, reply):
+                raise SystemExit(f"the server refused the sums: {server.failures.get(KEY_HOLDER)}")
+            server.close_stage()
+            result = server.outcome
+            assert isinstance(result, ServerResult) and len(result.included) == n_clients
+            mean = result.sum_weighted / result.sum_weights
+            assert np.max(np.abs(mean - np.clip(x, -params.clip, params.clip))) <= 1 / params.encoding.scale
     return out
 
 
@@ -330,7 +392,8 @@ def to_markdown(r: dict[str, Any]) -> str:
          + ext(off["djn_full_exponent_1_worker"]), "", ""),
         ("offline pool, DJN short exponent, 2 processes",
          f"{off['short_exponent_2_workers']['total_s']:.2f} s", "", ""),
-        ("online encrypt with the pool (quantize, pack, multiply, serialize)", wc(on["total_s"], on["cpu_s"], 3),
+        ("online: a client driver answers the parameters with the pool (decode, quantize, pack, multiply, "
+         "serialize)", wc(on["total_s"], on["cpu_s"], 3),
          f"<= {GOALS['online_s']:.0f} s", ok(on["total_s"], GOALS["online_s"])),
         ("client end to end, one core, DJN short exponent", wc(e2e["short_exponent_s"], e2e["short_exponent_cpu_s"]),
          f"<= {GOALS['end_to_end_one_core_s']:.0f} s", ok(e2e["short_exponent_s"], GOALS["end_to_end_one_core_s"])),
@@ -430,14 +493,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-paillier-") as spill:
         paths = make_submissions(params, pk, first, args.clients, rerand, Path(spill))
         del rerand
-        combine, agg = bench_combine(params, paths, 1)
+        combine, server, agg = bench_combine(params, paths, 1)
         log(f"  1 process: {combine['total_s']:.2f} s")
-        combine2, agg2 = bench_combine(params, paths, 2)
+        combine2, server2, agg2 = bench_combine(params, paths, 2)
         log(f"  2 processes: {combine2['total_s']:.2f} s (+ {combine2['worker_startup_s']:.2f} s start-up)")
+        server2.core.shutdown()  # type: ignore[attr-defined]
     assert agg2 == agg
 
     log("key holder decryption ...")
-    decrypt = bench_decrypt(params, sk, agg, x, args.clients)
+    decrypt = bench_decrypt(params, sk, server, agg, x, args.clients)
 
     e2e = {"short_exponent_s": offline["short_exponent_1_worker"]["total_s"] + online["total_s"],
            "short_exponent_cpu_s": offline["short_exponent_1_worker"]["cpu_s"] + online["cpu_s"],
@@ -454,7 +518,8 @@ def main() -> None:
         f"Naive phe is timed on {naive['sample_values']} values and extrapolated to {args.dim:,}.",
         "The server combine uses client 1's ciphertexts re-randomized per client (benchmark only); "
         "the timed part is the server's real receive path; with 2 processes the ciphertext positions are "
-        "sharded over two worker processes (ShardedAccumulator), start-up reported apart.",
+        "sharded over two worker processes (`sharded_accumulator(2)`), start-up reported apart. Every round "
+        "step runs on the round drivers (ServerDriver, ClientDriver), timed by their observer.",
         "End to end = offline pool + online encryption for one client; key generation is the key holder's.",
         "The short exponent rests on an extra assumption (SPEC.md §6); the DJN base with a full-length exponent "
         "drops the exponent-length assumption but keeps the subgroup one (same section).",
