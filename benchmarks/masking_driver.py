@@ -750,7 +750,11 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
     network = run.network(schedule)
 
     # round 2: each client's update made again (outside every timer) and handed
-    # back to its store right before it handles its forwarded shares
+    # back to its store right before it handles its forwarded shares. The
+    # benchmark keeps no reference of its own to the update (unless the client
+    # is probed): the store drops it once masked, before the server decodes the
+    # masked input, whose buffers then reuse that memory, as the clients'
+    # memory would be reused in a long-running process
     for i in list(network.outbox):
         if schedule.get(i) == Stage.MASKED_INPUT.value:
             network.deliver([i])  # it vanishes: no answer
@@ -758,18 +762,21 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
         x = update_of(i, d, run.seed)
         np.add(expected, np.clip(x, -enc.clip, enc.clip), out=expected)
         state = run.stores[i].supply(sid, x)
-        incoming = network.outbox[i]
+        probe = (state, x, network.outbox[i]) if i in probe_set else None
+        del x
         reply = network.deliver([i]).get(i)
         if reply is None:
             continue
         contributed.add(i)
-        if i in probe_set:
+        if probe is not None:
             assert bare is not None
+            state, x, incoming = probe
             clock = obs.client[("core", Stage.MASKED_INPUT.value, i)]  # read after the fact, not in the loop
             probes.append({"client": i, "masked_input_cpu_s": clock.cpu, "masked_input_wall_s": clock.wall,
                            **probe_masking(params, state, wire.decode(incoming).senders, wire.decode(reply).masked,
                                            x, bare)})
-        del x
+            del x, incoming
+        del reply, probe
     network.close()
     if progress:
         progress("masked inputs sent")
