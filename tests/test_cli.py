@@ -168,13 +168,13 @@ def test_python_m_keys_is_the_click_command(tmp_path):
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "secagg.flower.keys", "generate", "/nonexistent/dir/node.key"],
+    bad = subprocess.run([sys.executable, "-m", "secagg.cli", "keys", "generate", "/nonexistent/dir/node.key"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")] == [
         "Error: Invalid value for 'PATH': the directory /nonexistent/dir does not exist"]
     key = tmp_path / "node.key"
-    ok = subprocess.run([sys.executable, "-m", "secagg.flower.keys", "generate", str(key)],
+    ok = subprocess.run([sys.executable, "-m", "secagg.cli", "keys", "generate", str(key)],
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     public = ok.stdout.strip()

@@ -78,15 +78,3 @@ def load_trusted_keys(path: str | os.PathLike[str]) -> frozenset[bytes]:
     if not keys:
         raise ParameterError(f"the trusted keys file {path} lists no key")
     return frozenset(keys)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m secagg.flower.keys generate|public PATH``: the same as
-    ``secagg keys generate|public PATH`` (one command line, click)."""
-    from ..cli import keys_group
-
-    keys_group.main(args=argv, prog_name="python -m secagg.flower.keys")
-
-
-if __name__ == "__main__":
-    main()
