@@ -29,6 +29,7 @@ __all__ = [
     "WireFormatError",
     "InvalidCiphertext",
     "InvalidSignature",
+    "InvalidDecryptionShare",
     "ReconstructionError",
     "ProtocolAborted",
     "PrimitiveError",
@@ -36,6 +37,7 @@ __all__ = [
     "BadSignature",
     "BadPublicKey",
     "BadEncoding",
+    "BadDecryptionShare",
     "from_peer",
 ]
 
@@ -56,6 +58,7 @@ class AbortReason(str, enum.Enum):
     RECONSTRUCTION_FAILED = "reconstruction_failed"
     WRONG_ROUND = "wrong_round"
     DECRYPTION_FAILED = "decryption_failed"  # Paillier: no valid decrypted aggregate came back
+    INVALID_DECRYPTION_SHARE = "invalid_decryption_share"  # threshold Paillier: a share whose proof fails
     INTERNAL_ERROR = "internal_error"  # the server failed (e.g. out of memory) after releasing round state
 
 
@@ -106,6 +109,15 @@ class InvalidSignature(RemoteProtocolError):
 
     def __init__(self, message: str = "invalid signature"):
         super().__init__(message, AbortReason.INVALID_SIGNATURE)
+
+
+class InvalidDecryptionShare(RemoteProtocolError):
+    """A threshold decryption share that is malformed or whose proof of
+    correct decryption does not verify (another exponent, another ciphertext,
+    another request)."""
+
+    def __init__(self, message: str = "invalid decryption share"):
+        super().__init__(message, AbortReason.INVALID_DECRYPTION_SHARE)
 
 
 class PrimitiveError(SecAggError):
@@ -161,6 +173,19 @@ class BadEncoding(PrimitiveError):
 
     def remote(self) -> RemoteProtocolError:
         return WireFormatError(str(self))
+
+
+class BadDecryptionShare(PrimitiveError):
+    """A threshold decryption share refused by its verification (count,
+    range, proof). Remote form: :class:`InvalidDecryptionShare`."""
+
+    reason = AbortReason.INVALID_DECRYPTION_SHARE
+
+    def __init__(self, message: str = "invalid decryption share"):
+        super().__init__(message)
+
+    def remote(self) -> RemoteProtocolError:
+        return InvalidDecryptionShare(str(self))
 
 
 class ReconstructionError(PrimitiveError):
