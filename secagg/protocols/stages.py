@@ -5,7 +5,10 @@ AdvertiseKeys, Round 1 ShareKeys, Round 2 MaskedInputCollection, Round 3
 ConsistencyCheck (malicious-server mode only), Round 4 Unmasking
 (protocols/masking/SPEC.md §3). Paillier rounds have two: Submit (clients
 send encrypted, packed updates) and Decrypt (the aggregate goes to the key
-holder, only the decrypted sums come back; protocols/paillier/SPEC.md §4).
+holder, only the decrypted sums come back; protocols/paillier/SPEC.md §3),
+and with a decryption committee a third when needed: Decrypt recovery (the
+ciphertexts that lacked ``t`` valid shares, asked of the members that
+answered correctly; SPEC.md §8).
 
 The values are stable strings: they appear in audit logs, dropout schedules,
 reports and the transcripts of the test vectors.
@@ -27,7 +30,8 @@ class Stage(str, enum.Enum):
     CONSISTENCY_CHECK = "consistency_check"  # masking, Round 3: ConsistencyCheck
     UNMASKING = "unmasking"  # masking, Round 4: Unmasking
     SUBMIT = "submit"  # Paillier: encrypted submissions
-    DECRYPT = "decrypt"  # Paillier: the aggregate to the key holder
+    DECRYPT = "decrypt"  # Paillier: the aggregate to the key holder, or to the decryption committee
+    DECRYPT_RECOVERY = "decrypt_recovery"  # Paillier committee: ciphertexts that lacked t valid shares
     DONE = "done"
     ABORTED = "aborted"
 
@@ -39,5 +43,6 @@ class Stage(str, enum.Enum):
 #: The stages a masking client can answer (and so vanish at), in order.
 MASKING_STAGES = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.CONSISTENCY_CHECK,
                   Stage.UNMASKING)
-#: The stages of a Paillier round, in order (clients answer only Submit).
-PAILLIER_STAGES = (Stage.SUBMIT, Stage.DECRYPT)
+#: The stages of a Paillier round, in order (with a key holder, clients
+#: answer only Submit; committee members also answer the decryption stages).
+PAILLIER_STAGES = (Stage.SUBMIT, Stage.DECRYPT, Stage.DECRYPT_RECOVERY)
