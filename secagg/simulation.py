@@ -38,7 +38,7 @@ from .protocols.stages import Stage
 from .result import AggregationResult
 from .transports.inprocess import LocalRound, dropout_schedule
 
-__all__ = ["simulate", "simulate_paillier", "PROTOCOLS", "MASKING_STAGES", "audit_logger"]
+__all__ = ["simulate", "simulate_paillier", "paillier_min_clients", "PROTOCOLS", "MASKING_STAGES", "audit_logger"]
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
 MASKING_STAGES = tuple(s.value for s in _MASKING_STAGES)
@@ -115,7 +115,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              malicious_server: bool = False, key_bits: int = 2048, workers: int = 1,
              short_exponent: bool = False, progress: bool = False,
              trace: list[tuple[str, str, int, bytes]] | None = None,
-             randomizer: str | None = None) -> AggregationResult:
+             randomizer: str | None = None, unsafe_allow_single_client: bool = False) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -133,11 +133,16 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     transcripts of protocols/masking/vectors are made this way. Paillier only:
     ``key_bits``, ``workers`` (processes for obfuscators and the server's
     combine, threads for decryption) and ``randomizer`` (``"standard"``,
-    ``"djn"``, ``"djn-short"``; protocols/paillier/SPEC.md §6)."""
+    ``"djn"``, ``"djn-short"``; protocols/paillier/SPEC.md §6). For Paillier
+    ``threshold`` is the round's ``min_clients`` (default: a majority of the
+    clients); 1 releases one client's exact update and is refused unless
+    ``unsafe_allow_single_client=True``."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if protocol != "paillier" and (randomizer is not None or short_exponent):
         raise ParameterError("randomizer and short_exponent apply to protocol='paillier' only")
+    if protocol != "paillier" and unsafe_allow_single_client:
+        raise ParameterError("unsafe_allow_single_client applies to protocol='paillier' only")
     r = get_rule(rule)
     xs = _as_vectors(updates)
     n = len(xs)
@@ -153,8 +158,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
         # encoding=None lets Paillier size its fixed point for its packed slots
         return simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
                                  rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
-                                 short_exponent=short_exponent, progress=progress,
-                                 min_clients=threshold if threshold is not None else 1, randomizer=randomizer)
+                                 short_exponent=short_exponent, progress=progress, min_clients=threshold,
+                                 randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -257,11 +262,25 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
     return server.result(bytes_sent=sent, bytes_received=recv, timings=timings, params=summary)
 
 
+def paillier_min_clients(n_clients: int, threshold: int | None = None,
+                         unsafe_allow_single_client: bool = False) -> int:
+    """The ``min_clients`` a Paillier round of ``n_clients`` runs with:
+    ``threshold`` if given (1 is a :class:`ParameterError` unless
+    ``unsafe_allow_single_client=True``), else a majority of the clients, at
+    least 2 (protocols/paillier/SPEC.md §2)."""
+    from .protocols.paillier.params import default_min_clients, min_clients_floor
+
+    if threshold is None:
+        return default_min_clients(n_clients, unsafe_allow_single_client)
+    return min_clients_floor(threshold, unsafe_allow_single_client)
+
+
 def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | None, *,
                       rule: "str | Rule", encoding: FixedPoint | None, dropouts: Mapping[int, str],
                       rng: RandomSource, key_bits: int = 2048, workers: int = 1,
                       short_exponent: bool = False, progress: bool = False,
-                      min_clients: int = 1, randomizer: str | None = None) -> AggregationResult:
+                      min_clients: int | None = None, randomizer: str | None = None,
+                      unsafe_allow_single_client: bool = False) -> AggregationResult:
     """Run one Paillier round in-process: key holder (party 0), server and
     ``n`` clients on the round drivers, every message through the wire format.
 
@@ -273,7 +292,11 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     threads. ``randomizer`` is ``"standard"`` (``r^n``, the default),
     ``"djn"`` (DJN base with a full-length exponent) or ``"djn-short"`` (DJN
     short exponent; also ``short_exponent=True``); protocols/paillier/SPEC.md
-    §6 states what each rests on. Raises :class:`ProtocolAborted` if the round
+    §6 states what each rests on. ``min_clients`` (default: a majority of the
+    ``n`` clients, at least 2) is the round's; the key holder and the clients
+    hold a minimum of 2 of their own, 1 only with
+    ``unsafe_allow_single_client=True`` (a round that may decrypt one
+    client's exact update). Raises :class:`ProtocolAborted` if the round
     aborts (e.g. fewer than ``min_clients`` submitted, or the key holder
     refused to decrypt)."""
     from .drivers import ClientDriver, KeyHolderRole, PaillierClientRole, Recorder, ServerDriver
@@ -281,6 +304,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     from .primitives import paillier as pl
     from .protocols.paillier import (KEY_HOLDER, PaillierKeyHolder, PaillierParams, PaillierServer,
                                      PublicKeyMessage, default_encoding, randomizer_for)
+    from .protocols.paillier.params import MIN_CLIENTS_FLOOR
 
     r = get_rule(rule)
     n = len(updates)
@@ -308,23 +332,28 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
+    floor = 1 if unsafe_allow_single_client else MIN_CLIENTS_FLOOR  # each party's own minimum
+    min_clients = paillier_min_clients(n, min_clients, unsafe_allow_single_client)  # before the key is made
     t = time.perf_counter()
     key_rng = None if isinstance(rng, SystemRandom) else _fork(rng, "keyholder")
-    keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers)
+    keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers, min_clients=floor,
+                                  unsafe_allow_single_client=unsafe_allow_single_client)
     timings["keygen"] = time.perf_counter() - t
     # the key as published: the server and every client pin the key holder's own
     public_key_bytes = wire.encode(keyholder.public_key_message())
     public_key = wire.decode(public_key_bytes, PublicKeyMessage)
     t = time.perf_counter()
     params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc, rule=r, min_clients=min_clients,
-                                   rng=_fork(rng, "server"))
+                                   rng=_fork(rng, "server"), unsafe_allow_single_client=unsafe_allow_single_client)
     recorder = Recorder()
     server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers)), r, observer=recorder,
                           protocol="paillier")
     timings["setup"] = time.perf_counter() - t
     roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
                                      rng=_fork(rng, f"client-{cid}"), randomizer=randomizer_spec,
-                                     min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS)) for cid in range(1, n + 1)}
+                                     min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS), min_clients=floor,
+                                     unsafe_allow_single_client=unsafe_allow_single_client)
+             for cid in range(1, n + 1)}
     submitting = [cid for cid in roles if cid not in schedule]
     executor = process_executor(workers) if workers > 1 else None
     iterator: Any = _progress_over(progress, submitting, "paillier clients (offline)")

@@ -49,7 +49,7 @@ def keyholder(seed: str = "protocol") -> PaillierKeyHolder:
     return PaillierKeyHolder(private_key=private_key(seed))
 
 
-def make_round(n=4, d=10, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=1,
+def make_round(n=4, d=10, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=None,
                randomizer=pl.STANDARD):
     kh = keyholder(key_seed)
     rng = DeterministicRandom(seed)
@@ -75,7 +75,7 @@ def paillier_server(params, workers=1):
     return PaillierServer(params, accumulator=sharded_accumulator(workers)) if workers > 1 else PaillierServer(params)
 
 
-def network(xs, ws=None, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=1,
+def network(xs, ws=None, rule="weighted", seed="round", key_seed="protocol", encoding=ENC, min_clients=None,
             randomizer=pl.STANDARD, workers=1):
     """A Paillier round on the drivers (tests/round_harness.py): the key
     holder (party 0, holding ``keyholder(key_seed)``), a client driver per
@@ -339,35 +339,44 @@ def test_too_few_clients_is_an_abort_state():
     assert_rejected(net.driver, 2, late, LateSubmission, AbortReason.WRONG_ROUND)
 
 
+def registered(params) -> PaillierKeyHolder:
+    """A key holder (the same key) with ``params`` registered."""
+    kh = keyholder()
+    kh.accept_params(wire.encode(params))
+    return kh
+
+
 def test_keyholder_refuses_everything_but_one_honest_aggregate(adversarial_round):
     kh, params, subs, aggregate = adversarial_round
     data = wire.encode(aggregate)
     L = params.key.ciphertext_bytes
-    # not an aggregate
-    with pytest.raises(WireFormatError):
+    # refused before the request names a registered session: nothing changes
+    with pytest.raises(WireFormatError):  # not an aggregate
         kh.decrypt_aggregate(subs[1])
-    # unknown session
-    with pytest.raises(SessionMismatch):
+    with pytest.raises(SessionMismatch):  # unknown session
         kh.decrypt_aggregate(dataclasses.replace(aggregate, session_id=bytes(32)))
     with pytest.raises(KeyMismatch):
         kh.decrypt_aggregate(dataclasses.replace(aggregate, key_id=bytes(32)))
-    with pytest.raises(UnexpectedSender):
-        kh.decrypt_aggregate(dataclasses.replace(aggregate, included=(1, 1, 2)))
-    with pytest.raises(UnexpectedSender):
-        kh.decrypt_aggregate(dataclasses.replace(aggregate, included=(1, 2, 99)))
-    with pytest.raises(WireFormatError):
-        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=aggregate.ciphertexts[:-L]))
-    with pytest.raises(InvalidCiphertext):
-        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=bytes(L) + aggregate.ciphertexts[L:]))
     with pytest.raises(WireFormatError):
         kh.decrypt_aggregate(data[:-3])
-    # bits above the last slot (not a sum of honest packed plaintexts)
+    # refused after it names the session: each refusal consumes the session (a key holder of its own for each)
     pk = params.key
     junk = pl.encrypt_with_obfuscators(pk, [pk.n - 1] * params.n_ciphertexts,
                                        pl.precompute_obfuscators(pk, params.n_ciphertexts, DeterministicRandom("j")))
-    with pytest.raises(SlotOverflow):
-        kh.decrypt_aggregate(dataclasses.replace(aggregate, ciphertexts=pl.ciphertexts_to_bytes(pk, junk)))
-    # none of the refusals consumed the session: the honest aggregate decrypts, once
+    for bad, error in [
+        (dataclasses.replace(aggregate, included=(1, 1, 2)), UnexpectedSender),
+        (dataclasses.replace(aggregate, included=(1, 2, 99)), UnexpectedSender),
+        (dataclasses.replace(aggregate, ciphertexts=aggregate.ciphertexts[:-L]), WireFormatError),
+        (dataclasses.replace(aggregate, ciphertexts=bytes(L) + aggregate.ciphertexts[L:]), InvalidCiphertext),
+        # bits above the last slot (not a sum of honest packed plaintexts)
+        (dataclasses.replace(aggregate, ciphertexts=pl.ciphertexts_to_bytes(pk, junk)), SlotOverflow),
+    ]:
+        other = registered(params)
+        with pytest.raises(error):
+            other.decrypt_aggregate(bad)
+        with pytest.raises(AlreadyDecrypted):  # the honest aggregate, too late
+            other.decrypt_aggregate(data)
+    # the refusals before the session was named consumed nothing: the honest aggregate decrypts, once
     sums = kh.decrypt_aggregate(data)
     assert sums.included == (1, 2, 3)
     with pytest.raises(AlreadyDecrypted):
@@ -387,8 +396,9 @@ def test_keyholder_min_clients_and_mean_weight_check():
     with pytest.raises(SlotOverflow):
         kh.decrypt_aggregate(lie)
     with pytest.raises(TooFewClients):
-        kh.decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1,), subs[1].ciphertexts))
-    ok = kh.decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1, 2), blob))
+        registered(params).decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1,),
+                                                                 subs[1].ciphertexts))
+    ok = registered(params).decrypt_aggregate(AggregateCiphertext(params.session_id, pk.key_id, (1, 2), blob))
     assert int(ok.sums[-1]) == 2 << params.frac_bits
 
 
@@ -533,7 +543,7 @@ SCHEDULE_WS = [1.0, 0.5, 4.0, 2.0, 3.0]
 
 
 def _schedule_round():
-    return network(SCHEDULE_XS, SCHEDULE_WS, "weighted", seed="schedule")
+    return network(SCHEDULE_XS, SCHEDULE_WS, "weighted", seed="schedule", min_clients=2)
 
 
 @lru_cache(maxsize=None)
@@ -561,7 +571,7 @@ def test_any_dropout_schedule_and_noise_gives_the_sum_of_the_included(order, k, 
     """Submissions arrive in any order (those after the k-th miss the
     deadline), with bad messages and duplicates anywhere in between: the
     round ends with exactly the sum of the included clients' encodings, or
-    aborts when none submitted."""
+    aborts when fewer than ``min_clients`` (2) submitted."""
     params, subs, quantized, bad = _schedule_fixture()
     _, _, _, net = _schedule_round()
     server = net.driver
@@ -585,8 +595,9 @@ def test_any_dropout_schedule_and_noise_gives_the_sum_of_the_included(order, k, 
                 assert isinstance(net.watch.errors[-1][1], DuplicateSubmission)
     assert net.server.included == tuple(sorted(submitters))
     if not net.close():
-        assert k == 0 and net.outcome.reason is AbortReason.TOO_FEW_SURVIVORS
+        assert k < params.min_clients == 2 and net.outcome.reason is AbortReason.TOO_FEW_SURVIVORS
         return
+    assert k >= 2
     out = net.run()  # the key holder decrypts
     assert out.included == tuple(sorted(submitters))
     assert out.dropped == {c: "submit" for c in order[k:]}
@@ -602,9 +613,10 @@ def test_nothing_secret_is_picklable_and_no_exponent_on_the_wire():
     with pytest.raises(TypeError):
         pickle.dumps(keyholder())
     # a submission carries ids, hashes and fixed-length records: no per-value exponent
-    assert [f.name for f in dataclasses.fields(Submission)] == ["session_id", "key_id", "client_id", "ciphertexts"]
+    assert [f.name for f in dataclasses.fields(Submission)] == ["session_id", "key_id", "client_id", "ciphertexts",
+                                                                "signature"]
     assert [f.name for f in dataclasses.fields(AggregateCiphertext)] == ["session_id", "key_id", "included",
-                                                                        "ciphertexts"]
+                                                                        "ciphertexts", "statements"]
 
 
 def test_keyholder_threads_default_and_validation():

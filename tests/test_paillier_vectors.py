@@ -7,6 +7,7 @@ phe for the arithmetic) gives the stored outcomes."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -23,13 +24,16 @@ from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout
 from secagg.primitives import paillier as pl
 from secagg.protocols import paillier as proto
+from secagg.primitives import signatures
 from secagg.protocols.paillier import AggregateCiphertext, AggregateSums, PaillierKeyHolder, PaillierParams, \
     PaillierServer, PublicKeyMessage
 
 from round_harness import Watch
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "paillier" / "vectors"
-FILES = ["primitives.json", "packing.json", "round_weighted_adversarial.json", "round_mean_short_exponent.json"]
+FILES = ["primitives.json", "packing.json", "round_weighted_adversarial.json", "round_mean_short_exponent.json",
+         "round_sum_signed.json"]
+ROUNDS = ["round_weighted_adversarial.json", "round_mean_short_exponent.json", "round_sum_signed.json"]
 
 
 def load(name):
@@ -108,14 +112,39 @@ def test_packing_vector():
     assert list(lay.unpack(total, ex["length"], len(ex["clients"]))) == ex["sums"]
 
 
-@pytest.mark.parametrize("name", ["round_weighted_adversarial.json", "round_mean_short_exponent.json"])
+def signed_mode(v):
+    """The clients' verify keys of a signed round (``None`` for an unsigned
+    one), after checking each stored submission's signature by hand: Ed25519
+    over SHA-256(tag || sid || id || SHA-256(ciphertexts))."""
+    if "signing" not in v:
+        return None
+    keys = {int(c): bytes.fromhex(k) for c, k in v["signing"]["verify_keys"].items()}
+    sid = bytes.fromhex(v["session_id"])
+    for cid_str, hexdata in v["messages"]["submissions"].items():
+        sub = wire.decode(bytes.fromhex(hexdata), proto.Submission)
+        cid = int(cid_str)
+        signed = hashlib.sha256(b"secagg/v1/paillier/submission\x00" + sid + cid.to_bytes(4, "big")
+                                + hashlib.sha256(sub.ciphertexts).digest()).digest()
+        assert signed.hex() == v["signing"]["signed_messages"][cid_str]
+        signatures.verify(keys[cid], signed, sub.signature)
+    agg = wire.decode(bytes.fromhex(v["messages"]["aggregate"]), AggregateCiphertext)
+    assert [s.client_id for s in agg.statements] == list(agg.included)
+    for st in agg.statements:
+        sub = wire.decode(bytes.fromhex(v["messages"]["submissions"][str(st.client_id)]), proto.Submission)
+        assert st.signature == sub.signature and st.ciphertext_digest == hashlib.sha256(sub.ciphertexts).digest()
+    return keys
+
+
+@pytest.mark.parametrize("name", ROUNDS)
 def test_round_vector_replay(name):
     """The round replayed on the drivers from the file alone: a server driver
     fed the recorded bytes (each refused one refused with the recorded typed
     error, the server unchanged), the key holder's driver fed the recorded
-    aggregate; phe for the arithmetic."""
+    aggregate; phe for the arithmetic. A signed round's server and key holder
+    check the signatures with the verify keys stored in the file."""
     v = load(name)
     pk, sk = keypair(v["key"])
+    client_keys = signed_mode(v)
     msgs = v["messages"]
     assert wire.decode(bytes.fromhex(msgs["public_key"]), PublicKeyMessage).key == pk
     params_bytes = bytes.fromhex(msgs["params"])
@@ -123,9 +152,10 @@ def test_round_vector_replay(name):
     assert params.session_id.hex() == v["session_id"]
     assert params.layout.describe() == v["layout"]
     watch = Watch()
-    server = ServerDriver(PaillierServer(params), params.rule, observer=watch, protocol="paillier")
+    server = ServerDriver(PaillierServer(params, client_keys=client_keys), params.rule, observer=watch,
+                          protocol="paillier")
     assert server.start() == {c: params_bytes for c in (proto.KEY_HOLDER, *params.client_ids)}
-    keyholder = ClientDriver(KeyHolderRole(PaillierKeyHolder(private_key=sk)))
+    keyholder = ClientDriver(KeyHolderRole(PaillierKeyHolder(private_key=sk, client_keys=client_keys)))
     assert keyholder.handle(params_bytes) is None and keyholder.last_error is None  # the round registered
     sums_bytes = bytes.fromhex(msgs["sums"])
 
@@ -163,8 +193,13 @@ def test_round_vector_replay(name):
     # the key holder decrypts once: a second request is refused (and its driver sends nothing)
     assert keyholder.handle(bytes.fromhex(msgs["aggregate"])) is None
     assert isinstance(keyholder.last_error, proto.AlreadyDecrypted)
-    kh = PaillierKeyHolder(private_key=sk)
+    kh = PaillierKeyHolder(private_key=sk, client_keys=client_keys)
     kh.accept_params(params)
+    if client_keys is not None:  # a signed key holder refuses the aggregate without its statements ...
+        with pytest.raises(proto.UnexpectedSender):
+            kh.decrypt_aggregate(AggregateCiphertext(agg.session_id, agg.key_id, agg.included, agg.ciphertexts))
+        kh = PaillierKeyHolder(private_key=sk, client_keys=client_keys)  # ... and that consumed the session
+        kh.accept_params(params)
     assert wire.encode(kh.decrypt_aggregate(bytes.fromhex(msgs["aggregate"]))).hex() == msgs["sums"]
     with pytest.raises(proto.AlreadyDecrypted):
         kh.decrypt_aggregate(agg)

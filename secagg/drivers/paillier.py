@@ -6,7 +6,10 @@ A Paillier client answers one message per round: the server's
 update. The parameters must carry the key holder's key that the client
 pinned out of band (a server cannot swap in a key it holds). Obfuscators are
 precomputed offline into the role's pool (:meth:`PaillierClientRole.precompute`)
-and used up across rounds.
+and used up across rounds. The role holds a minimum of its own
+(``min_clients``, 2 unless ``unsafe_allow_single_client=True``) and refuses
+rounds below it (:class:`~secagg.protocols.paillier.messages.TooFewClients`:
+nothing is sent); given ``signing_key`` it signs its submissions.
 
 The key holder is party :data:`~secagg.protocols.paillier.messages.KEY_HOLDER`
 (0): it registers each round's parameters (no answer) and, in the Decrypt
@@ -24,7 +27,7 @@ from ..primitives.randomness import RandomSource, default_random
 from ..protocols.paillier.client import PaillierClient
 from ..protocols.paillier.keyholder import PaillierKeyHolder
 from ..protocols.paillier.messages import KEY_HOLDER, AggregateCiphertext
-from ..protocols.paillier.params import PaillierParams, PublicKeyMessage
+from ..protocols.paillier.params import MIN_CLIENTS_FLOOR, PaillierParams, PublicKeyMessage
 from ..protocols.stages import Stage
 from .client import Contribution, Step
 from .concurrency import process_executor
@@ -35,13 +38,17 @@ __all__ = ["PaillierClientRole", "KeyHolderRole"]
 class PaillierClientRole:
     """Client ``client_id`` of Paillier rounds under the key holder's
     ``public_key`` (pinned: rounds under another key are refused).
-    ``min_key_bits`` (2048) is the smallest modulus accepted."""
+    ``min_key_bits`` (2048) is the smallest modulus accepted; ``min_clients``
+    (2; 1 only with ``unsafe_allow_single_client=True``) the smallest
+    ``min_clients`` of a round it submits to; ``signing_key`` (32-byte
+    Ed25519 private key), if given, signs every submission."""
 
     SERVER_MESSAGES: tuple[type, ...] = (PaillierParams,)
 
     def __init__(self, client_id: int, public_key: pl.PublicKey | PublicKeyMessage, *,
                  rng: RandomSource | None = None, randomizer: pl.RandomizerSpec = pl.STANDARD,
-                 min_key_bits: int = pl.DEFAULT_KEY_BITS):
+                 min_key_bits: int = pl.DEFAULT_KEY_BITS, min_clients: int = MIN_CLIENTS_FLOOR,
+                 unsafe_allow_single_client: bool = False, signing_key: bytes | None = None):
         if type(client_id) is not int or client_id < 1:
             raise ParameterError(f"client id must be an int >= 1, got {client_id!r}")
         key = public_key.key if isinstance(public_key, PublicKeyMessage) else public_key
@@ -49,9 +56,13 @@ class PaillierClientRole:
         self._rng = default_random(rng)
         self.randomizer = randomizer
         self.min_key_bits = min_key_bits
-        # a client made here only to check the key and hold the pool
+        self._policy: dict[str, Any] = {"min_clients": min_clients,
+                                        "unsafe_allow_single_client": unsafe_allow_single_client,
+                                        "signing_key": signing_key}
+        # a client made here only to check the key, the floor and the signing key, and to hold the pool
         self._template = PaillierClient(client_id, key, rng=self._rng, randomizer=randomizer,
-                                        min_key_bits=min_key_bits)
+                                        min_key_bits=min_key_bits, **self._policy)
+        self.min_clients = self._template.min_clients
         self.public_key = self._template.public_key
         self.pool = self._template.pool
         self.clipped = 0  # entries clipped in the last submission
@@ -80,8 +91,8 @@ class PaillierClientRole:
         if contribution is None:
             raise LocalProtocolError("a Paillier round needs this client's contribution (update, weight)")
         client = PaillierClient(self.party, self.public_key, rng=self._rng, randomizer=self.randomizer,
-                                min_key_bits=self.min_key_bits, pool=self.pool)
-        client.receive_params(msg)  # pinned key, invitation: raises a typed error
+                                min_key_bits=self.min_key_bits, pool=self.pool, **self._policy)
+        client.receive_params(msg)  # pinned key, invitation, this client's floor: raises a typed error
         submission = client.submit(contribution.update, contribution.weight)
         self.clipped = client.clipped
         self.online_exponentiations += client.online_exponentiations

@@ -180,9 +180,10 @@ def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int |
 
     Masking: Shamir threshold (per neighbourhood of ``degree + 1`` share
     holders; ``degree = n - 1`` is the complete graph) from the masking
-    parameters. Paillier has no shares; the runner requires ``threshold``
-    survivors (default 2: an aggregate of one client is that client's update).
-    Plaintext: ``threshold`` or 1."""
+    parameters. Paillier has no shares: its ``min_clients`` is ``threshold``
+    (default a majority, at least 2, as the protocol derives it; 1 is refused:
+    an aggregate of one client is that client's update). Plaintext:
+    ``threshold`` or 1."""
     if protocol in ("secagg", "secagg+"):
         from ..primitives.randomness import DeterministicRandom
         from ..protocols.masking import MaskingParams
@@ -191,9 +192,13 @@ def round_threshold(protocol: str, n_clients: int, rate: float, threshold: int |
                                       dropout_tolerance=dropout_tolerance(protocol, n_clients, rate),
                                       threshold=threshold, rng=DeterministicRandom(b"threshold-check"))
         return int(params.threshold), int(params.degree)
+    if protocol == "paillier":
+        from ..simulation import paillier_min_clients
+
+        return paillier_min_clients(n_clients, threshold), None
     if threshold is not None:
         return int(threshold), None
-    return (2 if protocol == "paillier" else 1), None
+    return 1, None
 
 
 def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, float] | None,

@@ -1,4 +1,4 @@
-"""Generate the Paillier test vectors (protocols/paillier/SPEC.md §6).
+"""Generate the Paillier test vectors (protocols/paillier/SPEC.md §9).
 
 Every value comes from a fixed seed through ``DeterministicRandom``; keys are
 512-bit (test size only, never for use). The rounds run on the round drivers
@@ -30,9 +30,11 @@ from secagg.encoding.packing import PackingLayout
 from secagg.errors import RemoteProtocolError, SecAggError
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
+from secagg.primitives.signatures import generate_signing_keypair
 from secagg.protocols.paillier import (KEY_HOLDER, AggregateCiphertext, AggregateSums, PaillierClient,
                                        PaillierKeyHolder, PaillierParams, PaillierServer, PublicKeyMessage,
                                        Submission)
+from secagg.protocols.paillier.messages import ciphertext_digest, statement_message
 from secagg.protocols.stages import Stage
 from secagg.transports.inprocess import LocalRound
 
@@ -132,24 +134,30 @@ class _Refusals(Observer):
 
 
 def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedPoint, updates: list[list[float]],
-           weights: list[float], dropped: list[int], adversarial: bool) -> dict[str, Any]:
+           weights: list[float], dropped: list[int], adversarial: bool, signed: bool = False) -> dict[str, Any]:
     """One round on the drivers: a server driver, a client driver per client
     and the key holder's (party 0), over the in-process transport. The network
     holds every submission; the script below releases them in its own order,
     with the adversarial messages in between, and the dropped clients' only
-    after the round is over."""
+    after the round is over. ``signed``: every client signs its submission
+    (Ed25519 keys from the seed), the server and the key holder check the
+    signatures, and the refused messages are the signed mode's own."""
     seed = f"secagg/paillier/vectors/{name}"
     rng = DeterministicRandom(seed)
     _, sk = test_key()
-    keyholder = PaillierKeyHolder(private_key=sk)
-    public_key_bytes = wire.encode(keyholder.public_key_message())
     n = len(updates)
+    signing = {cid: generate_signing_keypair(rng.fork(f"signing-{cid}")) for cid in range(1, n + 1)} if signed else {}
+    verify_keys = {cid: k.public for cid, k in signing.items()} if signed else None
+    keyholder = PaillierKeyHolder(private_key=sk, client_keys=verify_keys)
+    public_key_bytes = wire.encode(keyholder.public_key_message())
     params = PaillierParams.create(keyholder.public_key, range(1, n + 1), len(updates[0]), encoding=encoding,
                                    rule=rule, rng=rng.fork("server"))
     refusals = _Refusals()
-    server = ServerDriver(PaillierServer(params), rule, observer=refusals, protocol="paillier")
+    server = ServerDriver(PaillierServer(params, client_keys=verify_keys), rule, observer=refusals,
+                          protocol="paillier")
     roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
-                                     rng=rng.fork(f"client-{cid}"), randomizer=randomizer, min_key_bits=KEY_BITS)
+                                     rng=rng.fork(f"client-{cid}"), randomizer=randomizer, min_key_bits=KEY_BITS,
+                                     signing_key=signing[cid].private if signed else None)
              for cid in range(1, n + 1)}
     for role in roles.values():  # the offline phase
         role.precompute(params.n_ciphertexts)
@@ -215,6 +223,26 @@ def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedP
              "ciphertexts one byte short"),
             (sub.client_id, submissions[sub.client_id][:-9], "truncated message"),
         ]
+    if signed:
+        first = honest[0]
+        sub = wire.decode(submissions[honest[1]], Submission)
+        other = PaillierParams.create(keyholder.public_key, range(1, n + 1), len(updates[0]), encoding=encoding,
+                                      rule=rule, rng=rng.fork("other-session"))
+        replay_client = PaillierClient(sub.client_id, keyholder.public_key, rng=rng.fork("replay"),
+                                       min_key_bits=KEY_BITS, signing_key=signing[sub.client_id].private)
+        replay_client.receive_params(other)
+        replayed = replay_client.submit(np.array(updates[sub.client_id - 1]), weights[sub.client_id - 1])
+        others_signature = wire.decode(submissions[first], Submission).signature
+        bad = [
+            (sub.client_id, wire.encode(dataclasses.replace(sub, signature=b"")), "unsigned"),
+            (sub.client_id, wire.encode(dataclasses.replace(sub, signature=others_signature)),
+             "signed by another client"),
+            (sub.client_id, wire.encode(dataclasses.replace(sub, ciphertexts=replayed.ciphertexts)),
+             "ciphertexts of another session under this session's signature"),
+            (sub.client_id, wire.encode(replayed), "replay from another session"),
+            (sub.client_id, wire.encode(dataclasses.replace(replayed, session_id=params.session_id)),
+             "replay from another session, moved into this session's envelope"),
+        ]
     deliver(honest[0], submissions[honest[0]], "submission")
     for sender, data, what in bad:
         deliver(sender, data, what)
@@ -230,10 +258,24 @@ def _round(name: str, rule: str, randomizer: pl.RandomizerSpec, encoding: FixedP
     aggregate = wire.decode(aggregate_bytes, AggregateCiphertext)
     sums = wire.decode(sums_bytes, AggregateSums)
     assert res.included == tuple(honest) == aggregate.included == sums.included
+    extra: dict[str, Any] = {}
+    if signed:
+        extra["signing"] = {
+            "description": "Ed25519; sig_u signs SHA-256(\"secagg/v1/paillier/submission\\0\" || session_id || "
+                           "client_id (4 bytes, big-endian) || SHA-256(ciphertexts)); the aggregate carries "
+                           "(client_id, SHA-256(ciphertexts), sig_u) for every included client",
+            "verify_keys": {str(c): k.public.hex() for c, k in signing.items()},
+            "signed_messages": {
+                str(c): statement_message(params.session_id, c, ciphertext_digest(
+                    wire.decode(submissions[c], Submission).ciphertexts)).hex() for c in range(1, n + 1)},
+        }
     return {
+        **extra,
         "description": f"One {rule} round, {n} clients, clients {dropped} never submit in time"
+                       + (", every submission signed by its client (Ed25519), checked by the server and, for "
+                          "the included clients, by the key holder" if signed else "")
                        + (", with rejected messages interleaved (each must leave the server unchanged)"
-                          if adversarial else ""),
+                          if adversarial or signed else ""),
         "seed": seed,
         "key": _key_json(sk),
         "randomizer": {"kind": randomizer.kind, "exponent_bits": randomizer.exponent_bits,
@@ -263,6 +305,9 @@ def build_rounds() -> dict[str, dict[str, Any]]:
         "round_mean_short_exponent.json": _round(
             "round_mean_short_exponent", "mean", pl.RandomizerSpec("short_exponent", 300, 4), FixedPoint(1.0, 10, 1.0),
             updates, [1.0] * 4, [], adversarial=False),
+        "round_sum_signed.json": _round(
+            "round_sum_signed", "sum", pl.STANDARD, FixedPoint(1.0, 10, 1.0), updates, [1.0] * 4, [3],
+            adversarial=False, signed=True),
     }
 
 

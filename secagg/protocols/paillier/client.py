@@ -13,6 +13,12 @@ up online (correct, only slower) and counted in ``online_exponentiations``.
 The public key is *pinned*: the client is given the key holder's key through a
 channel it trusts, and refuses round parameters that carry another key (a
 server that substituted its own key could otherwise decrypt every update).
+
+The client holds a minimum of its own, ``min_clients`` (2 unless
+``unsafe_allow_single_client=True``), and refuses round parameters whose
+``min_clients`` is lower: it submits nothing to a round whose aggregate may be
+its update alone. Given an Ed25519 ``signing_key``, it signs each submission
+for its session and id (:func:`~secagg.protocols.paillier.messages.sign_submission`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from ...encoding import wire
 from ...errors import LocalProtocolError, ParameterError
 from ...primitives import paillier as pl
 from ...primitives.randomness import RandomSource, default_random
-from .messages import KeyMismatch, Submission, UnexpectedSender
-from .params import PaillierParams, PublicKeyMessage
+from .messages import KeyMismatch, Submission, UnexpectedSender, check_floor, check_signing_key, sign_submission
+from .params import MIN_CLIENTS_FLOOR, PaillierParams, PublicKeyMessage, min_clients_floor
 
 __all__ = ["ClientState", "PaillierClient", "encode_update"]
 
@@ -61,11 +67,18 @@ def encode_update(params: PaillierParams, update: np.ndarray, weight: float,
 
 class PaillierClient:
     """One client's side of a round. ``min_key_bits`` (2048 by default) is the
-    smallest modulus it accepts; tests lower it for small keys."""
+    smallest modulus it accepts; tests lower it for small keys. ``min_clients``
+    (2 by default; 1 only with ``unsafe_allow_single_client=True``) is the
+    smallest ``min_clients`` of a round it submits to. ``signing_key`` (a
+    32-byte Ed25519 private key), if given, signs every submission."""
 
     def __init__(self, client_id: int, public_key: pl.PublicKey | PublicKeyMessage, *,
                  rng: RandomSource | None = None, randomizer: pl.RandomizerSpec = pl.STANDARD,
-                 min_key_bits: int = pl.DEFAULT_KEY_BITS, pool: pl.ObfuscatorPool | None = None):
+                 min_key_bits: int = pl.DEFAULT_KEY_BITS, pool: pl.ObfuscatorPool | None = None,
+                 min_clients: int = MIN_CLIENTS_FLOOR, unsafe_allow_single_client: bool = False,
+                 signing_key: bytes | None = None):
+        self.min_clients = min_clients_floor(min_clients, unsafe_allow_single_client)
+        self._signing_key = None if signing_key is None else check_signing_key(signing_key)
         key = public_key.key if isinstance(public_key, PublicKeyMessage) else public_key
         if not isinstance(key, pl.PublicKey):
             raise ParameterError("public_key must be a PublicKey or PublicKeyMessage")
@@ -84,6 +97,11 @@ class PaillierClient:
         self.params: PaillierParams | None = None
         self.clipped = 0
         self.online_exponentiations = 0
+
+    @property
+    def signs(self) -> bool:
+        """Whether this client signs its submissions."""
+        return self._signing_key is not None
 
     # ------------------------------------------------------------------ offline
     def precompute(self, count: int, *, workers: int | None = None, executor: Executor | None = None) -> None:
@@ -108,6 +126,7 @@ class PaillierClient:
             raise KeyMismatch("round parameters carry a key other than the key holder's pinned key")
         if self.client_id not in params.client_ids:
             raise UnexpectedSender(f"client {self.client_id} is not invited to this round")
+        check_floor(params, self.min_clients, f"client {self.client_id}")
         self.params = params
         self.state = ClientState.READY
 
@@ -125,8 +144,10 @@ class PaillierClient:
             rhos += pl.precompute_obfuscators(self.public_key, missing, self.rng, self.randomizer)
             self.online_exponentiations += missing
         cts = pl.encrypt_with_obfuscators(self.public_key, packed, rhos)
+        records = pl.ciphertexts_to_bytes(self.public_key, cts)
+        signature = b"" if self._signing_key is None else sign_submission(self._signing_key, params.session_id,
+                                                                          self.client_id, records)
         self.clipped = clipped
         self.state = ClientState.SUBMITTED
         return Submission(session_id=params.session_id, key_id=self.public_key.key_id,
-                          client_id=self.client_id,
-                          ciphertexts=pl.ciphertexts_to_bytes(self.public_key, cts))
+                          client_id=self.client_id, ciphertexts=records, signature=signature)

@@ -6,6 +6,14 @@ bound into every submission and into the aggregate, so nothing from another
 round (another nonce, another key, other clients or encoding) is accepted.
 Validation refuses parameters whose packing layout could carry between slots
 (security invariant 5) before a round starts.
+
+``min_clients`` is the fewest clients whose aggregate may be decrypted. On
+the wire it may be 1 (old encodings still decode), but every party that
+submits or decrypts holds a minimum of its own (:func:`min_clients_floor`,
+2 unless ``unsafe_allow_single_client=True``) and refuses parameters below
+it (:func:`~.messages.check_floor`): the aggregate of one client is that
+client's exact update. The default (:func:`default_min_clients`) is a
+majority of the invited clients.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -26,11 +35,42 @@ from ...primitives.paillier import MAX_KEY_BITS, PublicKey
 from ...primitives.randomness import RandomSource, default_random
 
 __all__ = ["PROTOCOL_VERSION", "MAX_CLIENT_ID", "PublicKeyMessage", "PaillierParams", "TARGET_SLOT_BITS",
-           "RANDOMIZERS", "default_encoding", "randomizer_for"]
+           "RANDOMIZERS", "default_encoding", "randomizer_for", "default_min_clients", "min_clients_floor",
+           "MIN_CLIENTS_FLOOR"]
 
 PROTOCOL_VERSION = 1
 MAX_CLIENT_ID = (1 << 32) - 1
 _SESSION_TAG = b"secagg/v1/paillier/session\x00"
+
+#: The smallest ``min_clients`` a party accepts unless told otherwise: an
+#: aggregate of one client is that client's exact update.
+MIN_CLIENTS_FLOOR = 2
+_SINGLE = ("the aggregate of a single client is that client's exact update; pass "
+           "unsafe_allow_single_client=True only if releasing it is intended")
+
+
+def min_clients_floor(floor: int, unsafe_allow_single_client: bool = False) -> int:
+    """A party's own minimum of clients per decrypted aggregate, checked: an
+    integer >= 2, or 1 with ``unsafe_allow_single_client=True``
+    (:class:`ParameterError` otherwise, saying why)."""
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Integral) or floor < 1:
+        raise ParameterError(f"min_clients must be an integer >= {MIN_CLIENTS_FLOOR}, got {floor!r}")
+    if not isinstance(unsafe_allow_single_client, bool):
+        raise ParameterError("unsafe_allow_single_client must be True or False")
+    if floor < MIN_CLIENTS_FLOOR and not unsafe_allow_single_client:
+        raise ParameterError(f"min_clients={int(floor)} refused: {_SINGLE}")
+    return int(floor)
+
+
+def default_min_clients(n_clients: int, unsafe_allow_single_client: bool = False) -> int:
+    """``min_clients`` of a round of ``n_clients`` invited clients when none is
+    given: the masking protocol's threshold for the complete graph with no
+    corrupt clients, ``n // 2 + 1``, and never below 2. A round of one client
+    is a :class:`ParameterError` unless ``unsafe_allow_single_client=True``."""
+    n = int(n_clients)
+    if n == 1 and not unsafe_allow_single_client:
+        raise ParameterError(f"a round of 1 client refused: {_SINGLE}")
+    return max(n // 2 + 1, 1 if unsafe_allow_single_client else MIN_CLIENTS_FLOOR)
 
 
 @wire.message("paillier.PublicKey")
@@ -60,8 +100,10 @@ class PaillierParams:
 
     ``client_ids`` are the clients invited to the round (the packing layout is
     sized for all of them); ``min_clients`` is the fewest whose aggregate may be
-    decrypted. ``vector_length`` is the model dimension ``d``; clients encode
-    ``d + 1`` entries, ``[w*x, w]``. ``rule`` is recorded for audit; the key
+    decrypted (1 is valid on the wire; every submitting or decrypting party
+    refuses values below its own floor, see :func:`min_clients_floor`).
+    ``vector_length`` is the model dimension ``d``; clients encode ``d + 1``
+    entries, ``[w*x, w]``. ``rule`` is recorded for audit; the key
     holder uses it for one check (with ``sum``/``mean`` every weight is 1, so
     the weight slot must decrypt to exactly the number of included clients)."""
 
@@ -142,14 +184,22 @@ class PaillierParams:
     # ------------------------------------------------------------------ factory
     @classmethod
     def create(cls, public_key: PublicKey | PublicKeyMessage, client_ids: Sequence[int], vector_length: int,
-               *, encoding: FixedPoint | None = None, rule: "str | Rule" = "mean", min_clients: int = 1,
-               rng: RandomSource | None = None) -> "PaillierParams":
-        """Parameters for a round with a fresh 256-bit nonce from ``rng``."""
+               *, encoding: FixedPoint | None = None, rule: "str | Rule" = "mean", min_clients: int | None = None,
+               rng: RandomSource | None = None, unsafe_allow_single_client: bool = False) -> "PaillierParams":
+        """Parameters for a round with a fresh 256-bit nonce from ``rng``.
+
+        ``min_clients`` defaults to :func:`default_min_clients` (a majority of
+        ``client_ids``, at least 2); 1 is a :class:`ParameterError` unless
+        ``unsafe_allow_single_client=True``."""
         pk = public_key if isinstance(public_key, PublicKeyMessage) else PublicKeyMessage.from_key(public_key)
         enc = encoding or FixedPoint()
         ids = tuple(sorted(int(c) for c in client_ids))
+        if min_clients is None:
+            min_clients = default_min_clients(len(ids), unsafe_allow_single_client) if ids else MIN_CLIENTS_FLOOR
+        else:
+            min_clients = min_clients_floor(min_clients, unsafe_allow_single_client)
         return cls(version=PROTOCOL_VERSION, session_nonce=default_random(rng).bytes(32), public_key=pk,
-                   client_ids=ids, min_clients=int(min_clients), vector_length=int(vector_length),
+                   client_ids=ids, min_clients=min_clients, vector_length=int(vector_length),
                    clip=float(enc.clip), frac_bits=int(enc.frac_bits), max_weight=float(enc.max_weight),
                    rule=get_rule(rule).name)
 

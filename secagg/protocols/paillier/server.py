@@ -10,6 +10,13 @@ touched, and the multiplication cannot fail, so a rejected message (typed
 :class:`~secagg.errors.RemoteProtocolError`) leaves the state exactly as it
 was (security invariant 7).
 
+In the signed mode (``PaillierServer(params, client_keys={id: verify_key})``)
+every submission must carry its client's Ed25519 signature of its statement
+for this session (:func:`~.messages.statement_of`,
+:func:`~.messages.verify_statement`); a missing or invalid one is an
+:class:`~secagg.errors.InvalidSignature` and changes nothing. The statements
+of the included clients go to the key holder with the aggregate.
+
 The server has no clock: the transport calls :meth:`PaillierServer.close`
 when the round's deadline passes. Clients that never submitted are simply not
 in ``included``; a round with fewer than ``min_clients`` submissions ends in
@@ -28,7 +35,7 @@ protocol logic is the same either way.
 from __future__ import annotations
 
 import enum
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 from gmpy2 import mpz
@@ -38,7 +45,8 @@ from ...primitives import paillier as pl
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
 from .messages import (KEY_HOLDER, AggregateCiphertext, AggregateSums, DuplicateSubmission, KeyMismatch,
-                       LateSubmission, SessionMismatch, Submission, UnexpectedSender)
+                       LateSubmission, SessionMismatch, Submission, SubmissionStatement, UnexpectedSender,
+                       check_verify_keys, statement_of, verify_statement)
 from .params import PaillierParams
 
 __all__ = ["ServerState", "PaillierServer", "Accumulator", "AccumulatorFactory", "LocalAccumulator"]
@@ -121,14 +129,21 @@ class PaillierServer:
     client and to the key holder (party :data:`KEY_HOLDER`); :meth:`receive`
     takes a :class:`Submission` in the Submit stage and the key holder's
     :class:`AggregateSums` in the Decrypt stage; :meth:`close_round` ends a
-    stage; :attr:`outcome` is the :class:`ServerResult` or the :class:`Abort`."""
+    stage; :attr:`outcome` is the :class:`ServerResult` or the :class:`Abort`.
+
+    ``client_keys`` (client id -> 32-byte Ed25519 verify key, one for every
+    invited client), if given, puts the round in the signed mode (module
+    docstring)."""
 
     #: every message a client (or the key holder) may send to the server
     CLIENT_MESSAGES: tuple[type, ...] = (Submission, AggregateSums)
 
-    def __init__(self, params: PaillierParams, *, accumulator: AccumulatorFactory = LocalAccumulator):
+    def __init__(self, params: PaillierParams, *, accumulator: AccumulatorFactory = LocalAccumulator,
+                 client_keys: Mapping[int, bytes] | None = None):
         if not isinstance(params, PaillierParams):
             raise LocalProtocolError("the server needs the round's PaillierParams")
+        self._client_keys = None if client_keys is None else check_verify_keys(client_keys, params.client_ids)
+        self._statements: dict[int, SubmissionStatement] = {}
         self.params = params
         self.public_key: pl.PublicKey = params.key
         self.session_id = params.session_id
@@ -216,10 +231,16 @@ class PaillierServer:
             raise SessionMismatch()
         if sender in self._included:
             raise DuplicateSubmission(f"client {sender} already submitted")
+        statement = None
+        if self._client_keys is not None:  # signed mode: bound to this session and this client
+            statement = statement_of(msg)
+            verify_statement(self._client_keys[sender], self.session_id, statement)
         self._accumulator.stage(msg.ciphertexts)  # length, range, Z*_{n^2}: raises and keeps nothing
         # -- all checks passed: commit (cannot fail from here on)
         self._accumulator.commit()
         self._included.add(sender)
+        if statement is not None:
+            self._statements[sender] = statement
 
     def _receive_sums(self, sender: int, msg: object) -> None:
         if isinstance(msg, Submission):
@@ -256,7 +277,8 @@ class PaillierServer:
             return None
         self._aggregate = AggregateCiphertext(
             session_id=self.session_id, key_id=self.public_key.key_id, included=self.included,
-            ciphertexts=product)
+            ciphertexts=product, statements=tuple(self._statements[c] for c in self.included)
+            if self._client_keys is not None else ())
         self.state = ServerState.CLOSED
         self.stage = Stage.DECRYPT
         return self._aggregate
