@@ -24,7 +24,8 @@ wrong length or a ciphertext outside ``Z*_{n^2}``; a decrypted aggregate that
 no set of honest clients can produce (:class:`SlotOverflow`), including, for
 ``sum`` and ``mean`` where every weight is 1, a weight slot that differs from
 the number of included clients (a server passing off one client's ciphertext
-as the aggregate of many fails here).
+as the aggregate of many fails here, unless it pads the weight slot with an
+encryption of the missing weights: SPEC §7 says what no check here can see).
 """
 
 from __future__ import annotations
