@@ -38,9 +38,15 @@ from .protocols.stages import Stage
 from .result import AggregationResult
 from .transports.inprocess import LocalRound, dropout_schedule
 
-__all__ = ["simulate", "simulate_paillier", "paillier_min_clients", "PROTOCOLS", "MASKING_STAGES", "audit_logger"]
+__all__ = ["simulate", "simulate_paillier", "paillier_min_clients", "PROTOCOLS", "DECRYPTIONS", "MASKING_STAGES",
+           "audit_logger"]
 
 PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
+#: How a Paillier aggregate is decrypted: by a committee of the clients
+#: (threshold decryption, the default) or by one key holder.
+DECRYPTIONS = ("committee", "key_holder")
+#: The stages a Paillier committee member answers (and so can vanish at).
+PAILLIER_COMMITTEE_STAGES = ("submit", "decrypt", "decrypt_recovery")
 MASKING_STAGES = tuple(s.value for s in _MASKING_STAGES)
 _ALIASES = {"advertise": "advertise_keys", "keys": "advertise_keys", "shares": "share_keys",
             "input": "masked_input", "masked": "masked_input", "consistency": "consistency_check",
@@ -115,7 +121,9 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              malicious_server: bool = False, key_bits: int = 2048, workers: int = 1,
              short_exponent: bool = False, progress: bool = False,
              trace: list[tuple[str, str, int, bytes]] | None = None,
-             randomizer: str | None = None, unsafe_allow_single_client: bool = False) -> AggregationResult:
+             randomizer: str | None = None, unsafe_allow_single_client: bool = False,
+             decryption: str = "committee", committee: Sequence[int] | None = None,
+             committee_threshold: int | None = None) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -136,13 +144,20 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     ``"djn"``, ``"djn-short"``; protocols/paillier/SPEC.md §6). For Paillier
     ``threshold`` is the round's ``min_clients`` (default: a majority of the
     clients); 1 releases one client's exact update and is refused unless
-    ``unsafe_allow_single_client=True``."""
+    ``unsafe_allow_single_client=True``. ``decryption`` is ``"committee"``
+    (the default: no party holds the key; ``committee`` clients, all by
+    default, decrypt together, any ``committee_threshold`` of them, a
+    majority by default; SPEC §8) or ``"key_holder"`` (one key holder)."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if protocol != "paillier" and (randomizer is not None or short_exponent):
         raise ParameterError("randomizer and short_exponent apply to protocol='paillier' only")
     if protocol != "paillier" and unsafe_allow_single_client:
         raise ParameterError("unsafe_allow_single_client applies to protocol='paillier' only")
+    if protocol != "paillier" and (committee is not None or committee_threshold is not None):
+        raise ParameterError("committee and committee_threshold apply to protocol='paillier' only")
+    if decryption not in DECRYPTIONS:
+        raise ParameterError(f"decryption must be one of {DECRYPTIONS}, got {decryption!r}")
     r = get_rule(rule)
     xs = _as_vectors(updates)
     n = len(xs)
@@ -154,12 +169,16 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
                     f"weight of client {i + 1} ({w}) exceeds the round's max_weight {encoding.max_weight}")
     rng: RandomSource = DeterministicRandom(seed) if seed is not None else SystemRandom()
     if protocol == "paillier":
-        schedule = _schedule(dropouts, n, ("submit",), _fork(rng, "dropouts"))
+        # a committee of every client: a client may vanish before submitting or before decrypting
+        answered = ("submit", "decrypt") if decryption == "committee" and committee is None else ("submit",)
+        schedule = _schedule(dropouts, n, answered, _fork(rng, "dropouts"))
         # encoding=None lets Paillier size its fixed point for its packed slots
         return simulate_paillier(xs, ws, rule=r, encoding=encoding, dropouts=schedule,
                                  rng=_fork(rng, "paillier"), key_bits=key_bits, workers=workers,
                                  short_exponent=short_exponent, progress=progress, min_clients=threshold,
-                                 randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client)
+                                 randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client,
+                                 decryption=decryption, committee=committee,
+                                 committee_threshold=committee_threshold)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -280,13 +299,22 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                       rng: RandomSource, key_bits: int = 2048, workers: int = 1,
                       short_exponent: bool = False, progress: bool = False,
                       min_clients: int | None = None, randomizer: str | None = None,
-                      unsafe_allow_single_client: bool = False) -> AggregationResult:
-    """Run one Paillier round in-process: key holder (party 0), server and
-    ``n`` clients on the round drivers, every message through the wire format.
+                      unsafe_allow_single_client: bool = False, decryption: str = "committee",
+                      committee: Sequence[int] | None = None, committee_threshold: int | None = None,
+                      spares: int = 0) -> AggregationResult:
+    """Run one Paillier round in-process: server and ``n`` clients on the
+    round drivers, every message through the wire format, decrypted by a
+    committee of the clients (``decryption="committee"``, the default: a
+    dealer shares a fresh key among ``committee`` (default: every client),
+    any ``committee_threshold`` of them (default: a majority) decrypt, and
+    the dealer keeps nothing) or by a key holder (party 0,
+    ``decryption="key_holder"``).
 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
     weighted rules (``None``: all 1) and ignored by ``sum``/``mean``.
-    ``dropouts`` maps a client id to ``"submit"`` (it never submits).
+    ``dropouts`` maps a client id to ``"submit"`` (it never submits) or, for
+    a committee member, ``"decrypt"`` / ``"decrypt_recovery"`` (it submits,
+    then vanishes before answering that decryption request).
     ``workers`` > 1 precomputes obfuscators in that many processes, shards the
     server's combine over that many processes and decrypts with that many
     threads. ``randomizer`` is ``"standard"`` (``r^n``, the default),
@@ -300,11 +328,13 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     aborts (e.g. fewer than ``min_clients`` submitted, or the key holder
     refused to decrypt)."""
     from .drivers import ClientDriver, KeyHolderRole, PaillierClientRole, Recorder, ServerDriver
+    from .drivers.committee import CommitteeClientRole
     from .drivers.concurrency import process_executor, sharded_accumulator
     from .primitives import paillier as pl
     from .protocols.paillier import (KEY_HOLDER, PaillierKeyHolder, PaillierParams, PaillierServer,
                                      PublicKeyMessage, default_encoding, randomizer_for)
     from .protocols.paillier.params import MIN_CLIENTS_FLOOR
+    from .protocols.paillier.threshold import CommitteeKey, deal_committee
 
     r = get_rule(rule)
     n = len(updates)
@@ -322,7 +352,19 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         ws = [float(w) for w in weights]
     else:
         ws = [1.0] * n
-    schedule = dropout_schedule(dropouts, range(1, n + 1), ("submit",), rng)
+    if decryption not in DECRYPTIONS:
+        raise ParameterError(f"decryption must be one of {DECRYPTIONS}, got {decryption!r}")
+    by_committee = decryption == "committee"
+    members = tuple(sorted(set(int(c) for c in committee))) if committee is not None else tuple(range(1, n + 1))
+    if by_committee and (len(members) < 2 or members[0] < 1 or members[-1] > n):
+        raise ParameterError(f"the decryption committee must be at least two of the clients 1..{n}, got "
+                             f"{list(members)}")
+    if not by_committee and (committee is not None or committee_threshold is not None):
+        raise ParameterError("committee and committee_threshold apply to decryption='committee' only")
+    stages = PAILLIER_COMMITTEE_STAGES if by_committee else ("submit",)
+    schedule = dropout_schedule(dropouts, range(1, n + 1), stages, rng)
+    if by_committee and any(st != "submit" and c not in members for c, st in schedule.items()):
+        raise ParameterError("only committee members answer the decryption stages")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError("workers must be an integer >= 1")
     enc = encoding if encoding is not None else default_encoding(n, key_bits, max(ws))
@@ -335,26 +377,42 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     floor = 1 if unsafe_allow_single_client else MIN_CLIENTS_FLOOR  # each party's own minimum
     min_clients = paillier_min_clients(n, min_clients, unsafe_allow_single_client)  # before the key is made
     t = time.perf_counter()
-    key_rng = None if isinstance(rng, SystemRandom) else _fork(rng, "keyholder")
-    keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers, min_clients=floor,
-                                  unsafe_allow_single_client=unsafe_allow_single_client)
+    key_rng = None if isinstance(rng, SystemRandom) else _fork(rng, "committee" if by_committee else "keyholder")
+    committee_key: CommitteeKey | None = None
+    keyholder: PaillierKeyHolder | None = None
+    if by_committee:
+        dealt, shares = deal_committee(members, committee_threshold, key_bits, rng=key_rng)  # the dealer forgets
+        # the committee's key as published: the server and every client pin it
+        committee_bytes = wire.encode(dealt)
+        committee_key = wire.decode(committee_bytes, CommitteeKey)
+        public_key = PublicKeyMessage.from_key(committee_key.public_key)
+        public_key_bytes = committee_bytes
+    else:
+        keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers, min_clients=floor,
+                                      unsafe_allow_single_client=unsafe_allow_single_client)
+        # the key as published: the server and every client pin the key holder's own
+        public_key_bytes = wire.encode(keyholder.public_key_message())
+        public_key = wire.decode(public_key_bytes, PublicKeyMessage)
     timings["keygen"] = time.perf_counter() - t
-    # the key as published: the server and every client pin the key holder's own
-    public_key_bytes = wire.encode(keyholder.public_key_message())
-    public_key = wire.decode(public_key_bytes, PublicKeyMessage)
     t = time.perf_counter()
     params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc, rule=r, min_clients=min_clients,
                                    rng=_fork(rng, "server"), unsafe_allow_single_client=unsafe_allow_single_client)
     recorder = Recorder()
-    server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers)), r, observer=recorder,
-                          protocol="paillier")
+    server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers), committee=committee_key,
+                                         spares=spares), r, observer=recorder, protocol="paillier")
     timings["setup"] = time.perf_counter() - t
-    roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
-                                     rng=_fork(rng, f"client-{cid}"), randomizer=randomizer_spec,
-                                     min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS), min_clients=floor,
-                                     unsafe_allow_single_client=unsafe_allow_single_client)
-             for cid in range(1, n + 1)}
-    submitting = [cid for cid in roles if cid not in schedule]
+    options: dict[str, Any] = dict(randomizer=randomizer_spec, min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS),
+                                   min_clients=floor, unsafe_allow_single_client=unsafe_allow_single_client)
+    roles: dict[int, Any]
+    if committee_key is not None:
+        roles = {cid: CommitteeClientRole(cid, wire.decode(public_key_bytes, CommitteeKey), shares.pop(cid, None),
+                                          rng=_fork(rng, f"client-{cid}"), threads=workers, **options)
+                 for cid in range(1, n + 1)}
+    else:
+        roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
+                                         rng=_fork(rng, f"client-{cid}"), **options)
+                 for cid in range(1, n + 1)}
+    submitting = [cid for cid in roles if schedule.get(cid) != "submit"]
     executor = process_executor(workers) if workers > 1 else None
     iterator: Any = _progress_over(progress, submitting, "paillier clients (offline)")
     try:
@@ -364,7 +422,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         offline = time.perf_counter() - t
         timer = recorder.timer()
         clients: dict[int, ClientDriver] = {cid: ClientDriver(role, observer=timer) for cid, role in roles.items()}
-        clients[KEY_HOLDER] = ClientDriver(KeyHolderRole(keyholder), observer=timer)
+        if keyholder is not None:
+            clients[KEY_HOLDER] = ClientDriver(KeyHolderRole(keyholder), observer=timer)
         contributions = {cid: Contribution(xs[cid - 1], ws[cid - 1]) for cid in roles}
         network = LocalRound(server, clients, contributions, dropouts=schedule)
         network.run()
@@ -378,11 +437,15 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     timings.update({"offline_precompute": offline, "offline_precompute_per_client": offline / n_sub,
                     "online_encrypt": rt.get("submit.clients", 0.0),
                     "online_encrypt_per_client": rt.get("submit.clients", 0.0) / n_sub,
-                    "combine": rt.get("submit.server", 0.0), "close": rt.get("decrypt.server", 0.0),
-                    "decrypt": rt.get("decrypt.clients", 0.0)})
+                    "combine": rt.get("submit.server", 0.0),
+                    "close": rt.get("decrypt.server", 0.0) + rt.get("decrypt_recovery.server", 0.0),
+                    "decrypt": rt.get("decrypt.clients", 0.0) + rt.get("decrypt_recovery.clients", 0.0)})
     timings["total"] = time.perf_counter() - t_start
     if isinstance(server.outcome, Abort) and KEY_HOLDER in network.refusals:
         raise ProtocolAborted(server.outcome.reason, f"the key holder refused: {network.refusals[KEY_HOLDER]}")
+    if isinstance(server.outcome, Abort) and network.refusals:
+        refused = "; ".join(f"client {c}: {why}" for c, why in sorted(network.refusals.items()))
+        raise ProtocolAborted(server.outcome.reason, f"{server.outcome.detail} (refusals: {refused})")
     sent = {cid: recorder.bytes_sent.get(cid, 0) for cid in roles}
     received = {cid: recorder.bytes_received.get(cid, 0) + len(public_key_bytes) for cid in roles}
     result = server.result(bytes_sent=sent, bytes_received=received, timings=timings)
@@ -392,7 +455,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         "randomizer": randomizer_spec.describe(),
         "workers": workers,
         "bytes_per_parameter": float(np.mean([sent[c] for c in included])) / d,
-        "aggregate_ciphertext_bytes": recorder.bytes_received.get(KEY_HOLDER, 0) - len(wire.encode(params)),
+        "aggregate_ciphertext_bytes": params.submission_bytes,
+        "decryption": (f"committee: any {committee_key.threshold} of {len(committee_key.holders)} clients"
+                       if committee_key is not None else "key holder"),
         "clipped_entries": int(sum(roles[c].clipped for c in included)),
         "online_exponentiations": int(sum(roles[c].online_exponentiations for c in included)),
         "sum_error_bound": enc.sum_error_bound(len(included)),

@@ -465,6 +465,6 @@ def test_the_simulators_take_the_loud_option():
     with pytest.raises(ParameterError):
         secagg.simulate(xs, protocol="secagg", unsafe_allow_single_client=True, seed=1)
     res = secagg.simulate(xs, protocol="paillier", threshold=1, unsafe_allow_single_client=True,
-                          dropouts={2: "submit"}, seed=1, key_bits=KEY_BITS)
+                          dropouts={2: "submit"}, seed=1, key_bits=KEY_BITS, decryption="key_holder")
     assert res.included == (1,) and res.params["min_clients"] == 1
     np.testing.assert_allclose(res.aggregate, update(1), atol=2 / 2 ** res.params["frac_bits"])

@@ -192,7 +192,7 @@ def test_member_refusals():
     dec = ThresholdDecryptor(1, ck, shares[1])
     rec = dec.register(params)
     req = DecryptionRequest(session_id=params.session_id, key_id=ck.key_id, attempt=0,
-                            included=tuple(range(1, N + 1)), ranges=(0, 3), aggregate=agg)
+                            included=tuple(range(1, N + 1)), statements=(), ranges=(0, 3), aggregate=agg)
     with pytest.raises(SessionMismatch):  # a session it never registered
         dec.decrypt(req, None)
     with pytest.raises(KeyMismatch):

@@ -17,6 +17,16 @@ for this session (:func:`~.messages.statement_of`,
 :class:`~secagg.errors.InvalidSignature` and changes nothing. The statements
 of the included clients go to the key holder with the aggregate.
 
+With a decryption committee (``PaillierServer(params, committee=...)``,
+SPEC §8) there is no key holder: closing Submit sends each committee member
+that submitted a :class:`~.threshold.DecryptionRequest` for its part of the
+aggregate; each answer's proof is checked on intake (a bad one is an
+:class:`~secagg.errors.InvalidDecryptionShare` naming the member, and is
+not kept); closing Decrypt combines if every ciphertext has ``t`` valid
+shares, else asks the members that answered correctly for the rest
+(Decrypt recovery), and closing that combines or aborts with
+``decryption_failed``.
+
 The server has no clock: the transport calls :meth:`PaillierServer.close`
 when the round's deadline passes. Clients that never submitted are simply not
 in ``included``; a round with fewer than ``min_clients`` submissions ends in
@@ -40,7 +50,9 @@ from typing import Callable, Mapping, Protocol
 import numpy as np
 from gmpy2 import mpz
 
-from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError, WireFormatError, from_peer
+from ...encoding.packing import SlotOverflow
+from ...errors import (AbortReason, LocalProtocolError, ParameterError, ReconstructionError, RemoteProtocolError,
+                       WireFormatError, from_peer)
 from ...primitives import paillier as pl
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
@@ -48,6 +60,7 @@ from .messages import (KEY_HOLDER, AggregateCiphertext, AggregateSums, Duplicate
                        LateSubmission, SessionMismatch, Submission, SubmissionStatement, UnexpectedSender,
                        check_verify_keys, statement_of, verify_statement)
 from .params import PaillierParams
+from .threshold import CommitteeKey, DecryptionShares, ThresholdCombiner
 
 __all__ = ["ServerState", "PaillierServer", "Accumulator", "AccumulatorFactory", "LocalAccumulator"]
 
@@ -133,15 +146,32 @@ class PaillierServer:
 
     ``client_keys`` (client id -> 32-byte Ed25519 verify key, one for every
     invited client), if given, puts the round in the signed mode (module
-    docstring)."""
+    docstring). ``committee`` (a :class:`~.threshold.CommitteeKey` whose
+    members are invited clients and whose key is the round's) replaces the
+    key holder by threshold decryption; ``spares`` extra members per
+    ciphertext in the first decryption request trade work for fewer
+    recovery requests."""
 
     #: every message a client (or the key holder) may send to the server
-    CLIENT_MESSAGES: tuple[type, ...] = (Submission, AggregateSums)
+    CLIENT_MESSAGES: tuple[type, ...] = (Submission, AggregateSums, DecryptionShares)
 
     def __init__(self, params: PaillierParams, *, accumulator: AccumulatorFactory = LocalAccumulator,
-                 client_keys: Mapping[int, bytes] | None = None):
+                 client_keys: Mapping[int, bytes] | None = None, committee: CommitteeKey | None = None,
+                 spares: int = 0):
         if not isinstance(params, PaillierParams):
             raise LocalProtocolError("the server needs the round's PaillierParams")
+        if committee is not None:
+            if not isinstance(committee, CommitteeKey):
+                raise ParameterError("committee must be a CommitteeKey")
+            if committee.public_key != params.key:
+                raise ParameterError("the round's key is not the committee's key")
+            if not set(committee.holders) <= set(params.client_ids):
+                raise ParameterError("committee members must be invited clients of the round")
+        if isinstance(spares, bool) or not isinstance(spares, int) or spares < 0:
+            raise ParameterError("spares must be an integer >= 0")
+        self.committee = committee
+        self.spares = spares
+        self._combiner: ThresholdCombiner | None = None
         self._client_keys = None if client_keys is None else check_verify_keys(client_keys, params.client_ids)
         self._statements: dict[int, SubmissionStatement] = {}
         self.params = params
@@ -185,6 +215,8 @@ class PaillierServer:
     @property
     def max_message_bytes(self) -> int:
         """The largest message the current stage can take (wire limit)."""
+        if self.stage in (Stage.DECRYPT, Stage.DECRYPT_RECOVERY) and self.committee is not None:
+            return self.params.submission_bytes + 8192  # at most one share per ciphertext, and the proof
         if self.stage is Stage.DECRYPT:
             return 9 * self.params.entries + 4096 + 5 * len(self._included)
         return self.params.submission_bytes + 4096
@@ -196,7 +228,7 @@ class PaillierServer:
         if self.stage is not Stage.SUBMIT or self._included or self.replies_expected:
             raise LocalProtocolError("the round has already started")
         self.replies_expected = self._invited
-        out: dict[int, object] = {KEY_HOLDER: self.params}
+        out: dict[int, object] = {} if self.committee is not None else {KEY_HOLDER: self.params}
         out.update((cid, self.params) for cid in self.params.client_ids)
         return out
 
@@ -208,7 +240,9 @@ class PaillierServer:
         try:
             if type(sender) is not int:  # not True, 1.0 or np.uint32(1)
                 raise UnexpectedSender(f"sender id must be an int, got {type(sender).__name__}")
-            if self.stage is Stage.DECRYPT:
+            if self.stage in (Stage.DECRYPT, Stage.DECRYPT_RECOVERY) and self._combiner is not None:
+                self._receive_shares(sender, msg)
+            elif self.stage is Stage.DECRYPT:
                 self._receive_sums(sender, msg)
             else:
                 self.receive_submission(sender, msg)
@@ -259,6 +293,14 @@ class PaillierServer:
             raise WireFormatError(f"expected {self.params.entries} sums, got {msg.sums.size}")
         self._sums = msg
 
+    def _receive_shares(self, sender: int, msg: object) -> None:
+        if isinstance(msg, Submission):
+            raise LateSubmission()
+        if not isinstance(msg, DecryptionShares):
+            raise UnexpectedSender("a committee member must answer with DecryptionShares")
+        assert self._combiner is not None
+        self._combiner.receive(sender, msg)  # proof checked; raises naming the member, keeps nothing
+
     # ------------------------------------------------------------------ close
     def close(self) -> AggregateCiphertext | None:
         """End the Submit stage (the transport's deadline). Returns the
@@ -285,26 +327,82 @@ class PaillierServer:
 
     def close_round(self) -> dict[int, object]:
         """End the current stage. Submit: the aggregate ciphertext goes to the
-        key holder (or the round aborts with too few submissions). Decrypt:
-        the round ends with the decrypted sums, or aborts with
-        ``decryption_failed`` if the key holder gave none."""
+        key holder, or the committee's decryption requests go out (or the
+        round aborts with too few submissions). Decrypt: the round ends with
+        the decrypted sums, or aborts with ``decryption_failed`` if the key
+        holder gave none; with a committee, ciphertexts that lack ``t`` valid
+        shares go to a recovery request (Decrypt recovery), after which the
+        round ends or aborts."""
         if self.done:
             raise LocalProtocolError("the round is already over")
         out: dict[int, object] = {}
         if self.stage is Stage.SUBMIT:
             aggregate = self.close()
-            if aggregate is not None:
+            if aggregate is not None and self.committee is None:
                 out = {KEY_HOLDER: aggregate}
+            elif aggregate is not None:
+                out = self._open_committee(aggregate)
+        elif self._combiner is not None:
+            out = self._close_committee_stage()
         elif self._sums is None:
             self._abort(AbortReason.DECRYPTION_FAILED, "the key holder returned no decrypted aggregate")
         else:
-            scaled = self._sums.sums.astype(np.float64) / self.params.encoding.scale
-            self.outcome = ServerResult(sum_weighted=scaled[:-1], sum_weights=float(scaled[-1]),
-                                        included=self.included,
-                                        dropped={c: Stage.SUBMIT.value for c in self.missing})
-            self.stage = Stage.DONE
+            self._finish(self._sums.sums)
         self.replies_expected = frozenset(out)
         return out
+
+    def _open_committee(self, aggregate: AggregateCiphertext) -> dict[int, object]:
+        assert self.committee is not None
+        self._combiner = ThresholdCombiner(self.committee, self.params, aggregate.included,
+                                           aggregate.ciphertexts, statements=aggregate.statements,
+                                           spares=self.spares)
+        # members that submitted are alive; if fewer than t did, ask every member
+        live = [h for h in self.committee.holders if h in self._included]
+        if len(live) < self.committee.threshold:
+            live = list(self.committee.holders)
+        return dict(self._combiner.requests(live))
+
+    def _close_committee_stage(self) -> dict[int, object]:
+        comb = self._combiner
+        assert comb is not None and self.committee is not None
+        for holder in comb.awaiting:
+            comb.give_up(holder)
+        if comb.lacking():
+            if self.stage is Stage.DECRYPT:
+                try:
+                    requests = comb.recovery_requests()
+                except ReconstructionError as exc:
+                    self._abort(AbortReason.DECRYPTION_FAILED, f"{exc}; {self._committee_failures()}")
+                    return {}
+                self.stage = Stage.DECRYPT_RECOVERY
+                return dict(requests)
+            self._abort(AbortReason.DECRYPTION_FAILED,
+                        f"{len(comb.lacking())} ciphertexts lack {self.committee.threshold} valid decryption "
+                        f"shares after recovery; {self._committee_failures()}")
+            return {}
+        plaintexts = comb.combine()
+        try:
+            sums = self.params.layout.unpack(plaintexts, self.params.entries, len(self._included))
+            if self.params.rule in ("sum", "mean") and int(sums[-1]) != len(self._included) << self.params.frac_bits:
+                raise SlotOverflow("weight slot does not equal the number of included clients")
+        except SlotOverflow as exc:
+            self._abort(AbortReason.CONSISTENCY_CHECK_FAILED, f"the combined aggregate is not a sum of valid "
+                        f"inputs: {exc}")
+            return {}
+        self._finish(sums)
+        return {}
+
+    def _committee_failures(self) -> str:
+        comb = self._combiner
+        bad = ", ".join(f"{h} ({why})" for h, why in sorted(comb.failed.items())) if comb else ""
+        return f"members whose shares failed: {bad or 'none'}"
+
+    def _finish(self, sums: np.ndarray) -> None:
+        scaled = np.asarray(sums).astype(np.float64) / self.params.encoding.scale
+        self.outcome = ServerResult(sum_weighted=scaled[:-1], sum_weights=float(scaled[-1]),
+                                    included=self.included,
+                                    dropped={c: Stage.SUBMIT.value for c in self.missing})
+        self.stage = Stage.DONE
 
     def _abort(self, reason: AbortReason, detail: str) -> None:
         self._accumulator.shutdown()
@@ -321,6 +419,12 @@ class PaillierServer:
     def audit_record(self) -> dict[str, object]:
         """A value-free structured record of the round (no update values)."""
         rec: dict[str, object] = dict(self.params.summary())
+        if self.committee is not None:
+            rec["decryption"] = {"committee": list(self.committee.holders), "threshold": self.committee.threshold,
+                                 "committee_key_id": self.committee.key_id.hex(),
+                                 "failed_members": sorted(self._combiner.failed) if self._combiner else []}
+        else:
+            rec["decryption"] = {"key_holder": KEY_HOLDER}
         rec.update({"stage": self.stage.value, "included": list(self.included),
                     "rejected_messages": [{"sender": s, "stage": st, "reason": r} for s, st, r in self.rejected]})
         if isinstance(self.outcome, ServerResult):

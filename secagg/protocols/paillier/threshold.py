@@ -37,7 +37,8 @@ from ...errors import (InvalidDecryptionShare, LocalProtocolError, ParameterErro
 from ...primitives import paillier as pl
 from ...primitives import threshold_paillier as tp
 from ...primitives.randomness import RandomSource
-from .messages import AlreadyDecrypted, KeyMismatch, SessionMismatch, TooFewClients, UnexpectedSender
+from .messages import (AlreadyDecrypted, KeyMismatch, SessionMismatch, SubmissionStatement, TooFewClients,
+                       UnexpectedSender, check_verify_keys, verify_statements)
 from .params import MAX_CLIENT_ID, PaillierParams
 
 __all__ = ["CommitteeKey", "DecryptionRequest", "DecryptionShares", "DecryptorRecord", "ThresholdDecryptor",
@@ -212,7 +213,8 @@ def _indices(ranges: Sequence[int], count: int) -> list[int]:
 class DecryptionRequest:
     """Server -> committee member: the whole aggregate (so that the member
     binds exactly one aggregate to the session) and the ciphertexts it is
-    asked to decrypt (``ranges``: flattened ``(start, stop)`` pairs).
+    asked to decrypt (``ranges``: flattened ``(start, stop)`` pairs), with the
+    included clients' signed statements in the signed mode (empty otherwise).
     ``attempt`` 0 is the first request, 1 the recovery request for groups
     that lacked ``t`` valid shares."""
 
@@ -220,6 +222,7 @@ class DecryptionRequest:
     key_id: bytes = field(metadata=_HASH)
     attempt: int = field(metadata={"min": 0, "max": MAX_ATTEMPTS - 1})
     included: tuple[int, ...] = field(metadata={"item": _ID})
+    statements: tuple[SubmissionStatement, ...]
     ranges: tuple[int, ...] = field(metadata={"item": {"min": 0, "max": 1 << 40}})
     aggregate: bytes
 
@@ -266,10 +269,14 @@ class ThresholdDecryptor:
     """Committee member ``client_id``'s decryption: its checks and its answer.
 
     ``min_clients`` is its own floor on the number of included clients (at
-    least 2; 1 only with ``unsafe_allow_single_client=True``)."""
+    least 2; 1 only with ``unsafe_allow_single_client=True``). With
+    ``client_keys`` (client id -> Ed25519 verify key) it decrypts only an
+    aggregate that carries a valid statement of this session from every
+    included client (SPEC §3.4, §8)."""
 
     def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare, *, min_clients: int = 2,
-                 unsafe_allow_single_client: bool = False, rng: RandomSource | None = None, threads: int = 1):
+                 unsafe_allow_single_client: bool = False, rng: RandomSource | None = None, threads: int = 1,
+                 client_keys: Mapping[int, bytes] | None = None):
         if not isinstance(committee, CommitteeKey):
             raise ParameterError("committee must be a CommitteeKey")
         if not isinstance(share, tp.KeyShare) or share.key != committee.key:
@@ -286,6 +293,7 @@ class ThresholdDecryptor:
         self.min_clients = max(1, int(min_clients))
         self._rng = rng
         self.threads = max(1, int(threads))
+        self._client_keys = None if client_keys is None else check_verify_keys(client_keys)
 
     def register(self, params: PaillierParams) -> DecryptorRecord:
         """A round's parameters: they must carry the committee's key."""
@@ -312,6 +320,8 @@ class ThresholdDecryptor:
         floor = max(params.min_clients, self.min_clients)
         if len(included) < floor:
             raise TooFewClients(f"{len(included)} included clients, this member decrypts only {floor} or more")
+        if self._client_keys is not None:  # signed mode: the named clients submitted in this session
+            verify_statements(self._client_keys, request.session_id, included, request.statements)
         digest = aggregate_digest(request.session_id, request.aggregate)
         if record.aggregate_digest and record.aggregate_digest != digest:
             raise AlreadyDecrypted("this member already decrypted another aggregate of this session")
@@ -349,10 +359,11 @@ class ThresholdCombiner:
     shares; :meth:`combine` decrypts when every ciphertext has ``t``."""
 
     def __init__(self, committee: CommitteeKey, params: PaillierParams, included: Sequence[int],
-                 aggregate: bytes, *, spares: int = 0):
+                 aggregate: bytes, *, statements: Sequence[SubmissionStatement] = (), spares: int = 0):
         self.committee = committee
         self.params = params
         self.included = tuple(included)
+        self.statements = tuple(statements)
         self.aggregate = bytes(aggregate)
         self.digest = aggregate_digest(params.session_id, self.aggregate)
         self.count = params.n_ciphertexts
@@ -365,7 +376,8 @@ class ThresholdCombiner:
 
     def _request(self, ranges: tuple[int, ...]) -> DecryptionRequest:
         return DecryptionRequest(session_id=self.params.session_id, key_id=self.committee.key_id,
-                                 attempt=self.attempt, included=self.included, ranges=ranges,
+                                 attempt=self.attempt, included=self.included, statements=self.statements,
+                                 ranges=ranges,
                                  aggregate=self.aggregate)
 
     def requests(self, live: Sequence[int]) -> dict[int, DecryptionRequest]:

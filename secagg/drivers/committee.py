@@ -1,0 +1,104 @@
+"""A Paillier client that is also a member of the decryption committee
+(protocols/paillier/SPEC.md §8), for the client driver.
+
+It answers three kinds of message of one session: the round's
+:class:`PaillierParams` (Submit: it registers the session as a committee
+member, then submits its own encrypted update like any client), and the
+server's :class:`DecryptionRequest` (Decrypt, and Decrypt recovery: the
+member's share of the decryption of the one aggregate it binds to the
+session). Its saved state is a :class:`DecryptorRecord` (the parameters and
+the aggregate's digest: no secret). The key share stays in the role, never
+in the store.
+
+A client outside the committee (``share=None``) submits and is done; a
+member that is not submitting this round (no contribution) only registers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ParameterError
+from ..primitives import threshold_paillier as tp
+from ..primitives.randomness import RandomSource, default_random
+from ..protocols.paillier.messages import UnexpectedSender
+from ..protocols.paillier.params import PaillierParams
+from ..protocols.paillier.threshold import CommitteeKey, DecryptionRequest, DecryptorRecord, ThresholdDecryptor
+from ..protocols.stages import Stage
+from .client import Contribution, Step
+from .paillier import PaillierClientRole
+
+__all__ = ["CommitteeClientRole"]
+
+
+class CommitteeClientRole:
+    """Client ``client_id`` of Paillier rounds under the committee's key;
+    with ``share``, also a decryption committee member. ``min_clients`` is
+    this party's own floor on how few clients a round may aggregate (2;
+    1 only with ``unsafe_allow_single_client=True``). ``threads`` runs its
+    partial decryptions on that many threads."""
+
+    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DecryptionRequest)
+
+    def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare | None = None, *,
+                 rng: RandomSource | None = None, min_clients: int = 2, unsafe_allow_single_client: bool = False,
+                 threads: int = 1, **client_options: Any):
+        if not isinstance(committee, CommitteeKey):
+            raise ParameterError("committee must be a CommitteeKey")
+        self._rng = default_random(rng)
+        self.client = PaillierClientRole(client_id, committee.public_key, rng=self._rng, min_clients=min_clients,
+                                         unsafe_allow_single_client=unsafe_allow_single_client, **client_options)
+        self.party = self.client.party
+        self.committee = committee
+        self.decryptor = None if share is None else ThresholdDecryptor(
+            client_id, committee, share, min_clients=min_clients,
+            unsafe_allow_single_client=unsafe_allow_single_client, rng=self._rng, threads=threads)
+
+    def __repr__(self) -> str:
+        member = "member" if self.decryptor is not None else "not a member"
+        return f"CommitteeClientRole(client {self.party}, {member} of {self.committee!r})"
+
+    def __reduce__(self):  # noqa: D105 - holds a key share
+        raise TypeError("a committee member is never pickled")
+
+    @property
+    def pool(self) -> Any:
+        """The client's obfuscator pool (offline precomputation)."""
+        return self.client.pool
+
+    @property
+    def clipped(self) -> int:
+        """Entries clipped in the last submission."""
+        return self.client.clipped
+
+    @property
+    def online_exponentiations(self) -> int:
+        """Obfuscators computed online (the pool ran dry), over all rounds."""
+        return self.client.online_exponentiations
+
+    def precompute(self, count: int, **kw: Any) -> None:
+        self.client.precompute(count, **kw)
+
+    def session_of(self, msg: Any) -> bytes:
+        return bytes(msg.session_id)
+
+    def stage_of(self, msg: Any) -> Stage:
+        if isinstance(msg, DecryptionRequest):
+            return Stage.DECRYPT if msg.attempt == 0 else Stage.DECRYPT_RECOVERY
+        return Stage.SUBMIT
+
+    def step(self, msg: Any, saved: Any, contribution: Contribution | None) -> Step:
+        if isinstance(msg, PaillierParams):
+            if self.decryptor is None:
+                return self.client.step(msg, None, contribution)
+            record = self.decryptor.register(msg)  # the committee's key, this member's floor
+            if contribution is None:  # a member that does not submit this round
+                return Step(None, record)
+            submitted = self.client.step(msg, None, contribution)
+            return Step(submitted.reply, record)
+        if self.decryptor is None:
+            raise UnexpectedSender("this client is not a member of the decryption committee")
+        if not isinstance(saved, DecryptorRecord):
+            saved = None
+        reply, record = self.decryptor.decrypt(msg, saved)
+        return Step(reply, record, finished=msg.attempt == 1)
