@@ -53,7 +53,8 @@ def make_round(seed: int = 3, min_clients: int = 3, clients=range(1, N + 1)):
 def members(params):
     ck, shares = committee()
     decs = {h: ThresholdDecryptor(h, ck, shares[h], rng=DeterministicRandom(h)) for h in ck.holders}
-    return decs, {h: d.register(params) for h, d in decs.items()}
+    # every member submitted in these rounds (the role records it after its submission)
+    return decs, {h: dataclasses.replace(d.register(params), submitted=True) for h, d in decs.items()}
 
 
 def run(params, aggregate, included, *, skip=(), tamper=None):
@@ -190,11 +191,15 @@ def test_member_refusals():
     params, _, subs, agg = make_round()
     ck, shares = committee()
     dec = ThresholdDecryptor(1, ck, shares[1])
-    rec = dec.register(params)
+    registered_only = dec.register(params)
+    rec = dataclasses.replace(registered_only, submitted=True)
     req = DecryptionRequest(session_id=params.session_id, key_id=ck.key_id, attempt=0,
                             included=tuple(range(1, N + 1)), statements=(), ranges=(0, 3), aggregate=agg)
     with pytest.raises(SessionMismatch):  # a session it never registered
         dec.decrypt(req, None)
+    with pytest.raises(RemoteProtocolError, match="did not submit"):  # names this member, which never submitted
+        dec.decrypt(req, registered_only)
+    dec.decrypt(dataclasses.replace(req, included=(2, 3, 4)), registered_only)  # not named: it may decrypt
     with pytest.raises(KeyMismatch):
         dec.decrypt(dataclasses.replace(req, key_id=bytes(32)), rec)
     with pytest.raises(TooFewClients):  # fewer than min_clients

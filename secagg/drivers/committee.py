@@ -16,6 +16,8 @@ member that is not submitting this round (no contribution) only registers.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ParameterError
@@ -36,13 +38,17 @@ class CommitteeClientRole:
     with ``share``, also a decryption committee member. ``min_clients`` is
     this party's own floor on how few clients a round may aggregate (2;
     1 only with ``unsafe_allow_single_client=True``). ``threads`` runs its
-    partial decryptions on that many threads."""
+    partial decryptions on that many threads. ``client_keys`` (client id ->
+    Ed25519 verify key) puts the member in the signed mode: it decrypts only
+    an aggregate carrying a valid statement of the session from every
+    included client; ``signing_key`` (passed to the client) signs this
+    client's own submissions."""
 
     SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DecryptionRequest)
 
     def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare | None = None, *,
                  rng: RandomSource | None = None, min_clients: int = 2, unsafe_allow_single_client: bool = False,
-                 threads: int = 1, **client_options: Any):
+                 threads: int = 1, client_keys: Mapping[int, bytes] | None = None, **client_options: Any):
         if not isinstance(committee, CommitteeKey):
             raise ParameterError("committee must be a CommitteeKey")
         self._rng = default_random(rng)
@@ -52,7 +58,8 @@ class CommitteeClientRole:
         self.committee = committee
         self.decryptor = None if share is None else ThresholdDecryptor(
             client_id, committee, share, min_clients=min_clients,
-            unsafe_allow_single_client=unsafe_allow_single_client, rng=self._rng, threads=threads)
+            unsafe_allow_single_client=unsafe_allow_single_client, rng=self._rng, threads=threads,
+            client_keys=client_keys)
 
     def __repr__(self) -> str:
         member = "member" if self.decryptor is not None else "not a member"
@@ -95,7 +102,7 @@ class CommitteeClientRole:
             if contribution is None:  # a member that does not submit this round
                 return Step(None, record)
             submitted = self.client.step(msg, None, contribution)
-            return Step(submitted.reply, record)
+            return Step(submitted.reply, dataclasses.replace(record, submitted=True))
         if self.decryptor is None:
             raise UnexpectedSender("this client is not a member of the decryption committee")
         if not isinstance(saved, DecryptorRecord):

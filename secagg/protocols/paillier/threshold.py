@@ -246,11 +246,12 @@ class DecryptionShares:
 @dataclass(frozen=True)
 class DecryptorRecord:
     """A committee member's saved state for one session: the round's
-    parameters and the digest of the aggregate it decrypts (empty until its
-    first decryption request)."""
+    parameters, whether this member submitted in it, and the digest of the
+    aggregate it decrypts (empty until its first decryption request)."""
 
     params: PaillierParams
     aggregate_digest: bytes = field(metadata={"max_len": 32})
+    submitted: bool = False
 
 
 def request_context(session_id: bytes, digest: bytes, holder: int, attempt: int, ranges: Sequence[int]) -> bytes:
@@ -317,6 +318,9 @@ class ThresholdDecryptor:
         included = request.included
         if list(included) != sorted(set(included)) or not set(included) <= set(params.client_ids):
             raise UnexpectedSender("included clients are not distinct invited ids")
+        if self.client_id in included and not record.submitted:
+            raise UnexpectedSender(f"the aggregate names client {self.client_id}, which did not submit in this "
+                                   "session")
         floor = max(params.min_clients, self.min_clients)
         if len(included) < floor:
             raise TooFewClients(f"{len(included)} included clients, this member decrypts only {floor} or more")
@@ -337,7 +341,7 @@ class ThresholdDecryptor:
                                  aggregate_digest=digest, values=_elements_to_bytes(part.values, length),
                                  challenge=int(part.challenge).to_bytes(tp.CHALLENGE_BITS // 8, "big"),
                                  response=z.to_bytes((z.bit_length() + 7) // 8 or 1, "big"))
-        return reply, DecryptorRecord(params=params, aggregate_digest=digest)
+        return reply, DecryptorRecord(params=params, aggregate_digest=digest, submitted=record.submitted)
 
     def __reduce__(self):  # noqa: D105 - holds a key share
         raise TypeError("a committee member is never pickled")
@@ -371,6 +375,7 @@ class ThresholdCombiner:
         self.spares = int(spares)
         self.attempt = -1
         self._asked: dict[int, tuple[int, ...]] = {}  # holder -> ranges of the open attempt
+        self._ever_asked: set[int] = set()
         self._shares: dict[int, dict[int, mpz]] = {}  # holder -> {ciphertext index: share}
         self.failed: dict[int, str] = {}  # holder -> why its answer was refused
 
@@ -388,6 +393,7 @@ class ThresholdCombiner:
         holders = [h for h in self.committee.holders if h in set(live)]
         plan = assign_blocks(self.count, holders, self.committee.threshold, self.spares)
         self._asked = {h: _ranges(ix) for h, ix in plan.items() if ix}
+        self._ever_asked.update(self._asked)
         return {h: self._request(r) for h, r in self._asked.items()}
 
     def receive(self, holder: int, msg: DecryptionShares) -> None:
@@ -431,8 +437,11 @@ class ThresholdCombiner:
         return [j for j in range(self.count) if have[j] < t]
 
     def recovery_requests(self) -> dict[int, DecryptionRequest]:
-        """Attempt 1: the lacking ciphertexts, each asked of just enough valid
-        holders that do not have it yet (least loaded first). Raises
+        """Attempt 1: the lacking ciphertexts, each asked of just enough
+        holders that do not have it yet: first those whose shares verified
+        (least loaded first), then members not asked before (e.g. ones that
+        did not submit; never one whose answer failed or that was asked and
+        did not answer). Raises
         :class:`~secagg.errors.ReconstructionError` if too few valid holders
         remain for some ciphertext."""
         if self.attempt != 0:
@@ -441,19 +450,23 @@ class ThresholdCombiner:
         self._asked = {}
         t = self.committee.threshold
         valid = sorted(self._shares)
-        load = {h: 0 for h in valid}
-        plan: dict[int, list[int]] = {h: [] for h in valid}
+        unasked = [h for h in self.committee.holders if h not in self._ever_asked]
+        candidates = valid + unasked
+        load = {h: 0 for h in candidates}
+        plan: dict[int, list[int]] = {h: [] for h in candidates}
         for j in self.lacking():
             holding = [h for h in valid if j in self._shares[h]]
-            others = sorted((h for h in valid if j not in self._shares[h]), key=lambda h: (load[h], h))
+            others = sorted((h for h in candidates if j not in self._shares.get(h, ())),
+                            key=lambda h: (h not in self._shares, load[h], h))
             need = t - len(holding)
             if len(others) < need:
                 raise ReconstructionError(f"ciphertext {j}: {len(holding)} valid shares and {len(others)} "
-                                          f"other valid committee members, {t} needed")
+                                          f"other committee members to ask, {t} needed")
             for h in others[:need]:
                 plan[h].append(j)
                 load[h] += 1
         self._asked = {h: _ranges(ix) for h, ix in plan.items() if ix}
+        self._ever_asked.update(self._asked)
         return {h: self._request(r) for h, r in self._asked.items()}
 
     def give_up(self, holder: int) -> None:
