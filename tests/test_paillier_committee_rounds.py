@@ -183,7 +183,7 @@ def test_signed_mode_refuses_a_replayed_submission_and_made_up_statements():
     old_params, subs = _submissions_of_a_round(signed=True)
     params, drivers = _fresh_session_members(signed=True)
     from secagg.protocols.paillier.messages import statement_of
-    stolen = [statement_of(subs[c]) for c in (1, 2, 3)]  # valid for the OLD session only
+    stolen = [statement_of(subs[c], committee()[0].public_key.ciphertext_bytes) for c in (1, 2, 3)]  # valid for the OLD session only
     req = wire.encode(_request(params, (1, 2, 3), subs[1].ciphertexts, stolen))
     for c, drv in drivers.items():
         assert drv.handle(req) is None
@@ -221,3 +221,72 @@ def test_a_second_aggregate_in_the_same_session_is_refused():
     second = _request(params, (1, 2, 3), subs[3].ciphertexts, attempt=1, ranges=(0, 1))
     assert member.handle(wire.encode(second)) is None
     assert member.last_error is not None and "another aggregate" in str(member.last_error)
+
+
+# ---------------------------------------------------------------- signed mode: the product is checked
+
+def test_signed_committee_round_checks_the_product_and_completes():
+    server, net, params = run_round(signed=True, dropouts={3: "submit"})
+    res = server.result()
+    assert res.included == (1, 2, 4)
+    np.testing.assert_allclose(res.aggregate, expected(res.included), atol=N * 2.0**-params.frac_bits)
+
+
+def _swap_aggregate(make_fake):
+    """A dishonest server: every decryption request carries ``make_fake``'s
+    aggregate (the same for every member, so the members agree on it)."""
+    seen: dict[int, Submission] = {}
+
+    def tamper(direction, stage, party, data):
+        if direction == "to_server" and stage is Stage.SUBMIT:
+            seen[party] = wire.decode(data, Submission)
+        if direction == "to_client" and stage is Stage.DECRYPT:
+            req = wire.decode(data, DecryptionRequest)
+            return wire.encode(dataclasses.replace(req, aggregate=make_fake(req, seen)))
+        return data
+
+    return tamper
+
+
+def test_signed_mode_one_clients_ciphertext_passed_off_as_the_aggregate_is_refused():
+    ck, _ = committee()
+
+    def only_client_1(req, seen):  # the product over a single client's submission (times E(0) = 1)
+        return seen[1].ciphertexts
+
+    server, net, _ = run_round(signed=True, tamper=_swap_aggregate(only_client_1))
+    assert server.outcome.reason is AbortReason.DECRYPTION_FAILED
+    assert len(net.refusals) == N and all("product" in why for why in net.refusals.values())
+
+
+def test_signed_mode_aggregate_shifted_by_known_values_is_refused():
+    ck, _ = committee()
+    pk = ck.public_key
+
+    def shifted(req, seen):  # the real product times an encryption of a value the server knows
+        cts = pl.ciphertexts_from_bytes(pk, req.aggregate, len(req.aggregate) // pk.ciphertext_bytes)
+        cts[0] = cts[0] * pl.encrypt(pk, 12345, DeterministicRandom("shift")) % pk.n_square
+        return pl.ciphertexts_to_bytes(pk, cts)
+
+    server, net, _ = run_round(signed=True, tamper=_swap_aggregate(shifted))
+    assert server.outcome.reason is AbortReason.DECRYPTION_FAILED
+    # members whose ranges do not cover the changed ciphertext may answer; those that do refuse,
+    # and nothing is combined from fewer than t valid shares of it
+    assert any("product" in why for why in net.refusals.values())
+
+
+def test_signed_mode_tampered_evidence_is_refused():
+    def tamper(direction, stage, party, data):
+        if direction == "to_client" and stage is Stage.DECRYPT and party == 2:
+            req = wire.decode(data, DecryptionRequest)
+            ev = list(req.evidence)
+            recs = bytearray(ev[0].records)
+            recs[5] ^= 1
+            ev[0] = dataclasses.replace(ev[0], records=bytes(recs))
+            return wire.encode(dataclasses.replace(req, evidence=tuple(ev)))
+        return data
+
+    server, net, params = run_round(signed=True, tamper=tamper)
+    assert "signed" in net.refusals[2] or "product" in net.refusals[2]
+    res = server.result()  # the others (and the recovery attempt) still decrypt the real aggregate
+    np.testing.assert_allclose(res.aggregate, expected(res.included), atol=N * 2.0**-params.frac_bits)

@@ -146,7 +146,8 @@ class PaillierClient:
         cts = pl.encrypt_with_obfuscators(self.public_key, packed, rhos)
         records = pl.ciphertexts_to_bytes(self.public_key, cts)
         signature = b"" if self._signing_key is None else sign_submission(self._signing_key, params.session_id,
-                                                                          self.client_id, records)
+                                                                          self.client_id, records,
+                                                                          self.public_key.ciphertext_bytes)
         self.clipped = clipped
         self.state = ClientState.SUBMITTED
         return Submission(session_id=params.session_id, key_id=self.public_key.key_id,

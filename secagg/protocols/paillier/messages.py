@@ -31,7 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ...encoding import wire
-from ...errors import AbortReason, InvalidCiphertext, InvalidSignature, ParameterError, RemoteProtocolError, from_peer
+from ...errors import (AbortReason, InvalidCiphertext, InvalidSignature, ParameterError, RemoteProtocolError,
+                       WireFormatError, from_peer)
 from ...primitives import signatures
 from .params import MAX_CLIENT_ID, PaillierParams, PublicKeyMessage
 
@@ -39,7 +40,7 @@ __all__ = [
     "PaillierParams", "PublicKeyMessage", "Submission", "SubmissionStatement", "AggregateCiphertext",
     "AggregateSums", "SessionMismatch", "KeyMismatch", "DuplicateSubmission", "LateSubmission", "UnexpectedSender",
     "AlreadyDecrypted", "TooFewClients", "KEY_HOLDER", "SUBMISSION_TAG", "SIGNATURE_BYTES", "ciphertext_digest",
-    "statement_message", "sign_submission", "statement_of", "verify_statement", "verify_statements",
+    "statement_message", "sign_submission", "block_hashes", "digest_of_blocks", "DIGEST_BLOCK_RECORDS", "statement_of", "verify_statement", "verify_statements",
     "check_signing_key", "check_verify_keys", "check_floor",
 ]
 
@@ -177,14 +178,39 @@ def check_floor(params: PaillierParams, floor: int, who: str) -> None:
 
 # ----------------------------------------------------------------- submission statements
 
-def ciphertext_digest(ciphertexts: bytes) -> bytes:
-    """SHA-256 of a submission's ciphertext records, as they travel."""
-    return hashlib.sha256(ciphertexts).digest()
+#: Ciphertext records per block of a submission's digest (SPEC §3.2): a
+#: decryption committee member checks the blocks it decrypts, not the whole.
+DIGEST_BLOCK_RECORDS = 64
+_BLOCK_TAG = b"secagg/v1/paillier/block\x00"
+_DIGEST_TAG = b"secagg/v1/paillier/digest\x00"
+
+
+def block_hashes(ciphertexts: bytes, record_bytes: int) -> bytes:
+    """``SHA-256(block tag || block)`` of each block of
+    :data:`DIGEST_BLOCK_RECORDS` records (the last may be shorter),
+    concatenated."""
+    if record_bytes < 1 or len(ciphertexts) % record_bytes:
+        raise ParameterError("ciphertexts are not a whole number of records")
+    step = DIGEST_BLOCK_RECORDS * record_bytes
+    view = memoryview(ciphertexts)
+    return b"".join(hashlib.sha256(_BLOCK_TAG + view[i:i + step]).digest() for i in range(0, len(view), step))
+
+
+def digest_of_blocks(hashes: bytes) -> bytes:
+    """``SHA-256(digest tag || block hashes)``: a submission's digest."""
+    return hashlib.sha256(_DIGEST_TAG + bytes(hashes)).digest()
+
+
+def ciphertext_digest(ciphertexts: bytes, record_bytes: int) -> bytes:
+    """A submission's digest: the hash of its block hashes
+    (:func:`block_hashes`), so that any block can be shown to belong to it
+    with the block hashes alone."""
+    return digest_of_blocks(block_hashes(ciphertexts, record_bytes))
 
 
 def statement_message(session_id: bytes, client_id: int, digest: bytes) -> bytes:
     """What a client signs: ``SHA-256(SUBMISSION_TAG || sid || u (4 bytes,
-    big-endian) || SHA-256(ciphertexts))``."""
+    big-endian) || digest)`` with ``digest`` = :func:`ciphertext_digest`."""
     if len(session_id) != 32 or len(digest) != 32 or not 1 <= client_id <= MAX_CLIENT_ID:
         raise ParameterError("a statement binds a 32-byte session id, a client id and a 32-byte digest")
     return hashlib.sha256(SUBMISSION_TAG + bytes(session_id) + int(client_id).to_bytes(4, "big")
@@ -216,18 +242,24 @@ def check_verify_keys(keys: Mapping[int, bytes], required: Sequence[int] = ()) -
     return out
 
 
-def sign_submission(signing_key: bytes, session_id: bytes, client_id: int, ciphertexts: bytes) -> bytes:
-    """Client ``client_id``'s signature of its ciphertexts in session ``session_id``."""
+def sign_submission(signing_key: bytes, session_id: bytes, client_id: int, ciphertexts: bytes,
+                    record_bytes: int) -> bytes:
+    """Client ``client_id``'s signature of its ciphertexts (records of
+    ``record_bytes``) in session ``session_id``."""
     return signatures.sign(check_signing_key(signing_key),
-                           statement_message(session_id, client_id, ciphertext_digest(ciphertexts)))
+                           statement_message(session_id, client_id, ciphertext_digest(ciphertexts, record_bytes)))
 
 
-def statement_of(submission: Submission) -> SubmissionStatement:
+def statement_of(submission: Submission, record_bytes: int) -> SubmissionStatement:
     """The statement a signed submission carries (raises
-    :class:`~secagg.errors.InvalidSignature` if it carries none)."""
+    :class:`~secagg.errors.InvalidSignature` if it carries none, and
+    :class:`~secagg.errors.WireFormatError` if its ciphertexts are not whole
+    records)."""
     if len(submission.signature) != SIGNATURE_BYTES:
         raise InvalidSignature("the submission is not signed")
-    return SubmissionStatement(submission.client_id, ciphertext_digest(submission.ciphertexts),
+    if len(submission.ciphertexts) % record_bytes:
+        raise WireFormatError("the ciphertexts are not a whole number of records")
+    return SubmissionStatement(submission.client_id, ciphertext_digest(submission.ciphertexts, record_bytes),
                                submission.signature)
 
 

@@ -171,6 +171,7 @@ class PaillierServer:
             raise ParameterError("spares must be an integer >= 0")
         self.committee = committee
         self.spares = spares
+        self._submissions: dict[int, bytes] = {}  # signed committee mode only
         self._combiner: ThresholdCombiner | None = None
         self._client_keys = None if client_keys is None else check_verify_keys(client_keys, params.client_ids)
         self._statements: dict[int, SubmissionStatement] = {}
@@ -267,7 +268,7 @@ class PaillierServer:
             raise DuplicateSubmission(f"client {sender} already submitted")
         statement = None
         if self._client_keys is not None:  # signed mode: bound to this session and this client
-            statement = statement_of(msg)
+            statement = statement_of(msg, self.public_key.ciphertext_bytes)
             verify_statement(self._client_keys[sender], self.session_id, statement)
         self._accumulator.stage(msg.ciphertexts)  # length, range, Z*_{n^2}: raises and keeps nothing
         # -- all checks passed: commit (cannot fail from here on)
@@ -275,6 +276,8 @@ class PaillierServer:
         self._included.add(sender)
         if statement is not None:
             self._statements[sender] = statement
+            if self.committee is not None:  # the members check the product against these (SPEC §8)
+                self._submissions[sender] = bytes(msg.ciphertexts)
 
     def _receive_sums(self, sender: int, msg: object) -> None:
         if isinstance(msg, Submission):
@@ -355,7 +358,8 @@ class PaillierServer:
         assert self.committee is not None
         self._combiner = ThresholdCombiner(self.committee, self.params, aggregate.included,
                                            aggregate.ciphertexts, statements=aggregate.statements,
-                                           spares=self.spares)
+                                           spares=self.spares,
+                                           submissions=self._submissions if self._client_keys is not None else None)
         # members that submitted are alive; if fewer than t did, ask every member
         live = [h for h in self.committee.holders if h in self._included]
         if len(live) < self.committee.threshold:

@@ -32,16 +32,17 @@ from dataclasses import dataclass, field
 from gmpy2 import mpz
 
 from ...encoding import wire
-from ...errors import (InvalidDecryptionShare, LocalProtocolError, ParameterError, ReconstructionError,
-                       WireFormatError, from_peer)
+from ...errors import (InvalidCiphertext, InvalidDecryptionShare, LocalProtocolError, ParameterError,
+                       ReconstructionError, WireFormatError, from_peer)
 from ...primitives import paillier as pl
 from ...primitives import threshold_paillier as tp
 from ...primitives.randomness import RandomSource
-from .messages import (AlreadyDecrypted, KeyMismatch, SessionMismatch, SubmissionStatement, TooFewClients,
-                       UnexpectedSender, check_verify_keys, verify_statements)
+from .messages import (DIGEST_BLOCK_RECORDS, AlreadyDecrypted, KeyMismatch, SessionMismatch, SubmissionStatement,
+                       TooFewClients, UnexpectedSender, block_hashes, check_verify_keys, digest_of_blocks,
+                       verify_statements)
 from .params import MAX_CLIENT_ID, PaillierParams
 
-__all__ = ["CommitteeKey", "DecryptionRequest", "DecryptionShares", "DecryptorRecord", "ThresholdDecryptor",
+__all__ = ["CommitteeKey", "SubmissionEvidence", "covering_blocks", "DecryptionRequest", "DecryptionShares", "DecryptorRecord", "ThresholdDecryptor",
            "ThresholdCombiner", "assign_blocks", "deal_committee", "default_committee_threshold",
            "aggregate_digest", "MAX_ATTEMPTS"]
 
@@ -206,6 +207,32 @@ def _indices(ranges: Sequence[int], count: int) -> list[int]:
     return out
 
 
+# ---------------------------------------------------------------- evidence (signed mode)
+
+def covering_blocks(indices: Sequence[int]) -> list[int]:
+    """The digest blocks (:data:`~.messages.DIGEST_BLOCK_RECORDS` records
+    each) that contain the ciphertext ``indices``, sorted."""
+    return sorted({j // DIGEST_BLOCK_RECORDS for j in indices})
+
+
+def block_indices(blocks: Sequence[int], count: int) -> list[int]:
+    """Every ciphertext index of ``blocks`` (the last block may be short)."""
+    return [j for b in blocks for j in range(b * DIGEST_BLOCK_RECORDS, min(count, (b + 1) * DIGEST_BLOCK_RECORDS))]
+
+
+@dataclass(frozen=True)
+class SubmissionEvidence:
+    """What lets a committee member check, in the signed mode, that the
+    ciphertexts it decrypts are the product of the named submissions: one
+    included client's block hashes (whose hash is the digest it signed) and
+    its ciphertext records of the blocks covering the member's ranges, in
+    block order. An item of :attr:`DecryptionRequest.evidence`."""
+
+    client_id: int = field(metadata=_ID)
+    block_hashes: bytes
+    records: bytes
+
+
 # ---------------------------------------------------------------- messages
 
 @wire.message("paillier.DecryptionRequest")
@@ -214,7 +241,8 @@ class DecryptionRequest:
     """Server -> committee member: the whole aggregate (so that the member
     binds exactly one aggregate to the session) and the ciphertexts it is
     asked to decrypt (``ranges``: flattened ``(start, stop)`` pairs), with the
-    included clients' signed statements in the signed mode (empty otherwise).
+    included clients' signed statements and their evidence for the blocks
+    covering ``ranges`` in the signed mode (both empty otherwise).
     ``attempt`` 0 is the first request, 1 the recovery request for groups
     that lacked ``t`` valid shares."""
 
@@ -225,6 +253,7 @@ class DecryptionRequest:
     statements: tuple[SubmissionStatement, ...]
     ranges: tuple[int, ...] = field(metadata={"item": {"min": 0, "max": 1 << 40}})
     aggregate: bytes
+    evidence: tuple[SubmissionEvidence, ...] = ()
 
 
 @wire.message("paillier.DecryptionShares")
@@ -265,6 +294,44 @@ def request_context(session_id: bytes, digest: bytes, holder: int, attempt: int,
 
 
 # ---------------------------------------------------------------- a committee member
+
+def check_evidence(params: PaillierParams, request: DecryptionRequest, indices: Sequence[int],
+                   aggregate: Sequence[mpz]) -> None:
+    """The signed mode's product check (SPEC §8): for every included client,
+    its block hashes hash to the digest of its (already verified) statement,
+    its records of the blocks covering ``indices`` hash to those block
+    hashes, and the product of all included clients' records equals the
+    aggregate on those blocks. A server that passes off anything but the
+    product of this session's signed submissions is refused here
+    (:class:`~secagg.errors.InvalidCiphertext`), before anything decrypts."""
+    key = params.key
+    length = key.ciphertext_bytes
+    count = params.n_ciphertexts
+    n_blocks = -(-count // DIGEST_BLOCK_RECORDS)
+    blocks = covering_blocks(indices)
+    covered = block_indices(blocks, count)
+    if tuple(e.client_id for e in request.evidence) != tuple(request.included):
+        raise UnexpectedSender("the request does not carry evidence for each included client, in order")
+    product = [mpz(1)] * len(covered)
+    n2 = key.n_square
+    for ev, statement in zip(request.evidence, request.statements):
+        if len(ev.block_hashes) != 32 * n_blocks or digest_of_blocks(ev.block_hashes) != statement.ciphertext_digest:
+            raise InvalidCiphertext(f"the block hashes of client {ev.client_id} do not match its signed digest")
+        if len(ev.records) != len(covered) * length:
+            raise WireFormatError(f"evidence of client {ev.client_id}: expected {len(covered)} records")
+        pos = 0
+        for b in blocks:
+            size = min(count, (b + 1) * DIGEST_BLOCK_RECORDS) - b * DIGEST_BLOCK_RECORDS
+            chunk = ev.records[pos * length:(pos + size) * length]
+            if block_hashes(chunk, length) != ev.block_hashes[32 * b:32 * (b + 1)]:
+                raise InvalidCiphertext(f"records of client {ev.client_id} are not the ones it signed")
+            pos += size
+        with from_peer():
+            recs = pl.ciphertexts_from_bytes(key, ev.records, len(covered))
+        product = [a * r % n2 for a, r in zip(product, recs)]
+    if any(p != aggregate[j] for p, j in zip(product, covered)):
+        raise InvalidCiphertext("the aggregate is not the product of the named clients' signed submissions")
+
 
 class ThresholdDecryptor:
     """Committee member ``client_id``'s decryption: its checks and its answer.
@@ -332,6 +399,8 @@ class ThresholdDecryptor:
         indices = _indices(request.ranges, params.n_ciphertexts)
         with from_peer():
             cts = pl.ciphertexts_from_bytes(params.key, request.aggregate, params.n_ciphertexts)
+        if self._client_keys is not None:  # and what it decrypts is the product of their submissions
+            check_evidence(params, request, indices, cts)
         context = request_context(request.session_id, digest, self.client_id, request.attempt, request.ranges)
         part = tp.partial_decrypt(self._share, [cts[j] for j in indices], context, rng=self._rng,
                                   threads=self.threads)
@@ -363,11 +432,16 @@ class ThresholdCombiner:
     shares; :meth:`combine` decrypts when every ciphertext has ``t``."""
 
     def __init__(self, committee: CommitteeKey, params: PaillierParams, included: Sequence[int],
-                 aggregate: bytes, *, statements: Sequence[SubmissionStatement] = (), spares: int = 0):
+                 aggregate: bytes, *, statements: Sequence[SubmissionStatement] = (), spares: int = 0,
+                 submissions: Mapping[int, bytes] | None = None):
         self.committee = committee
         self.params = params
         self.included = tuple(included)
         self.statements = tuple(statements)
+        # signed mode: each included client's ciphertexts, for the members' product check
+        self._submissions = dict(submissions) if submissions is not None else None
+        self._hashes = {c: block_hashes(b, params.key.ciphertext_bytes) for c, b in self._submissions.items()} \
+            if self._submissions is not None else {}
         self.aggregate = bytes(aggregate)
         self.digest = aggregate_digest(params.session_id, self.aggregate)
         self.count = params.n_ciphertexts
@@ -379,11 +453,23 @@ class ThresholdCombiner:
         self._shares: dict[int, dict[int, mpz]] = {}  # holder -> {ciphertext index: share}
         self.failed: dict[int, str] = {}  # holder -> why its answer was refused
 
+    def _evidence(self, ranges: tuple[int, ...]) -> tuple[SubmissionEvidence, ...]:
+        if self._submissions is None:
+            return ()
+        length = self.params.key.ciphertext_bytes
+        covered = block_indices(covering_blocks(_indices(ranges, self.count)), self.count)
+        spans = _ranges(covered)
+        out = []
+        for c in self.included:
+            data = memoryview(self._submissions[c])
+            records = b"".join(data[a * length:b * length] for a, b in zip(spans[0::2], spans[1::2]))
+            out.append(SubmissionEvidence(client_id=c, block_hashes=self._hashes[c], records=records))
+        return tuple(out)
+
     def _request(self, ranges: tuple[int, ...]) -> DecryptionRequest:
         return DecryptionRequest(session_id=self.params.session_id, key_id=self.committee.key_id,
                                  attempt=self.attempt, included=self.included, statements=self.statements,
-                                 ranges=ranges,
-                                 aggregate=self.aggregate)
+                                 ranges=ranges, aggregate=self.aggregate, evidence=self._evidence(ranges))
 
     def requests(self, live: Sequence[int]) -> dict[int, DecryptionRequest]:
         """Attempt 0: one request per live committee member."""
