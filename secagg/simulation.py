@@ -178,7 +178,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
                                  short_exponent=short_exponent, progress=progress, min_clients=threshold,
                                  randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client,
                                  decryption=decryption, committee=committee,
-                                 committee_threshold=committee_threshold)
+                                 committee_threshold=committee_threshold, signed=malicious_server)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -301,14 +301,18 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                       min_clients: int | None = None, randomizer: str | None = None,
                       unsafe_allow_single_client: bool = False, decryption: str = "committee",
                       committee: Sequence[int] | None = None, committee_threshold: int | None = None,
-                      spares: int = 0) -> AggregationResult:
+                      spares: int = 0, signed: bool = False) -> AggregationResult:
     """Run one Paillier round in-process: server and ``n`` clients on the
     round drivers, every message through the wire format, decrypted by a
     committee of the clients (``decryption="committee"``, the default: a
     dealer shares a fresh key among ``committee`` (default: every client),
     any ``committee_threshold`` of them (default: a majority) decrypt, and
     the dealer keeps nothing) or by a key holder (party 0,
-    ``decryption="key_holder"``).
+    ``decryption="key_holder"``). ``signed`` (``secagg.simulate``'s
+    ``malicious_server=True``): every client signs its submission with a key
+    the server and the decrypting parties pin; committee members then check
+    that what they decrypt is the product of the named clients' signed
+    submissions of the session (SPEC §7, §8).
 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
     weighted rules (``None``: all 1) and ignored by ``sum``/``mean``.
@@ -335,6 +339,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                                      PublicKeyMessage, default_encoding, randomizer_for)
     from .protocols.paillier.params import MIN_CLIENTS_FLOOR
     from .protocols.paillier.threshold import CommitteeKey, deal_committee
+    from .primitives.signatures import generate_signing_keypair
 
     r = get_rule(rule)
     n = len(updates)
@@ -380,6 +385,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     key_rng = None if isinstance(rng, SystemRandom) else _fork(rng, "committee" if by_committee else "keyholder")
     committee_key: CommitteeKey | None = None
     keyholder: PaillierKeyHolder | None = None
+    signing = {c: generate_signing_keypair(_fork(rng, f"signing/{c}")) for c in range(1, n + 1)} if signed else {}
+    client_keys = {c: k.public for c, k in signing.items()} if signed else None
     if by_committee:
         dealt, shares = deal_committee(members, committee_threshold, key_bits, rng=key_rng)  # the dealer forgets
         # the committee's key as published: the server and every client pin it
@@ -389,7 +396,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         public_key_bytes = committee_bytes
     else:
         keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers, min_clients=floor,
-                                      unsafe_allow_single_client=unsafe_allow_single_client)
+                                      unsafe_allow_single_client=unsafe_allow_single_client, client_keys=client_keys)
         # the key as published: the server and every client pin the key holder's own
         public_key_bytes = wire.encode(keyholder.public_key_message())
         public_key = wire.decode(public_key_bytes, PublicKeyMessage)
@@ -399,18 +406,21 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                                    rng=_fork(rng, "server"), unsafe_allow_single_client=unsafe_allow_single_client)
     recorder = Recorder()
     server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers), committee=committee_key,
-                                         spares=spares), r, observer=recorder, protocol="paillier")
+                                         spares=spares, client_keys=client_keys), r, observer=recorder,
+                          protocol="paillier")
     timings["setup"] = time.perf_counter() - t
     options: dict[str, Any] = dict(randomizer=randomizer_spec, min_key_bits=min(key_bits, pl.DEFAULT_KEY_BITS),
                                    min_clients=floor, unsafe_allow_single_client=unsafe_allow_single_client)
     roles: dict[int, Any]
     if committee_key is not None:
         roles = {cid: CommitteeClientRole(cid, wire.decode(public_key_bytes, CommitteeKey), shares.pop(cid, None),
-                                          rng=_fork(rng, f"client-{cid}"), threads=workers, **options)
+                                          rng=_fork(rng, f"client-{cid}"), threads=workers, client_keys=client_keys,
+                                          signing_key=signing[cid].private if signed else None, **options)
                  for cid in range(1, n + 1)}
     else:
         roles = {cid: PaillierClientRole(cid, wire.decode(public_key_bytes, PublicKeyMessage),
-                                         rng=_fork(rng, f"client-{cid}"), **options)
+                                         rng=_fork(rng, f"client-{cid}"),
+                                         signing_key=signing[cid].private if signed else None, **options)
                  for cid in range(1, n + 1)}
     submitting = [cid for cid in roles if schedule.get(cid) != "submit"]
     executor = process_executor(workers) if workers > 1 else None
@@ -458,6 +468,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         "aggregate_ciphertext_bytes": params.submission_bytes,
         "decryption": (f"committee: any {committee_key.threshold} of {len(committee_key.holders)} clients"
                        if committee_key is not None else "key holder"),
+        "signed_submissions": signed,
         "clipped_entries": int(sum(roles[c].clipped for c in included)),
         "online_exponentiations": int(sum(roles[c].online_exponentiations for c in included)),
         "sum_error_bound": enc.sum_error_bound(len(included)),

@@ -152,7 +152,8 @@ def _options(defaults: dict[str, Any]) -> Any:
             click.option("--clip", type=float, default=64.0, show_default=True,
                          help="Entries of a model delta are clipped to [-clip, clip] before encoding."),
             click.option("--malicious-server", is_flag=True, default=False,
-                         help="Masking protocols: signatures and the consistency round (dishonest server)."),
+                         help="Against a dishonest server: signatures and the consistency round (masking); "
+                              "signed submissions whose product the decryption committee checks (Paillier)."),
             click.option("--out", "runs_dir", type=click.Path(file_okay=False), default="runs",
                          show_default=True,
                          help="Directory for the run directories (created if missing; its parent must exist)."),
