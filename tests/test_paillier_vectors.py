@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,16 @@ from phe import paillier as phe_paillier
 
 from secagg import errors
 from secagg.aggregation import finalize
-from secagg.drivers import ClientDriver, KeyHolderRole, ServerDriver
+from secagg.drivers import ClientDriver, CommitteeClientRole, Contribution, KeyHolderRole, ServerDriver
 from secagg.encoding import wire
 from secagg.encoding.fixed_point import FixedPoint
 from secagg.encoding.packing import PackingLayout
 from secagg.primitives import paillier as pl
+from secagg.primitives import threshold_paillier as tp
+from secagg.primitives.randomness import DeterministicRandom
 from secagg.protocols import paillier as proto
+from secagg.protocols.outcome import Abort
+from secagg.protocols.paillier.threshold import CommitteeKey, DecryptionRequest, DecryptionShares
 from secagg.primitives import signatures
 from secagg.protocols.paillier import AggregateCiphertext, AggregateSums, PaillierKeyHolder, PaillierParams, \
     PaillierServer, PublicKeyMessage
@@ -31,9 +37,10 @@ from secagg.protocols.paillier import AggregateCiphertext, AggregateSums, Pailli
 from round_harness import Watch
 
 VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "paillier" / "vectors"
-FILES = ["primitives.json", "packing.json", "round_weighted_adversarial.json", "round_mean_short_exponent.json",
-         "round_sum_signed.json"]
 ROUNDS = ["round_weighted_adversarial.json", "round_mean_short_exponent.json", "round_sum_signed.json"]
+COMMITTEE_ROUNDS = ["committee_round.json", "committee_recovery.json", "committee_bad_share.json",
+                    "committee_too_few_shares.json", "committee_recovery_fails.json"]
+FILES = ["primitives.json", "packing.json", *ROUNDS, *COMMITTEE_ROUNDS, "committee_member_refusals.json"]
 
 
 def load(name):
@@ -112,10 +119,24 @@ def test_packing_vector():
     assert list(lay.unpack(total, ex["length"], len(ex["clients"]))) == ex["sums"]
 
 
+def block_digest(records, length):
+    """A submission's digest (SPEC §3.2), by hand: SHA-256 of the tag and the
+    SHA-256 hashes of its blocks of 64 records (the last may be shorter)."""
+    step = 64 * length
+    hashes = b"".join(hashlib.sha256(b"secagg/v1/paillier/block\x00" + records[i:i + step]).digest()
+                      for i in range(0, len(records), step))
+    return hashlib.sha256(b"secagg/v1/paillier/digest\x00" + hashes).digest()
+
+
+def params_of(v):
+    return wire.decode(bytes.fromhex(v["messages"]["params"]), PaillierParams)
+
+
 def signed_mode(v):
     """The clients' verify keys of a signed round (``None`` for an unsigned
     one), after checking each stored submission's signature by hand: Ed25519
-    over SHA-256(tag || sid || id || SHA-256(ciphertexts))."""
+    over SHA-256(tag || sid || id || digest), the digest the hash of the
+    hashes of 64-record blocks (SPEC §3.2)."""
     if "signing" not in v:
         return None
     keys = {int(c): bytes.fromhex(k) for c, k in v["signing"]["verify_keys"].items()}
@@ -124,14 +145,16 @@ def signed_mode(v):
         sub = wire.decode(bytes.fromhex(hexdata), proto.Submission)
         cid = int(cid_str)
         signed = hashlib.sha256(b"secagg/v1/paillier/submission\x00" + sid + cid.to_bytes(4, "big")
-                                + hashlib.sha256(sub.ciphertexts).digest()).digest()
+                                + block_digest(sub.ciphertexts, len(sub.ciphertexts) // params_of(v).n_ciphertexts)
+                                ).digest()
         assert signed.hex() == v["signing"]["signed_messages"][cid_str]
         signatures.verify(keys[cid], signed, sub.signature)
     agg = wire.decode(bytes.fromhex(v["messages"]["aggregate"]), AggregateCiphertext)
     assert [s.client_id for s in agg.statements] == list(agg.included)
     for st in agg.statements:
         sub = wire.decode(bytes.fromhex(v["messages"]["submissions"][str(st.client_id)]), proto.Submission)
-        assert st.signature == sub.signature and st.ciphertext_digest == hashlib.sha256(sub.ciphertexts).digest()
+        assert st.signature == sub.signature and st.ciphertext_digest == block_digest(
+            sub.ciphertexts, len(sub.ciphertexts) // params_of(v).n_ciphertexts)
     return keys
 
 
@@ -230,3 +253,288 @@ def test_packed_ciphertext_is_a_phe_ciphertext():
     c = int.from_bytes(sub.ciphertexts[: pk.ciphertext_bytes], "big")
     enc = phe_paillier.EncryptedNumber(pk.to_phe(), c, 0)
     assert sk.to_phe().decrypt_encoded(enc).encoding == sk.decrypt(c)
+
+
+# ---------------------------------------------------------------- committee rounds (SPEC §8)
+#
+# The hash inputs below are written from SPEC §8 alone (tags, length
+# prefixes, byte orders), not taken from the code, so a difference between the
+# spec and the code fails here.
+
+KEY_TAG = b"secagg/v1/threshold-paillier/key\x00"
+RHO_TAG = b"secagg/v1/threshold-paillier/batch-weights\x00"
+CHALLENGE_TAG = b"secagg/v1/threshold-paillier/challenge\x00"
+CONTEXT_TAG = b"secagg/v1/paillier/threshold-request\x00"
+AGGREGATE_TAG = b"secagg/v1/paillier/aggregate\x00"
+
+
+def _records(data, length):
+    assert len(data) % length == 0
+    return [int.from_bytes(data[i:i + length], "big") for i in range(0, len(data), length)]
+
+
+def _indices(ranges):
+    return [j for a, b in zip(ranges[0::2], ranges[1::2]) for j in range(a, b)]
+
+
+class HandKey:
+    """The committee's public key and the dealt share values, from the file,
+    every derived value recomputed by hand."""
+
+    def __init__(self, c):
+        self.ck = wire.decode(bytes.fromhex(c["wire"]), CommitteeKey)
+        self.n = int(c["n"], 16)
+        self.mod = self.n * self.n
+        self.length = (self.mod.bit_length() + 7) // 8
+        self.t = c["threshold"]
+        self.holders = c["holders"]
+        self.delta = math.factorial(len(self.holders))
+        self.v = int(c["v"], 16)
+        self.vks = [int(x, 16) for x in c["verification_keys"]]
+        assert self.ck.public_key.n == self.n and self.ck.threshold == self.t == len(self.holders) // 2 + 1
+        assert list(self.ck.holders) == self.holders and self.delta == c["delta"]
+        assert int.from_bytes(self.ck.base, "big") == self.v
+        assert _records(self.ck.verification_keys, self.length) == self.vks
+        h = hashlib.sha256(KEY_TAG)
+        for x in (self.n, 1, self.t, len(self.holders), self.v, *self.vks):
+            b = x.to_bytes((x.bit_length() + 7) // 8 or 1, "big")
+            h.update(len(b).to_bytes(4, "big") + b)
+        self.key_id = h.digest()
+        assert self.key_id.hex() == c["key_id"] == self.ck.key_id.hex()
+        self.secrets = {int(hh): int(x, 16) for hh, x in c["share_secrets"].items()}
+        for hh, s_i in self.secrets.items():  # each share matches its verification key v_i = v^(Delta s_i)
+            assert pow(self.v, self.delta * s_i, self.mod) == self.vks[self.index(hh) - 1]
+        # v is a square's image: v^(2 m') for no m' we know; at least it is a unit of Z*_{n^2} other than 1
+        assert math.gcd(self.v, self.n) == 1 and self.v != 1
+
+    def index(self, holder):
+        return self.holders.index(holder) + 1
+
+    def share(self, holder):
+        return tp.KeyShare(self.ck.key, self.index(holder), self.secrets[holder])
+
+    def partial(self, holder, c):
+        return pow(c, 2 * self.delta * self.secrets[holder], self.mod)
+
+    def combine(self, partials):
+        """``{holder: share of one ciphertext}`` for exactly t holders -> the plaintext."""
+        idx = {self.index(h): w for h, w in partials.items()}
+        assert len(idx) == self.t
+        lam = {}
+        for i in idx:
+            num = den = 1
+            for j in idx:
+                if j != i:
+                    num, den = num * j, den * (j - i)
+            lam[i] = Fraction(num, den)
+        d = math.lcm(*(f.denominator for f in lam.values()))
+        c1 = 1
+        for i, w in idx.items():
+            e = 2 * d * lam[i]
+            assert e.denominator == 1
+            c1 = c1 * pow(w, int(e), self.mod) % self.mod
+        assert (c1 - 1) % self.n == 0
+        return (c1 - 1) // self.n * pow(4 * self.delta * d, -1, self.n) % self.n
+
+    def verify(self, request, answer):
+        """The server's check of one answer, by hand (SPEC §8.4): the
+        intermediate values and whether the challenge matches."""
+        sid, agg = request.session_id, request.aggregate
+        digest = hashlib.sha256(AGGREGATE_TAG + sid + agg).digest()
+        assert answer.aggregate_digest == digest and answer.session_id == sid
+        ctx = hashlib.sha256(CONTEXT_TAG + sid + digest + answer.holder.to_bytes(4, "big")
+                             + request.attempt.to_bytes(1, "big")
+                             + b"".join(r.to_bytes(8, "big") for r in request.ranges)).digest()
+        cts = _records(agg, self.length)
+        cs = [cts[j] for j in _indices(request.ranges)]
+        values = _records(answer.values, self.length)
+        assert len(values) == len(cs) and all(0 < w < self.mod and math.gcd(w, self.n) == 1 for w in values)
+        i = self.index(answer.holder)
+        enc = lambda xs: b"".join(x.to_bytes(self.length, "big") for x in xs)  # noqa: E731
+        seed = (RHO_TAG + self.key_id + len(ctx).to_bytes(4, "big") + ctx + i.to_bytes(4, "big")
+                + hashlib.sha256(enc(cs)).digest() + hashlib.sha256(enc(values)).digest())
+        stream = hashlib.shake_256(seed).digest(16 * len(values))
+        rho = [int.from_bytes(stream[16 * j:16 * j + 16], "big") for j in range(len(values))]
+        x = y = 1
+        for c, w, r in zip(cs, values, rho):
+            x, y = x * pow(c, r, self.mod) % self.mod, y * pow(w, r, self.mod) % self.mod
+        x4, y2 = pow(x, 4, self.mod), pow(y, 2, self.mod)
+        e, z = int.from_bytes(answer.challenge, "big"), int.from_bytes(answer.response, "big")
+        bound = self.delta.bit_length() + self.mod.bit_length() + 128 + 128
+        assert len(answer.challenge) == 16 and 0 <= z < 1 << (bound + 1)
+        a = pow(x4, z, self.mod) * pow(y2, -e, self.mod) % self.mod
+        b = pow(self.v, z, self.mod) * pow(self.vks[i - 1], -e, self.mod) % self.mod
+        h = hashlib.sha256(CHALLENGE_TAG + self.key_id + len(ctx).to_bytes(4, "big") + ctx + i.to_bytes(4, "big")
+                           + enc([x4, y2, self.v, self.vks[i - 1], a, b])).digest()
+        recomputed = int.from_bytes(h[:16], "big")
+        return ctx, {"index": i, "weights": [format(r, "032x") for r in rho], "x4": format(x4, "x"),
+                     "y2": format(y2, "x"), "a": format(a, "x"), "b": format(b, "x"), "challenge": format(e, "x"),
+                     "recomputed_challenge": format(recomputed, "x"), "verifies": recomputed == e}
+
+
+def _member(v, hk, holder, label):
+    return ClientDriver(CommitteeClientRole(holder, wire.decode(bytes.fromhex(v["committee"]["wire"]), CommitteeKey),
+                                            hk.share(holder), rng=DeterministicRandom(v["seed"]).fork(label),
+                                            min_key_bits=512))
+
+
+@pytest.mark.parametrize("name", COMMITTEE_ROUNDS)
+def test_committee_round_vector_replay(name):
+    """A committee round from the file alone: the key and shares checked by
+    hand; every member re-derives its submission and every answer byte for
+    byte on its driver; each answer's proof checked by a verifier written
+    from the spec, each share against c^(2 Delta s_i); a fresh server driver
+    fed the recorded bytes emits exactly the recorded requests, refuses the
+    recorded answers with the recorded errors and ends with the recorded
+    outcome; the plaintexts combined by hand from the accepted answers."""
+    v = load(name)
+    hk = HandKey(v["committee"])
+    msgs = v["messages"]
+    assert bytes.fromhex(msgs["committee_key"]) == wire.encode(hk.ck)
+    params_bytes = bytes.fromhex(msgs["params"])
+    params = wire.decode(params_bytes, PaillierParams)
+    assert params.session_id.hex() == v["session_id"] and params.layout.describe() == v["layout"]
+    assert params.key.n == hk.n and params.rule == "sum"
+    updates = v["inputs"]["updates"]
+    # the members: each re-derives its submission from its update and its random stream
+    members = {}
+    for h in hk.holders:
+        members[h] = _member(v, hk, h, f"client-{h}")
+        members[h].role.precompute(params.n_ciphertexts)
+        sub = members[h].handle(params_bytes, Contribution(np.array(updates[h - 1]), 1.0))
+        assert sub is not None and sub.hex() == msgs["submissions"][str(h)]
+    # the aggregate is the product of the four submissions mod n^2
+    product = [1] * params.n_ciphertexts
+    for h in hk.holders:
+        sub = wire.decode(bytes.fromhex(msgs["submissions"][str(h)]), proto.Submission)
+        product = [x * y % hk.mod for x, y in zip(product, _records(sub.ciphertexts, hk.length))]
+    aggregate = bytes.fromhex(v["aggregate"])
+    assert _records(aggregate, hk.length) == product
+    assert hashlib.sha256(AGGREGATE_TAG + params.session_id + aggregate).hexdigest() == v["aggregate_digest"]
+    # the server, fed the recorded bytes
+    watch = Watch()
+    server = ServerDriver(PaillierServer(params, committee=hk.ck), "sum", observer=watch, protocol="paillier")
+    assert server.start() == {h: params_bytes for h in hk.holders}
+    for h in hk.holders:
+        assert server.receive(h, bytes.fromhex(msgs["submissions"][str(h)]))
+    valid: dict[int, dict[int, int]] = {}  # holder -> {ciphertext index: accepted share}
+    gone = set()
+    for entry in v["stages"]:
+        out = server.close_stage()
+        assert server.stage.value == entry["stage"]
+        assert {str(h): data.hex() for h, data in out.items()} == {h: r["message"] for h, r in entry["requests"].items()}
+        attempt = 0 if entry["stage"] == "decrypt" else 1
+        for h_str, r in entry["requests"].items():
+            req = wire.decode(bytes.fromhex(r["message"]), DecryptionRequest)
+            assert req.attempt == r["attempt"] == attempt and list(req.ranges) == r["ranges"]
+            assert req.aggregate == aggregate and req.key_id == hk.key_id and req.included == tuple(hk.holders)
+            assert req.statements == ()
+        assert set(entry["vanished"]) | set(map(int, entry["answers"])) == set(map(int, entry["requests"]))
+        assert not gone & set(map(int, entry["answers"]))  # a member that vanished answers nothing later
+        gone |= set(entry["vanished"])
+        for h_str, ans in entry["answers"].items():
+            h = int(h_str)
+            req_bytes = bytes.fromhex(entry["requests"][h_str]["message"])
+            req = wire.decode(req_bytes, DecryptionRequest)
+            # the member re-derives its answer byte for byte (its proof's randomness from its stream)
+            assert members[h].handle(req_bytes).hex() == ans["message"]
+            sent = wire.decode(bytes.fromhex(ans["message"]), DecryptionShares)
+            ctx, proof = hk.verify(req, sent)
+            assert ctx.hex() == entry["requests"][h_str]["context"]
+            assert proof == ans["proof"] and proof["verifies"]
+            cts = _records(aggregate, hk.length)
+            idx = _indices(req.ranges)
+            assert _records(sent.values, hk.length) == [hk.partial(h, cts[j]) for j in idx]
+            delivered = bytes.fromhex(ans.get("delivered", ans["message"]))
+            if "delivered" in ans:
+                bad = wire.decode(delivered, DecryptionShares)
+                _, proof = hk.verify(req, bad)
+                assert proof == ans["delivered_proof"] and not proof["verifies"]
+                w0 = _records(bad.values, hk.length)[0]
+                assert w0 == hk.partial(h, cts[idx[0]]) * (1 + hk.n) % hk.mod
+            seen = len(watch.errors)
+            assert server.receive(h, delivered) is ans["accepted"]
+            if ans["accepted"]:
+                valid.setdefault(h, {}).update(zip(idx, _records(sent.values, hk.length)))
+                continue
+            (party, exc), = watch.errors[seen:]
+            assert party == h and type(exc).__name__ == ans["error"] and exc.reason.value == ans["reason"]
+            assert str(exc) == ans["detail"] and f"holder {h}" in str(exc)
+    assert server.close_stage() == {} and server.done
+    assert [{"sender": p, "stage": st, "reason": r} for p, st, r in server.rejected] == v["rejected"]
+    assert server.audit_record()["decryption"]["failed_members"] == v["failed_members"]
+    outcome = v["outcome"]
+    if outcome["aborted"]:
+        assert isinstance(server.outcome, Abort)
+        assert (server.outcome.reason.value, server.outcome.stage, server.outcome.detail) == (
+            outcome["reason"], outcome["stage"], outcome["detail"])
+        assert outcome["reason"] == "decryption_failed"
+        # some ciphertext has fewer than t accepted shares: nothing could be combined
+        assert any(sum(j in got for got in valid.values()) < hk.t for j in range(params.n_ciphertexts))
+        return
+    # combined by hand from the accepted shares (the first t holders of each ciphertext, as the server does)
+    plaintexts = []
+    for j in range(params.n_ciphertexts):
+        holders = sorted(h for h in valid if j in valid[h])[:hk.t]
+        plaintexts.append(hk.combine({h: valid[h][j] for h in holders}))
+        # and any other t holders' shares, from the dealt values, give the same plaintext
+        others = [h for h in hk.holders if h not in holders][:1] + holders[1:]
+        c = _records(aggregate, hk.length)[j]
+        assert hk.combine({h: hk.partial(h, c) for h in others}) == plaintexts[-1]
+    assert [format(m, "x") for m in plaintexts] == outcome["plaintexts"]
+    sums = params.layout.unpack(plaintexts, params.entries, len(hk.holders))
+    assert list(sums) == outcome["sums"]
+    assert sums[-1] == len(hk.holders) << params.frac_bits  # the weight slot of a sum round
+    res = server.result()
+    assert list(res.included) == outcome["included"] == hk.holders
+    np.testing.assert_array_equal(res.aggregate, outcome["result"])
+    scaled = np.array(outcome["sums"]) / params.encoding.scale
+    exact = np.sum(np.clip(np.array(updates), -params.clip, params.clip), axis=0)
+    assert np.max(np.abs(scaled[:-1] - exact)) < len(hk.holders) / params.encoding.scale
+
+
+def test_committee_member_refusals_vector():
+    """Each case replayed on a fresh member driver (its random stream from the
+    file): every answered step gives the recorded bytes, every refused step
+    the recorded error and nothing sent."""
+    v = load("committee_member_refusals.json")
+    hk = HandKey(v["committee"])
+    complete = load("committee_round.json")
+    assert v["params"] == complete["messages"]["params"]
+    params = wire.decode(bytes.fromhex(v["params"]), PaillierParams)
+    update = np.array(complete["inputs"]["updates"][0])
+    genuine = bytes.fromhex(complete["stages"][0]["requests"]["1"]["message"])
+    for case in v["cases"] + v["limitations"]:
+        member = _member(v, hk, case["member"], case["rng_fork"])
+        for step in case["steps"]:
+            data = bytes.fromhex(step["message"])
+            reply = member.handle(data, Contribution(update, 1.0) if step["contribution"] else None)
+            assert (None if reply is None else reply.hex()) == step["reply"], case["what"]
+            exc = member.last_error
+            assert (None if exc is None else type(exc).__name__) == step["error"], case["what"]
+            assert getattr(getattr(exc, "reason", None), "value", None) == step["reason"]
+            if step["error"] is not None:
+                assert reply is None
+                expected = (getattr(proto, step["error"], None) or getattr(errors, step["error"], None)
+                            or getattr(__import__("secagg.drivers.store", fromlist=["x"]), step["error"]))
+                assert isinstance(exc, expected)
+            if step["reply"] is not None and isinstance(wire.decode(data, (PaillierParams, DecryptionRequest)),
+                                                        DecryptionRequest):
+                _, proof = hk.verify(wire.decode(data, DecryptionRequest),
+                                     wire.decode(reply, DecryptionShares))
+                assert proof["verifies"]  # an answered request carries a valid proof
+    cases = {c["what"].split(":")[0]: c for c in v["cases"]}
+    # the second aggregate is client 1's submission, in the registered session
+    second = cases["a second aggregate in a registered session"]["steps"][2]
+    forged = wire.decode(bytes.fromhex(second["message"]), DecryptionRequest)
+    sub1 = wire.decode(bytes.fromhex(complete["messages"]["submissions"]["1"]), proto.Submission)
+    assert forged.session_id == params.session_id and forged.aggregate == sub1.ciphertexts
+    assert [c["steps"][-1]["error"] for c in v["cases"]] == [
+        "SessionMismatch", "SessionMismatch", "StageAlreadyAnswered", "SessionMismatch", "UnexpectedSender",
+        "UnexpectedSender", "KeyMismatch", "WireFormatError"]
+    # the limitation: an old aggregate in a fresh session is answered (unsigned mode)
+    (lim,) = v["limitations"]
+    req = wire.decode(bytes.fromhex(lim["steps"][1]["message"]), DecryptionRequest)
+    other = wire.decode(bytes.fromhex(v["another_session_params"]), PaillierParams)
+    assert req.session_id == other.session_id != params.session_id
+    assert req.aggregate == wire.decode(genuine, DecryptionRequest).aggregate and lim["steps"][1]["reply"]
