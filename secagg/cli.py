@@ -1,6 +1,7 @@
 """The ``secagg`` command line: ``simulate`` (one secure-aggregation round
 in-process), ``train`` and ``demo`` (federated training on real medical data),
-``keys`` (node signature keys for the malicious-server mode on Flower).
+``keys`` (node signature keys for the malicious-server mode on Flower, and
+``keys deal-committee`` for the Paillier decryption committee).
 
 Every bad input ends in one line: click's usage error (exit code 2) or an
 ``Error: ...`` line (exit code 1), checked before anything is allocated or
@@ -261,11 +262,13 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
 
 @main.group("keys")
 def keys_group() -> None:
-    """Node signature keys for the malicious-server mode on Flower.
+    """Node keys on Flower: signature keys for the malicious-server mode, and
+    the Paillier decryption committee's key files.
 
     Each node generates its key pair once; the operators collect the printed
     verification keys into one file (one hex key per line) and give it to
-    every node (docs/flower.md)."""
+    every node. For secagg-protocol = "paillier", deal-committee shares a
+    fresh key among the nodes (docs/flower.md)."""
 
 
 @keys_group.command("generate")
@@ -297,6 +300,35 @@ def keys_public(path: str) -> None:
         click.echo(verification_key(load_signing_key(path)).hex())
     except ParameterError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@keys_group.command("deal-committee")
+@click.option("--holders", type=click.IntRange(2, 1000), required=True,
+              help="Committee members: holder ids 1..N, one share file each.")
+@click.option("--threshold", type=click.IntRange(2, None), default=None,
+              help="Members needed to decrypt (default: a majority, N // 2 + 1).")
+@click.option("--key-bits", type=click.Choice(["1024", "2048", "3072", "4096"]), default="2048", show_default=True,
+              help="Paillier modulus size (1024 for tests only; nodes refuse it unless secagg-min-key-bits allows).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Existing directory accessible by this user alone (chmod 700).")
+def keys_deal_committee(holders: int, threshold: int | None, key_bits: str, out_dir: str) -> None:
+    """Deal a Paillier decryption committee: write OUT/committee.key (public:
+    every node and the server pin it) and OUT/share-<i>.key for holders
+    1..N (secret, mode 0600: give each to one node, then delete it here).
+    Existing files are never overwritten; this process keeps nothing."""
+    from .flower.keys import deal_committee_files
+
+    if threshold is not None and threshold > holders:
+        raise click.BadParameter(f"{threshold} is more than the {holders} holders", param_hint="'--threshold'")
+    try:
+        committee, written = deal_committee_files(out_dir, holders, threshold, int(key_bits))
+    except ParameterError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"committee: any {committee.threshold} of {len(committee.holders)} holders decrypt, "
+               f"{committee.public_key.key_bits}-bit key")
+    click.echo(f"key id {committee.key_id.hex()}")
 
 
 def _register_training() -> None:

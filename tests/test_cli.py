@@ -107,6 +107,12 @@ BAD_INPUTS = [
     (["--audit-log", "/nonexistent/dir/x", "simulate"], ["--audit-log", "No such file"]),
     (["keys", "generate", "/nonexistent/dir/node.key"], ["does not exist"]),
     (["keys", "public", "/nonexistent/node.key"], ["cannot read"]),
+    (["keys", "deal-committee", "--holders", "4", "--out", "/nonexistent/dir"], ["does not exist"]),
+    (["keys", "deal-committee", "--holders", "1", "--out", "."], ["--holders"]),
+    (["keys", "deal-committee", "--holders", "4", "--threshold", "1", "--out", "."], ["--threshold"]),
+    (["keys", "deal-committee", "--holders", "4", "--threshold", "5", "--out", "."], ["--threshold",
+                                                                                      "more than the 4"]),
+    (["keys", "deal-committee", "--holders", "4", "--key-bits", "512", "--out", "."], ["--key-bits"]),
 ]
 TRAIN_BAD_INPUTS = [
     (["train", "--clients", "2"], ["drops 0 of 2", "at least 10 %"]),
@@ -183,6 +189,39 @@ def test_python_m_keys_is_the_click_command(tmp_path):
     assert res.exit_code == 0 and res.output.strip() == public
     again = CliRunner().invoke(main, ["keys", "generate", str(key)])
     _check_one_line_error(again, ["never overwritten"])
+
+
+def test_keys_deal_committee_writes_a_committee_and_refuses_to_overwrite(tmp_path):
+    from secagg.flower.keys import load_committee_key, load_key_share
+
+    out = tmp_path / "dealt"
+    out.mkdir(mode=0o700)
+    res = CliRunner().invoke(main, ["keys", "deal-committee", "--holders", "3", "--key-bits", "1024",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    committee = load_committee_key(out / "committee.key")
+    assert committee.holders == (1, 2, 3) and committee.threshold == 2 and committee.public_key.key_bits == 1024
+    assert f"key id {committee.key_id.hex()}" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["committee.key", "share-1.key", "share-2.key", "share-3.key"]
+    for holder in (1, 2, 3):
+        share_file = out / f"share-{holder}.key"
+        assert f"wrote {share_file}" in res.output
+        assert share_file.stat().st_mode & 0o777 == 0o600
+        got, share = load_key_share(share_file, committee)
+        assert got == holder and share.index == holder
+        assert share.secret_bytes().hex() not in res.output
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = CliRunner().invoke(main, ["keys", "deal-committee", "--holders", "3", "--key-bits", "1024",
+                                      "--out", str(out)])
+    _check_one_line_error(again, ["refusing to overwrite"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a directory others can read or write is refused, and nothing is written to it
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    res = CliRunner().invoke(main, ["keys", "deal-committee", "--holders", "3", "--out", str(shared)])
+    _check_one_line_error(res, ["accessible by it alone", "chmod 700"])
+    assert not list(shared.iterdir())
 
 
 def test_memory_estimate_and_probe():

@@ -40,14 +40,17 @@ def task_identity(monkeypatch):
         monkeypatch.setattr(TaskIdentity, name, value)
 
 
-def model(seed: int = 0) -> ArrayRecord:
+def model(seed: int = 0, shapes=SHAPES) -> ArrayRecord:
     rng = np.random.default_rng(seed)
-    return ArrayRecord({k: flwr.app.Array(rng.normal(size=s).astype(np.float32)) for k, s in SHAPES.items()})
+    return ArrayRecord({k: flwr.app.Array(rng.normal(size=s).astype(np.float32)) for k, s in shapes.items()})
 
 
-def delta_for(node_id: int, server_round: int) -> np.ndarray:
+DIM = sum(int(np.prod(s)) for s in SHAPES.values())
+
+
+def delta_for(node_id: int, server_round: int, dim: int = DIM) -> np.ndarray:
     rng = np.random.default_rng([node_id, server_round])
-    return rng.uniform(-0.5, 0.5, size=sum(int(np.prod(s)) for s in SHAPES.values()))
+    return rng.uniform(-0.5, 0.5, size=dim)
 
 
 def weight_for(node_id: int) -> int:
@@ -66,7 +69,7 @@ def make_client_app(mod=secagg_mod, calls: list | None = None) -> ClientApp:
         arrays = msg.content.array_records["arrays"]
         layout = ModelLayout.of(arrays)
         r = int(msg.content.config_records["config"]["server-round"])
-        local = layout.from_vector(layout.to_vector(arrays) + delta_for(context.node_id, r), arrays)
+        local = layout.from_vector(layout.to_vector(arrays) + delta_for(context.node_id, r, layout.dim), arrays)
         return Message(RecordDict({"arrays": local, "metrics": MetricRecord(
             {"num-examples": weight_for(context.node_id), "train-loss": 0.5})}), reply_to=msg)
 
@@ -143,8 +146,8 @@ NODES = [1001, 1002, 1003, 1004, 1005]
 FAST = SecAggSettings(train_timeout=0.2, stage_timeout=0.2, poll_interval=0.01)
 
 
-def expected_mean(included, server_round=1, clip=1.0):
-    return reference_aggregate("fedavg", [delta_for(n, server_round) for n in included],
+def expected_mean(included, server_round=1, clip=1.0, dim=DIM):
+    return reference_aggregate("fedavg", [delta_for(n, server_round, dim) for n in included],
                                [weight_for(n) for n in included], clip=clip)
 
 
@@ -158,7 +161,7 @@ def assert_close_to_reference(report, new, arrays, included, settings=FAST):
     assert report.outcome == "completed"
     assert sorted(report.included) == sorted(included)
     layout = ModelLayout.of(arrays)
-    mean = expected_mean(included, clip=settings.clip)
+    mean = expected_mean(included, clip=settings.clip, dim=layout.dim)
     # per entry: |error| < n * 2^-f * max_weight / sum(weights), plus float32 storage of the model
     tol = len(included) * 2.0 ** -settings.frac_bits + 1e-6
     np.testing.assert_allclose(report.mean_update, mean, atol=tol)
@@ -796,3 +799,240 @@ def test_the_ledger_keeps_only_tombstones_round_after_round(tmp_path):
         assert len(names) == 3 and all(x.endswith(".done") for x in names)
         assert all((tmp_path / "ledger" / str(n) / x).stat().st_size == 0 for x in names)
         assert STATE_KEY not in grid.contexts[n].state.config_records
+
+
+# ------------------------------------------------------------------ Paillier, decrypted by a committee of the nodes
+
+from secagg.flower.keys import deal_committee_files  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def committees(tmp_path_factory):
+    """Two committees of five holders (1024-bit keys, for speed): the run's and another one."""
+    out = {}
+    for name in ("ours", "other"):
+        d = tmp_path_factory.mktemp(f"committee-{name}")
+        d.chmod(0o700)
+        ck, _ = deal_committee_files(d, 5, key_bits=1024)
+        out[name] = (d, ck)
+    return out
+
+
+#: 410 values: 13 ciphertexts under a 1024-bit key, so that every member of a committee of five decrypts a part
+PAILLIER_SHAPES = {"w": (40, 10), "b": (10,)}
+
+
+def paillier_round(grid, settings, nodes=NODES, **kw):
+    arrays = model(shapes=PAILLIER_SHAPES)
+    return run_secure_round(grid, nodes, arrays, ConfigRecord({"server-round": 1}), settings, 1, **kw), arrays
+
+
+def paillier_settings(committee_dir, **kw):
+    return SecAggSettings(protocol="paillier", committee_key=str(committee_dir / "committee.key"), train_timeout=0.2,
+                          stage_timeout=0.2, poll_interval=0.01, **kw)
+
+
+def provision_shares(grid: InProcessGrid, committee_dir, nodes=NODES, holders=None):
+    """Node i gets the pinned committee key and holder (i + 1)'s share file."""
+    for i, n in enumerate(nodes):
+        holder = (holders or {}).get(n, i + 1)
+        grid.contexts[n].node_config.update({
+            "secagg-committee-key": str(committee_dir / "committee.key"),
+            "secagg-key-share": str(committee_dir / f"share-{holder}.key"), "secagg-min-key-bits": 1024})
+
+
+def test_paillier_round_decrypted_by_the_committee_matches_plaintext_fedavg(committees):
+    d, ck = committees["ours"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert_close_to_reference(report, new, arrays, NODES, settings)
+    assert report.client_ids == {n: i + 1 for i, n in enumerate(NODES)}  # the holder ids
+    assert report.dropped == {} and report.failures == {}
+    dec = report.decryption
+    assert dec["committee"] == [1, 2, 3, 4, 5] and dec["threshold"] == 3 and dec["committee_key_id"] == ck.key_id.hex()
+    assert dec["asked"] == [1, 2, 3, 4, 5] and dec["failed_members"] == [] and dec["recovery"] is False
+    assert report.params["protocol"] == "paillier" and report.params["key_bits"] == 1024
+    assert set(report.stage_seconds) == {"submit", "decrypt"}
+    assert report.to_json_dict()["decryption"]["threshold"] == 3
+    # messages per node: identify, parameters (train + submit), decryption request
+    assert all(v == 3 for v in grid.received.values())
+
+
+@pytest.mark.parametrize("how", ["silent", "error"])
+def test_paillier_member_lost_during_decryption_is_recovered(committees, how):
+    """A member that dies holding its decryption request (or answers it with
+    an error): the ciphertexts it was to decrypt go to the other members in
+    the recovery attempt; its update, submitted before, stays in the sum."""
+    d, _ = committees["ours"]
+    victim = NODES[1]
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: how if (node, n) == (victim, 3) else "ok")
+    provision_shares(grid, d)
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert_close_to_reference(report, new, arrays, NODES, settings)
+    assert report.failures[victim].startswith("decrypt: ")
+    assert report.decryption["recovery"] is True and report.decryption["failed_members"] == [2]
+    assert 2 not in report.decryption["recovery_asked"] and report.decryption["recovery_asked"]
+    assert "decrypt_recovery" in report.stage_seconds
+
+
+def test_paillier_too_many_members_lost_during_decryption_aborts(committees):
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if node in NODES[:3] and n == 3 else "ok")
+    provision_shares(grid, d)
+    with pytest.raises(ProtocolAborted, match="decryption_failed"):
+        paillier_round(grid, paillier_settings(d))
+
+
+def test_paillier_node_with_a_share_of_another_committee_is_left_out(committees):
+    """A node that pinned another committee's key (its identify answer names
+    another key id) is refused by the server; a node that pinned the run's
+    key but holds a share of another committee refuses itself. Either way it
+    is left out before the round opens and the others complete it."""
+    d, _ = committees["ours"]
+    other, _ = committees["other"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    grid.contexts[NODES[0]].node_config.update({"secagg-committee-key": str(other / "committee.key"),
+                                                 "secagg-key-share": str(other / "share-1.key")})
+    grid.contexts[NODES[1]].node_config["secagg-key-share"] = str(other / "share-2.key")
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert NODES[0] not in report.nodes and NODES[1] not in report.nodes
+    assert report.failures[NODES[0]].startswith("identify: rejected (invalid_ciphertext)")
+    assert "another committee" in report.failures[NODES[0]]
+    assert "belongs to another committee" in report.failures[NODES[1]]
+    assert_close_to_reference(report, new, arrays, NODES[2:], settings)
+    assert report.decryption["absent_members"] == [1, 2]
+    assert grid.received[NODES[0]] == grid.received[NODES[1]] == 1  # asked who they are, nothing more
+
+
+def test_paillier_node_without_its_share_gets_a_clear_error_reply(committees, tmp_path):
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    del grid.contexts[NODES[2]].node_config["secagg-key-share"]
+    grid.contexts[NODES[3]].node_config["secagg-key-share"] = str(tmp_path / "missing.key")
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert "a Paillier round needs the node config secagg-key-share" in report.failures[NODES[2]]
+    assert "cannot read the key share file" in report.failures[NODES[3]]
+    assert_close_to_reference(report, new, arrays, [NODES[0], NODES[1], NODES[4]], settings)
+    # straight through the mod: the error reply says what is missing, nothing is kept
+    from secagg.flower.records import pack
+    ctx = Context(run_id=1, node_id=9, node_config={}, state=RecordDict(), run_config={})
+    msg = Message(pack("identify", b"", round=1, protocol="paillier"), 9, MessageType.TRAIN)
+    msg.metadata.__dict__["_message_id"] = "i1"
+    reply = make_client_app()(msg, ctx)
+    assert reply.has_error() and "needs the node config secagg-committee-key" in reply.error.reason
+    assert STATE_KEY not in ctx.state.config_records
+
+
+def test_paillier_share_file_readable_by_others_is_refused(committees, tmp_path):
+    import shutil
+
+    d, _ = committees["ours"]
+    leaky = tmp_path / "share-3.key"
+    shutil.copy(d / "share-3.key", leaky)
+    leaky.chmod(0o644)
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    grid.contexts[NODES[2]].node_config["secagg-key-share"] = str(leaky)
+    (report, _), _ = paillier_round(grid, paillier_settings(d))
+    assert "accessible by other users" in report.failures[NODES[2]]
+
+
+def test_paillier_duplicate_holder_ids_are_refused(committees):
+    """Two nodes that tell the same holder id (a copied share file) are both
+    left out: one share, one party."""
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d, holders={NODES[4]: 1})
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    for n in (NODES[0], NODES[4]):
+        assert "rejected (unexpected_sender): holder id 1 is told by 2 nodes" in report.failures[n]
+    assert_close_to_reference(report, new, arrays, NODES[1:4], settings)
+    assert report.decryption["absent_members"] == [1, 5]
+
+
+def test_paillier_identify_reply_with_an_unknown_holder_id_is_refused(committees):
+    d, _ = committees["ours"]
+
+    def tamper(node, reply):
+        rec = reply.content.config_records[RECORD_KEY]
+        if node == NODES[2] and rec["stage"] == "identify":
+            rec["holder-id"] = 77
+        return reply
+
+    grid = InProcessGrid(NODES, tamper=tamper)
+    provision_shares(grid, d)
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert "rejected (unexpected_sender): holder id 77 is not a member" in report.failures[NODES[2]]
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != NODES[2]], settings)
+
+
+def test_paillier_node_refuses_a_client_id_other_than_its_holder_id(committees):
+    """A server that relabels a node (to have it submit as another member)
+    gets an error reply before the node trains."""
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    calls: list = []
+    grid.app = make_client_app(calls=calls)
+    settings = paillier_settings(d)
+    swapped = {NODES[0]: 2, NODES[1]: 1, NODES[2]: 3, NODES[3]: 4, NODES[4]: 5}
+    (report, new), arrays = paillier_round(grid, settings, holder_ids=swapped)
+    for n in NODES[:2]:
+        assert "its committee holder id is" in report.failures[n]
+    assert sorted(calls) == sorted(NODES[2:])
+    assert_close_to_reference(report, new, arrays, NODES[2:], settings)
+
+
+def test_paillier_too_few_members_abort_before_the_round_opens(committees):
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES[:2])
+    provision_shares(grid, d, nodes=NODES[:2])
+    with pytest.raises(ProtocolAborted, match="2 node\\(s\\) hold shares of the committee key, 3 needed"):
+        paillier_round(grid, paillier_settings(d), nodes=NODES[:2])
+    assert all(v == 1 for v in grid.received.values())  # identify only: nobody trained
+    (report, new), _ = paillier_round(grid, paillier_settings(d, on_abort="skip"), nodes=NODES[:2])
+    assert new is None and report.abort_reason == "too_few_survivors"
+
+
+def test_paillier_strategy_runs_rounds_and_asks_holder_ids_once(committees):
+    d, _ = committees["ours"]
+    grid = InProcessGrid(NODES)
+    provision_shares(grid, d)
+    settings = paillier_settings(d)
+    strategy = SecAggFedAvg(settings=settings, min_available_nodes=5, min_train_nodes=5, fraction_evaluate=0.0)
+    arrays = model(shapes=PAILLIER_SHAPES)
+    result = strategy.start(grid, arrays, num_rounds=2, timeout=1)
+    assert [r.outcome for r in strategy.reports] == ["completed"] * 2
+    assert strategy.holder_ids == {n: i + 1 for i, n in enumerate(NODES)}
+    assert all(v == 5 for v in grid.received.values())  # identify once, then 2 messages per round
+    layout = ModelLayout.of(arrays)
+    expected = (layout.to_vector(arrays) + expected_mean(NODES, 1, dim=layout.dim)
+                + expected_mean(NODES, 2, dim=layout.dim))
+    np.testing.assert_allclose(layout.to_vector(result.arrays), expected, atol=1e-3)
+
+
+def test_paillier_settings_and_configuration_errors(committees, tmp_path):
+    d, _ = committees["ours"]
+    s = SecAggSettings.from_run_config({"secagg-protocol": "paillier",
+                                        "secagg-committee-key": str(d / "committee.key")})
+    assert s.protocol == "paillier" and SecAggSettings.from_run_config(s.as_run_config()) == s
+    with pytest.raises(ParameterError, match="needs secagg-committee-key"):
+        SecAggSettings(protocol="paillier")
+    with pytest.raises(ParameterError, match="masking protocols"):
+        SecAggSettings(protocol="paillier", committee_key="x", malicious_server=True)
+    grid = InProcessGrid(NODES)
+    with pytest.raises(SecAggConfigError, match="cannot read the committee key file"):
+        run_round(grid, paillier_settings(tmp_path))
+    # an encoding whose sums could overflow is refused before anything is sent
+    with pytest.raises(ParameterError, match="too large for exact fixed point"):
+        paillier_settings(d, frac_bits=40, max_weight=1e12, clip=1e6)
+    assert all(v == 0 for v in grid.received.values())

@@ -72,24 +72,34 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
 
 from ..drivers.client import ClientDriver, Contribution
+from ..drivers.committee import CommitteeClientRole
 from ..drivers.masking import MaskingClientRole, MaskingRecord
 from ..drivers.store import DirectoryStore, StageAlreadyAnswered, StateStore, check_private_directory
 from ..encoding import wire
 from ..encoding.fixed_point import check_finite
 from ..errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
+from ..primitives import paillier as pl
+from ..primitives import threshold_paillier as tp
 from ..protocols.masking import MaskingParams
+from ..protocols.paillier.params import PaillierParams
+from ..protocols.paillier.threshold import CommitteeKey, DecryptorRecord
 from ..protocols.stages import Stage
-from .keys import load_signing_key, load_trusted_keys, verification_key
+from .keys import load_committee_key, load_key_share, load_signing_key, load_trusted_keys, verification_key
 from .records import RECORD_KEY, STATE_KEY, ModelLayout, bytes_field, pack, unpack
 
-__all__ = ["secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SETUP_STAGE", "IDENTIFY_STAGE"]
+__all__ = ["secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SETUP_STAGE", "IDENTIFY_STAGE",
+           "PAILLIER_SETUP_STAGE"]
 
 log = logging.getLogger("flwr.secagg")
 
 #: The stage of a round's first message (the global model and the round's parameters).
 SETUP_STAGE = Stage.ADVERTISE_KEYS.value
-#: Malicious-server mode, before a round: the server asks for the node's verification key.
+#: Before a round: the server asks for the node's verification key (malicious-server mode) or, in a
+#: Paillier round, for the node's committee holder id.
 IDENTIFY_STAGE = "identify"
+#: The stage of a Paillier round's first message (the global model and the round's parameters).
+PAILLIER_SETUP_STAGE = Stage.SUBMIT.value
+_PAILLIER_DECRYPT_STAGES = (Stage.DECRYPT.value, Stage.DECRYPT_RECOVERY.value)
 
 
 class _Refused(ParameterError):
@@ -207,11 +217,41 @@ def _signing_key(context: Context) -> bytes:
     return load_signing_key(_node_path(context, "secagg-signing-key", "the malicious-server mode"))
 
 
-def _identify(msg: Message, context: Context) -> Message:
-    """Malicious-server mode, before a round: tell the server this node's
-    verification key (which the other nodes find on their trusted lists)."""
+def _identify(msg: Message, rec: ConfigRecord, context: Context) -> Message:
+    """Before a round. Malicious-server mode: tell the server this node's
+    verification key (which the other nodes find on their trusted lists). A
+    Paillier round: this node's committee holder id (its client id in the
+    round) and the id of the committee key it pinned."""
+    if rec.get("protocol") == "paillier":
+        committee, holder, _ = _committee_member(context)
+        fields: dict[str, int | bytes] = {"holder-id": holder, "committee-key-id": committee.key_id}
+        return Message(pack(IDENTIFY_STAGE, b"", **fields), reply_to=msg)
     key = verification_key(_signing_key(context))
     return Message(pack(IDENTIFY_STAGE, b"", **{"verify-key": key}), reply_to=msg)
+
+
+def _committee_member(context: Context) -> tuple[CommitteeKey, int, tp.KeyShare]:
+    """This node's pinned committee key (node config ``secagg-committee-key``),
+    its holder id and its key share (``secagg-key-share``), checked against
+    each other. Read from the files for every message: the share is never
+    kept in ``context.state``."""
+    committee = load_committee_key(_node_path(context, "secagg-committee-key", "a Paillier round"))
+    holder, share = load_key_share(_node_path(context, "secagg-key-share", "a Paillier round"), committee)
+    return committee, holder, share
+
+
+def _committee_role(context: Context, committee: CommitteeKey, holder: int, share: tp.KeyShare
+                    ) -> CommitteeClientRole:
+    """This node's role in Paillier rounds: a client that is also a member of
+    the decryption committee, with this node's floors."""
+    min_clients = _node_int(context, "secagg-min-clients", 2)
+    min_key_bits = _node_int(context, "secagg-min-key-bits", pl.DEFAULT_KEY_BITS)
+    if min_clients < 2:
+        raise _Refused("node config secagg-min-clients must be at least 2")
+    if committee.public_key.key_bits < min_key_bits:
+        raise _Refused(f"the committee's key has {committee.public_key.key_bits} bits; this node requires at least "
+                       f"{min_key_bits} (node config secagg-min-key-bits)")
+    return CommitteeClientRole(holder, committee, share, min_clients=min_clients, min_key_bits=min_key_bits)
 
 
 def _node_policy(context: Context, client_id: int) -> Callable[[MaskingParams], None]:
@@ -283,9 +323,13 @@ def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
         try:
             rec = unpack(msg.content)
             if rec["stage"] == IDENTIFY_STAGE:
-                return _identify(msg, context)
+                return _identify(msg, rec, context)
             if rec["stage"] == SETUP_STAGE:
                 return _setup(msg, rec, context, call_next)
+            if rec["stage"] == PAILLIER_SETUP_STAGE:
+                return _setup_paillier(msg, rec, context, call_next)
+            if rec["stage"] in _PAILLIER_DECRYPT_STAGES:
+                return _step_paillier(msg, rec, context)
             return _step(msg, rec, context)
         except SecAggError as exc:
             return _error_reply(msg, str(exc))
@@ -312,12 +356,32 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
         raise _Refused("setup record lacks round, arrays-key or weighted-by")
     policy = _node_policy(context, client_id)
     policy(params)  # before training: a round this node refuses costs it nothing
+    trained = _train(msg, context, call_next, arrays_key, weighted_by, params.dim)
+    if isinstance(trained, Message):
+        return trained
+    update, weight = trained
+
+    # the driver decodes the same parameters, checks them again (the policy included), makes the keys,
+    # claims the stage and keeps the update in context.state
+    driver = ClientDriver(_role(context, client_id, params, check_params=policy), store)
+    answer = _answer(msg, driver, driver.handle(payload, Contribution(update, weight)))
+    _audit(context, server_round, params, client_id, update, weight)
+    log.info("secagg: round %d: training done, %d values, keys advertised as client %d of %d",
+             server_round, update.size, client_id, params.n)
+    return answer
+
+
+def _train(msg: Message, context: Context, call_next: ClientAppCallable, arrays_key: str, weighted_by: str,
+           dim: int) -> Message | tuple[np.ndarray, float]:
+    """Run the wrapped train function on the round's first message; returns
+    this node's update (``local - global``) and weight, or the train
+    function's error reply."""
     if arrays_key not in msg.content.array_records:
         raise _Refused(f"setup message has no ArrayRecord {arrays_key!r}")
     global_arrays = msg.content.array_records[arrays_key]
     layout = ModelLayout.of(global_arrays)
-    if layout.dim != params.dim:
-        raise _Refused(f"parameters aggregate {params.dim} values but the model has {layout.dim}")
+    if layout.dim != dim:
+        raise _Refused(f"parameters aggregate {dim} values but the model has {layout.dim}")
 
     # the wrapped train function sees a plain FedAvg train message
     msg.content = RecordDict({k: v for k, v in msg.content.items() if k != RECORD_KEY})
@@ -330,15 +394,67 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     layout.check(local, "the trained model")
     update = layout.to_vector(local) - layout.to_vector(global_arrays)
     check_finite(update, "model update")
-    weight = _weight(reply, weighted_by)
+    return update, _weight(reply, weighted_by)
 
-    # the driver decodes the same parameters, checks them again (the policy included), makes the keys,
-    # claims the stage and keeps the update in context.state
-    driver = ClientDriver(_role(context, client_id, params, check_params=policy), store)
+
+def _setup_paillier(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientAppCallable) -> Message:
+    """A Paillier round's first message: check the round against this node's
+    pinned committee key and floors, train, and hand the update to the
+    committee role, which encrypts and submits it and registers the session
+    for the decryption request to come."""
+    payload = bytes_field(rec, "payload")
+    params = wire.decode(payload, PaillierParams)  # validates the packing layout against overflow
+    committee, holder, share = _committee_member(context)
+    role = _committee_role(context, committee, holder, share)
+    store = node_store(context)
+    store.retire(params.session_id)  # a new round: the one before is over for this node
+    client_id = rec.get("client-id")
+    server_round = rec.get("round")
+    arrays_key = rec.get("arrays-key")
+    weighted_by = rec.get("weighted-by")
+    if client_id != holder or isinstance(client_id, bool):
+        raise _Refused(f"the server assigned this node client id {client_id!r}; its committee holder id is {holder}")
+    floor = role.decryptor.min_clients if role.decryptor is not None else 2
+    if holder not in params.client_ids:
+        raise _Refused(f"the round does not invite this node's holder id {holder}")
+    if not isinstance(server_round, int) or not isinstance(arrays_key, str) or not isinstance(weighted_by, str):
+        raise _Refused("setup record lacks round, arrays-key or weighted-by")
+    # before training: a round this node refuses costs it nothing (the role checks all of it again)
+    if params.key != committee.public_key:
+        raise _Refused("protocol check failed (key mismatch): the round's key is not this node's pinned "
+                       "committee key")
+    if params.min_clients < floor:
+        raise _Refused(f"the round would decrypt an aggregate of {params.min_clients} client(s); this node "
+                       f"requires at least {floor} (node config secagg-min-clients)")
+    trained = _train(msg, context, call_next, arrays_key, weighted_by, params.vector_length)
+    if isinstance(trained, Message):
+        return trained
+    update, weight = trained
+    # the driver decodes the same parameters, encrypts the update, claims the stage and saves the session's
+    # record (the parameters, no secret) in context.state
+    driver = ClientDriver(role, store)
     answer = _answer(msg, driver, driver.handle(payload, Contribution(update, weight)))
-    _audit(context, server_round, params, client_id, update, weight)
-    log.info("secagg: round %d: training done, %d values, keys advertised as client %d of %d",
-             server_round, update.size, client_id, params.n)
+    _audit(context, server_round, params, holder, update, weight)
+    if role.clipped:
+        log.warning("secagg: %d update entries were clipped to +/-%g", role.clipped, params.clip)
+    log.info("secagg: round %d: training done, %d values encrypted and submitted as committee member %d of %d",
+             server_round, update.size, holder, len(committee.holders))
+    return answer
+
+
+def _step_paillier(msg: Message, rec: ConfigRecord, context: Context) -> Message:
+    """A decryption request (or the recovery request) of the Paillier round
+    this node submitted to: its share of the decryption, with its proof."""
+    store = node_store(context)
+    saved = store.current()
+    if saved is None:
+        raise _Refused("no secure-aggregation round in progress on this node (it may have restarted)")
+    if not isinstance(saved, DecryptorRecord):
+        raise _Refused("this node's saved round state is not a Paillier committee member's")
+    committee, holder, share = _committee_member(context)
+    driver = ClientDriver(_committee_role(context, committee, holder, share), store)
+    answer = _answer(msg, driver, driver.handle(bytes_field(rec, "payload")))
+    log.info("secagg: %s: decryption share sent as committee member %d", rec["stage"], holder)
     return answer
 
 
@@ -370,8 +486,8 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
     return answer
 
 
-def _audit(context: Context, server_round: int, params: MaskingParams, client_id: int, update: np.ndarray,
-           weight: float) -> None:
+def _audit(context: Context, server_round: int, params: MaskingParams | PaillierParams, client_id: int,
+           update: np.ndarray, weight: float) -> None:
     directory = context.node_config.get("secagg-audit-dir")
     if not directory:
         return

@@ -40,15 +40,19 @@ from flwr.serverapp.strategy import FedAvg, Result
 from ..aggregation import AVERAGING_RULES, Rule, get_rule
 from ..drivers.observer import TO_CLIENT, Observer, Observers
 from ..drivers.server import ServerDriver
-from ..errors import ParameterError, ProtocolAborted, RemoteProtocolError
+from ..errors import AbortReason, ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer
+from ..protocols.paillier import PaillierParams, PaillierServer, PublicKeyMessage
+from ..protocols.paillier.messages import KeyMismatch, UnexpectedSender
+from ..protocols.paillier.threshold import CommitteeKey
 from ..protocols.stages import Stage
 from .client import IDENTIFY_STAGE
+from .keys import load_committee_key
 from .records import ModelLayout, bytes_field, pack, unpack
 from .settings import SecAggSettings
 
 __all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
-           "exchange", "make_params", "training_rule"]
+           "identify_holders", "exchange", "make_params", "make_paillier_params", "training_rule"]
 
 log = logging.getLogger("flwr.secagg")
 
@@ -78,6 +82,9 @@ class RoundReport:
     params: dict[str, Any] = field(default_factory=dict)
     verification_keys: dict[int, bytes] = field(default_factory=dict)  # malicious-server mode
     rule: str = "fedavg"
+    # Paillier: the decryption committee (holders, threshold, key id, the members asked, those whose
+    # shares failed, whether a recovery attempt ran)
+    decryption: dict[str, Any] = field(default_factory=dict)
 
     def to_json_dict(self, with_aggregate: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -92,6 +99,8 @@ class RoundReport:
         }
         if self.verification_keys:
             out["verification_keys"] = {str(k): v.hex() for k, v in self.verification_keys.items()}
+        if self.decryption:
+            out["decryption"] = self.decryption
         if with_aggregate and self.mean_update is not None:
             out["mean_update"] = self.mean_update.tolist()
         return out
@@ -222,6 +231,7 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
                      server_learning_rate: float | None = None, arrays_key: str = "arrays",
                      config_key: str = "config", message_type: str = MessageType.TRAIN,
                      signing_keys: Mapping[int, bytes] | None = None,
+                     holder_ids: Mapping[int, int] | None = None,
                      observer: Observer | None = None) -> tuple[RoundReport, ArrayRecord | None]:
     """One training round under secure aggregation with the given nodes.
 
@@ -236,12 +246,25 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     rejections). In the malicious-server mode, ``signing_keys`` maps node ids
     to their verification keys; nodes missing from it are asked
     (:func:`identify_nodes`), and nodes that cannot tell one are left out of
-    the round. Raises :class:`SecAggConfigError` if the parameters cannot be
-    secure and :class:`~secagg.errors.ProtocolAborted` if the round aborted
-    and ``settings.on_abort == "raise"``."""
+    the round.
+
+    With ``settings.protocol == "paillier"`` the round is the Paillier
+    protocol decrypted by the committee of ``settings.committee_key``
+    (:func:`_run_paillier_round`): ``holder_ids`` maps node ids to their
+    committee holder ids (their client ids); nodes missing from it are asked
+    (:func:`identify_holders`), and nodes that cannot tell a holder id of
+    this committee, or tell one another node tells too, are left out.
+
+    Raises :class:`SecAggConfigError` if the parameters cannot be secure and
+    :class:`~secagg.errors.ProtocolAborted` if the round aborted and
+    ``settings.on_abort == "raise"``."""
     the_rule = training_rule(settings.rule if rule is None else rule, server_learning_rate)
     nodes = tuple(sorted(set(int(n) for n in node_ids)))
     layout = ModelLayout.of(arrays)
+    if settings.protocol == "paillier":
+        return _run_paillier_round(grid, nodes, arrays, train_config, settings, server_round, the_rule, layout,
+                                   arrays_key=arrays_key, config_key=config_key, message_type=message_type,
+                                   holder_ids=holder_ids or {}, observer=observer)
     early_failures: dict[int, str] = {}
     keys_by_node: dict[int, bytes] = {}
     if settings.malicious_server:
@@ -272,6 +295,25 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
             content[config_key] = train_config
         return Message(content, node_of[party], message_type, ttl=ttl, group_id=group)
 
+    _run_stages(grid, driver, settings, client_of, node_of, to_node, Stage.ADVERTISE_KEYS)
+    failures = {**early_failures, **{node_of[p]: why for p, why in driver.failures.items() if p in node_of}}
+    for node, why in sorted(failures.items()):
+        log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
+    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=failures,
+                         stage_seconds=stages.seconds, params=params.summary(),
+                         verification_keys=dict(keys_by_node), rule=the_rule.name)
+    return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+
+
+def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, client_of: Mapping[int, int],
+                node_of: Mapping[int, int], to_node: Callable[[int, bytes, float], Message], opening: Stage,
+                on_stage: Callable[[Stage, Mapping[int, bytes]], None] | None = None) -> None:
+    """Run the driver's round over the Grid, one exchange per stage: the
+    opening stage (where the nodes train) with the train timeout, every
+    other with the stage timeout; a stage closes early once every node
+    answered or is gone. A party of the outbox without a node in the round
+    is given up for the rest of the round at once."""
+
     def on_reply(node: int, reply: Message) -> None:
         party = client_of[node]
         if reply.has_error():
@@ -291,17 +333,21 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
 
     outbox = driver.start()
     while not driver.done:
-        ttl = settings.train_timeout if driver.stage is Stage.ADVERTISE_KEYS else settings.stage_timeout
-        _push_and_pull(grid, [to_node(p, data, ttl) for p, data in sorted(outbox.items())], ttl,
+        for party in sorted(p for p in outbox if p not in node_of):
+            driver.left(party, "no node of this round holds this client id")
+        if on_stage is not None:
+            on_stage(driver.stage, outbox)
+        ttl = settings.train_timeout if driver.stage is opening else settings.stage_timeout
+        _push_and_pull(grid, [to_node(p, data, ttl) for p, data in sorted(outbox.items()) if p in node_of], ttl,
                        settings.poll_interval, on_reply, on_unsent=unsent, stop=lambda: driver.ready)
         outbox = driver.close_stage()
 
-    failures = {**early_failures, **{node_of[p]: why for p, why in driver.failures.items() if p in node_of}}
-    for node, why in sorted(failures.items()):
-        log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
-    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=failures,
-                         stage_seconds=stages.seconds, params=params.summary(),
-                         verification_keys=dict(keys_by_node), rule=the_rule.name)
+
+def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, int], settings: SecAggSettings,
+              the_rule: Rule, layout: ModelLayout, arrays: ArrayRecord) -> tuple[RoundReport, ArrayRecord | None]:
+    """The round's report and new global model from the driver's outcome
+    (raises :class:`ProtocolAborted` on an abort if ``settings.on_abort`` says so)."""
+    server_round = report.server_round
     outcome = driver.outcome
     if isinstance(outcome, Abort):
         report.abort_reason = outcome.reason.value
@@ -313,14 +359,194 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         return report, None
     result = driver.result()
     report.outcome = "completed"
-    report.included = tuple(node_of[c] for c in result.included)
-    report.dropped = {node_of[c]: s for c, s in result.dropped.items()}
+    report.included = tuple(node_of[c] for c in result.included if c in node_of)
+    report.dropped = {node_of[c]: s for c, s in result.dropped.items() if c in node_of}
     report.sum_weights = result.sum_weights
     report.mean_update = result.aggregate
     new_vector = the_rule.apply(layout.to_vector(arrays), result.aggregate)
-    log.info("secagg: round %d: aggregated %d of %d nodes%s", server_round, len(report.included), len(nodes),
-             f" (dropped: {len(report.dropped)})" if report.dropped else "")
+    log.info("secagg: round %d: aggregated %d of %d nodes%s", server_round, len(report.included),
+             len(report.nodes), f" (dropped: {len(report.dropped)})" if report.dropped else "")
     return report, layout.from_vector(new_vector, arrays)
+
+
+def server_committee(settings: SecAggSettings) -> CommitteeKey:
+    """The committee key the server runs Paillier rounds under (run config
+    ``secagg-committee-key``, a path on the server host)."""
+    try:
+        return load_committee_key(settings.committee_key)
+    except ParameterError as exc:
+        raise SecAggConfigError(f"secagg-committee-key: {exc}") from None
+
+
+def make_paillier_params(settings: SecAggSettings, committee: CommitteeKey, dim: int, rule: Rule,
+                         server_round: int = 0) -> PaillierParams:
+    """A Paillier round's parameters: every committee member is invited (the
+    packing layout is sized for all of them, and the decryption floor is a
+    majority of them); the encoding is the run config's. A
+    :class:`SecAggConfigError` names the Flower-side fix when the packing
+    layout cannot hold the sum without overflow."""
+    try:
+        return PaillierParams.create(PublicKeyMessage.from_key(committee.public_key), committee.holders, dim,
+                                     encoding=settings.encoding, rule=rule)
+    except ParameterError as exc:
+        raise SecAggConfigError(
+            f"a Paillier round {server_round} for a committee of {len(committee.holders)} with a "
+            f"{committee.public_key.key_bits}-bit key cannot encode this model: {exc}. Lower secagg-frac-bits "
+            f"(now {settings.frac_bits}), secagg-clip ({settings.clip}) or secagg-max-weight ({settings.max_weight}) "
+            "in the run config.") from None
+
+
+def identify_holders(grid: Grid, node_ids: Iterable[int], settings: SecAggSettings, server_round: int,
+                     committee: CommitteeKey, *, message_type: str = MessageType.TRAIN
+                     ) -> tuple[dict[int, int], dict[int, str]]:
+    """Paillier: ask nodes for their committee holder ids. Returns the holder
+    id by node id for the nodes that told a distinct member of
+    ``committee`` with its key id, and, for the others, why they are left
+    out (a typed refusal: ``key_mismatch`` for a share of another committee,
+    ``unexpected_sender`` for an id outside the committee or told by two
+    nodes)."""
+    group = str(server_round)
+    nodes = list(node_ids)
+    messages = [Message(pack(IDENTIFY_STAGE, b"", round=server_round, protocol="paillier"), n, message_type,
+                        ttl=settings.stage_timeout, group_id=group) for n in nodes]
+    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval)
+    failed: dict[int, str] = {n: f"no reply within {settings.stage_timeout:g}s" for n in missing}
+    claimed: dict[int, int] = {}
+    for node, reply in replies.items():
+        if reply.has_error():
+            failed[node] = _describe_error(reply)
+            continue
+        try:
+            rec = unpack(reply.content)
+            holder, key_id = rec.get("holder-id"), rec.get("committee-key-id")
+            if isinstance(holder, bool) or not isinstance(holder, int) or not isinstance(key_id, bytes):
+                raise UnexpectedSender("no holder id and committee key id in the reply")
+            if key_id != committee.key_id:
+                raise KeyMismatch(f"the node holds a share of another committee (key id {key_id.hex()[:16]}), "
+                                  f"not of this run's ({committee.key_id.hex()[:16]})")
+            if holder not in committee.holders:
+                raise UnexpectedSender(f"holder id {holder} is not a member of the committee")
+        except RemoteProtocolError as exc:
+            failed[node] = f"rejected ({exc.reason.value}): {exc}"
+            continue
+        claimed[node] = holder
+    owners: dict[int, list[int]] = {}
+    for node, holder in claimed.items():
+        owners.setdefault(holder, []).append(node)
+    for holder, same in owners.items():
+        if len(same) > 1:  # one share, one party: none of them takes part
+            for node in same:
+                del claimed[node]
+                failed[node] = (f"rejected ({UnexpectedSender().reason.value}): holder id {holder} is told by "
+                                f"{len(same)} nodes")
+    for node, why in sorted(failed.items()):
+        log.warning("secagg: round %d: node %d left out (no committee holder id): %s", server_round, node, why)
+    return claimed, failed
+
+
+def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord, train_config: ConfigRecord,
+                        settings: SecAggSettings, server_round: int, the_rule: Rule, layout: ModelLayout, *,
+                        arrays_key: str, config_key: str, message_type: str, holder_ids: Mapping[int, int],
+                        observer: Observer | None) -> tuple[RoundReport, ArrayRecord | None]:
+    """One Paillier round decrypted by the committee: identify (holder ids),
+    Submit (the nodes train, encrypt and submit), Decrypt (each member that
+    submitted decrypts its part of the aggregate, with a proof), and Decrypt
+    recovery when some ciphertexts lack ``t`` valid shares. The server never
+    holds the decryption key."""
+    committee = server_committee(settings)
+    params = make_paillier_params(settings, committee, layout.dim, the_rule, server_round)
+    # holder ids: the known ones (of this committee), the others asked
+    known = {n: h for n, h in holder_ids.items() if n in nodes and h in committee.holders}
+    failures: dict[int, str] = {}
+    ask = [n for n in nodes if n not in known]
+    if ask:
+        found, unidentified = identify_holders(grid, ask, settings, server_round, committee,
+                                               message_type=message_type)
+        clash = {h for h in found.values()} & set(known.values())
+        for node, holder in list(found.items()):
+            if holder in clash:
+                del found[node]
+                unidentified[node] = f"rejected (unexpected_sender): holder id {holder} belongs to another node"
+        known.update(found)
+        failures.update({n: f"{IDENTIFY_STAGE}: {why}" for n, why in unidentified.items()})
+    nodes = tuple(n for n in nodes if n in known)
+    client_of = {n: known[n] for n in nodes}
+    node_of = {h: n for n, h in client_of.items()}
+    t = committee.threshold
+    log.info("secagg: round %d: paillier, %d-bit committee key %s: any %d of %d members decrypt; members by node: "
+             "%s; %d values, rule %s", server_round, committee.public_key.key_bits, committee.key_id.hex()[:16], t,
+             len(committee.holders), ", ".join(f"{n}->{h}" for n, h in sorted(client_of.items())) or "none",
+             layout.dim, the_rule.name)
+    absent = [h for h in committee.holders if h not in node_of]
+    decryption: dict[str, Any] = {"committee": list(committee.holders), "threshold": t,
+                                  "committee_key_id": committee.key_id.hex(), "absent_members": absent,
+                                  "asked": [], "failed_members": [], "recovery": [], "recovery_asked": []}
+    report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=dict(failures),
+                         params=params.summary(), rule=the_rule.name, decryption=decryption)
+    needed = max(t, params.min_clients)
+    if len(nodes) < needed:  # cannot decrypt: nothing is sent, nobody trains for nothing
+        report.abort_reason = "too_few_survivors"
+        report.abort_detail = (f"{len(nodes)} node(s) hold shares of the committee key, {needed} needed "
+                               f"(threshold {t}, decryption floor {params.min_clients})")
+        for node, why in sorted(failures.items()):
+            log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
+        log.error("secagg: round %d aborted before it opened: %s", server_round, report.abort_detail)
+        if settings.on_abort == "raise":
+            raise ProtocolAborted(AbortReason.TOO_FEW_SURVIVORS, f"round {server_round}: {report.abort_detail}")
+        return report, None
+    if absent:
+        log.warning("secagg: round %d: committee members without a node in this round: %s", server_round, absent)
+
+    stages = StageLog(server_round)
+    group = str(server_round)
+    setup: dict[str, str] = {"arrays-key": arrays_key,
+                             "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
+    with ServerDriver(PaillierServer(params, committee=committee), the_rule, protocol="paillier",
+                      observer=stages if observer is None else Observers([stages, observer])) as driver:
+
+        def to_node(party: int, data: bytes, ttl: float) -> Message:
+            opening = driver.stage is Stage.SUBMIT  # the round opens: the node trains on the global model
+            extra: dict[str, int | str] = {"client-id": party, **setup} if opening else {}
+            content = pack(driver.stage.value, data, round=server_round, **extra)
+            if opening:
+                content[arrays_key] = arrays
+                content[config_key] = train_config
+            return Message(content, node_of[party], message_type, ttl=ttl, group_id=group)
+
+        def on_stage(stage: Stage, outbox: Mapping[int, bytes]) -> None:
+            asked = sorted(outbox)
+            if stage is Stage.DECRYPT:
+                decryption["asked"] = asked
+                log.info("secagg: round %d: decryption requests to committee members %s (%d needed per "
+                         "ciphertext)", server_round, asked, t)
+            elif stage is Stage.DECRYPT_RECOVERY:
+                failed = _failed_members(driver)
+                decryption["recovery"] = True
+                decryption["recovery_asked"] = asked
+                log.warning("secagg: round %d: decryption recovery: members without a valid share: %s; asking "
+                            "members %s for the ciphertexts that lack %d valid shares", server_round,
+                            failed or "none", asked, t)
+
+        _run_stages(grid, driver, settings, client_of, node_of, to_node, Stage.SUBMIT, on_stage)
+        decryption["recovery"] = bool(decryption["recovery"])
+        decryption["failed_members"] = _failed_members(driver)
+        if decryption["failed_members"]:
+            log.warning("secagg: round %d: committee members whose decryption shares failed or never came: %s",
+                        server_round, decryption["failed_members"])
+        report.failures.update({node_of[p]: why for p, why in driver.failures.items() if p in node_of})
+        for node, why in sorted(report.failures.items()):
+            log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
+        report.stage_seconds = stages.seconds
+        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+
+
+def _failed_members(driver: ServerDriver) -> list[int]:
+    """Committee members asked to decrypt that gave no valid share: refused
+    shares (a failed proof) and members that never answered."""
+    decryption: Any = driver.core.audit_record().get("decryption", {})
+    bad = set(decryption.get("failed_members", []))
+    bad |= {p for p, why in driver.failures.items() if why.startswith(("decrypt:", "decrypt_recovery:"))}
+    return sorted(bad)
 
 
 def identify_nodes(grid: Grid, node_ids: Iterable[int], settings: SecAggSettings, server_round: int, *,
@@ -416,6 +642,7 @@ class SecAggFedAvg(FedAvg):
         self.observer = observer
         self.reports: list[RoundReport] = []
         self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
+        self.holder_ids: dict[int, int] = {}  # Paillier: committee holder ids by node id
 
     @property
     def server_learning_rate(self) -> float:
@@ -424,6 +651,13 @@ class SecAggFedAvg(FedAvg):
     def summary(self) -> None:
         super().summary()
         s = self.settings
+        if s.protocol == "paillier":
+            log.info("\t└──> Secure aggregation: paillier, decrypted by the committee of %s, clip %g, %d fractional "
+                     "bits, max weight %g, rule %s%s, server lr %g", s.committee_key, s.clip, s.frac_bits,
+                     s.max_weight, self.rule.name,
+                     f" weighted by {s.weighted_by!r}" if self.rule.uses_weights and s.weighted_by else "",
+                     self.rule.server_lr)
+            return
         log.info("\t└──> Secure aggregation: %s, dropout tolerance %.0f%%, corrupt fraction %.0f%%, threshold %s, "
                  "clip %g, %d fractional bits, max weight %g, rule %s%s, server lr %g", s.protocol,
                  100 * s.dropout_tolerance, 100 * s.corrupt_fraction, s.threshold or "derived", s.clip,
@@ -465,9 +699,13 @@ class SecAggFedAvg(FedAvg):
                 report, new_arrays = run_secure_round(
                     grid, node_ids, arrays, config, self.settings, server_round,
                     rule=self.rule, arrays_key=self.arrayrecord_key, config_key=self.configrecord_key,
-                    signing_keys=self.node_keys, observer=self.observer)
+                    signing_keys=self.node_keys, holder_ids=self.holder_ids, observer=self.observer)
                 self.reports.append(report)
                 self.node_keys.update(report.verification_keys)
+                if self.settings.protocol == "paillier":
+                    self.holder_ids.update(report.client_ids)
+                    for node in report.failures:  # asked again next round (a node may have been re-provisioned)
+                        self.holder_ids.pop(node, None)
                 if new_arrays is not None:
                     arrays = new_arrays
                     result.arrays = arrays

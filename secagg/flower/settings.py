@@ -5,7 +5,11 @@ A Flower app declares its run config in ``pyproject.toml`` under
 The keys this adapter reads all start with ``secagg-`` (any other ``secagg-``
 key is refused, so a typo never silently falls back to a default)::
 
-    secagg-protocol           "secagg+" (sparse graph) or "secagg" (complete graph)
+    secagg-protocol           "secagg+" (sparse graph), "secagg" (complete graph) or "paillier"
+                              (additively homomorphic encryption, decrypted by a committee of
+                              the nodes: see secagg-committee-key)
+    secagg-committee-key      "paillier" only: path, on the server host, of the committee's
+                              public key file (committee.key of ``secagg keys deal-committee``)
     secagg-dropout-tolerance  fraction of nodes that may drop in a round (0.2)
     secagg-corrupt-fraction   fraction of nodes assumed to collude with the server (0.0)
     secagg-threshold          Shamir threshold t; 0 derives it (default)
@@ -25,7 +29,12 @@ key is refused, so a typo never silently falls back to a default)::
     secagg-on-abort           "raise" (stop the run) or "skip" (keep the model, go on)
     secagg-malicious-server   true: signed keys and a consistency round, secure against a
                               server that lies about dropouts (nodes need signature keys:
-                              see secagg.flower.keys) (false)
+                              see secagg.flower.keys) (false; masking protocols only)
+
+The masking-only keys (dropout tolerance, corrupt fraction, threshold, degree,
+malicious-server) are ignored by "paillier" rounds, whose threshold is the
+committee's (fixed when its key was dealt) and whose decryption floor is a
+majority of the committee.
 
 Only the server reads these: it puts the resulting protocol parameters into
 the first message of every round, and each client validates them there
@@ -42,14 +51,16 @@ from ..aggregation import AVERAGING_RULES
 from ..encoding.fixed_point import FixedPoint
 from ..errors import ParameterError
 
-__all__ = ["SecAggSettings", "RUN_CONFIG_PREFIX"]
+__all__ = ["SecAggSettings", "RUN_CONFIG_PREFIX", "PROTOCOLS"]
 
 RUN_CONFIG_PREFIX = "secagg-"
+#: The protocols a Flower run can use.
+PROTOCOLS = ("secagg+", "secagg", "paillier")
 
 
 @dataclass(frozen=True)
 class SecAggSettings:
-    """How the server runs the masking protocol over Flower messages."""
+    """How the server runs secure aggregation over Flower messages."""
 
     protocol: str = "secagg+"
     dropout_tolerance: float = 0.2
@@ -66,10 +77,20 @@ class SecAggSettings:
     poll_interval: float = 0.2
     on_abort: str = "raise"
     malicious_server: bool = False
+    committee_key: str = ""
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("secagg", "secagg+"):
-            raise ParameterError(f"secagg-protocol must be 'secagg' or 'secagg+', got {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ParameterError(f"secagg-protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if not isinstance(self.committee_key, str):
+            raise ParameterError("secagg-committee-key must be a file path")
+        if self.protocol == "paillier":
+            if not self.committee_key:
+                raise ParameterError("secagg-protocol = 'paillier' needs secagg-committee-key: the path of the "
+                                     "committee's public key file (secagg keys deal-committee)")
+            if self.malicious_server:
+                raise ParameterError("secagg-malicious-server applies to the masking protocols ('secagg', "
+                                     "'secagg+'), not to 'paillier'")
         if self.rule not in AVERAGING_RULES:
             raise ParameterError(f"secagg-rule must be an averaging rule, one of {AVERAGING_RULES}, got {self.rule!r}")
         if self.on_abort not in ("raise", "skip"):
@@ -120,7 +141,7 @@ _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train
            "poll_interval"}
 _INTS = {"frac_bits"}
 _OPTIONAL_INTS = {"threshold", "degree"}
-_STRINGS = {"protocol", "rule", "weighted_by", "on_abort"}
+_STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key"}
 _BOOLS = {"malicious_server"}
 
 
