@@ -40,7 +40,7 @@ LAYERS: tuple[Layer, ...] = (
           ("secagg.primitives",)),
     Layer("encoding", "values to vectors and messages to bytes, the rule registry, the result type "
                       "(and torch tensors to numpy vectors)",
-          ("secagg.encoding", "secagg.aggregation", "secagg.result", "secagg.torch")),
+          ("secagg.encoding", "secagg.aggregation", "secagg.result", "secagg.torch", "secagg.dp")),
     Layer("protocols", "sans-I/O protocol cores: message in, state and messages out; no processes, no clock",
           ("secagg.protocols",)),
     Layer("drivers", "one round driver per role, the state store, the observer, process pools",

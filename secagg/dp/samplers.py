@@ -1,0 +1,480 @@
+"""Exact samplers of discrete noise: Bernoulli(exp(-gamma)), the discrete
+Laplace, the discrete Gaussian, Poisson and the (symmetric) Skellam
+distribution (protocols/dp/SPEC.md "Samplers").
+
+Every sampler is *exact*: its output distribution is the stated one, with no
+floating point anywhere in the sampling path. Parameters are rationals
+(``int`` or :class:`fractions.Fraction`; floats are refused, since their
+binary value is rarely the intended one), arithmetic is on Python or numpy
+integers, and the only source of randomness is an injected
+:class:`~secagg.primitives.randomness.RandomSource`: uniform integers in
+``[0, m)`` are drawn by rejection from random bytes (masked to the bit length of
+``m - 1``, redrawn when ``>= m``), so there is no modulo bias.
+
+Algorithms:
+
+* ``Bernoulli(exp(-gamma))``, ``Bernoulli(p)`` for rational ``p``, the discrete
+  Laplace and the discrete Gaussian follow Canonne, Kamath and Steinke, "The
+  Discrete Gaussian for Differential Privacy" (NeurIPS 2020), Algorithms 1-3:
+  the discrete Gaussian of variance parameter ``sigma^2`` is a discrete Laplace
+  of scale ``t = floor(sigma) + 1`` accepted with probability
+  ``exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2))``.
+* Poisson(lambda) for rational ``lambda`` is our own exact rejection sampler:
+  a two-sided geometric proposal ``q(j) ~ theta^|j|`` around the mode
+  ``m = floor(lambda)`` (``theta = 1 - 1/T``, ``T = isqrt(m) + 2``), accepted
+  with probability ``v(j) = P(m+j) / (P(m) theta^|j| C)``. ``P(m+j)/P(m)`` is a
+  product of ``|j|`` rationals (``lambda/(m+i)`` above the mode,
+  ``(m-i+1)/lambda`` below) that decrease in ``i``, so ``P(m+j)/(P(m)
+  theta^|j|)`` peaks where the factor over ``theta`` falls below 1 and ``C`` is
+  that peak: every ``v(j)`` is a rational in [0, 1]. The magnitude ``|j|`` is
+  drawn by inversion (``|j| = max{g : U < theta^g}``) and the acceptance as
+  ``U' < v(j)``, with uniform reals ``U, U'`` compared against tables of
+  rigorous 128-bit lower/upper bounds of ``theta^g`` and ``v(l)`` (one 64-bit
+  word decides unless it falls within about 2^-60 of a threshold, and then the
+  comparison is finished exactly with :class:`fractions.Fraction` and more
+  random bits). Expected cost: about three 64-bit words per sample, after a
+  table of ``O(sqrt(lambda))`` entries built once per ``lambda``.
+* Skellam with variance ``mu`` is ``Poisson(mu/2) - Poisson(mu/2)`` (the
+  symmetric Skellam of Agarwal, Kairouz and Liu, NeurIPS 2021).
+
+Every sampler draws a whole vector at once: each loop of the algorithms runs
+over the samples still pending, as numpy integer arrays (``int64`` while every
+intermediate value provably stays below ``2^62``, Python integers in an object
+array beyond), so ``2^16`` draws take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+from typing import Union
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..primitives.randomness import RandomSource, default_random
+
+__all__ = [
+    "Rational",
+    "as_rational",
+    "uniform_below",
+    "bernoulli",
+    "bernoulli_exp",
+    "discrete_laplace",
+    "discrete_gaussian",
+    "poisson",
+    "skellam",
+]
+
+Rational = Union[int, Fraction]
+
+_SAFE = 1 << 62  # int64 arithmetic below this bound cannot overflow in one + or *
+_MAX_SIZE = 1 << 31
+
+
+def as_rational(x: object, what: str = "parameter") -> Fraction:
+    """``x`` as an exact :class:`Fraction`: ints, Fractions and strings such as
+    ``"3/2"`` are accepted; floats (and bools) are refused."""
+    if isinstance(x, bool) or isinstance(x, float):
+        raise ParameterError(f"{what} must be an int or a Fraction (exact), got {x!r}")
+    if isinstance(x, (int, Fraction)):
+        return Fraction(x)
+    if isinstance(x, str):
+        try:
+            return Fraction(x)
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ParameterError(f"{what}: {x!r} is not a rational number") from exc
+    if isinstance(x, np.integer):
+        return Fraction(int(x))
+    raise ParameterError(f"{what} must be an int or a Fraction, got {type(x).__name__}")
+
+
+def _check_size(size: int) -> int:
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not 0 <= int(size) <= _MAX_SIZE:
+        raise ParameterError(f"size must be an integer in [0, 2^31], got {size!r}")
+    return int(size)
+
+
+def _fits(*bounds: int) -> bool:
+    return all(abs(b) < _SAFE for b in bounds)
+
+
+def _ints(values: np.ndarray, big: bool) -> np.ndarray:
+    """An integer array: object dtype (Python ints) when ``big``, else int64."""
+    if big:
+        out = np.empty(np.shape(values), dtype=object)
+        out[...] = [int(v) for v in np.asarray(values).ravel()] if np.size(values) else []
+        return out
+    return np.asarray(values, dtype=np.int64)
+
+
+def _const(n: int, value: int, big: bool) -> np.ndarray:
+    """``n`` copies of ``value``: int64, or Python ints in an object array when ``big``."""
+    return _ints(np.zeros(n, dtype=np.int64), big) + value
+
+
+def _full(n: int, value: int) -> np.ndarray:
+    if _fits(value):
+        return np.full(n, value, dtype=np.int64)
+    out = np.empty(n, dtype=object)
+    out[:] = value
+    return out
+
+
+# --------------------------------------------------------------------------- uniform integers
+
+def _uniform_below_int(rng: RandomSource, m: int) -> int:
+    """One uniform integer in ``[0, m)``: rejection from ``bitlen(m-1)`` random bits."""
+    if m <= 1:
+        return 0
+    k = (m - 1).bit_length()
+    nbytes, mask = (k + 7) // 8, (1 << k) - 1
+    while True:
+        v = int.from_bytes(rng.bytes(nbytes), "little") & mask
+        if v < m:
+            return v
+
+
+def uniform_below(rng: RandomSource, m: np.ndarray) -> np.ndarray:
+    """Per element, a uniform integer in ``[0, m[i])`` (every ``m[i] >= 1``).
+
+    ``int64`` bounds (below ``2^62``) are served 64 random bits at a time,
+    masked to the bit length of ``m[i] - 1`` and redrawn when ``>= m[i]`` (each
+    draw is accepted with probability above 1/2); larger bounds, in an object
+    array, one Python integer at a time."""
+    m = np.asarray(m)
+    if m.dtype == object:
+        out = np.empty(m.shape, dtype=object)
+        flat_in, flat_out = m.ravel(), out.ravel()
+        for i in range(flat_in.size):
+            flat_out[i] = _uniform_below_int(rng, int(flat_in[i]))
+        return out
+    if m.size and int(m.min()) < 1:
+        raise ParameterError("uniform_below needs bounds >= 1")
+    bound = m.astype(np.uint64).ravel()
+    mask = bound - np.uint64(1)
+    for shift in (1, 2, 4, 8, 16, 32):
+        mask |= mask >> np.uint64(shift)
+    out64 = np.empty(bound.size, dtype=np.uint64)
+    todo = np.arange(bound.size)
+    while todo.size:
+        words = np.frombuffer(rng.bytes(8 * todo.size), dtype="<u8").astype(np.uint64) & mask[todo]
+        ok = words < bound[todo]
+        out64[todo[ok]] = words[ok]
+        todo = todo[~ok]
+    return out64.astype(np.int64).reshape(m.shape)
+
+
+# --------------------------------------------------------------------------- Bernoulli trials
+
+def _bern_ratio(rng: RandomSource, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Per element, Bernoulli(num[i] / den[i]) for integers ``0 <= num <= den``."""
+    if num.size == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(uniform_below(rng, den) < num, dtype=bool)
+
+
+def _bern_fraction(rng: RandomSource, p: Fraction, n: int) -> np.ndarray:
+    """``n`` Bernoulli(p) trials for a rational ``p`` of any size: a uniform real
+    ``U`` in [0, 1) is compared with ``p`` one 64-bit word at a time (``U < p``
+    is decided by the first word unless it equals the first 64 bits of ``p``)."""
+    if p <= 0:
+        return np.zeros(n, dtype=bool)
+    if p >= 1:
+        return np.ones(n, dtype=bool)
+    scaled = p.numerator << 64
+    head, rest = divmod(scaled, p.denominator)  # p * 2^64 = head + rest/den
+    words = np.frombuffer(rng.bytes(8 * n), dtype="<u8").astype(np.uint64)
+    out = words < np.uint64(head)
+    for i in np.nonzero(words == np.uint64(head))[0]:  # probability 2^-64 each
+        out[i] = bool(_bern_fraction(rng, Fraction(rest, p.denominator), 1)[0]) if rest else False
+    return np.asarray(out, dtype=bool)
+
+
+def bernoulli(p: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` independent Bernoulli(p) trials (bool array), ``p`` rational in [0, 1]."""
+    q = as_rational(p, "p")
+    if not 0 <= q <= 1:
+        raise ParameterError(f"p must be in [0, 1], got {q}")
+    return _bern_fraction(default_random(rng), q, _check_size(size))
+
+
+def _bern_exp_unit(rng: RandomSource, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Bernoulli(exp(-num/den)) with ``0 <= num/den <= 1`` (CKS Algorithm 1):
+    count ``K`` up while Bernoulli(gamma/K) succeeds; the answer is ``K`` odd."""
+    n = num.size
+    k = np.ones(n, dtype=np.int64)
+    active = np.arange(n)
+    while active.size:
+        d = den[active]
+        kk = k[active]
+        if d.dtype != object and not _fits(int(d.max()) * int(kk.max())):
+            d = _ints(d, True)
+        hit = _bern_ratio(rng, num[active], d * kk)
+        k[active[hit]] += 1
+        active = active[hit]
+    return (k % 2) == 1
+
+
+def _bern_exp(rng: RandomSource, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Per element, Bernoulli(exp(-num[i]/den[i])) for integers ``num >= 0, den >= 1``:
+    ``floor(gamma)`` Bernoulli(exp(-1)) trials must all succeed, then one
+    Bernoulli(exp(-frac(gamma))) (CKS Algorithm 1, general case)."""
+    n = num.size
+    result = np.ones(n, dtype=bool)
+    whole = num // den
+    frac = num - whole * den
+    alive = np.nonzero(whole > 0)[0]
+    left = whole[alive]
+    while alive.size:
+        ok = _bern_exp_unit(rng, np.ones(alive.size, dtype=np.int64), np.ones(alive.size, dtype=np.int64))
+        result[alive[~ok]] = False
+        left = left - 1
+        keep = ok & np.asarray(left > 0, dtype=bool)
+        alive, left = alive[keep], left[keep]
+    idx = np.nonzero(result)[0]
+    if idx.size:
+        result[idx] = _bern_exp_unit(rng, frac[idx], den[idx])
+    return result
+
+
+def bernoulli_exp(gamma: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` independent Bernoulli(exp(-gamma)) trials, ``gamma >= 0`` rational."""
+    g = as_rational(gamma, "gamma")
+    if g < 0:
+        raise ParameterError(f"gamma must be >= 0, got {g}")
+    n = _check_size(size)
+    return _bern_exp(default_random(rng), _full(n, g.numerator), _full(n, g.denominator))
+
+
+# --------------------------------------------------------------------------- discrete Laplace / Gaussian
+
+def _geometric_exp1(rng: RandomSource, n: int) -> np.ndarray:
+    """``n`` counts of Bernoulli(exp(-1)) successes before the first failure."""
+    v = np.zeros(n, dtype=np.int64)
+    alive = np.arange(n)
+    while alive.size:
+        one = np.ones(alive.size, dtype=np.int64)
+        hit = _bern_exp_unit(rng, one, one)
+        v[alive[hit]] += 1
+        alive = alive[hit]
+    return v
+
+
+def _discrete_laplace(rng: RandomSource, t: int, n: int) -> np.ndarray:
+    """CKS Algorithm 2 with ``s = 1``: ``P(Z = z) ~ exp(-|z|/t)``, integer ``t >= 1``."""
+    out = np.empty(n, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:
+        m = todo.size
+        u = uniform_below(rng, _full(m, t))
+        keep = _bern_exp(rng, u, _full(m, t))  # accept U with probability exp(-U/t)
+        u = u[keep]
+        pending = todo[keep]
+        x = u + t * _geometric_exp1(rng, u.size)
+        neg = _bern_ratio(rng, np.ones(u.size, dtype=np.int64), np.full(u.size, 2, dtype=np.int64))
+        ok = ~(neg & (x == 0))  # -0 would double the weight of 0
+        out[pending[ok]] = np.where(neg, -x, x)[ok]
+        done = np.zeros(m, dtype=bool)
+        done[np.nonzero(keep)[0][ok]] = True
+        todo = todo[~done]
+    return out
+
+
+def discrete_laplace(t: int, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` draws with ``P(Z = z) ∝ exp(-|z| / t)`` for an integer scale ``t >= 1``."""
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+        raise ParameterError(f"the discrete Laplace scale must be an integer >= 1, got {t!r}")
+    return _discrete_laplace(default_random(rng), int(t), _check_size(size))
+
+
+def discrete_gaussian(sigma2: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` draws of the discrete Gaussian ``N_Z(0, sigma2)``:
+    ``P(X = x) ∝ exp(-x^2 / (2 sigma2))`` over the integers (CKS Algorithm 3).
+
+    ``sigma2`` (the variance *parameter*; the variance itself is slightly below
+    it) is a positive rational. Returns an int64 array."""
+    s2 = as_rational(sigma2, "sigma2")
+    if not 0 < s2 < _SAFE >> 8:
+        raise ParameterError(f"sigma2 must be in (0, 2^54), got {s2}")
+    n = _check_size(size)
+    r = default_random(rng)
+    a, b = s2.numerator, s2.denominator
+    t = math.isqrt(a // b) + 1  # floor(sigma) + 1
+    den = 2 * a * b * t * t
+    out = np.empty(n, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:
+        y = _discrete_laplace(r, t, todo.size)
+        ay = np.abs(y)
+        big = not _fits(den, (b * t * int(ay.max()) + a) ** 2 if ay.size else 0)
+        num_base = _ints(ay, big) * (b * t) - a
+        # accept with probability exp(-(|y| - sigma2/t)^2 / (2 sigma2)) = exp(-(b t |y| - a)^2 / (2 a b t^2))
+        accept = _bern_exp(r, num_base * num_base, _const(todo.size, den, big))
+        out[todo[accept]] = y[accept]
+        todo = todo[~accept]
+    return out
+
+
+# --------------------------------------------------------------------------- Poisson / Skellam
+
+_F = 128  # fractional bits of the interval tables
+_WORD = 1 << 64
+
+
+class _LazyUniform:
+    """A uniform real in [0, 1) whose binary digits are drawn on demand, starting
+    from a 64-bit word already drawn: ``less(x)`` compares it with a rational
+    ``x`` exactly, drawing 64 more bits while the comparison is undecided."""
+
+    def __init__(self, rng: RandomSource, word: int):
+        self.rng, self.prefix, self.bits = rng, int(word), 64
+
+    def less(self, x: Fraction) -> bool:
+        while True:
+            if (self.prefix + 1) * x.denominator <= x.numerator << self.bits:
+                return True
+            if self.prefix * x.denominator >= x.numerator << self.bits:
+                return False
+            self.prefix = (self.prefix << 64) | int.from_bytes(self.rng.bytes(8), "little")
+            self.bits += 64
+
+
+class _Table:
+    """Rigorous 64-bit thresholds for a decreasing-then-any sequence of
+    rationals ``v_0 = start``, ``v_l = v_{l-1} * num_l / den_l`` in [0, 1]:
+    a uniform word ``u`` has ``U < v_l`` surely when ``u < lower[l]`` and
+    ``U >= v_l`` surely when ``u >= upper[l]`` (and ``sure_upper[l]``); the
+    interval between (width about 2^-60) is left to an exact comparison."""
+
+    def __init__(self, start: Fraction, steps: "list[tuple[int, int]]"):
+        lo = (start.numerator << _F) // start.denominator
+        hi = -((-(start.numerator << _F)) // start.denominator)
+        lows, highs = [lo], [hi]
+        for num, den in steps:
+            lo = lo * num // den
+            hi = -((-hi * num) // den)
+            lows.append(lo)
+            highs.append(hi)
+        shift = _F - 64
+        self.lower = np.array([min(x >> shift, _WORD - 1) for x in lows], dtype=np.uint64)
+        upper = [-((-x) >> shift) for x in highs]
+        self.sure_upper = np.array([x < _WORD for x in upper], dtype=bool)
+        self.upper = np.array([min(x, _WORD - 1) for x in upper], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int(self.lower.size)
+
+
+class _PoissonPlan:
+    """The constants and tables of the Poisson(lambda) sampler for one ``lambda = a/b``."""
+
+    def __init__(self, lam: Fraction):
+        a, b = lam.numerator, lam.denominator
+        self.lam = lam
+        self.m = m = a // b
+        self.T = T = math.isqrt(m) + 2
+        self.theta = Fraction(T - 1, T)
+        # P(G >= g) = theta^g for the proposal's magnitude, tabulated for g = 0 .. n_geo,
+        # theta^n_geo <= exp(-n_geo/T) < 2^-66 (beyond: the exact comparison)
+        n_geo = 46 * T + 1
+        self.geo = _Table(Fraction(1), [(T - 1, T)] * n_geo)
+        # envelope factors f_i on each side (decreasing in i): above the mode
+        # f_i = lambda/(m+i) / theta, below it f_i = ((m-i+1)/lambda) / theta
+        self.up_factor = lambda i: (a * T, b * (m + i) * (T - 1))
+        self.down_factor = lambda i: ((m - i + 1) * b * T, a * (T - 1))
+        j_up = 0
+        while a * T >= b * (m + j_up + 1) * (T - 1):
+            j_up += 1
+        j_down = 0
+        while j_down < m and (m - j_down) * b * T >= a * (T - 1):
+            j_down += 1
+        c_up = Fraction(math.prod(a * T for _ in range(j_up)),
+                        math.prod(b * (m + i) * (T - 1) for i in range(1, j_up + 1)))
+        c_down = Fraction(math.prod((m - i + 1) * b * T for i in range(1, j_down + 1)),
+                          math.prod(a * (T - 1) for _ in range(j_down)))
+        self.c = c = max(c_up, c_down)
+        # acceptance of a proposal |j| = l on a side: v(l) = prod_{i<=l} f_i / C <= 1
+        tail = 66 * math.isqrt(m + 1) + 4 * T + 64
+        self.accept_up = _Table(1 / c, [self.up_factor(i) for i in range(1, j_up + tail)])
+        self.accept_down = _Table(1 / c, [self.down_factor(i) for i in range(1, min(m, j_down + tail) + 1)])
+
+    def exact_accept(self, up: bool, l: int) -> Fraction:
+        if not up and l > self.m:
+            return Fraction(0)
+        f = self.up_factor if up else self.down_factor
+        num = math.prod(f(i)[0] for i in range(1, l + 1))
+        den = math.prod(f(i)[1] for i in range(1, l + 1))
+        return Fraction(num, den) / self.c
+
+
+def _words(rng: RandomSource, n: int) -> np.ndarray:
+    return np.frombuffer(rng.bytes(8 * n), dtype="<u8").astype(np.uint64)
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_plan(lam: Fraction) -> _PoissonPlan:
+    return _PoissonPlan(lam)
+
+
+def _poisson(rng: RandomSource, lam: Fraction, n: int) -> np.ndarray:
+    plan = _poisson_plan(lam)
+    m, geo = plan.m, plan.geo
+    asc_lower = geo.lower[1:][::-1].copy()  # thresholds of theta^1..theta^G, ascending
+    out = np.empty(n, dtype=np.int64)
+    todo = np.arange(n)
+    while todo.size:
+        k = todo.size
+        # proposal magnitude by inversion: G = max{g : U < theta^g}, P(G >= g) = theta^g
+        u = _words(rng, k)
+        g0 = (asc_lower.size - np.searchsorted(asc_lower, u, side="right")).astype(np.int64)
+        nxt = np.minimum(g0 + 1, len(geo) - 1)
+        settled = (g0 + 1 < len(geo)) & geo.sure_upper[nxt] & (u >= geo.upper[nxt])
+        mag = g0.copy()
+        for i in np.nonzero(~settled)[0]:  # within 2^-60 of a threshold: decide exactly
+            lazy, g = _LazyUniform(rng, int(u[i])), int(g0[i])
+            while lazy.less(plan.theta ** (g + 1)):
+                g += 1
+            mag[i] = g
+        neg = np.asarray(_words(rng, k) >> np.uint64(63), dtype=bool)
+        ok = ~(neg & (mag == 0)) & (~neg | (mag <= m))  # no -0; nothing below zero
+        up = ~neg
+        # accept with probability v(|j|) = P(m+j) / (P(m) theta^|j| C)
+        w = _words(rng, k)
+        for side, table in ((True, plan.accept_up), (False, plan.accept_down)):
+            sel = np.nonzero(ok & (up == side))[0]
+            if not sel.size:
+                continue
+            ls = mag[sel]
+            inside = ls < len(table)
+            li = np.where(inside, ls, 0)
+            sure_yes = inside & (w[sel] < table.lower[li])
+            sure_no = inside & table.sure_upper[li] & (w[sel] >= table.upper[li])
+            verdict = sure_yes.copy()
+            for j in np.nonzero(~(sure_yes | sure_no))[0]:
+                verdict[j] = _LazyUniform(rng, int(w[sel[j]])).less(plan.exact_accept(side, int(ls[j])))
+            ok[sel] = verdict
+        out[todo[ok]] = (m + np.where(up, mag, -mag))[ok]
+        todo = todo[~ok]
+    return out
+
+
+def poisson(lam: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` exact Poisson(lam) draws for a rational mean ``lam > 0`` (int64)."""
+    q = as_rational(lam, "lam")
+    if q <= 0:
+        raise ParameterError(f"the Poisson mean must be > 0, got {q}")
+    return _poisson(default_random(rng), q, _check_size(size))
+
+
+def skellam(mu: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
+    """``size`` draws of the symmetric Skellam distribution of variance ``mu``:
+    ``Poisson(mu/2) - Poisson(mu/2)``, ``P(X = k) = exp(-mu) I_k(mu)`` (int64)."""
+    q = as_rational(mu, "mu")
+    if q <= 0:
+        raise ParameterError(f"the Skellam variance must be > 0, got {q}")
+    n = _check_size(size)
+    r = default_random(rng)
+    both = _poisson(r, q / 2, 2 * n)
+    return both[:n] - both[n:]
