@@ -374,13 +374,10 @@ def ring_sum(vectors: "list[np.ndarray] | np.ndarray", bits: int) -> np.ndarray:
 
 def unwrap(s: np.ndarray, bits: int) -> np.ndarray:
     """``Z_{2^bits}`` to the centered representative in ``[-2^(bits-1), 2^(bits-1))`` (int64)."""
-    w = np.asarray(s, dtype=np.uint64) & _ring_mask(bits)
-    if bits == 64:
-        return w.view(np.int64).copy()
-    half = np.uint64(1 << (bits - 1))
-    out = w.astype(np.int64)
-    out[w >= half] -= 1 << bits
-    return out
+    shift = np.uint64(64 - bits)
+    _ring_mask(bits)
+    top = np.asarray(s, dtype=np.uint64) << shift  # the ring's bits at the top of the word
+    return top.view(np.int64) >> shift.astype(np.int64)  # arithmetic shift: sign extension
 
 
 # --------------------------------------------------------------------------- composed
