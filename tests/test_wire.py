@@ -149,7 +149,7 @@ def test_round_trip(msg: Everything) -> None:
     back = decode(data)
     assert same(back, msg)
     assert isinstance(back.ids, tuple) and isinstance(back.color, Color)
-    assert back.vec.flags.writeable and back.vec.dtype == msg.vec.dtype
+    assert not back.vec.flags.writeable and back.vec.dtype == msg.vec.dtype  # a read-only view of the bytes
     # canonical: decoding then encoding gives the same bytes
     assert encode(back) == data
 
@@ -765,3 +765,105 @@ def test_typed_memoryview_size_is_counted_in_bytes() -> None:
     assert len(view) < 1020 < view.nbytes
     with pytest.raises(WireFormatError, match="exceeds"):
         decode(view, max_size=1020)
+
+
+# ------------------------------------------- the structural decoder: no copies, no re-encoding
+
+def _reference_encode(msg: Any) -> bytes:
+    from secagg.encoding import wire as W
+
+    return pack(["secagg", WIRE_VERSION, type(msg).__wire_name__, W._to_plain(msg, type(msg))])
+
+
+def test_encode_is_byte_identical_to_msgpack_of_the_plain_form() -> None:
+    for name, msg in corpus().items():
+        assert encode(msg) == _reference_encode(msg), name
+    for msg in _big_samples():
+        assert encode(msg) == _reference_encode(msg)
+
+
+@given(st.data())
+@settings(max_examples=400, deadline=None)
+def test_structural_decoder_equals_the_reference_rule_on_every_message_type(data: st.DataObject) -> None:
+    """Mutations of every corpus message: the decoder accepts exactly what
+    msgpack parses, passes the schema and re-encodes to the same bytes."""
+    name = data.draw(st.sampled_from(sorted(corpus())), label="message")
+    buf = bytearray(encode(corpus()[name]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(buf) - 1)) if buf else 0
+        op = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        if op == "set" and buf:
+            buf[pos] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            buf[pos:pos] = bytes([data.draw(st.integers(0, 255))])
+        elif buf:
+            del buf[pos]
+    mutated = bytes(buf)
+    try:
+        msg = decode(mutated)
+        accepted = True
+    except WireFormatError as exc:
+        assert exc.reason is AbortReason.MALFORMED_MESSAGE
+        accepted = False
+    assert accepted == _old_rule_accepts(mutated)
+    if accepted:
+        assert encode(msg) == mutated
+
+
+def test_more_non_canonical_headers_rejected() -> None:
+    good = encode(sample(count=5, big=-5, vec=np.array([1, 2], dtype=np.uint32)))
+    assert decode(good).count == 5
+    raw_vec = np.array([1, 2], dtype="<u4").tobytes()
+    variants = {
+        # a positive int in a signed format, a negative one wider than needed
+        "int8 positive": _header_swap(good, b"\x05\xfb", b"\xd0\x05\xfb"),
+        "int16 negative": _header_swap(good, b"\x05\xfb", b"\x05\xd1\xff\xfb"),
+        "int64 negative": _header_swap(good, b"\x05\xfb", b"\x05\xd3" + (-5).to_bytes(8, "big", signed=True)),
+        "uint16 positive": _header_swap(good, b"\x05\xfb", b"\xcd\x00\x05\xfb"),
+        "uint32 positive": _header_swap(good, b"\x05\xfb", b"\xce\x00\x00\x00\x05\xfb"),
+        # an array's payload: bin16 and bin32 headers for 8 bytes; its dtype name as str8
+        "bin16 array": _header_swap(good, b"\xc4\x08" + raw_vec, b"\xc5\x00\x08" + raw_vec),
+        "bin32 array": _header_swap(good, b"\xc4\x08" + raw_vec, b"\xc6\x00\x00\x00\x08" + raw_vec),
+        "str8 dtype": _header_swap(good, b"\xa6uint32\xc4\x08", b"\xd9\x06uint32\xc4\x08"),
+        # the [dtype, bytes] pair and the 32-byte key with wider headers
+        "array16 pair": _header_swap(good, b"\x92\xa6uint32\xc4\x08", b"\xdc\x00\x02\xa6uint32\xc4\x08"),
+        "bin32 key": _header_swap(good, b"\xc4\x20" + bytes(range(32)), b"\xc6\x00\x00\x00\x20" + bytes(range(32))),
+        "bin16 key": _header_swap(good, b"\xc4\x20" + bytes(range(32)), b"\xc5\x00\x20" + bytes(range(32))),
+        # the envelope's array header, and the body's
+        "array16 envelope": b"\xdc\x00\x04" + good[1:],
+    }
+    for name, data in variants.items():
+        assert msgpack.unpackb(data) == msgpack.unpackb(good), name
+        assert not _old_rule_accepts(data), name
+        assert_rejected(data)
+    short = encode(Inner(1, b"abc"))
+    assert_rejected(_header_swap(short, b"\xc4\x03abc", b"\xc6\x00\x00\x00\x03abc"))  # bin32 for 3 bytes
+    for suffix in (b"\x00", b"\xc4\x00", short):
+        assert_rejected(short + suffix)
+        assert_rejected(bytearray(short + suffix))
+        assert_rejected(memoryview(short + suffix))
+
+
+def test_large_payloads_decode_as_read_only_views_of_the_input() -> None:
+    from secagg.protocols.masking.messages import SHARE_RECORD_SIZE, ForwardedShares, MaskedInput, ShareKeys
+
+    vec = np.arange(100_000, dtype=np.uint32)
+    data = encode(MaskedInput(3, b"s" * 32, vec))
+    back = decode(data)
+    assert np.shares_memory(back.masked, np.frombuffer(data, dtype=np.uint8))
+    assert not back.masked.flags.writeable and back.masked.dtype == np.uint32
+    assert np.array_equal(back.masked, vec)
+    for cls in (ShareKeys, ForwardedShares):
+        ids = np.arange(2, 50, dtype=np.uint32)
+        records = bytes(range(256)) * (SHARE_RECORD_SIZE * ids.size // 256 + 1)
+        records = records[:SHARE_RECORD_SIZE * ids.size]
+        msg = cls(1, b"s" * 32, ids, records) if cls is ShareKeys else cls(b"s" * 32, ids, records)
+        data = encode(msg)
+        back = decode(data)
+        assert isinstance(back.ciphertexts, memoryview) and back.ciphertexts.readonly
+        assert back.ciphertexts == records and encode(back) == data
+    # a bytearray's view is read-only too
+    back = decode(bytearray(encode(MaskedInput(3, b"s" * 32, vec))))
+    assert not back.masked.flags.writeable
+    # short byte fields and fields not marked as views stay bytes
+    assert type(decode(encode(Inner(7, bytes(range(256)) * 8))).blob) is bytes

@@ -297,7 +297,7 @@ class MaskingClient:
             if v == u or v not in index:
                 raise _fail(AbortReason.UNEXPECTED_SENDER, f"share from {v}, who is not an advertised neighbour")
             i = index[v]
-            record = msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)]
+            record = bytes(msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)])  # from a view
             plain = aead.decrypt(st.enc_keys[32 * i:32 * (i + 1)], record, C.share_associated_data(sid, v, u))
             if len(plain) != SHARE_RECORD_PLAINTEXT:
                 raise _fail(AbortReason.INVALID_CIPHERTEXT, "share record has the wrong length")

@@ -36,6 +36,7 @@ SHARE_RECORD_SIZE = SHARE_RECORD_PLAINTEXT + OVERHEAD
 _ID = {"min": 1, "max": MAX_CLIENT_ID}
 _IDS = {"dtypes": {"uint32"}}
 _KEY = {"len": 32}
+_RECORDS = {"view": True}  # decoded as a read-only view of the received bytes, not a copy
 
 
 # --------------------------------------------------------------- round 0: AdvertiseKeys
@@ -81,7 +82,7 @@ class ShareKeys:
     client_id: int = field(metadata=_ID)
     session_id: bytes = field(metadata=_KEY)
     recipients: np.ndarray = field(metadata=_IDS)
-    ciphertexts: bytes
+    ciphertexts: bytes = field(metadata=_RECORDS)
 
 
 @wire.message("masking.ForwardedShares")
@@ -91,7 +92,7 @@ class ForwardedShares:
 
     session_id: bytes = field(metadata=_KEY)
     senders: np.ndarray = field(metadata=_IDS)
-    ciphertexts: bytes
+    ciphertexts: bytes = field(metadata=_RECORDS)
 
 
 # --------------------------------------------------------------- round 2: MaskedInputCollection
