@@ -193,7 +193,7 @@ def test_params_derived_quantities():
 
 
 def test_the_wrap_bound_holds_empirically():
-    """At the edge of acceptance (the smallest ring allowed) no coordinate of 200 summed rounds wraps."""
+    """At the edge of acceptance (the smallest ring allowed) no coordinate of 5 summed rounds wraps."""
     bits = 2
     while True:
         try:
@@ -204,7 +204,7 @@ def test_the_wrap_bound_holds_empirically():
     rng = DeterministicRandom("edge")
     xs = _updates(10, p.dim, "edge", 1.0)
     worst = 0
-    for r in range(20):
+    for _ in range(5):
         encs = [P.encode(x, p, rng) for x in xs]
         total = P.unwrap(P.ring_sum([e.values for e in encs], p.bits), p.bits)
         worst = max(worst, int(np.abs(total).max()))

@@ -150,19 +150,22 @@ def subsampled_rdp(orders: "Sequence[float] | np.ndarray | None", curve: Callabl
         return out
     top = max(ints)
     ls = np.arange(2, top + 1, dtype=np.float64)
-    e = dict(zip(range(2, top + 1), curve(ls).tolist()))
+    e = np.concatenate([[0.0, 0.0], curve(ls)])  # e[l] = the unsampled RDP at order l
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, top + 1, dtype=np.float64)))])
     lq, l1q = math.log(q), math.log1p(-q)
     for i, alpha in enumerate(a):
         if not (float(alpha).is_integer() and alpha >= 2):
             continue
         al = int(alpha)
-        terms = [(al - 1) * l1q + math.log(al * q - q + 1),
-                 math.log(math.comb(al, 2)) + 2 * lq + (al - 2) * l1q + e[2]]
-        for l in range(3, al + 1):
-            terms.append(math.log(3.0) + math.log(math.comb(al, l)) + (al - l) * l1q + l * lq + (l - 1) * e[l])
-        peak = max(terms)
-        log_sum = peak + math.log(sum(math.exp(t - peak) for t in terms))
-        out[i] = min(log_sum / (al - 1), e[al])
+        l = np.arange(3, al + 1)
+        log_comb = log_fact[al] - log_fact[l] - log_fact[al - l]
+        terms = np.concatenate([
+            [(al - 1) * l1q + math.log(al * q - q + 1),
+             log_fact[al] - log_fact[2] - log_fact[al - 2] + 2 * lq + (al - 2) * l1q + e[2]],
+            math.log(3.0) + log_comb + (al - l) * l1q + l * lq + (l - 1) * e[l]])
+        peak = float(terms.max())
+        log_sum = peak + math.log(float(np.sum(np.exp(terms - peak))))
+        out[i] = min(log_sum / (al - 1), float(e[al]))
     return out
 
 
