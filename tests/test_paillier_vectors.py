@@ -39,8 +39,9 @@ from round_harness import Watch
 VECTORS = Path(__file__).resolve().parents[1] / "protocols" / "paillier" / "vectors"
 ROUNDS = ["round_weighted_adversarial.json", "round_mean_short_exponent.json", "round_sum_signed.json"]
 COMMITTEE_ROUNDS = ["committee_round.json", "committee_recovery.json", "committee_bad_share.json",
-                    "committee_too_few_shares.json", "committee_recovery_fails.json"]
-FILES = ["primitives.json", "packing.json", *ROUNDS, *COMMITTEE_ROUNDS, "committee_member_refusals.json"]
+                    "committee_too_few_shares.json", "committee_recovery_fails.json", "committee_signed_round.json"]
+REFUSALS = ["committee_member_refusals.json", "committee_signed_refusals.json"]
+FILES = ["primitives.json", "packing.json", *ROUNDS, *COMMITTEE_ROUNDS, *REFUSALS]
 
 
 def load(name):
@@ -372,10 +373,43 @@ class HandKey:
                      "recomputed_challenge": format(recomputed, "x"), "verifies": recomputed == e}
 
 
+def _verify_keys(v):
+    return {int(c): bytes.fromhex(k) for c, k in v["signing"]["verify_keys"].items()} if "signing" in v else None
+
+
 def _member(v, hk, holder, label):
+    signing = v["signing"]["private_keys"][str(holder)] if "signing" in v else None
     return ClientDriver(CommitteeClientRole(holder, wire.decode(bytes.fromhex(v["committee"]["wire"]), CommitteeKey),
                                             hk.share(holder), rng=DeterministicRandom(v["seed"]).fork(label),
-                                            min_key_bits=512))
+                                            min_key_bits=512, signing_key=None if signing is None
+                                            else bytes.fromhex(signing), client_keys=_verify_keys(v)))
+
+
+def _check_signed_request(hk, req, subs, keys):
+    """A signed request's statements and evidence, by hand (SPEC §3.2, §8.8):
+    each statement is its client's Ed25519 signature over this session and
+    the digest of its block hashes; each evidence item carries exactly those
+    block hashes and the client's records of the blocks covering the ranges,
+    and their product is the aggregate there."""
+    assert [st.client_id for st in req.statements] == [e.client_id for e in req.evidence] == list(req.included)
+    count = len(req.aggregate) // hk.length
+    covered = sorted({j // 64 for j in _indices(req.ranges)})
+    idx = [j for b in covered for j in range(64 * b, min(count, 64 * b + 64))]
+    product = [1] * len(idx)
+    for st, ev in zip(req.statements, req.evidence):
+        records = subs[st.client_id].ciphertexts
+        assert st.ciphertext_digest == block_digest(records, hk.length)
+        signed = hashlib.sha256(b"secagg/v1/paillier/submission\x00" + req.session_id
+                                + st.client_id.to_bytes(4, "big") + st.ciphertext_digest).digest()
+        signatures.verify(keys[st.client_id], signed, st.signature)
+        step = 64 * hk.length
+        assert ev.block_hashes == b"".join(hashlib.sha256(b"secagg/v1/paillier/block\x00" + records[i:i + step])
+                                           .digest() for i in range(0, len(records), step))
+        mine = _records(records, hk.length)
+        assert _records(ev.records, hk.length) == [mine[j] for j in idx]
+        product = [a * mine[j] % hk.mod for a, j in zip(product, idx)]
+    agg = _records(req.aggregate, hk.length)
+    assert product == [agg[j] for j in idx]
 
 
 @pytest.mark.parametrize("name", COMMITTEE_ROUNDS)
@@ -412,8 +446,11 @@ def test_committee_round_vector_replay(name):
     assert _records(aggregate, hk.length) == product
     assert hashlib.sha256(AGGREGATE_TAG + params.session_id + aggregate).hexdigest() == v["aggregate_digest"]
     # the server, fed the recorded bytes
+    keys = _verify_keys(v)
+    subs = {h: wire.decode(bytes.fromhex(msgs["submissions"][str(h)]), proto.Submission) for h in hk.holders}
     watch = Watch()
-    server = ServerDriver(PaillierServer(params, committee=hk.ck), "sum", observer=watch, protocol="paillier")
+    server = ServerDriver(PaillierServer(params, committee=hk.ck, client_keys=keys), "sum", observer=watch,
+                          protocol="paillier")
     assert server.start() == {h: params_bytes for h in hk.holders}
     for h in hk.holders:
         assert server.receive(h, bytes.fromhex(msgs["submissions"][str(h)]))
@@ -428,7 +465,10 @@ def test_committee_round_vector_replay(name):
             req = wire.decode(bytes.fromhex(r["message"]), DecryptionRequest)
             assert req.attempt == r["attempt"] == attempt and list(req.ranges) == r["ranges"]
             assert req.aggregate == aggregate and req.key_id == hk.key_id and req.included == tuple(hk.holders)
-            assert req.statements == ()
+            if keys is None:
+                assert req.statements == () and req.evidence == ()
+            else:
+                _check_signed_request(hk, req, subs, keys)
         assert set(entry["vanished"]) | set(map(int, entry["answers"])) == set(map(int, entry["requests"]))
         assert not gone & set(map(int, entry["answers"]))  # a member that vanished answers nothing later
         gone |= set(entry["vanished"])
@@ -493,13 +533,22 @@ def test_committee_round_vector_replay(name):
     assert np.max(np.abs(scaled[:-1] - exact)) < len(hk.holders) / params.encoding.scale
 
 
-def test_committee_member_refusals_vector():
+LAST_ERRORS = {
+    "committee_member_refusals.json": ["SessionMismatch", "SessionMismatch", "StageAlreadyAnswered", "SessionMismatch",
+                                       "UnexpectedSender", "UnexpectedSender", "KeyMismatch", "WireFormatError"],
+    "committee_signed_refusals.json": ["InvalidSignature", "InvalidCiphertext", "InvalidCiphertext",
+                                       "InvalidCiphertext", "UnexpectedSender", "UnexpectedSender"],
+}
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_committee_member_refusals_vector(name):
     """Each case replayed on a fresh member driver (its random stream from the
     file): every answered step gives the recorded bytes, every refused step
     the recorded error and nothing sent."""
-    v = load("committee_member_refusals.json")
+    v = load(name)
     hk = HandKey(v["committee"])
-    complete = load("committee_round.json")
+    complete = load("committee_round.json" if "signing" not in v else "committee_signed_round.json")
     assert v["params"] == complete["messages"]["params"]
     params = wire.decode(bytes.fromhex(v["params"]), PaillierParams)
     update = np.array(complete["inputs"]["updates"][0])
@@ -523,15 +572,27 @@ def test_committee_member_refusals_vector():
                 _, proof = hk.verify(wire.decode(data, DecryptionRequest),
                                      wire.decode(reply, DecryptionShares))
                 assert proof["verifies"]  # an answered request carries a valid proof
+    assert [c["steps"][-1]["error"] for c in v["cases"]] == LAST_ERRORS[name]
+    if "signing" in v:  # the forged requests are what their cases say
+        assert v["signing"] == complete["signing"]
+        agg = wire.decode(genuine, DecryptionRequest).aggregate
+        fresh = wire.decode(bytes.fromhex(v["cases"][0]["steps"][1]["message"]), DecryptionRequest)
+        other = wire.decode(bytes.fromhex(v["another_session_params"]), PaillierParams)
+        assert fresh.session_id == other.session_id and fresh.aggregate == agg
+        single = wire.decode(bytes.fromhex(v["cases"][1]["steps"][1]["message"]), DecryptionRequest)
+        sub1 = wire.decode(bytes.fromhex(complete["messages"]["submissions"]["1"]), proto.Submission)
+        assert single.aggregate == sub1.ciphertexts and single.session_id == params.session_id
+        shifted = wire.decode(bytes.fromhex(v["cases"][2]["steps"][1]["message"]), DecryptionRequest)
+        first = _records(shifted.aggregate, hk.length)[0]
+        assert first == _records(agg, hk.length)[0] * (1 + hk.n) % hk.mod
+        assert v["limitations"] == []
+        return
     cases = {c["what"].split(":")[0]: c for c in v["cases"]}
     # the second aggregate is client 1's submission, in the registered session
     second = cases["a second aggregate in a registered session"]["steps"][2]
     forged = wire.decode(bytes.fromhex(second["message"]), DecryptionRequest)
     sub1 = wire.decode(bytes.fromhex(complete["messages"]["submissions"]["1"]), proto.Submission)
     assert forged.session_id == params.session_id and forged.aggregate == sub1.ciphertexts
-    assert [c["steps"][-1]["error"] for c in v["cases"]] == [
-        "SessionMismatch", "SessionMismatch", "StageAlreadyAnswered", "SessionMismatch", "UnexpectedSender",
-        "UnexpectedSender", "KeyMismatch", "WireFormatError"]
     # the limitation: an old aggregate in a fresh session is answered (unsigned mode)
     (lim,) = v["limitations"]
     req = wire.decode(bytes.fromhex(lim["steps"][1]["message"]), DecryptionRequest)

@@ -396,12 +396,28 @@ def _times_one_plus_n(ck: CommitteeKey, data: bytes) -> bytes:
     return wire.encode(dataclasses.replace(ans, values=first.to_bytes(length, "big") + ans.values[length:]))
 
 
+def committee_signing(seed: str) -> dict[int, Any]:
+    """Client ``c``'s Ed25519 key pair of a signed committee vector."""
+    rng = DeterministicRandom(seed)
+    return {c: generate_signing_keypair(rng.fork(f"signing-{c}")) for c in COMMITTEE}
+
+
+def _signing_json(signing: dict[int, Any]) -> dict[str, Any]:
+    return {"description": "Ed25519 key pairs of the clients (test keys: the private keys are here so that the "
+                           "replay can re-derive every signed submission); the server and every member hold the "
+                           "verify keys",
+            "private_keys": {str(c): k.private.hex() for c, k in signing.items()},
+            "verify_keys": {str(c): k.public.hex() for c, k in signing.items()}}
+
+
 def _committee_round(name: str, description: str, *, vanish: dict[int, Stage] | None = None,
-                     tamper: frozenset[tuple[int, Stage]] = frozenset()) -> dict[str, Any]:
+                     tamper: frozenset[tuple[int, Stage]] = frozenset(), signed: bool = False) -> dict[str, Any]:
     """One sum round of clients 1..4, all of them committee members (t = 3),
     on the drivers. ``vanish``: member -> the decryption stage from which on
     it answers nothing; ``tamper``: (member, stage) whose answer reaches the
-    server with its first share multiplied by ``1 + n``."""
+    server with its first share multiplied by ``1 + n``; ``signed``: every
+    client signs its submission, the server and every member check the
+    statements and the members the evidence (SPEC §8.8)."""
     vanish = vanish or {}
     seed = f"secagg/paillier/vectors/{name}"
     rng = DeterministicRandom(seed)
@@ -411,10 +427,14 @@ def _committee_round(name: str, description: str, *, vanish: dict[int, Stage] | 
     updates = committee_updates()
     params = PaillierParams.create(pinned.public_key, COMMITTEE, COMMITTEE_D, encoding=COMMITTEE_ENCODING,
                                    rule="sum", rng=rng.fork("server"))
+    signing = committee_signing(seed) if signed else {}
+    verify_keys = {c: k.public for c, k in signing.items()} if signed else None
     refusals = _Refusals()
-    server = ServerDriver(PaillierServer(params, committee=pinned), "sum", observer=refusals, protocol="paillier")
+    server = ServerDriver(PaillierServer(params, committee=pinned, client_keys=verify_keys), "sum",
+                          observer=refusals, protocol="paillier")
     roles = {c: CommitteeClientRole(c, wire.decode(ck_bytes, CommitteeKey), shares[c], rng=rng.fork(f"client-{c}"),
-                                    min_key_bits=KEY_BITS) for c in COMMITTEE}
+                                    min_key_bits=KEY_BITS, signing_key=signing[c].private if signed else None,
+                                    client_keys=verify_keys) for c in COMMITTEE}
     for role in roles.values():  # the offline phase
         role.precompute(params.n_ciphertexts)
     members = {c: ClientDriver(role) for c, role in roles.items()}
@@ -493,6 +513,7 @@ def _committee_round(name: str, description: str, *, vanish: dict[int, Stage] | 
     return {
         "description": description,
         "seed": seed,
+        **({"signing": _signing_json(signing)} if signed else {}),
         "committee": _committee_json(ck, shares),
         "inputs": {"updates": updates, "weights": [1.0] * len(COMMITTEE),
                    "vanish": {str(h): st.value for h, st in sorted(vanish.items())},
@@ -584,11 +605,88 @@ def _member_refusals(complete: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _signed_member_refusals(signed_round: dict[str, Any]) -> dict[str, Any]:
+    """The signed mode's refusals by member 1 of committee_signed_round.json
+    (it holds every client's verify key): each case a fresh member fed the
+    steps in order, as in committee_member_refusals.json."""
+    seed = "secagg/paillier/vectors/committee_signed_refusals"
+    rng = DeterministicRandom(seed)
+    ck, shares = committee_key()
+    signing = committee_signing(signed_round["seed"])
+    verify_keys = {c: k.public for c, k in signing.items()}
+    params_bytes = bytes.fromhex(signed_round["messages"]["params"])
+    params = wire.decode(params_bytes, PaillierParams)
+    req = wire.decode(bytes.fromhex(signed_round["stages"][0]["requests"]["1"]["message"]), DecryptionRequest)
+    subs = {c: wire.decode(bytes.fromhex(signed_round["messages"]["submissions"][str(c)]), Submission)
+            for c in COMMITTEE}
+    length = ck.key.element_bytes
+    n2 = int(ck.key.modulus)
+    other = PaillierParams.create(ck.public_key, COMMITTEE, COMMITTEE_D, encoding=COMMITTEE_ENCODING, rule="sum",
+                                  rng=rng.fork("another-session"))
+    agg = _records(req.aggregate, length)
+    shifted = (agg[0] * (1 + int(ck.key.n)) % n2).to_bytes(length, "big") + req.aggregate[length:]
+    ev = list(req.evidence)
+    swapped = tuple(dataclasses.replace(e, records=ev[2].records) if e.client_id == 2 else e for e in ev)
+
+    def enc(**changes: Any) -> bytes:
+        return wire.encode(dataclasses.replace(req, **changes))
+
+    submit = (params_bytes, True)
+    cases = [
+        ("a fresh session: the complete round's aggregate with its (old) statements and evidence, in a session "
+         "the member registered and submitted to", [(wire.encode(other), True),
+                                                    (enc(session_id=other.session_id), False)]),
+        ("one client's submission passed off as the aggregate of the four (genuine statements and evidence)",
+         [submit, (enc(aggregate=subs[1].ciphertexts), False)]),
+        ("the aggregate times an encryption of a known value (its first ciphertext multiplied by 1 + n)",
+         [submit, (enc(aggregate=shifted), False)]),
+        ("client 2's evidence records replaced by client 3's", [submit, (enc(evidence=swapped), False)]),
+        ("no statements", [submit, (enc(statements=()), False)]),
+        ("no evidence", [submit, (enc(evidence=()), False)]),
+    ]
+    update = np.array(committee_updates()[0])
+    out = []
+    for k, (what, messages) in enumerate(cases):
+        label = f"cases-{k}"
+        member = ClientDriver(CommitteeClientRole(1, wire.decode(wire.encode(ck), CommitteeKey), shares[1],
+                                                  rng=rng.fork(label), min_key_bits=KEY_BITS,
+                                                  signing_key=signing[1].private, client_keys=verify_keys))
+        steps = []
+        for data, contributes in messages:
+            reply = member.handle(data, Contribution(update, 1.0) if contributes else None)
+            exc = member.last_error
+            steps.append({"message": data.hex(), "contribution": contributes,
+                          "reply": None if reply is None else reply.hex(),
+                          "error": None if exc is None else type(exc).__name__,
+                          "reason": getattr(getattr(exc, "reason", None), "value", None)})
+        out.append({"what": what, "member": 1, "rng_fork": label, "steps": steps})
+    return {
+        "description": "A committee member's refusals in the signed mode (statements and evidence, SPEC §8.8). "
+                       "Member 1 of committee_signed_round.json, holding every client's verify key and signing "
+                       "its own submissions with its key from that file; each case a fresh member whose random "
+                       "stream is DeterministicRandom(seed).fork(rng_fork); a step with 'contribution' carries "
+                       "client 1's update (the member submits); a step with an error sent nothing.",
+        "seed": seed,
+        "committee": _committee_json(ck, shares),
+        "signing": _signing_json(signing),
+        "params": params_bytes.hex(),
+        "another_session_params": wire.encode(other).hex(),
+        "cases": out,
+        "limitations": [],
+    }
+
+
 def build_committee() -> dict[str, dict[str, Any]]:
     d, r = Stage.DECRYPT, Stage.DECRYPT_RECOVERY
     complete = _committee_round(
         "committee_round", "A sum round decrypted by a committee: clients 1..4 all submit and are all members, "
         "t = 3 (the default majority); every member answers its first request and the server combines.")
+    signed = _committee_round(
+        "committee_signed_round", "As committee_round in the signed mode: every client signs its submission "
+        "(the digest of its 64-record block hashes), the server and every member hold the verify keys, each "
+        "request carries the included clients' statements and, per included client, its block hashes and its "
+        "records of the blocks covering the member's ranges; each member checks them and that the product of "
+        "the records is the aggregate there before it decrypts.", signed=True)
     return {
         "committee_round.json": complete,
         "committee_recovery.json": _committee_round(
@@ -611,6 +709,8 @@ def build_committee() -> dict[str, dict[str, Any]]:
             "and the round aborts at decrypt_recovery (decryption_failed).",
             vanish={3: r}, tamper=frozenset({(4, d)})),
         "committee_member_refusals.json": _member_refusals(complete),
+        "committee_signed_round.json": signed,
+        "committee_signed_refusals.json": _signed_member_refusals(signed),
     }
 
 
