@@ -36,7 +36,7 @@ def _ddg_epsilon(z: float, rounds: int, q: float, n: int = 10, l2: float = 1000.
     s2 = (z * l2) ** 2 / n
 
     def curve(a):
-        return A.ddg_rdp(a, l2, l2 * l2, s2, n, dim)
+        return A.ddg_rdp(a, l2, s2, n, dim)
 
     return A.epsilon_from_rdp(orders, rounds * A.subsampled_rdp(orders, curve, q), DELTA)[0]
 
@@ -79,11 +79,18 @@ def test_ddg_tau_and_the_discrete_correction():
     assert A.ddg_tau(1.0, 1) == 0.0
     t = A.ddg_tau(0.5, 3)
     assert math.isclose(t, 10 * (math.exp(-math.pi ** 2 / 2) + math.exp(-2 * math.pi ** 2 / 3)))
-    # small sigma: the correction makes epsilon larger than the Gaussian's
-    eps = A.ddg_epsilon(10.0, 100.0, 0.3, 50, 1024)
-    assert eps > 10.0 / math.sqrt(50 * 0.3)
+    # small sigma: the correction makes epsilon larger than the Gaussian's, at every order
+    l2, s2, n, d = 10.0, 0.3, 50, 1024
+    tau = A.ddg_tau(s2, n)
+    eps = A.ddg_epsilon(l2, s2, n, d)
+    gauss = l2 / math.sqrt(n * s2)
+    assert math.isclose(eps, min(math.sqrt(gauss ** 2 + 2 * tau * d), gauss + tau * math.sqrt(d)))
+    a = np.array(A.ORDERS)
+    curve = A.ddg_rdp(a, l2, s2, n, d)
+    assert np.all(curve > a * gauss ** 2 / 2)
+    assert np.all(curve <= a * eps ** 2 / 2 * (1 + 1e-12))  # Prop. 14 is within Thm. 1's zCDP
     with pytest.raises(ParameterError):
-        A.ddg_epsilon(10.0, 100.0, 0.2, 50, 1024)  # sigma < 1/2
+        A.ddg_epsilon(10.0, 0.2, 50, 1024)  # sigma < 1/2
 
 
 def test_composition_is_additive():

@@ -5,19 +5,19 @@ calibration (protocols/dp/SPEC.md "Accounting").
 Per round (sensitivities in integer units: ``Delta_2`` the L2 bound of one
 client's rounded vector, ``Delta_1`` its L1 bound, ``d`` the padded dimension):
 
-* distributed discrete Gaussian (Kairouz, Liu, Steinke, ICML 2021, Thm. 1):
-  ``n`` clients each adding ``N_Z(0, s^2)`` give ``(1/2) eps^2``-concentrated DP,
-  i.e. RDP ``alpha eps^2 / 2`` at every order, with
-  ``eps = min(sqrt(Delta_2^2/(n s^2) + tau d / 2), Delta_1/(sqrt(n) s) + tau sqrt(d))``,
+* distributed discrete Gaussian (Kairouz, Liu, Steinke, ICML 2021, Prop. 14):
+  ``n`` clients each adding ``N_Z(0, s^2)`` (``s >= 1/2``) give RDP at order ``alpha``
+  ``min(alpha Delta_2^2 / (2 n s^2) + tau d, (alpha/2) (Delta_2/(sqrt(n) s) + tau sqrt(d))^2)``,
   ``tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s^2 k/(k+1))`` (the distance of a sum of
-  discrete Gaussians from one discrete Gaussian); needs ``s >= 1/2``.
-* Skellam (Agarwal, Kairouz, Liu, NeurIPS 2021, Thm. 3.5, written for the total
-  variance ``mu`` of the aggregate noise ``Sk(mu)``; the paper's ``Sk(mu', mu')``
-  has variance ``2 mu'``): RDP at order ``alpha``
+  discrete Gaussians from one discrete Gaussian); for every ``alpha >= 1`` this is
+  at most ``alpha eps^2 / 2`` with ``eps = min(sqrt(Delta_2^2/(n s^2) + 2 tau d),
+  Delta_2/(sqrt(n) s) + tau sqrt(d))`` (their Thm. 1, concentrated DP).
+* Skellam (Agarwal, Kairouz, Liu, NeurIPS 2021, their multi-dimensional Skellam
+  bound, with ``mu`` the variance of the aggregate noise ``Sk(mu)``): RDP at order ``alpha``
   ``alpha Delta_2^2/(2 mu) + min(((2 alpha - 1) Delta_2^2 + 6 Delta_1)/(4 mu^2), 3 Delta_1/(2 mu))``.
 * Poisson subsampling of clients at rate ``q < 1``: the general upper bound of
-  Zhu and Wang ("Poisson Subsampled Renyi Differential Privacy", ICML 2019,
-  Thm. 6) for a mechanism with RDP curve ``e(.)``, at integer orders only.
+  Zhu and Wang ("Poisson Subsampled Renyi Differential Privacy", ICML 2019:
+  the bound for any mechanism) for a mechanism with RDP curve ``e(.)``, at integer orders only.
   (``dp_accounting``'s tight subsampled-Gaussian analysis is for the continuous
   Gaussian and is used here only as a reference.)
 
@@ -85,26 +85,29 @@ def ddg_tau(local_sigma2: float, n: int) -> float:
     return float(10.0 * np.sum(np.exp(-2.0 * math.pi ** 2 * s2 * k / (k + 1.0))))
 
 
-def ddg_epsilon(l2: float, l1: float, local_sigma2: float, n: int, dim: int) -> float:
-    """The ``eps`` of the distributed discrete Gaussian's ``eps^2/2``-zCDP (KLS 2021, Thm. 1)."""
+def _ddg_terms(l2: float, local_sigma2: float, n: int, dim: int) -> tuple[float, float]:
     s2 = _positive(local_sigma2, "local_sigma2")
     if s2 < 0.25:
         raise ParameterError(f"the KLS bound needs each client's sigma >= 1/2, got sigma^2 = {s2}")
-    tau = ddg_tau(s2, n)
-    first = math.sqrt(l2 * l2 / (n * s2) + tau * dim / 2.0)
-    second = l1 / math.sqrt(n * s2) + tau * math.sqrt(dim)
-    return min(first, second)
+    return l2 * l2 / (n * s2), ddg_tau(s2, n)
 
 
-def ddg_rdp(orders: "Sequence[float] | np.ndarray | None", l2: float, l1: float, local_sigma2: float, n: int,
+def ddg_epsilon(l2: float, local_sigma2: float, n: int, dim: int) -> float:
+    """The ``eps`` of the distributed discrete Gaussian's ``eps^2/2``-concentrated DP (KLS 2021, Thm. 1)."""
+    scale2, tau = _ddg_terms(l2, local_sigma2, n, dim)
+    return min(math.sqrt(scale2 + 2.0 * tau * dim), math.sqrt(scale2) + tau * math.sqrt(dim))
+
+
+def ddg_rdp(orders: "Sequence[float] | np.ndarray | None", l2: float, local_sigma2: float, n: int,
             dim: int) -> np.ndarray:
-    """RDP curve ``alpha eps^2 / 2`` of the distributed discrete Gaussian."""
-    eps = ddg_epsilon(l2, l1, local_sigma2, n, dim)
-    return _orders(orders) * (eps * eps / 2.0)
+    """RDP curve of the distributed discrete Gaussian (KLS 2021, Prop. 14)."""
+    scale2, tau = _ddg_terms(l2, local_sigma2, n, dim)
+    a = _orders(orders)
+    return np.minimum(a * scale2 / 2.0 + tau * dim, a / 2.0 * (math.sqrt(scale2) + tau * math.sqrt(dim)) ** 2)
 
 
 def skellam_rdp(orders: "Sequence[float] | np.ndarray | None", l2: float, l1: float, mu: float) -> np.ndarray:
-    """RDP curve of the Skellam mechanism with aggregate noise variance ``mu`` (AKL 2021, Thm. 3.5)."""
+    """RDP curve of the Skellam mechanism with aggregate noise variance ``mu`` (AKL 2021)."""
     m = _positive(mu, "mu")
     a = _orders(orders)
     return a * l2 * l2 / (2.0 * m) + np.minimum(((2.0 * a - 1.0) * l2 * l2 + 6.0 * l1) / (4.0 * m * m),
@@ -122,7 +125,7 @@ def mechanism_rdp(mechanism: str, orders: "Sequence[float] | np.ndarray | None",
     """The RDP curve of one round with ``n`` clients each adding ``local_noise``
     (variance, integer units) of the given mechanism."""
     if mechanism == "dgauss":
-        return ddg_rdp(orders, l2, l1, local_noise, n, dim)
+        return ddg_rdp(orders, l2, local_noise, n, dim)
     if mechanism == "skellam":
         return skellam_rdp(orders, l2, l1, n * local_noise)
     raise ParameterError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
@@ -133,7 +136,7 @@ def mechanism_rdp(mechanism: str, orders: "Sequence[float] | np.ndarray | None",
 def subsampled_rdp(orders: "Sequence[float] | np.ndarray | None", curve: Callable[[np.ndarray], np.ndarray],
                    q: float) -> np.ndarray:
     """RDP of a mechanism with RDP curve ``curve`` run on a Poisson sample of the
-    clients at rate ``q`` (Zhu and Wang 2019, Thm. 6, integer orders ``alpha >= 2``):
+    clients at rate ``q`` (Zhu and Wang 2019, the general upper bound; integer orders ``alpha >= 2``):
 
     ``1/(alpha-1) log((1-q)^(alpha-1) (alpha q - q + 1) + C(alpha,2) q^2 (1-q)^(alpha-2) e^{e(2)}
     + 3 sum_{l=3}^{alpha} C(alpha,l) (1-q)^(alpha-l) q^l e^{(l-1) e(l)})``,
