@@ -209,9 +209,10 @@ class DPParams:
           (Hoeffding over the random signs); rounding adds less than ``n`` per
           coordinate; and never more than ``n Delta_2`` in all;
         * noise: the sum of ``n`` discrete Gaussians ``N_Z(0, sigma^2/n_min)`` is
-          sub-Gaussian with variance proxy ``n sigma^2 / n_min`` (Canonne-Kamath-
-          Steinke 2020, Cor. 9), the sum of ``n`` Skellams is ``Sk(n mu / n_min)``,
-          bounded by its Chernoff tail;
+          sub-Gaussian with variance proxy ``n sigma^2 / n_min`` (each one is
+          sub-Gaussian with proxy its parameter: Canonne, Kamath, Steinke 2020),
+          the sum of ``n`` Skellams is ``Sk(n mu / n_min)``, bounded by its
+          Chernoff tail;
 
         each with probability ``wrap_probability / 2`` over all ``d'`` coordinates."""
         n = self.n_max if n is None else n
