@@ -279,9 +279,9 @@ def verify_statements(client_keys: Mapping[int, bytes], session_id: bytes, inclu
     :class:`UnexpectedSender`), each by a client whose verify key the party
     holds (else :class:`UnexpectedSender`) and each valid for ``session_id``
     (else :class:`~secagg.errors.InvalidSignature`). This binds the named
-    clients and the session, not the aggregate: nobody but the server sees
-    the individual ciphertexts, so it cannot show that the aggregate is their
-    product (SPEC §7)."""
+    clients and the session, not the aggregate: by itself it cannot show that
+    the aggregate is their product (SPEC §7; a committee member in the signed
+    mode checks that separately, with the request's evidence, SPEC §8.8)."""
     if tuple(s.client_id for s in statements) != tuple(included):
         raise UnexpectedSender("the aggregate does not carry one statement per included client, in order")
     for statement in statements:
