@@ -288,8 +288,8 @@ def tombstones(tmp_path, node=7) -> list[str]:
 
 
 @pytest.mark.parametrize("payload, why", [
-    (7, "'payload' byte string"), ("text", "'payload' byte string"), (b"", "undecodable"),
-    (b"\x93garbage", "undecodable"), ("other-type", "unexpected message type")])
+    (7, "'payload' byte string"), ("text", "'payload' byte string"), (b"", "not a secagg message"),
+    (b"\x93garbage", "not a secagg message"), ("other-type", "unexpected message type")])
 def test_setup_with_a_bad_payload_is_refused_before_training(tmp_path, payload, why):
     """A first message whose payload is not the round's parameters gets an
     error reply that says why; the node neither trains nor keeps or claims

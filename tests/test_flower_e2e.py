@@ -45,13 +45,14 @@ FRAC_BITS = 16
 
 
 def _run(tmp_path: Path, num_nodes: int, run_config: dict, *, kill: tuple[int, int] | None = None,
-         extra_runs: tuple[dict, ...] = (), timeout: float = 300.0):
+         extra_runs: tuple[dict, ...] = (), timeout: float = 300.0, node_extra: list[dict] | None = None):
     """Start a deployment, run the example (and optionally more runs), stop
-    everything. Returns (node ids by index, main run output, extra outputs,
-    output dir, audit dir, events)."""
+    everything. ``node_extra[i]`` is added to node ``i``'s node config.
+    Returns (node ids by index, main run output, extra outputs, output dir,
+    audit dir, events)."""
     audit, out = tmp_path / "audit", tmp_path / "out"
-    configs = [{"partition-id": i, "num-partitions": num_nodes, "secagg-audit-dir": str(audit)}
-               for i in range(num_nodes)]
+    configs = [{"partition-id": i, "num-partitions": num_nodes, "secagg-audit-dir": str(audit),
+                **(node_extra[i] if node_extra else {})} for i in range(num_nodes)]
     dep = LocalDeployment(num_nodes, node_configs=configs, workdir=tmp_path / "deployment")
     result: RunOutput | None = None
     extras: list[RunOutput] = []
@@ -149,3 +150,78 @@ def test_supernode_killed_mid_round_is_recovered(tmp_path):
     assert (audit / f"node-{dead}-round-1.npy").exists()  # it trained, but its update is not in the sum
     _check_aggregate(report, audit)
     print(f"e2e dropout recovery: {time.monotonic() - t0:.1f}s; run {result.seconds:.1f}s")
+
+
+# ------------------------------------------------------------------ Paillier, decrypted by a committee of the nodes
+
+
+def _deal(tmp_path: Path, holders: int, threshold: int) -> tuple[dict, list[dict]]:
+    """Deal a committee (1024-bit key, for speed) the way operators do, with
+    ``secagg keys deal-committee``; returns the run config keys for the server
+    and each node's config (its own share file, the pinned key, a key-size
+    floor lowered to 1024 bits for the test)."""
+    from click.testing import CliRunner
+
+    from secagg.cli import main
+
+    dealt = tmp_path / "dealt"
+    dealt.mkdir(mode=0o700)
+    res = CliRunner().invoke(main, ["keys", "deal-committee", "--holders", str(holders), "--threshold",
+                                    str(threshold), "--key-bits", "1024", "--out", str(dealt)])
+    assert res.exit_code == 0, res.output
+    key = str(dealt / "committee.key")
+    nodes = [{"secagg-committee-key": key, "secagg-key-share": str(dealt / f"share-{i + 1}.key"),
+              "secagg-min-key-bits": 1024} for i in range(holders)]
+    return {"secagg-protocol": "paillier", "secagg-committee-key": key}, nodes
+
+
+def test_paillier_fedavg_decrypted_by_the_committee_on_a_real_deployment(tmp_path):
+    t0 = time.monotonic()
+    server, nodes = _deal(tmp_path, 4, 3)
+    node_ids, result, _, out, audit, _ = _run(
+        tmp_path, 4, {"num-server-rounds": 2, "fraction-evaluate": 0.0, "secagg-stage-timeout": 30.0, **server},
+        node_extra=nodes)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["server_round"] for r in summary["rounds"]] == [1, 2]
+    for r in (1, 2):
+        report = json.loads((out / f"round-{r}.json").read_text())
+        assert report["outcome"] == "completed"
+        assert report["params"]["protocol"] == "paillier" and report["params"]["key_bits"] == 1024
+        assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())
+        # each node takes part under its committee holder id
+        assert report["client_ids"] == {str(node_ids[i]): i + 1 for i in range(4)}
+        assert report["dropped"] == {} and report["failures"] == {}
+        dec = report["decryption"]
+        assert dec["committee"] == [1, 2, 3, 4] and dec["threshold"] == 3 and dec["recovery"] is False
+        assert dec["asked"] == [1, 2, 3, 4] and dec["failed_members"] == []
+        _check_aggregate(report, audit)
+    central = summary["central_evaluation"]
+    assert central["2"]["accuracy"] > max(0.8, central["0"]["accuracy"])
+    stages = [r["stage_seconds"] for r in summary["rounds"]]
+    print(f"e2e paillier FedAvg (committee decryption): {time.monotonic() - t0:.1f}s; run {result.seconds:.1f}s; "
+          f"stages {stages}")
+
+
+def test_paillier_member_killed_during_decryption_is_recovered(tmp_path):
+    t0 = time.monotonic()
+    victim = 2
+    # each node gets, in round 1: 1 identify (its holder id), 2 the parameters (train, encrypt, submit),
+    # 3 its decryption request. Killing the node when it pulls message 3 loses its decryption share
+    # after its update went into the aggregate: the other three members (t = 3) decrypt its part in
+    # the recovery attempt.
+    server, nodes = _deal(tmp_path, 4, 3)
+    node_ids, result, _, out, audit, events = _run(
+        tmp_path, 4, {"num-server-rounds": 1, "fraction-evaluate": 0.0, "secagg-stage-timeout": 20.0, **server},
+        kill=(victim, 3), node_extra=nodes)
+    assert any(e.startswith(f"killed node {victim}") for e in events), events
+    report = json.loads((out / "round-1.json").read_text())
+    assert report["outcome"] == "completed"
+    dead = str(node_ids[victim])
+    assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())  # it submitted before dying
+    assert report["dropped"] == {}
+    assert report["failures"][dead].startswith("decrypt: ")
+    dec = report["decryption"]
+    assert dec["recovery"] is True and dec["failed_members"] == [victim + 1]
+    assert dec["recovery_asked"] and victim + 1 not in dec["recovery_asked"]
+    _check_aggregate(report, audit)
+    print(f"e2e paillier decryption recovery: {time.monotonic() - t0:.1f}s; run {result.seconds:.1f}s")

@@ -1,7 +1,9 @@
 """Secure aggregation inside real Flower deployments (Flower's Message API).
 
 Two pieces, both thin transports for the shared round drivers
-(:mod:`secagg.drivers`) of the masking protocol (:mod:`secagg.protocols.masking`):
+(:mod:`secagg.drivers`) of the masking protocol (:mod:`secagg.protocols.masking`)
+and of the Paillier protocol decrypted by a committee of the nodes
+(:mod:`secagg.protocols.paillier`; key files: :mod:`secagg.flower.keys`):
 
 * client: :data:`secagg_mod`, a ClientApp mod around the ``train`` function
   (a :class:`~secagg.drivers.ClientDriver` whose state lives in

@@ -1,4 +1,5 @@
-"""Client side: a Flower mod that runs the masking protocol around a ClientApp's
+"""Client side: a Flower mod that runs secure aggregation (the masking
+protocol, or Paillier with a decryption committee) around a ClientApp's
 ``train`` function.
 
 Add it to an existing ClientApp and keep the train function as it is::
@@ -42,6 +43,16 @@ record are refused unless the mod is built with ``allow_plaintext=True``: a
 node that installed the mod never hands its model to a server that skipped the
 protocol.
 
+A Paillier round (``secagg-protocol = "paillier"``) runs the same way with a
+:class:`~secagg.drivers.CommitteeClientRole`: **identify** (the node tells
+its committee holder id and the committee key id it pinned), **submit** (the
+round's :class:`~secagg.protocols.paillier.PaillierParams` with the global
+model: the node trains, then encrypts and submits its update; its saved state
+is the session's :class:`~secagg.protocols.paillier.threshold.DecryptorRecord`,
+which holds no secret), **decrypt** and **decrypt_recovery** (its share of the
+aggregate's decryption, with a proof). The key share is read from the share
+file for each message and never kept in ``context.state``.
+
 Node-local settings (``flower-supernode --node-config``), chosen by the node's
 operator, not by the server:
 
@@ -54,7 +65,11 @@ operator, not by the server:
 * ``secagg-require-malicious-server``: refuse rounds that are not in the
   malicious-server mode (default false);
 * ``secagg-ledger-dir``: where the node's claims live (default a per-user
-  directory under the system temp dir).
+  directory under the system temp dir);
+* ``secagg-committee-key`` and ``secagg-key-share``: the Paillier decryption
+  committee's public key file (pinned: rounds under another key are refused)
+  and this node's share file (:mod:`secagg.flower.keys`);
+* ``secagg-min-key-bits``: refuse a committee key smaller than this (2048).
 """
 
 from __future__ import annotations

@@ -21,6 +21,17 @@ from one.
 
 Node ids (64-bit Flower ids) map to protocol client ids ``1..n`` in sorted
 order for each round.
+
+With ``secagg-protocol = "paillier"`` the same exchange runs
+:class:`~secagg.protocols.paillier.PaillierServer` with the decryption
+committee of the run config's ``secagg-committee-key`` (no key holder: the
+server never holds the decryption key): each node's client id is its
+committee holder id, which it tells in an ``identify`` exchange before its
+first round; the stages are Submit (the nodes train and submit encrypted
+updates), Decrypt (each member that submitted decrypts its part of the
+aggregate, with a proof) and, when some ciphertexts lack ``t`` valid shares,
+Decrypt recovery. A member lost during decryption is given up like a dropped
+node; the others decrypt its part in the recovery attempt.
 """
 
 from __future__ import annotations
