@@ -504,3 +504,29 @@ def test_split_large_instance_uses_a_path_that_reconstructs():
     coeffs[0] = shamir._to_chunks(secret, M31)
     coeffs[1:] = uniform_mod(coeffs_rng, 299 * c, M31.prime).reshape(299, c)
     assert np.array_equal(shares, shamir._evaluate_horner(coeffs, np.array(xs, dtype=np.uint64), M31))
+
+
+def test_combine_at_zero_is_the_lagrange_sum_exactly() -> None:
+    from secagg.primitives.shamir import M31, combine_at_zero, lagrange_at_zero, secrets_from_chunk_rows, split
+
+    rng = np.random.default_rng(5)
+    for t in (1, 2, 7, 300, 1100):  # limb widths change with t
+        xs = sorted(rng.choice(np.arange(1, 5000), size=t, replace=False).tolist())
+        coeffs = lagrange_at_zero(xs)
+        rows = [rng.integers(0, M31.prime, size=37, dtype=np.uint32) for _ in range(t)]
+        rows[0][:3] = M31.prime - 1  # the largest values
+        p = M31.prime
+        want = [sum(int(c) * int(r[j]) for c, r in zip(coeffs.tolist(), rows)) % p for j in range(37)]
+        got = combine_at_zero(coeffs, rows, block=16)
+        assert got.dtype == np.uint64 and got.tolist() == want
+        assert combine_at_zero(coeffs, np.stack(rows)).tolist() == want
+    secrets = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)) for _ in range(4)]
+    xs = list(range(1, 11))
+    table = np.stack([split(s, 6, xs) for s in secrets])  # secrets x holders x chunks
+    rows = [table[:, i, :].reshape(-1) for i in range(6)]
+    chunks = combine_at_zero(lagrange_at_zero(xs[:6]), rows).reshape(4, -1)
+    assert secrets_from_chunk_rows(chunks, 32) == secrets
+    chunks[1, 0] = M31.prime - 1  # out of range for a chunk: not a secret
+    assert secrets_from_chunk_rows(chunks, 32)[1] is None
+    with pytest.raises(ReconstructionError):
+        combine_at_zero(lagrange_at_zero(xs[:6]), rows[:5])

@@ -410,3 +410,49 @@ def reconstruct_rows(coefficients: np.ndarray, shares: np.ndarray, secret_len: i
         raise ReconstructionError("coefficients do not match the shares")
     chunks = ((shares * coefficients[:, :, None]) % p).sum(axis=1) % p
     return _secrets_or_none(chunks, secret_len, field)
+
+
+def combine_at_zero(coefficients: np.ndarray, rows: "Sequence[np.ndarray] | np.ndarray", field: PrimeField = M31,
+                    *, block: int = 16384) -> np.ndarray:
+    """``sum_i coefficients[i] * rows[i] mod p``, element-wise over the rows:
+    the Lagrange combination of ``t`` holders' shares of many secrets at once
+    (row ``i`` = holder ``i``'s shares, every secret's chunks side by side),
+    done as one matrix product. The coefficients are cut into limbs of ``w``
+    bits (:func:`_limb_bits`) so that every partial sum of the float64
+    product is an integer below 2^53: exact whatever order BLAS adds in.
+    Share values must be below p (< 2^31)."""
+    coef = np.asarray(coefficients, dtype=np.uint64).ravel()
+    t = coef.size
+    if t != len(rows) or t == 0:
+        raise ReconstructionError("coefficients do not match the share rows")
+    try:
+        table = rows if isinstance(rows, np.ndarray) and rows.ndim == 2 else np.stack(list(rows))  # t x k, one copy
+    except ValueError:
+        raise ReconstructionError("share rows differ in length") from None
+    k = table.shape[1]
+    p = field.prime
+    pu = np.uint64(p)
+    w = _limb_bits(t)
+    limbs = -(-p.bit_length() // w)
+    mask = np.uint64((1 << w) - 1)
+    lhs = np.stack([(coef >> np.uint64(w * i)) & mask for i in range(limbs)]).astype(np.float64)  # limbs x t
+    scale = [np.uint64(pow(2, w * i, p)) for i in range(limbs)]
+    out = np.empty(k, dtype=np.uint64)
+    for a in range(0, k, block):
+        b = min(a + block, k)
+        prod = (lhs @ table[:, a:b].astype(np.float64)).astype(np.uint64) % pu  # limbs x (b - a), exact
+        acc = prod[0]
+        for i in range(1, limbs):
+            acc += prod[i] * scale[i] % pu
+        out[a:b] = acc % pu
+    return out
+
+
+def secrets_from_chunk_rows(chunks: np.ndarray, secret_len: int, field: PrimeField = M31) -> list:
+    """:func:`secret_from_chunks` for every row of ``chunks`` (``m x c``, e.g.
+    from :func:`combine_at_zero`), ``None`` where a row cannot be a secret of
+    ``secret_len`` bytes (inconsistent shares)."""
+    chunks = np.asarray(chunks)
+    if chunks.ndim != 2 or chunks.shape[1] != chunks_for(secret_len, field):
+        raise ReconstructionError("chunk rows do not match the secret length")
+    return _secrets_or_none(chunks, secret_len, field)

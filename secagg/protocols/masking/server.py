@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ...primitives.key_agreement import agree_many, check_public, public_from_pr
 from ...primitives.prg import prg_ring_add_many_into
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
-from ...errors import BadSignature, ReconstructionError, from_peer
+from ...errors import BadSignature, from_peer
 from . import _crypto as C
 from ...encoding import wire
 from .messages import (CLIENT_MESSAGES, SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
@@ -44,9 +44,6 @@ __all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
 # the client message each stage accepts
 _ACCEPTS = {Stage.ADVERTISE_KEYS: AdvertiseKeys, Stage.SHARE_KEYS: ShareKeys, Stage.MASKED_INPUT: MaskedInput,
             Stage.CONSISTENCY_CHECK: ConsistencySignature, Stage.UNMASKING: UnmaskShares}
-
-
-_ROUTE_BLOCK = 32  # recipients per block of the complete-graph routing transpose
 
 
 def _err(reason: AbortReason, detail: str) -> RemoteProtocolError:
@@ -225,14 +222,14 @@ class MaskingServer:
         for owners, shares, allowed, allowed_arr, what in (
                 (msg.self_mask_owners, msg.self_mask_shares, self._u3_set, self._u3_arr, "self-mask"),
                 (msg.mask_key_owners, msg.mask_key_shares, self._dropped_set, self._dropped_arr, "mask-key")):
-            if owners.size and np.any(owners[1:] <= owners[:-1]):
-                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
             if shares.size != owners.size * SHARE_CHUNKS:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} shares have the wrong length")
             if shares.size and int(shares.max()) >= shamir.M31.prime:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} share outside the field")
-            if not owners.size:
-                continue
+            if not owners.size or (complete and np.array_equal(owners, allowed_arr)):
+                continue  # the complete graph's usual answer: exactly U_3 / exactly the dropped, in order
+            if np.any(owners[1:] <= owners[:-1]):
+                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
             if complete:  # every client holds shares of every client: only alive/dropped matters
                 pos = np.searchsorted(allowed_arr, owners)
                 ok = bool(allowed_arr.size and pos.max() < allowed_arr.size and np.array_equal(allowed_arr[pos], owners))
@@ -295,76 +292,87 @@ class MaskingServer:
         self._u2_set = frozenset(self.u2)
         u2 = np.array(self.u2, dtype=np.uint32)
         self._need(len(self.u2), "shared their keys")
-        if self.params.is_complete:
-            try:
-                return self._route_complete(got, u2)
-            except Exception as exc:  # the received shares are already released: end the round, closed
-                raise _AbortNow(AbortReason.INTERNAL_ERROR,
-                                f"share routing failed ({type(exc).__name__}); the round cannot continue") from None
-        if got:
-            senders = np.concatenate([np.full(got[u].recipients.size, u, dtype=np.uint32) for u in self.u2])
-            recipients = np.concatenate([got[u].recipients for u in self.u2])
-            # one fixed-size item per record: gathers move whole records at once
-            records = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=f"V{SHARE_RECORD_SIZE}")
-            keep = np.isin(recipients, u2)
-            # senders are already increasing: a stable sort on recipients gives (recipient, sender) order
-            if keep.all():
-                order = np.argsort(recipients, kind="stable")
-            else:
-                sel = np.flatnonzero(keep)
-                order = sel[np.argsort(recipients[sel], kind="stable")]
-            senders, recipients, records = senders[order], recipients[order], records[order]
-            bounds = np.searchsorted(recipients, u2, side="left"), np.searchsorted(recipients, u2, side="right")
-        out: dict[int, object] = {}
-        for i, v in enumerate(self.u2):
-            lo, hi = bounds[0][i], bounds[1][i]
-            out[v] = ForwardedShares(self.params.session_id, senders[lo:hi].copy(), records[lo:hi].tobytes())
-        self._got.shares = {}  # routed; the server keeps no ciphertexts
+        try:
+            out = self._route_complete(got, u2) if self.params.is_complete else self._route_graph(got, u2)
+        except Exception as exc:  # the received shares are already released: end the round, closed
+            raise _AbortNow(AbortReason.INTERNAL_ERROR,
+                            f"share routing failed ({type(exc).__name__}); the round cannot continue") from None
         self.stage = Stage.MASKED_INPUT
         return out
 
     def _route_complete(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
-        """Complete graph: sender ``i`` addressed every other member of U_1 in
-        id order, so the record for U_1 position ``q`` sits at column
-        ``q - [q > pos(i)]`` of ``i``'s row. Routing is the transpose of that
-        (sender x recipient) matrix, done for a block of recipients at a time:
-        senders before the block read one contiguous run of columns, senders
-        after it the run shifted by one, senders inside it two runs around
-        their own (absent) slot. The received messages are released as soon as
-        their records are copied, so the forwarded messages reuse their memory."""
+        """Complete graph: one transpose of the (sender x recipient) table of
+        records into a preallocated (recipient x sender) buffer, each record
+        copied once, straight from the received message (a view of its bytes).
+
+        Sender ``i`` (U_2 position) addressed every other member of U_1 in id
+        order. In the buffer, recipient ``j``'s row holds the records of the
+        other members of U_2 in id order, so sender ``i`` writes column
+        ``i - 1`` of the rows above it and column ``i`` of the rows below.
+        Each recipient's :class:`ForwardedShares` is a view of its row (and of
+        its row of a sender table built the same way): nothing is joined,
+        sliced out or deleted per recipient. The received messages are
+        released as soon as their records are copied."""
         rec = SHARE_RECORD_SIZE
         m1, m2 = self._u1_arr.size, u2.size
+        buf = np.empty((m2, m2 - 1, rec), dtype=np.uint8)
+        cells = buf.reshape(-1).view(f"V{rec}").reshape(m2, m2 - 1)  # one item per record
+        same = m1 == m2  # nobody dropped after advertising: sender rows are the buffer's columns as they are
         pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each member of U_2
-        table = np.frombuffer(b"".join(got[u].ciphertexts for u in self.u2), dtype=np.uint8)
-        table = table.reshape(m2, m1 - 1, rec)
+        for i, u in enumerate(self.u2):
+            row = np.frombuffer(got.pop(u).ciphertexts, dtype=f"V{rec}")  # sender i's records, U_1 order
+            if same:
+                above, below = row[:i], row[i:]
+            else:  # U_1 position q sits at column q - [q > pos(i)] of sender i's row
+                cols = pos - (pos > pos[i])
+                above, below = row[cols[:i]], row[cols[i + 1:]]
+            if i:
+                cells[:i, i - 1] = above
+            if i + 1 < m2:
+                cells[i + 1:, i] = below
         got.clear()  # this dict is self._got.shares: the server keeps no ciphertexts once they are copied
-        block = _ROUTE_BLOCK
-        gathered = np.empty((m2, block, rec), dtype=np.uint8)  # senders x recipients of one block
-        by_recipient = np.empty((block, m2 * rec), dtype=np.uint8)
-        out: dict[int, object] = {}
+        buf.flags.writeable = False
+        senders = np.broadcast_to(u2, (m2, m2))[~np.eye(m2, dtype=bool)].reshape(m2, m2 - 1)
+        senders.flags.writeable = False
+        flat = buf.reshape(m2, -1)
         sid = self.params.session_id
-        plist = pos.tolist()
-        for q0 in range(0, m1, block):
-            q1 = min(q0 + block, m1)
-            width = q1 - q0
-            lo, hi = int(np.searchsorted(pos, q0)), int(np.searchsorted(pos, q1))
-            g = gathered[:, :width]
-            if lo:
-                g[:lo] = table[:lo, q0 - 1:q1 - 1]
-            if hi < m2:
-                g[hi:] = table[hi:, q0:q1]
-            for i in range(lo, hi):  # senders whose own slot falls in this block
-                own = plist[i] - q0
-                g[i, :own] = table[i, q0:q0 + own]
-                g[i, own + 1:] = table[i, q0 + own:q1 - 1]
-            view = by_recipient[:width].reshape(width, m2, rec)
-            view[...] = g.transpose(1, 0, 2)
-            for j in range(lo, hi):  # recipients in U_2 whose position is in this block
-                row = by_recipient[plist[j] - q0]
-                out[int(u2[j])] = ForwardedShares(sid, np.delete(u2, j),
-                                                  b"".join((row[:j * rec], row[(j + 1) * rec:])))
-        self.stage = Stage.MASKED_INPUT
-        return out
+        return {u: ForwardedShares(sid, senders[j], cast(bytes, flat[j].data))  # a read-only view of row j
+                for j, u in enumerate(self.u2)}
+
+    def _route_graph(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
+        """Any graph: every record of a member of U_2 for a member of U_2 is
+        scattered once, from the received message, to its place in one
+        preallocated buffer sorted by (recipient, sender); each recipient's
+        :class:`ForwardedShares` is a view of its run."""
+        rec = SHARE_RECORD_SIZE
+        sid = self.params.session_id
+        if not got:
+            return {}
+        counts = np.array([got[u].recipients.size for u in self.u2], dtype=np.int64)
+        senders = np.repeat(u2, counts)
+        recipients = np.concatenate([got[u].recipients for u in self.u2])
+        keep = np.isin(recipients, u2)
+        # senders are already increasing: a stable sort on recipients gives (recipient, sender) order
+        sel = np.flatnonzero(keep)
+        order = sel[np.argsort(recipients[sel], kind="stable")]
+        dest = np.empty(recipients.size, dtype=np.int64)  # where each kept record goes
+        dest[order] = np.arange(order.size)
+        buf = np.empty((order.size, rec), dtype=np.uint8)
+        cells = buf.reshape(-1).view(f"V{rec}")
+        start = 0
+        for u, c in zip(self.u2, counts.tolist()):
+            row = np.frombuffer(got.pop(u).ciphertexts, dtype=f"V{rec}")
+            k = keep[start:start + c]
+            cells[dest[start:start + c][k]] = row[k]
+            start += c
+        got.clear()
+        buf.flags.writeable = False
+        senders, recipients = senders[order], recipients[order]
+        senders.flags.writeable = False
+        lo, hi = np.searchsorted(recipients, u2, side="left"), np.searchsorted(recipients, u2, side="right")
+        flat = buf.reshape(-1)
+        return {u: ForwardedShares(sid, senders[a:b], cast(bytes, flat[a * rec:b * rec].data))
+                for u, a, b in zip(self.u2, lo.tolist(), hi.tolist())}
 
     def _close_masked_input(self) -> dict[int, object]:
         self.u3 = tuple(sorted(self._got.masked))
@@ -522,18 +530,11 @@ class MaskingServer:
             return None
         first = with_shares[:t]  # revealed is in holder-id order
         coeffs = shamir.lagrange_at_zero([h for h, _, _ in first])
-        p = np.uint64(shamir.M31.prime)
-        acc = np.zeros((owners.size, SHARE_CHUNKS), dtype=np.uint64)
-        for (_, _, s), c in zip(first, coeffs.tolist()):
-            acc += s.reshape(-1, SHARE_CHUNKS).astype(np.uint64) * np.uint64(c) % p  # each term < 2^31
-        acc %= p
+        # one Lagrange matrix product over the t holders: every owner's chunks at once
+        chunks = shamir.combine_at_zero(coeffs, [s for _, _, s in first]).reshape(owners.size, SHARE_CHUNKS)
         out: dict[int, bytes] = {}
-        for v, row in zip(owners.tolist(), acc):
-            try:
-                secret = shamir.secret_from_chunks(row, 32, shamir.M31)
-            except ReconstructionError:
-                return None
-            if not check(v, secret):
+        for v, secret in zip(owners.tolist(), shamir.secrets_from_chunk_rows(chunks, 32)):
+            if secret is None or not check(v, secret):
                 return None
             out[v] = secret
         return out
