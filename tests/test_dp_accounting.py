@@ -172,7 +172,8 @@ def test_calibration_round_trip(mechanism, q, rounds, target):
     acc = A.DPAccountant()
     for _ in range(rounds):
         acc.add_round(cal, 10, sampling_rate=q, delta=DELTA)
-    assert math.isclose(acc.epsilon(DELTA), got, rel_tol=1e-9)
+    # (each client's share is rounded up: never above the calibrated epsilon, and within 0.1 %)
+    assert got * 0.999 <= acc.epsilon(DELTA) <= got
 
 
 def test_calibration_refuses_nonsense():

@@ -195,8 +195,13 @@ class DPParams:
 
     @property
     def local_noise(self) -> Fraction:
-        """One client's share: ``noise / n_min``."""
-        return as_rational(self.noise) / self.n_min
+        """One client's share: ``noise / n_min`` rounded *up* to an integer when it is
+        at least 4096 (a relative increase below 2.5e-4), else to a multiple of
+        2^-12: small denominators keep the exact sampler's integers in 64 bits.
+        ``n_min`` shares carry at least ``noise``; the accountant uses this value."""
+        share = as_rational(self.noise) / self.n_min
+        unit = 1 if share >= 4096 else 4096
+        return Fraction(math.ceil(share * unit), unit)
 
     def wrap_bound(self, n: int | None = None) -> float:
         """A magnitude that every coordinate of the sum of ``n`` (default

@@ -308,10 +308,14 @@ def discrete_gaussian(sigma2: Rational, size: int, rng: RandomSource | None = No
     while todo.size:
         y = _discrete_laplace(r, t, todo.size)
         ay = np.abs(y)
-        big = not _fits(den, (b * t * int(ay.max()) + a) ** 2 if ay.size else 0)
-        num_base = _ints(ay, big) * (b * t) - a
-        # accept with probability exp(-(|y| - sigma2/t)^2 / (2 sigma2)) = exp(-(b t |y| - a)^2 / (2 a b t^2))
-        accept = _bern_exp(r, num_base * num_base, _const(todo.size, den, big))
+        # accept with probability exp(-(|y| - sigma2/t)^2 / (2 sigma2)) = exp(-(b t |y| - a)^2 / (2 a b t^2)),
+        # in int64 where (b t |y| - a)^2 and the denominator stay below 2^62, in Python integers elsewhere
+        y_safe = (math.isqrt(_SAFE - 1) + a) // (b * t) if _fits(den) and math.isqrt(_SAFE - 1) >= a else -1
+        accept = np.zeros(y.size, dtype=bool)
+        for big, part in ((False, np.nonzero(ay <= y_safe)[0]), (True, np.nonzero(ay > y_safe)[0])):
+            if part.size:
+                num_base = _ints(ay[part], big) * (b * t) - a
+                accept[part] = _bern_exp(r, num_base * num_base, _const(part.size, den, big))
         out[todo[accept]] = y[accept]
         todo = todo[~accept]
     return out
