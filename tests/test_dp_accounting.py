@@ -59,6 +59,21 @@ def test_subsampled_bound_is_above_the_tight_gaussian_analysis_and_close_to_it(z
     assert ours < _ddg_epsilon(z, rounds, 1.0)  # subsampling helps
 
 
+@pytest.mark.parametrize("mechanism", ["dgauss", "skellam"])
+@pytest.mark.parametrize("local,q", [(0.3, 1.0), (1.0, 1.0), (1e4, 1.0), (0.3, 0.1), (1e4, 0.05)])
+def test_discrete_is_never_better_than_the_continuous_reference(mechanism, local, q):
+    """The same aggregate noise as a continuous Gaussian (dp_accounting) gives a smaller or equal
+    epsilon; at small noise (tau, the Skellam correction) the discrete bound is strictly larger."""
+    n, l2, d, rounds = 20, 3.0, 256, 50
+    curve = A.subsampled_rdp(A.ORDERS, lambda a: A.mechanism_rdp(
+        mechanism, a, l2=l2, l1=min(l2 * l2, math.sqrt(d) * l2), dim=d, local_noise=local, n=n), q)
+    ours = A.epsilon_from_rdp(A.ORDERS, rounds * curve, DELTA)[0]
+    ref = A.continuous_gaussian_epsilon(math.sqrt(n * local) / l2, rounds, DELTA, q)
+    assert ours >= ref * (1 - 1e-9)
+    if local < 1 and q == 1:
+        assert ours > 1.01 * ref
+
+
 def test_skellam_tends_to_the_gaussian_for_large_variance():
     l2, l1 = 100.0, 100.0 * 32
     for mu, tol in ((1e6, 1e-2), (1e9, 1e-5)):

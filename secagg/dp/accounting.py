@@ -35,6 +35,7 @@ from fractions import Fraction
 from typing import Callable, Sequence
 
 import numpy as np
+import dp_accounting as _dpa  # type: ignore[import-untyped, import-not-found, unused-ignore]
 from dp_accounting import rdp as _dp_rdp  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
 from ..errors import ParameterError
@@ -50,6 +51,7 @@ __all__ = [
     "mechanism_rdp",
     "subsampled_rdp",
     "epsilon_from_rdp",
+    "continuous_gaussian_epsilon",
     "RoundGuarantee",
     "DPAccountant",
     "round_guarantee",
@@ -179,6 +181,28 @@ def epsilon_from_rdp(orders: "Sequence[float] | np.ndarray | None", rdp: np.ndar
     a = _orders(orders)
     eps, order = _dp_rdp.compute_epsilon(a.tolist(), np.asarray(rdp, dtype=np.float64).tolist(), delta)
     return float(eps), float(order)
+
+
+def continuous_gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float, sampling_rate: float = 1.0,
+                                orders: "Sequence[float] | np.ndarray | None" = None) -> float:
+    """The reference: epsilon of the *continuous* Gaussian mechanism with noise
+    multiplier ``z`` (aggregate standard deviation over L2 sensitivity), Poisson
+    sampled at ``sampling_rate``, over ``rounds`` rounds, from ``dp_accounting``'s
+    RDP accountant (``GaussianDpEvent``, ``PoissonSampledDpEvent``, tight
+    subsampling analysis). Not a guarantee for discrete noise: the discrete
+    mechanisms' epsilon is at least this, and tends to it as the noise grows."""
+    z = _positive(noise_multiplier, "noise_multiplier")
+    if not 0 < sampling_rate <= 1:
+        raise ParameterError(f"sampling rate must be in (0, 1], got {sampling_rate!r}")
+    event = _dpa.GaussianDpEvent(z)
+    if sampling_rate < 1:
+        event = _dpa.PoissonSampledDpEvent(sampling_rate, event)
+    a = _orders(orders)
+    if sampling_rate < 1:
+        a = a[[float(x).is_integer() for x in a]]
+    accountant = _dp_rdp.RdpAccountant(a.tolist())
+    accountant.compose(_dpa.SelfComposedDpEvent(event, rounds))
+    return float(accountant.get_epsilon(delta))
 
 
 # --------------------------------------------------------------------------- rounds, composition
