@@ -1036,3 +1036,77 @@ def test_paillier_settings_and_configuration_errors(committees, tmp_path):
     with pytest.raises(ParameterError, match="too large for exact fixed point"):
         paillier_settings(d, frac_bits=40, max_weight=1e12, clip=1e6)
     assert all(v == 0 for v in grid.received.values())
+
+
+def test_paillier_a_refused_first_message_leaves_the_round_in_progress_alone(committees, tmp_path):
+    """A node that submitted keeps its session (for the decryption request to
+    come) when a first message it refuses arrives: a client id other than its
+    holder id, or a round under another key, changes nothing."""
+    from secagg.encoding import wire
+    from secagg.flower.records import pack
+    from secagg.flower.server import make_paillier_params
+    from secagg.aggregation import get_rule
+
+    d, ck = committees["ours"]
+    _, other_ck = committees["other"]
+    settings = paillier_settings(d)
+    arrays = model(shapes=PAILLIER_SHAPES)
+    dim = ModelLayout.of(arrays).dim
+
+    def first(params, client_id, mid):
+        content = pack("submit", wire.encode(params), round=1, **{
+            "client-id": client_id, "arrays-key": "arrays", "weighted-by": "num-examples"})
+        content["arrays"] = arrays
+        content["config"] = ConfigRecord({"server-round": 1})
+        msg = Message(content, 7, MessageType.TRAIN)
+        msg.metadata.__dict__["_message_id"] = mid
+        return msg
+
+    ctx = node_context(tmp_path)
+    ctx.node_config.update({"secagg-committee-key": str(d / "committee.key"),
+                            "secagg-key-share": str(d / "share-3.key"), "secagg-min-key-bits": 1024})
+    calls: list = []
+    app = make_client_app(calls=calls)
+    mine = make_paillier_params(settings, ck, dim, get_rule("fedavg"))
+    reply = app(first(mine, 3, "p1"), ctx)
+    assert not reply.has_error() and reply.content.config_records[RECORD_KEY]["stage"] == "submit"
+    saved = bytes(ctx.state.config_records[STATE_KEY]["record"])
+    assert live_sessions(tmp_path) == [mine.session_id.hex()]
+    again = make_paillier_params(settings, ck, dim, get_rule("fedavg"), 2)
+    foreign = make_paillier_params(settings, other_ck, dim, get_rule("fedavg"), 3)
+    for msg, why in ((first(again, 4, "p2"), "its committee holder id is 3"),
+                     (first(foreign, 3, "p3"), "not this node's pinned committee key")):
+        reply = app(msg, ctx)
+        assert reply.has_error() and why in reply.error.reason
+        assert bytes(ctx.state.config_records[STATE_KEY]["record"]) == saved
+        assert live_sessions(tmp_path) == [mine.session_id.hex()] and tombstones(tmp_path) == []
+    assert calls == [7]  # trained once
+
+
+def test_paillier_a_bad_decryption_share_is_named_and_recovered(committees):
+    """A member whose decryption share fails its proof is named in the report;
+    the others decrypt its part in the recovery attempt."""
+    import dataclasses
+
+    from secagg.encoding import wire
+    from secagg.protocols.paillier.threshold import DecryptionShares
+
+    d, _ = committees["ours"]
+    cheat = NODES[3]
+
+    def tamper(node, reply):
+        rec = reply.content.config_records[RECORD_KEY] if not reply.has_error() else None
+        if node == cheat and rec is not None and rec["stage"] == "decrypt":
+            shares = wire.decode(rec["payload"], DecryptionShares)
+            values = bytearray(shares.values)
+            values[-1] ^= 1
+            rec["payload"] = wire.encode(dataclasses.replace(shares, values=bytes(values)))
+        return reply
+
+    grid = InProcessGrid(NODES, tamper=tamper)
+    provision_shares(grid, d)
+    settings = paillier_settings(d)
+    (report, new), arrays = paillier_round(grid, settings)
+    assert_close_to_reference(report, new, arrays, NODES, settings)
+    assert report.failures[cheat].startswith("decrypt: rejected (invalid_decryption_share)")
+    assert report.decryption["failed_members"] == [4] and report.decryption["recovery"] is True

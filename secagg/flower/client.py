@@ -421,8 +421,6 @@ def _setup_paillier(msg: Message, rec: ConfigRecord, context: Context, call_next
     params = wire.decode(payload, PaillierParams)  # validates the packing layout against overflow
     committee, holder, share = _committee_member(context)
     role = _committee_role(context, committee, holder, share)
-    store = node_store(context)
-    store.retire(params.session_id)  # a new round: the one before is over for this node
     client_id = rec.get("client-id")
     server_round = rec.get("round")
     arrays_key = rec.get("arrays-key")
@@ -441,6 +439,8 @@ def _setup_paillier(msg: Message, rec: ConfigRecord, context: Context, call_next
     if params.min_clients < floor:
         raise _Refused(f"the round would decrypt an aggregate of {params.min_clients} client(s); this node "
                        f"requires at least {floor} (node config secagg-min-clients)")
+    store = node_store(context)
+    store.retire(params.session_id)  # a new round this node takes part in: the one before is over for it
     trained = _train(msg, context, call_next, arrays_key, weighted_by, params.vector_length)
     if isinstance(trained, Message):
         return trained

@@ -491,7 +491,7 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
     absent = [h for h in committee.holders if h not in node_of]
     decryption: dict[str, Any] = {"committee": list(committee.holders), "threshold": t,
                                   "committee_key_id": committee.key_id.hex(), "absent_members": absent,
-                                  "asked": [], "failed_members": [], "recovery": [], "recovery_asked": []}
+                                  "asked": [], "failed_members": [], "recovery": False, "recovery_asked": []}
     report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=dict(failures),
                          params=params.summary(), rule=the_rule.name, decryption=decryption)
     needed = max(t, params.min_clients)
@@ -539,7 +539,6 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
                             failed or "none", asked, t)
 
         _run_stages(grid, driver, settings, client_of, node_of, to_node, Stage.SUBMIT, on_stage)
-        decryption["recovery"] = bool(decryption["recovery"])
         decryption["failed_members"] = _failed_members(driver)
         if decryption["failed_members"]:
             log.warning("secagg: round %d: committee members whose decryption shares failed or never came: %s",
