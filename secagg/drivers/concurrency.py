@@ -8,7 +8,11 @@ factory, and whoever drives a round decides how many processes run them.
   offline phase);
 * :func:`sharded_accumulator`: the Paillier server's running product split
   by ciphertext position over worker processes
-  (``PaillierServer(params, accumulator=sharded_accumulator(workers))``).
+  (``PaillierServer(params, accumulator=sharded_accumulator(workers))``);
+* :func:`process_unmasker`: the masking server's mask removal (self masks,
+  dropped clients' pairwise masks) over worker processes
+  (``MaskingServer(params, unmasker=process_unmasker(workers))``); they get
+  seeds and keys, and return vectors.
 
 Worker processes start with ``spawn``: nothing is inherited from the parent,
 in particular no key material. They receive and return integers and
@@ -27,7 +31,7 @@ from ..errors import InvalidCiphertext, LocalProtocolError, ParameterError, Wire
 from ..primitives import paillier as pl
 from ..protocols.paillier.server import Accumulator, AccumulatorFactory, LocalAccumulator
 
-__all__ = ["process_executor", "sharded_accumulator", "ShardedAccumulator"]
+__all__ = ["process_executor", "sharded_accumulator", "ShardedAccumulator", "process_unmasker", "ProcessUnmasker"]
 
 
 def process_executor(workers: int) -> ProcessPoolExecutor:
@@ -157,3 +161,81 @@ class ShardedAccumulator:
             if proc.is_alive():  # pragma: no cover
                 proc.terminate()
         self._conns, self._procs = [], []
+
+
+# ---------------------------------------------------------------- masking: parallel mask removal
+
+def _run_mask_jobs(jobs: list[Any]) -> Any:
+    """One worker's share of the masking server's mask removal: the sum of
+    its jobs' amounts (a vector)."""
+    from ..protocols.masking.unmask import run_local
+
+    return run_local(jobs)
+
+
+def _ready() -> bool:
+    return True
+
+
+class ProcessUnmasker:
+    """The masking server's mask removal on ``workers`` cores
+    (``MaskingServer(params, unmasker=process_unmasker(workers))``): the jobs
+    are cut into ``workers`` parts of about equal cost; this process runs one
+    part itself and ``workers - 1`` spawned processes the others. They
+    receive seeds, mask keys and public keys (the reconstructed secrets the
+    server holds at that point, and no other state) and return one vector
+    each, which are added here.
+
+    The processes start on first use (or :meth:`start`) and are kept for the
+    rounds that follow; :meth:`shutdown` ends them. A copy of the server
+    (``copy.deepcopy``) shares this pool."""
+
+    def __init__(self, workers: int):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ParameterError("workers must be an integer >= 1")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> "ProcessUnmasker":
+        """Start the worker processes now (and wait until they have imported
+        what they need), so that no round waits for that."""
+        if self.workers > 1 and self._pool is None:
+            self._pool = process_executor(self.workers - 1)
+            for f in [self._pool.submit(_ready) for _ in range(self.workers - 1)]:
+                f.result()
+        return self
+
+    def __call__(self, jobs: Any) -> Any:
+        from ..protocols.masking.unmask import run_local, split_jobs
+
+        parts = split_jobs(list(jobs), self.workers) if self.workers > 1 else []
+        if len(parts) < 2:
+            return run_local(jobs)
+        self.start()
+        assert self._pool is not None
+        futures = [self._pool.submit(_run_mask_jobs, part) for part in parts[1:]]
+        acc = run_local(parts[0])
+        for f in futures:
+            acc += f.result()  # mod 2^k: numpy unsigned addition wraps
+        return acc
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "ProcessUnmasker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ProcessUnmasker":
+        return self
+
+
+def process_unmasker(workers: int) -> ProcessUnmasker:
+    """The masking server's mask removal over ``workers`` cores, for
+    ``MaskingServer(params, unmasker=process_unmasker(workers))``; with 1
+    worker it runs in this process (the default's behaviour)."""
+    return ProcessUnmasker(workers)

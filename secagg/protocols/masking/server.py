@@ -24,8 +24,7 @@ import numpy as np
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
-from ...primitives.key_agreement import agree_many, check_public, public_from_private
-from ...primitives.prg import prg_ring_add_many_into
+from ...primitives.key_agreement import check_public, public_from_private
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
 from ...errors import BadSignature, from_peer
@@ -34,6 +33,7 @@ from ...encoding import wire
 from .messages import (CLIENT_MESSAGES, SHARE_CHUNKS, SHARE_RECORD_SIZE, AdvertiseKeys, ConsistencyRequest, ConsistencySignature,
                        ForwardedShares, KeysBroadcast, MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
 from .params import MaskingParams
+from .unmask import MaskJob, Unmasker, run_local
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
 
@@ -66,13 +66,24 @@ class MaskingServer:
     nothing else): :meth:`start` gives the round's first messages,
     :meth:`receive` takes one client message, :meth:`close_round` ends the
     current stage, :attr:`stage`, :attr:`replies_expected` and
-    :attr:`outcome` tell where the round is."""
+    :attr:`outcome` tell where the round is.
+
+    ``unmasker`` runs the mask removal of the last stage (the survivors'
+    self masks, the dropped clients' pairwise masks: X25519 exchanges and
+    keystreams, most of the server's work when clients drop), given as
+    :class:`~secagg.protocols.masking.unmask.MaskJob` s; the default runs
+    them in this process, :func:`secagg.drivers.concurrency.process_unmasker`
+    on several cores."""
 
     #: every message a client may send to the server
     CLIENT_MESSAGES: tuple[type, ...] = CLIENT_MESSAGES
 
-    def __init__(self, params: MaskingParams, rng: RandomSource | None = None):
+    def __init__(self, params: MaskingParams, rng: RandomSource | None = None, *,
+                 unmasker: Unmasker = run_local):
         self.params = params
+        # runs the mask removal (self masks, dropped clients' pairwise masks): in this process by
+        # default; secagg.drivers.concurrency.process_unmasker runs it on several cores
+        self._unmasker = unmasker
         self._rng = default_random(rng)
         self.stage = Stage.ADVERTISE_KEYS
         self._got = _Collected()
@@ -424,14 +435,20 @@ class MaskingServer:
             raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
                             f"no shares at all for client {min(missing)}; need {p.threshold}")
         acc = self._accumulator
-        prg_ring_add_many_into(acc, [self_masks[v] for v in self.u3], C.SELF_MASK_TAG, [-1] * len(self.u3))
+        jobs = [MaskJob(p.entries, p.ring_bits, sid, seeds=tuple(self_masks[v] for v in self.u3))]
         for v in sorted(mask_keys):
-            sk, pk_v = mask_keys[v], adv[v].mask_public
-            peers = [w for w in p.graph.neighbours(v) if w in self._u3_set]
-            seeds = [C.pairwise_mask_seed(shared, sid, v, w, pk_v, adv[w].mask_public)
-                     for w, shared in zip(peers, agree_many(sk, [adv[w].mask_public for w in peers]))]
-            # w added sign(w, v) * PRG(s_{w,v}); remove it
-            prg_ring_add_many_into(acc, seeds, C.PAIR_MASK_TAG, [-C.mask_sign(w, v) for w in peers])
+            peers = tuple(w for w in p.graph.neighbours(v) if w in self._u3_set)
+            jobs.append(MaskJob(p.entries, p.ring_bits, sid, v, secret=mask_keys[v],
+                                owner_public=adv[v].mask_public, peers=peers,
+                                peer_publics=tuple(adv[w].mask_public for w in peers)))
+        try:
+            amount = self._unmasker(jobs)
+        except Exception as exc:  # e.g. a worker process gone: no aggregate rather than a wrong one
+            raise _AbortNow(AbortReason.INTERNAL_ERROR,
+                            f"mask removal failed ({type(exc).__name__}); the round cannot complete") from None
+        if amount.dtype != acc.dtype or amount.shape != acc.shape:
+            raise _AbortNow(AbortReason.INTERNAL_ERROR, "mask removal returned a vector of the wrong shape")
+        np.add(acc, amount, out=acc)
         total = from_ring(acc, p.ring_bits)
         enc = p.encoding
         dropped: dict[int, str] = {}
