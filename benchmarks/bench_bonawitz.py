@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             s = report.summary()
             s["n"] = n
             s["dropout"] = rate
+            # the server's floor, timed bare in this process right after the cell
+            s["server_floor"] = D.server_floor(params, survivors=report.included, advertised=n,
+                                               dropped=len(schedule), bare=bare)
+            s["server_core_over_floor"] = s["server_core"]["cpu_s"] / s["server_floor"]["cpu_s"]
+            s["server_wire_over_core"] = s["server_wire"]["cpu_s"] / s["server_core"]["cpu_s"]
+            if args.workers > 1 and (n, rate) in args.parallel_cells:
+                s["parallel"] = parallel_cell(keyed, schedule, report, args.workers)
+                D.say(f"  unmasking on {args.workers} cores: {s['parallel']['unmasking_wall_s']:.2f} s wall vs "
+                      f"{s['parallel']['one_core_unmasking_wall_s']:.2f} s on one "
+                      f"({s['parallel']['unmasking_speedup']:.2f}x; server core {s['parallel']['server_core_speedup']:.2f}x)")
             s["masking"] = D.probe_summary(report.probes)
             s["masking"]["bare_keystream_mode"] = bare.mode
             s["masking"]["bare_keystream_calibration_cpu_s"] = bare.calibration_cpu_s
@@ -120,6 +131,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "timer": "process CPU time on one pinned core (wall time alongside)", "cells": cells,
             "speedup_goal": SPEEDUP_GOAL, "masking_goal": MASKING_GOAL, "server_profile_top": profile_text,
             **memory, "peak_rss_mb": D.peak_rss_mb()}
+
+
+def parallel_cell(keyed: Any, schedule: dict[int, str], one_core: Any, workers: int) -> dict[str, Any]:
+    """The same cell again with the server's mask removal on ``workers``
+    cores (``process_unmasker``): the server process may use every CPU during
+    the unmasking round (its workers inherit that), the rest of the round
+    stays on the pinned core. Wall time is the measure here (process CPU
+    time does not count the workers'); the one-core figures are the cell
+    just run, in the same process."""
+    from secagg.drivers.concurrency import process_unmasker
+
+    every = set(range(os.cpu_count() or 1))
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, every)
+    try:
+        unmasker = process_unmasker(workers).start()  # started (and imported) before anything is timed
+    finally:
+        os.sched_setaffinity(0, pinned)
+    try:
+        report = D.run_rest(keyed, schedule, unmasker=unmasker, unmask_cpus=every)
+    finally:
+        unmasker.shutdown()
+    s, o = report.summary(), one_core.summary()
+    un, un1 = s["server_core"]["by_stage"]["unmasking"], o["server_core"]["by_stage"]["unmasking"]
+    return {"workers": workers, "cpus": sorted(every), "server_core_wall_s": s["server_core"]["wall_s"],
+            "server_core_cpu_s_this_process": s["server_core"]["cpu_s"],
+            "one_core_server_core_wall_s": o["server_core"]["wall_s"],
+            "unmasking_wall_s": un["wall_s"], "one_core_unmasking_wall_s": un1["wall_s"],
+            "unmasking_speedup": un1["wall_s"] / un["wall_s"],
+            "server_core_speedup": o["server_core"]["wall_s"] / s["server_core"]["wall_s"],
+            "max_abs_error": report.max_abs_error, "error_bound": report.error_bound}
 
 
 def verdict(ok: bool) -> str:
@@ -174,6 +216,35 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {c['n']} | {c['dropout']:.0%} | " + " | ".join(
             D.fmt_s(st[k]["cpu_s"]) for k in ("advertise_keys", "share_keys", "masked_input", "unmasking"))
             + f" | {D.fmt_s(c['server_wire']['cpu_s'])} |")
+    if r["cells"] and "server_floor" in r["cells"][0]:
+        lines += ["", "Server against its floor (CPU), timed bare in the same process right after each cell: "
+                  "a keystream of d words per survivor's self mask, one vector add per masked input, one "
+                  "transpose of the n x (n - 1) table of encrypted share records into a preallocated buffer, "
+                  "and per (dropped, survivor) pair one X25519 exchange and one keystream:", "",
+                  "| n | dropout | server core | floor | core / floor | of which keystreams | adds | transpose "
+                  "| X25519 | server wire | wire / core |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for c in r["cells"]:
+            f = c["server_floor"]
+            lines.append(f"| {c['n']} | {c['dropout']:.0%} | {D.fmt_s(c['server_core']['cpu_s'])} | "
+                         f"{D.fmt_s(f['cpu_s'])} | {c['server_core_over_floor']:.2f} | "
+                         f"{D.fmt_s(f['keystreams_cpu_s'])} | {D.fmt_s(f['adds_cpu_s'])} | "
+                         f"{D.fmt_s(f['transpose_cpu_s'])} | {D.fmt_s(f['x25519_cpu_s'])} | "
+                         f"{D.fmt_s(c['server_wire']['cpu_s'])} | {c['server_wire_over_core']:.2f} |")
+    par = [c for c in r["cells"] if c.get("parallel")]
+    if par:
+        lines += ["", "The server's mask removal on several cores (`drivers.concurrency.process_unmasker`), "
+                  "the same cell run again in the same process; WALL seconds (the workers' CPU time is not "
+                  "the process's); the aggregate checked against the plaintext sum, as every cell's:", "",
+                  "| n | dropout | workers | unmasking, 1 core | unmasking, workers | speedup | server core, 1 core "
+                  "| server core, workers | speedup |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for c in par:
+            q = c["parallel"]
+            lines.append(f"| {c['n']} | {c['dropout']:.0%} | {q['workers']} | {D.fmt_s(q['one_core_unmasking_wall_s'])} | "
+                         f"{D.fmt_s(q['unmasking_wall_s'])} | {q['unmasking_speedup']:.2f}x | "
+                         f"{D.fmt_s(q['one_core_server_core_wall_s'])} | {D.fmt_s(q['server_core_wall_s'])} | "
+                         f"{q['server_core_speedup']:.2f}x |")
     keys, heads = D.client_stages(r["cells"][0]["client_stage_core_cpu_s"])
     lines += ["", "Client time by stage (CPU, mean per client that ran it):", "",
               "| n | dropout | " + " | ".join(heads) + " | share_keys | masked_input | unmasking | wire |",
@@ -243,6 +314,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true",
                     help=f"cProfile the server in the cells of the largest n (stats to {D.PROFILE_DIR})")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also run --parallel-cells with the server's mask removal on this many cores "
+                         "(drivers.concurrency.process_unmasker; default 1: no parallel run)")
+    ap.add_argument("--parallel-cells", nargs="+", metavar="N:DROPOUT",
+                    help="cells for --workers (default: the largest n at the largest dropout)")
     D.add_output_args(ap)
     args = ap.parse_args()
     if D.render_only(args, to_markdown):
@@ -250,6 +326,8 @@ def main() -> None:
     args.n = args.n or ([50, 100] if args.quick else [500, 1000])
     args.dim = args.dim or (10_000 if args.quick else 100_000)
     args.probe = args.probe if args.probe is not None else (5 if args.quick else 20)
+    args.parallel_cells = ({(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.parallel_cells}
+                           if args.parallel_cells else {(max(args.n), max(args.dropout))})
     D.run_and_write(args, run, to_markdown, "masking_bonawitz")
 
 

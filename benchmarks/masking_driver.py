@@ -131,7 +131,10 @@ def source_version() -> dict[str, Any]:
     from it (uncommitted edits in secagg/ at run time)."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    import secagg
+
+    # the library this process loaded (PYTHONPATH may point at another checkout, e.g. a "before" worktree)
+    root = Path(secagg.__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10).stdout.strip()
@@ -730,7 +733,8 @@ class MaskingRunReport:
 
 def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: Iterable[int] = (),
              bare: BareKeystream | None = None, progress: Callable[[str], None] | None = None,
-             profile_server: Any = None) -> MaskingRunReport:
+             profile_server: Any = None, unmasker: Any = None,
+             unmask_cpus: Iterable[int] | None = None) -> MaskingRunReport:
     """Rounds 2 (MaskedInput) and 4 (Unmasking) on a fork of ``keyed``.
     ``schedule`` (a dropout schedule) drops clients at ``masked_input`` or
     ``unmasking``. Updates are made again on the fly, one client at a time,
@@ -738,9 +742,14 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
     and the server's result checked against it. ``probe_clients`` get their
     masking step re-timed right after their real ``masked_input``
     (:func:`probe_masking`), next to ``bare`` keystreams for as many masks,
-    under the same load."""
+    under the same load. ``unmasker`` replaces the server core's mask
+    removal (e.g. ``process_unmasker(2)``); ``unmask_cpus``: the CPUs this
+    process may use during round 4 (its worker processes inherit them; the
+    rest of the round stays on the pinned core)."""
     t_start = wall_clock()
     run = keyed.fork(profile_server)
+    if unmasker is not None:
+        run.server.core._unmasker = unmasker
     params, obs = run.params, run.observer
     d, sid, enc = params.dim, params.session_id, params.encoding
     expected = np.zeros(d, dtype=np.float64)
@@ -780,7 +789,14 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
     network.close()
     if progress:
         progress("masked inputs sent")
-    network.step()  # round 4 (honest-server mode: no consistency check): Unmasking
+    pinned = os.sched_getaffinity(0) if unmask_cpus is not None else None
+    if unmask_cpus is not None:
+        os.sched_setaffinity(0, set(unmask_cpus))
+    try:
+        network.step()  # round 4 (honest-server mode: no consistency check): Unmasking
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
     if progress:
         progress("unmasked")
     check_clean(network, obs)
@@ -802,6 +818,42 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
         bytes_sent=obs.bytes_sent, bytes_received=obs.bytes_received, message_bytes=obs.message_bytes,
         probes=probes, result=outcome, max_abs_error=err, error_bound=bound, included=len(contributed),
         total_wall_s=keyed.wall_s + wall_clock() - t_start)
+
+
+def server_floor(params: MaskingParams, survivors: int, advertised: int, dropped: int,
+                 bare: BareKeystream) -> dict[str, float]:
+    """The work no masking server can avoid, timed bare in this process (CPU
+    seconds): a keystream of d words per survivor's self mask, one vector
+    add per masked input, one transpose of the (sender x recipient) table of
+    encrypted share records into a preallocated buffer, and per dropped
+    client and survivor one X25519 exchange and one keystream (its pairwise
+    mask)."""
+    from secagg.encoding.ring import dtype_for
+    from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
+
+    d = params.entries
+    dt = dtype_for(params.ring_bits)
+    acc, vec = np.zeros(d, dtype=dt), np.ones(d, dtype=dt)
+    m = advertised
+    table = np.zeros((m, max(m - 1, 1)), dtype=f"V{SHARE_RECORD_SIZE}")
+    out = np.empty((max(m - 1, 1), m), dtype=f"V{SHARE_RECORD_SIZE}")
+    keystream, adds, transpose, exchanges = Clock(), Clock(), Clock(), Clock()
+    timed(keystream, bare.run, survivors)
+    timed(adds, lambda: [np.add(acc, vec, out=acc) for _ in range(survivors)])
+    timed(transpose, np.copyto, out, table.T)
+    pairs = dropped * survivors
+    if pairs:
+        sample = min(pairs, 2000)  # timed on a sample, scaled
+        k, x = Clock(), Clock()
+        timed(k, bare.run, sample)
+        timed(x, bare.exchanges, sample)
+        keystream.cpu += k.cpu * pairs / sample
+        exchanges.cpu = x.cpu * pairs / sample
+    del table, out
+    total = keystream.cpu + adds.cpu + transpose.cpu + exchanges.cpu
+    return {"cpu_s": total, "keystreams_cpu_s": keystream.cpu, "adds_cpu_s": adds.cpu,
+            "transpose_cpu_s": transpose.cpu, "x25519_cpu_s": exchanges.cpu,
+            "self_mask_streams": survivors, "pairwise_streams": pairs}
 
 
 def drop_schedule(ids: Iterable[int], rate: float, stage: str = "masked_input", seed: int = 0) -> dict[int, str]:
