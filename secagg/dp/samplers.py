@@ -25,15 +25,18 @@ Algorithms:
   with probability ``v(j) = P(m+j) / (P(m) theta^|j| C)``. ``P(m+j)/P(m)`` is a
   product of ``|j|`` rationals (``lambda/(m+i)`` above the mode,
   ``(m-i+1)/lambda`` below) that decrease in ``i``, so ``P(m+j)/(P(m)
-  theta^|j|)`` peaks where the factor over ``theta`` falls below 1 and ``C`` is
-  that peak: every ``v(j)`` is a rational in [0, 1]. The magnitude ``|j|`` is
+  theta^|j|)`` peaks where the factor over ``theta`` falls below 1, and ``C`` is
+  a rational just above that peak: every ``v(j)`` is a rational in [0, 1]. The magnitude ``|j|`` is
   drawn by inversion (``|j| = max{g : U < theta^g}``) and the acceptance as
   ``U' < v(j)``, with uniform reals ``U, U'`` compared against tables of
   rigorous 128-bit lower/upper bounds of ``theta^g`` and ``v(l)`` (one 64-bit
   word decides unless it falls within about 2^-60 of a threshold, and then the
   comparison is finished exactly with :class:`fractions.Fraction` and more
-  random bits). Expected cost: about three 64-bit words per sample, after a
-  table of ``O(sqrt(lambda))`` entries built once per ``lambda``.
+  random bits). Past the peak ``v`` decreases, so the tables stop where
+  ``v(l) < 2^-64``: a larger ``|j|`` is rejected unless ``U' < 2^-64``, and only
+  then is its exact value computed. Expected cost: about three 64-bit words per
+  sample, after tables of ``O(sqrt(lambda))`` entries built once per ``lambda``
+  and cached (about 0.1 s at ``lambda = 10^6``, 5 s at ``10^9``).
 * Skellam with variance ``mu`` is ``Poisson(mu/2) - Poisson(mu/2)`` (the
   symmetric Skellam of Agarwal, Kairouz and Liu, NeurIPS 2021).
 
@@ -48,7 +51,7 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from typing import Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 
@@ -346,29 +349,45 @@ class _LazyUniform:
 
 
 class _Table:
-    """Rigorous 64-bit thresholds for a decreasing-then-any sequence of
-    rationals ``v_0 = start``, ``v_l = v_{l-1} * num_l / den_l`` in [0, 1]:
-    a uniform word ``u`` has ``U < v_l`` surely when ``u < lower[l]`` and
-    ``U >= v_l`` surely when ``u >= upper[l]`` (and ``sure_upper[l]``); the
-    interval between (width about 2^-60) is left to an exact comparison."""
+    """Rigorous 64-bit thresholds for a sequence of rationals in [0, 1],
+    ``v_0 = start``, ``v_l = v_{l-1} * num_l / den_l``: a uniform real ``U`` whose
+    first 64 bits are the word ``u`` has ``U < v_l`` surely when ``u < lower[l]``
+    and ``U >= v_l`` surely when ``u >= upper[l]`` (where ``sure_upper[l]``); the
+    gap between them (about 2^-60 wide) is left to an exact comparison.
 
-    def __init__(self, start: Fraction, steps: "list[tuple[int, int]]"):
+    ``factor(l)`` gives ``(num_l, den_l)``; the table grows until ``stop(l, upper_l)``."""
+
+    def __init__(self, start: Fraction, factor: "Callable[[int], tuple[int, int]]",
+                 stop: "Callable[[int, int], bool]"):
+        shift = _F - 64
         lo = (start.numerator << _F) // start.denominator
         hi = -((-(start.numerator << _F)) // start.denominator)
-        lows, highs = [lo], [hi]
-        for num, den in steps:
+        lows, uppers = [], []
+        l = 0
+        while True:
+            lows.append(min(lo >> shift, _WORD - 1))
+            up = -((-hi) >> shift)
+            uppers.append(up)
+            if stop(l, up):
+                break
+            l += 1
+            num, den = factor(l)
             lo = lo * num // den
             hi = -((-hi * num) // den)
-            lows.append(lo)
-            highs.append(hi)
-        shift = _F - 64
-        self.lower = np.array([min(x >> shift, _WORD - 1) for x in lows], dtype=np.uint64)
-        upper = [-((-x) >> shift) for x in highs]
-        self.sure_upper = np.array([x < _WORD for x in upper], dtype=bool)
-        self.upper = np.array([min(x, _WORD - 1) for x in upper], dtype=np.uint64)
+        self.lower = np.array(lows, dtype=np.uint64)
+        self.sure_upper = np.array([x < _WORD for x in uppers], dtype=bool)
+        self.upper = np.array([min(x, _WORD - 1) for x in uppers], dtype=np.uint64)
 
     def __len__(self) -> int:
         return int(self.lower.size)
+
+
+def _product_upper(factors: "Iterator[tuple[int, int]]") -> int:
+    """An upper bound of ``prod num/den`` in fixed point with ``_F`` fractional bits."""
+    hi = 1 << _F
+    for num, den in factors:
+        hi = -((-hi * num) // den)
+    return hi
 
 
 class _PoissonPlan:
@@ -380,10 +399,6 @@ class _PoissonPlan:
         self.m = m = a // b
         self.T = T = math.isqrt(m) + 2
         self.theta = Fraction(T - 1, T)
-        # P(G >= g) = theta^g for the proposal's magnitude, tabulated for g = 0 .. n_geo,
-        # theta^n_geo <= exp(-n_geo/T) < 2^-66 (beyond: the exact comparison)
-        n_geo = 46 * T + 1
-        self.geo = _Table(Fraction(1), [(T - 1, T)] * n_geo)
         # envelope factors f_i on each side (decreasing in i): above the mode
         # f_i = lambda/(m+i) / theta, below it f_i = ((m-i+1)/lambda) / theta
         self.up_factor = lambda i: (a * T, b * (m + i) * (T - 1))
@@ -394,15 +409,20 @@ class _PoissonPlan:
         j_down = 0
         while j_down < m and (m - j_down) * b * T >= a * (T - 1):
             j_down += 1
-        c_up = Fraction(math.prod(a * T for _ in range(j_up)),
-                        math.prod(b * (m + i) * (T - 1) for i in range(1, j_up + 1)))
-        c_down = Fraction(math.prod((m - i + 1) * b * T for i in range(1, j_down + 1)),
-                          math.prod(a * (T - 1) for _ in range(j_down)))
-        self.c = c = max(c_up, c_down)
-        # acceptance of a proposal |j| = l on a side: v(l) = prod_{i<=l} f_i / C <= 1
-        tail = 66 * math.isqrt(m + 1) + 4 * T + 64
-        self.accept_up = _Table(1 / c, [self.up_factor(i) for i in range(1, j_up + tail)])
-        self.accept_down = _Table(1 / c, [self.down_factor(i) for i in range(1, min(m, j_down + tail) + 1)])
+        # C >= max_l prod_{i<=l} f_i on both sides (the peaks are at J): a rational upper bound
+        # of the larger peak, so that every acceptance probability v(l) = prod f_i / C is <= 1
+        peak = max(_product_upper(self.up_factor(i) for i in range(1, j_up + 1)),
+                   _product_upper(self.down_factor(i) for i in range(1, j_down + 1)))
+        self.c = Fraction(peak, 1 << _F)
+        # acceptance tables v(l), l = 0, 1, ...: past the peak v decreases, so they stop once
+        # v(l) < 2^-64 surely (upper <= 1); every later l is then rejected unless U < 2^-64
+        self.accept_up = _Table(1 / self.c, self.up_factor, lambda l, up: l >= j_up and up <= 1)
+        self.accept_down = _Table(1 / self.c, self.down_factor,
+                                  lambda l, up: l >= m or (l >= j_down and up <= 1))
+        # P(G >= g) = theta^g for the proposal's magnitude, g = 0 .. G-1 with G - 1 past both
+        # acceptance tables (a larger magnitude is rejected anyway, unless U' < 2^-64)
+        reach = max(len(self.accept_up), len(self.accept_down))
+        self.geo = _Table(Fraction(1), lambda g: (T - 1, T), lambda g, up: g >= reach)
 
     def exact_accept(self, up: bool, l: int) -> Fraction:
         if not up and l > self.m:
@@ -425,43 +445,56 @@ def _poisson_plan(lam: Fraction) -> _PoissonPlan:
 def _poisson(rng: RandomSource, lam: Fraction, n: int) -> np.ndarray:
     plan = _poisson_plan(lam)
     m, geo = plan.m, plan.geo
-    asc_lower = geo.lower[1:][::-1].copy()  # thresholds of theta^1..theta^G, ascending
+    last = len(geo) - 1  # theta^last: past both acceptance tables
+    asc_lower = geo.lower[1:][::-1].copy()  # thresholds of theta^1..theta^last, ascending
     out = np.empty(n, dtype=np.int64)
     todo = np.arange(n)
     while todo.size:
         k = todo.size
         # proposal magnitude by inversion: G = max{g : U < theta^g}, P(G >= g) = theta^g
         u = _words(rng, k)
-        g0 = (asc_lower.size - np.searchsorted(asc_lower, u, side="right")).astype(np.int64)
-        nxt = np.minimum(g0 + 1, len(geo) - 1)
-        settled = (g0 + 1 < len(geo)) & geo.sure_upper[nxt] & (u >= geo.upper[nxt])
+        g0 = (asc_lower.size - np.searchsorted(asc_lower, u, side="right")).astype(np.int64)  # U < theta^g0
+        beyond = g0 == last  # G >= last: its exact value is needed only if U' < 2^-64 below
+        nxt = np.minimum(g0 + 1, last)
+        settled = beyond | (geo.sure_upper[nxt] & (u >= geo.upper[nxt]))
         mag = g0.copy()
         for i in np.nonzero(~settled)[0]:  # within 2^-60 of a threshold: decide exactly
-            lazy, g = _LazyUniform(rng, int(u[i])), int(g0[i])
-            while lazy.less(plan.theta ** (g + 1)):
-                g += 1
-            mag[i] = g
+            mag[i] = _exact_magnitude(rng, plan, int(u[i]), int(g0[i]))
         neg = np.asarray(_words(rng, k) >> np.uint64(63), dtype=bool)
         ok = ~(neg & (mag == 0)) & (~neg | (mag <= m))  # no -0; nothing below zero
-        up = ~neg
         # accept with probability v(|j|) = P(m+j) / (P(m) theta^|j| C)
         w = _words(rng, k)
         for side, table in ((True, plan.accept_up), (False, plan.accept_down)):
-            sel = np.nonzero(ok & (up == side))[0]
+            sel = np.nonzero(ok & (~neg == side))[0]
             if not sel.size:
                 continue
             ls = mag[sel]
-            inside = ls < len(table)
+            inside = ~beyond[sel] & (ls < len(table))
             li = np.where(inside, ls, 0)
-            sure_yes = inside & (w[sel] < table.lower[li])
-            sure_no = inside & table.sure_upper[li] & (w[sel] >= table.upper[li])
+            ws = w[sel]
+            sure_yes = inside & (ws < table.lower[li])
+            # past the table (past the peak, v decreasing): v(l) <= v(last entry) < upper[-1]
+            tail_no = bool(table.sure_upper[-1]) & (ws >= table.upper[-1])
+            sure_no = np.where(inside, table.sure_upper[li] & (ws >= table.upper[li]), tail_no)
             verdict = sure_yes.copy()
             for j in np.nonzero(~(sure_yes | sure_no))[0]:
-                verdict[j] = _LazyUniform(rng, int(w[sel[j]])).less(plan.exact_accept(side, int(ls[j])))
+                at = int(sel[j])
+                if beyond[at]:
+                    mag[at] = _exact_magnitude(rng, plan, int(u[at]), int(g0[at]))
+                verdict[j] = _LazyUniform(rng, int(ws[j])).less(plan.exact_accept(side, int(mag[at])))
             ok[sel] = verdict
-        out[todo[ok]] = (m + np.where(up, mag, -mag))[ok]
+        out[todo[ok]] = (m + np.where(neg, -mag, mag))[ok]
         todo = todo[~ok]
     return out
+
+
+def _exact_magnitude(rng: RandomSource, plan: _PoissonPlan, word: int, known: int) -> int:
+    """``max{g : U < theta^g}`` for the uniform real ``U`` starting with ``word``,
+    given ``U < theta^known``: exact comparisons, more random bits as needed."""
+    lazy, g = _LazyUniform(rng, word), known
+    while lazy.less(plan.theta ** (g + 1)):
+        g += 1
+    return g
 
 
 def poisson(lam: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
