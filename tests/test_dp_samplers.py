@@ -232,3 +232,39 @@ def test_speed_of_2_16_draws():
         elapsed = time.perf_counter() - t
         print(f"{name}: {elapsed:.3f} s for 2^16 draws")
         assert elapsed < 20.0
+
+
+class Scripted:
+    """A RandomSource that returns the given 64-bit words (little-endian) first, then a seeded stream."""
+
+    def __init__(self, words: list[int], then: str = "after-script"):
+        self.data = b"".join(w.to_bytes(8, "little") for w in words)
+        self.rest = DeterministicRandom(then)
+
+    def bytes(self, n: int) -> bytes:
+        head, self.data = self.data[:n], self.data[n:]
+        return head + self.rest.bytes(n - len(head))
+
+
+def test_poisson_threshold_ties_are_decided_exactly():
+    """A first word inside a table's uncertainty interval is finished with exact arithmetic."""
+    plan = S._poisson_plan(Fraction(2))
+    theta = plan.theta
+    word = int(plan.geo.lower[1])  # U is within 2^-60 of theta^1
+    assert not word < int(plan.geo.lower[1]) and word < int(plan.geo.upper[1])
+    for tail in (0, (1 << 64) - 1):
+        g = S._exact_magnitude(Scripted([tail]), plan, word, 0)
+        lo = Fraction(word * (1 << 64) + tail, 1 << 128)  # U lies in [lo, lo + 2^-128)
+        hi = lo + Fraction(1, 1 << 128)
+        assert theta ** (g + 1) <= lo and hi <= theta ** g  # G = max{g : U < theta^g} for all of them
+    assert S._exact_magnitude(Scripted([0]), plan, word, 0) != S._exact_magnitude(Scripted([(1 << 64) - 1]), plan,
+                                                                                word, 0)
+
+
+def test_poisson_proposal_past_the_tables_is_handled():
+    """U < 2^-64 for the proposal (beyond every table) and U' < 2^-64 for the acceptance:
+    both decided exactly; the sampler still returns a valid draw."""
+    plan = S._poisson_plan(Fraction(7, 2))
+    x = S._poisson(Scripted([0, 0, 0]), Fraction(7, 2), 1)
+    assert x.size == 1 and x[0] >= 0
+    assert len(plan.geo) - 1 >= max(len(plan.accept_up), len(plan.accept_down))
