@@ -155,6 +155,18 @@ def uniform_below(rng: RandomSource, m: np.ndarray) -> np.ndarray:
         return out
     if m.size and int(m.min()) < 1:
         raise ParameterError("uniform_below needs bounds >= 1")
+    if m.size and int(m.min()) == int(m.max()):  # one bound for all: scalar mask and comparison
+        top = int(m.flat[0])
+        mask1 = np.uint64((1 << (top - 1).bit_length()) - 1)
+        bound1 = np.uint64(top)
+        flat = np.empty(m.size, dtype=np.uint64)
+        todo = np.arange(m.size)
+        while todo.size:
+            words = np.frombuffer(rng.bytes(8 * todo.size), dtype="<u8").astype(np.uint64) & mask1
+            ok = words < bound1
+            flat[todo[ok]] = words[ok]
+            todo = todo[~ok]
+        return flat.astype(np.int64).reshape(m.shape)
     bound = m.astype(np.uint64).ravel()
     mask = bound - np.uint64(1)
     for shift in (1, 2, 4, 8, 16, 32):
