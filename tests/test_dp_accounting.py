@@ -151,6 +151,20 @@ def test_more_survivors_give_a_smaller_epsilon(mechanism):
         A.round_guarantee(p, 9, DELTA)
 
 
+def test_remove_adjacency_counts_the_other_clients_noise_only():
+    p = _params()
+    replace = A.round_guarantee(p, 12, DELTA)
+    remove = A.round_guarantee(p, 12, DELTA, adjacency="remove")
+    assert remove.epsilon > replace.epsilon
+    assert math.isclose(remove.epsilon, A.round_guarantee(p, 11, DELTA).epsilon)
+    with pytest.raises(ParameterError):
+        A.round_guarantee(p, 12, DELTA, adjacency="swap")
+    noise = A.calibrate_noise("dgauss", 2.0, DELTA, rounds=10, n_min=10, l2_sensitivity=p.l2_sensitivity,
+                              l1_sensitivity=p.l1_sensitivity, dim=p.padded_dim, adjacency="remove")
+    assert noise > A.calibrate_noise("dgauss", 2.0, DELTA, rounds=10, n_min=10, l2_sensitivity=p.l2_sensitivity,
+                                     l1_sensitivity=p.l1_sensitivity, dim=p.padded_dim)
+
+
 def test_accountant_over_rounds_with_dropouts():
     p = _params()
     acc = A.DPAccountant()

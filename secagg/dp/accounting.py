@@ -56,7 +56,24 @@ __all__ = [
     "DPAccountant",
     "round_guarantee",
     "calibrate_noise",
+    "ADJACENCIES",
 ]
+
+#: Neighbouring rounds. ``"replace"`` (the default, as in KLS 2021): one client's
+#: update is replaced by zero, the client still takes part and its noise share is
+#: in the sum either way, so ``survivors`` shares protect it. ``"remove"``: the
+#: client and its noise share are absent in one of the two rounds, so only the
+#: other ``survivors - 1`` shares count (more conservative).
+ADJACENCIES = ("replace", "remove")
+
+
+def _shares(survivors: int, adjacency: str) -> int:
+    if adjacency not in ADJACENCIES:
+        raise ParameterError(f"adjacency must be one of {ADJACENCIES}, got {adjacency!r}")
+    shares = survivors if adjacency == "replace" else survivors - 1
+    if shares < 1:
+        raise ParameterError("no other client's noise protects a removed client: need at least 2 survivors")
+    return shares
 
 #: RDP orders: fractional ones for rounds without sampling, integers 2..256 and a few beyond.
 ORDERS: tuple[float, ...] = (1.25, 1.5, 1.75) + tuple(float(a) for a in range(2, 257)) + (320.0, 384.0, 512.0, 1024.0)
@@ -220,26 +237,28 @@ class RoundGuarantee:
 
 
 def _round_curve(params: DPParams, survivors: int, sampling_rate: float,
-                 orders: "Sequence[float] | np.ndarray | None") -> np.ndarray:
+                 orders: "Sequence[float] | np.ndarray | None", adjacency: str) -> np.ndarray:
     if not (isinstance(survivors, int) and survivors >= 1):
         raise ParameterError(f"survivors must be an integer >= 1, got {survivors!r}")
     if survivors < params.n_min:
         raise ParameterError(f"{survivors} survivors is below the round's n_min = {params.n_min}: "
                              f"the noise was calibrated for at least n_min")
     local = float(params.local_noise)
+    shares = _shares(survivors, adjacency)
 
     def curve(a: np.ndarray) -> np.ndarray:
         return mechanism_rdp(params.mechanism, a, l2=params.l2_sensitivity, l1=params.l1_sensitivity,
-                             dim=params.padded_dim, local_noise=local, n=survivors)
+                             dim=params.padded_dim, local_noise=local, n=shares)
 
     return subsampled_rdp(orders, curve, sampling_rate)
 
 
 def round_guarantee(params: DPParams, survivors: int, delta: float, sampling_rate: float = 1.0,
-                    orders: "Sequence[float] | np.ndarray | None" = None) -> RoundGuarantee:
+                    orders: "Sequence[float] | np.ndarray | None" = None,
+                    adjacency: str = "replace") -> RoundGuarantee:
     """The guarantee of one round given its actual number of survivors
     (each added ``noise / n_min``: more survivors, more noise, smaller epsilon)."""
-    curve = _round_curve(params, survivors, sampling_rate, orders)
+    curve = _round_curve(params, survivors, sampling_rate, orders, adjacency)
     eps, order = epsilon_from_rdp(orders, curve, delta)
     return RoundGuarantee(survivors, survivors * float(params.local_noise), eps, delta, order)
 
@@ -264,9 +283,9 @@ class DPAccountant:
         self.rdp = self.rdp + c
 
     def add_round(self, params: DPParams, survivors: int, sampling_rate: float = 1.0,
-                  delta: float = 1e-6) -> RoundGuarantee:
+                  delta: float = 1e-6, adjacency: str = "replace") -> RoundGuarantee:
         """Compose one round; returns that round's own guarantee at ``delta``."""
-        curve = _round_curve(params, survivors, sampling_rate, self.orders)
+        curve = _round_curve(params, survivors, sampling_rate, self.orders, adjacency)
         self.add_curve(curve)
         eps, order = epsilon_from_rdp(self.orders, curve, delta)
         got = RoundGuarantee(survivors, survivors * float(params.local_noise), eps, delta, order)
@@ -280,11 +299,13 @@ class DPAccountant:
 # --------------------------------------------------------------------------- calibration
 
 def _total_epsilon(mechanism: str, noise: float, *, delta: float, rounds: int, n_min: int, sampling_rate: float,
-                   l2: float, l1: float, dim: int, orders: "Sequence[float] | np.ndarray | None") -> float:
+                   l2: float, l1: float, dim: int, orders: "Sequence[float] | np.ndarray | None",
+                   adjacency: str) -> float:
     local = noise / n_min
+    shares = _shares(n_min, adjacency)
 
     def curve(a: np.ndarray) -> np.ndarray:
-        return mechanism_rdp(mechanism, a, l2=l2, l1=l1, dim=dim, local_noise=local, n=n_min)
+        return mechanism_rdp(mechanism, a, l2=l2, l1=l1, dim=dim, local_noise=local, n=shares)
 
     per_round = subsampled_rdp(orders, curve, sampling_rate)
     return epsilon_from_rdp(orders, rounds * per_round, delta)[0]
@@ -292,7 +313,8 @@ def _total_epsilon(mechanism: str, noise: float, *, delta: float, rounds: int, n
 
 def calibrate_noise(mechanism: str, target_epsilon: float, delta: float, *, rounds: int, n_min: int,
                     l2_sensitivity: float, l1_sensitivity: float, dim: int, sampling_rate: float = 1.0,
-                    denominator: int = 1 << 10, orders: "Sequence[float] | np.ndarray | None" = None) -> Fraction:
+                    denominator: int = 1 << 10, orders: "Sequence[float] | np.ndarray | None" = None,
+                    adjacency: str = "replace") -> Fraction:
     """The least aggregate noise variance (integer units, a rational with the
     given denominator, rounded up) for which ``rounds`` rounds of ``n_min``
     clients at sampling rate ``sampling_rate`` are ``(target_epsilon, delta)``-DP:
@@ -305,7 +327,7 @@ def calibrate_noise(mechanism: str, target_epsilon: float, delta: float, *, roun
     def eps(noise: float) -> float:
         return _total_epsilon(mechanism, noise, delta=delta, rounds=rounds, n_min=n_min,
                               sampling_rate=sampling_rate, l2=l2_sensitivity, l1=l1_sensitivity, dim=dim,
-                              orders=orders)
+                              orders=orders, adjacency=adjacency)
 
     lo = 0.25 * n_min  # each client's sigma >= 1/2 (the KLS bound's range)
     if eps(lo) <= eps_target:
