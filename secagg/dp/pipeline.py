@@ -213,10 +213,10 @@ class DPParams:
           ``P(|(HDs)_j| >= r) <= 2 exp(-r^2 d' / (2 (n c)^2))`` per coordinate
           (Hoeffding over the random signs); rounding adds less than ``n`` per
           coordinate; and never more than ``n Delta_2`` in all;
-        * noise: the sum of ``n`` discrete Gaussians ``N_Z(0, sigma^2/n_min)`` is
-          sub-Gaussian with variance proxy ``n sigma^2 / n_min`` (each one is
+        * noise: the sum of ``n`` discrete Gaussians ``N_Z(0, s^2)`` (``s^2`` the
+          share, :attr:`local_noise`) is sub-Gaussian with variance proxy ``n s^2`` (each one is
           sub-Gaussian with proxy its parameter: Canonne, Kamath, Steinke 2020),
-          the sum of ``n`` Skellams is ``Sk(n mu / n_min)``, bounded by its
+          the sum of ``n`` Skellams is ``Sk(n s^2)``, bounded by its
           Chernoff tail;
 
         each with probability ``wrap_probability / 2`` over all ``d'`` coordinates."""
@@ -225,7 +225,7 @@ class DPParams:
         d, c = self.padded_dim, self.scaled_clip
         half = self.wrap_probability / 2.0
         signal = min(_sub_gaussian_radius((n * c) ** 2 / d, d, half) + n, n * self.l2_sensitivity)
-        total_noise = float(as_rational(self.noise)) * n / self.n_min
+        total_noise = float(self.local_noise) * n  # the shares as drawn (rounded up)
         if self.mechanism == "dgauss":
             noise = _sub_gaussian_radius(total_noise, d, half)
         else:
