@@ -59,7 +59,7 @@ __all__ = [
     "ADJACENCIES",
 ]
 
-#: Neighbouring rounds. ``"replace"`` (the default, as in KLS 2021): one client's
+#: Neighbouring rounds. ``"replace"`` (the default): one client's
 #: update is replaced by zero, the client still takes part and its noise share is
 #: in the sum either way, so ``survivors`` shares protect it. ``"remove"``: the
 #: client and its noise share are absent in one of the two rounds, so only the
