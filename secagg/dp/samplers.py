@@ -157,12 +157,14 @@ def uniform_below(rng: RandomSource, m: np.ndarray) -> np.ndarray:
         raise ParameterError("uniform_below needs bounds >= 1")
     if m.size and int(m.min()) == int(m.max()):  # one bound for all: scalar mask and comparison
         top = int(m.flat[0])
-        mask1 = np.uint64((1 << (top - 1).bit_length()) - 1)
-        bound1 = np.uint64(top)
-        flat = np.empty(m.size, dtype=np.uint64)
+        small = top < 1 << 32  # 32-bit words suffice
+        kind, size = (np.uint32, 4) if small else (np.uint64, 8)
+        mask1 = kind((1 << (top - 1).bit_length()) - 1)
+        bound1 = top if small else np.uint64(top)
+        flat = np.empty(m.size, dtype=kind)
         todo = np.arange(m.size)
         while todo.size:
-            words = np.frombuffer(rng.bytes(8 * todo.size), dtype="<u8").astype(np.uint64) & mask1
+            words = np.frombuffer(rng.bytes(size * todo.size), dtype=f"<u{size}").astype(kind) & mask1
             ok = words < bound1
             flat[todo[ok]] = words[ok]
             todo = todo[~ok]
