@@ -142,7 +142,8 @@ def _uniform_below_int(rng: RandomSource, m: int) -> int:
 def uniform_below(rng: RandomSource, m: np.ndarray) -> np.ndarray:
     """Per element, a uniform integer in ``[0, m[i])`` (every ``m[i] >= 1``).
 
-    ``int64`` bounds (below ``2^62``) are served 64 random bits at a time,
+    ``int64`` bounds (below ``2^62``) are served 64 random bits at a time (32 when
+    one bound below ``2^32`` serves every element),
     masked to the bit length of ``m[i] - 1`` and redrawn when ``>= m[i]`` (each
     draw is accepted with probability above 1/2); larger bounds, in an object
     array, one Python integer at a time."""
