@@ -483,35 +483,7 @@ def _read(buf: Any, view: memoryview, pos: int, tp: Any, meta: typing.Mapping[st
             arr = arr.astype(dtype_name)
         return arr, end
     if k == "message":
-        cls, fields = kind[1], kind[2]
-        try:
-            count, pos = _read_array_header(buf, pos, path)
-        except WireFormatError:
-            count = -1
-        if count != len(fields):
-            _fail(path, f"expected {len(fields)} fields for {cls.__name__}")
-        kwargs = {}
-        spans = []
-        for name, ftp, fmeta in fields:
-            first = pos
-            kwargs[name], pos = _read(buf, view, pos, ftp, fmeta, f"{path}.{name}")
-            spans.append((name, ftp, first, pos))
-        try:
-            msg = cls(**kwargs)
-        except Exception as exc:  # a message's own validation: still only WireFormatError
-            _fail(path, f"invalid {cls.__name__}: {type(exc).__name__}: {exc}")
-        # the message holds what was parsed, so it encodes back to these bytes; a
-        # class whose validation replaced a value must encode back to them too
-        for name, ftp, first, last in spans:
-            if getattr(msg, name) is not kwargs[name]:
-                out: list[Any] = []
-                try:
-                    _emit(getattr(msg, name), ftp, out)
-                except Exception:
-                    _fail(path, "message does not re-encode")
-                if b"".join(out) != view[first:last]:
-                    _fail(path, "the message does not re-encode to these bytes")
-        return msg, pos
+        return _read_message(buf, view, pos, kind[1], path)
     if k == "optional":
         if buf[pos] == 0xc0:
             return None, pos + 1
@@ -568,6 +540,120 @@ def _read(buf: Any, view: memoryview, pos: int, tp: Any, meta: typing.Mapping[st
         raw, end = _read_value(buf, pos, path)
         return _from_plain(raw, tp, meta, path), end
     _fail(path, f"unsupported field type {tp!r}")
+
+
+_PLANS: dict[type, tuple[list[tuple[str, Any, Any, int, Any]], bool]] = {}
+
+
+def _plan(cls: type) -> tuple[list[tuple[str, Any, Any, int, Any]], bool]:
+    """Per message class: its fields with a fast-path code (1: a byte string
+    of fixed length below 256, 2: an integer with a range), and whether the
+    fields can be passed by position."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        rows = []
+        for name, ftp, meta in _kind(cls)[2]:
+            k = _kind(ftp)[0]
+            if k == "bytes" and "len" in meta and meta["len"] < 0x100 and not meta.get("view"):
+                rows.append((name, ftp, meta, 1, meta["len"]))
+            elif k == "int":
+                rows.append((name, ftp, meta, 2, (meta.get("min", _INT64[0]), meta.get("max", _INT64[1]))))
+            elif k == "array":  # the dtypes this field takes, by their packed names
+                names = meta.get("dtypes", _ALLOWED_DTYPES)
+                rows.append((name, ftp, meta, 3, ({_str_bytes(d): _WIRE_DTYPES[d] for d in names if d in _ALLOWED_DTYPES},
+                                                  meta.get("max_size"))))
+            else:
+                rows.append((name, ftp, meta, 0, None))
+        positional = all(f.init and f.kw_only is not True for f in dataclasses.fields(cls))
+        plan = _PLANS[cls] = (rows, positional)
+    return plan
+
+
+def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) -> tuple[Any, int]:
+    rows, positional = _plan(cls)
+    count = len(rows)
+    if count < 16 and buf[pos] == 0x90 | count:
+        pos += 1
+    else:
+        try:
+            got, pos = _read_array_header(buf, pos, path)
+        except WireFormatError:
+            got = -1
+        if got != count:
+            _fail(path, f"expected {count} fields for {cls.__name__}")
+    values: list[Any] = []
+    starts = []
+    for name, ftp, fmeta, code, arg in rows:
+        starts.append(pos)
+        b = buf[pos]
+        if code == 1:  # the canonical header of a short fixed-length byte string: bin8, its length
+            if b == 0xc4 and buf[pos + 1] == arg:
+                end = pos + 2 + arg
+                v = buf[pos + 2:end]
+                if len(v) != arg:
+                    raise IndexError
+                values.append(v if type(v) is bytes else bytes(v))
+                pos = end
+                continue
+        elif code == 2:  # a positive fixint or a canonical uint16, in range
+            if b < 0x80:
+                if arg[0] <= b <= arg[1]:
+                    values.append(b)
+                    pos += 1
+                    continue
+            elif b == 0xcd:
+                v = (buf[pos + 1] << 8) | buf[pos + 2]
+                if v >= 0x100 and arg[0] <= v <= arg[1]:
+                    values.append(v)
+                    pos += 3
+                    continue
+        elif code == 3:  # [fixstr dtype name, bin8/16/32 payload] with the shortest bin header
+            if b == 0x92:
+                head = buf[pos + 1]
+                if 0xa0 <= head <= 0xbf:
+                    dt = arg[0].get(bytes(buf[pos + 1:pos + 2 + (head & 0x1f)]))
+                    q = pos + 2 + (head & 0x1f)
+                    h = buf[q] if dt is not None else 0
+                    if h == 0xc4:
+                        n, q = buf[q + 1], q + 2
+                    elif h == 0xc5:
+                        n, q = (buf[q + 1] << 8) | buf[q + 2], q + 3
+                        if n < 0x100:
+                            n = -1
+                    elif h == 0xc6:
+                        n, q = _S_U32.unpack_from(buf, q + 1)[0], q + 5
+                        if n < 0x10000:
+                            n = -1
+                    else:
+                        n = -1
+                    if n >= 0 and dt is not None and not n % dt.itemsize and (
+                            arg[1] is None or n // dt.itemsize <= arg[1]) and dt.isnative:
+                        end = q + n
+                        if end > len(buf):
+                            raise IndexError
+                        values.append(np.frombuffer(view[q:end], dtype=dt))
+                        pos = end
+                        continue
+        v, pos = _read(buf, view, pos, ftp, fmeta, f"{path}.{name}")  # the general path (and its errors)
+        values.append(v)
+    try:
+        msg = cls(*values) if positional else cls(**{r[0]: v for r, v in zip(rows, values)})
+    except Exception as exc:  # a message's own validation: still only WireFormatError
+        _fail(path, f"invalid {cls.__name__}: {type(exc).__name__}: {exc}")
+    # the message holds what was parsed, so it encodes back to these bytes; a
+    # class whose validation replaced a value must encode back to them too
+    for i, (name, ftp, _, _, _) in enumerate(rows):
+        held = getattr(msg, name)
+        if held is not values[i]:
+            out: list[Any] = []
+            try:
+                _emit(held, ftp, out)
+            except Exception:
+                _fail(path, "message does not re-encode")
+            last = starts[i + 1] if i + 1 < count else pos
+            if b"".join(out) != view[starts[i]:last]:
+                _fail(path, "the message does not re-encode to these bytes")
+    return msg, pos
 
 
 _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in _ALLOWED_DTYPES}
