@@ -17,7 +17,8 @@ from secagg.errors import (AbortReason, InvalidDecryptionShare, ParameterError, 
 from secagg.primitives import paillier as pl
 from secagg.primitives.randomness import DeterministicRandom
 from secagg.protocols.paillier.client import PaillierClient
-from secagg.protocols.paillier.messages import AlreadyDecrypted, KeyMismatch, SessionMismatch, TooFewClients
+from secagg.protocols.paillier.messages import (AlreadyDecrypted, KeyMismatch, LateSubmission, SessionMismatch,
+                                               TooFewClients, UnexpectedSender)
 from secagg.protocols.paillier.params import PaillierParams
 from secagg.protocols.paillier.threshold import (CommitteeKey, DecryptionRequest, DecryptionShares,
                                                  ThresholdCombiner, ThresholdDecryptor, assign_blocks,
@@ -133,33 +134,44 @@ def test_a_bad_share_is_refused_naming_its_holder_and_the_honest_t_finish():
 
 
 def test_combiner_refusals():
+    """Each refusal names the holder, is recorded in ``failed`` and uses up its
+    answer for the attempt (a fresh combiner per case)."""
     params, _, _, agg = make_round()
     ck, _ = committee()
     decs, recs = members(params)
-    comb = ThresholdCombiner(ck, params, tuple(range(1, N + 1)), agg)
-    reqs = comb.requests(list(ck.holders))
+
+    def fresh():
+        comb = ThresholdCombiner(ck, params, tuple(range(1, N + 1)), agg)
+        return comb, comb.requests(list(ck.holders))
+
+    comb, reqs = fresh()
     answers = {}
     for h, req in reqs.items():
         answers[h], recs[h] = decs[h].decrypt(req, recs[h])
     a1, a2 = answers[1], answers[2]
-    with pytest.raises(RemoteProtocolError):  # holder 2's answer sent by 1
-        comb.receive(1, a2)
-    with pytest.raises(RemoteProtocolError):  # claims to be another holder
-        comb.receive(1, dataclasses.replace(a1, holder=2))
-    with pytest.raises(SessionMismatch):
-        comb.receive(1, dataclasses.replace(a1, session_id=bytes(32)))
-    with pytest.raises(InvalidDecryptionShare):  # shares of another aggregate
-        comb.receive(1, dataclasses.replace(a1, aggregate_digest=bytes(32)))
-    with pytest.raises(InvalidDecryptionShare):  # another holder's values under 1's proof
-        comb.receive(1, dataclasses.replace(a1, values=a2.values[:len(a1.values)]))
-    assert 1 in comb.failed
-    with pytest.raises(RemoteProtocolError):  # one answer per attempt
-        comb.receive(1, a1)
+    cases = [
+        (a2, UnexpectedSender),  # holder 2's answer sent by 1
+        (dataclasses.replace(a1, holder=2), UnexpectedSender),  # claims to be another holder
+        (dataclasses.replace(a1, session_id=bytes(32)), SessionMismatch),
+        (dataclasses.replace(a1, aggregate_digest=bytes(32)), InvalidDecryptionShare),  # another aggregate
+        (dataclasses.replace(a1, values=a2.values[:len(a1.values)]), InvalidDecryptionShare),  # 2's values
+        (dataclasses.replace(a1, values=a1.values[:-1]), WireFormatError),
+    ]
+    for bad, error in cases:
+        comb, _ = fresh()
+        with pytest.raises(error):
+            comb.receive(1, bad)
+        assert 1 in comb.failed and 1 not in comb.awaiting
+        with pytest.raises(UnexpectedSender):  # one answer per attempt: the good one comes too late
+            comb.receive(1, a1)
+    comb, _ = fresh()
+    with pytest.raises(LateSubmission):  # an answer to another attempt is out of place, not a failure
+        comb.receive(1, dataclasses.replace(a1, attempt=1))
+    assert 1 not in comb.failed and 1 in comb.awaiting
+    comb.receive(1, a1)
     comb.receive(2, a2)
-    with pytest.raises(RemoteProtocolError):  # duplicate
+    with pytest.raises(UnexpectedSender):  # duplicate
         comb.receive(2, a2)
-    with pytest.raises(WireFormatError):
-        comb.receive(3, dataclasses.replace(answers[3], values=answers[3].values[:-1]))
 
 
 def test_too_few_members_nothing_decrypts():

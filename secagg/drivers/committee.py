@@ -48,7 +48,8 @@ class CommitteeClientRole:
 
     def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare | None = None, *,
                  rng: RandomSource | None = None, min_clients: int = 2, unsafe_allow_single_client: bool = False,
-                 threads: int = 1, client_keys: Mapping[int, bytes] | None = None, **client_options: Any):
+                 threads: int = 1, client_keys: Mapping[int, bytes] | None = None,
+                 allow_minority_threshold: bool = False, **client_options: Any):
         if not isinstance(committee, CommitteeKey):
             raise ParameterError("committee must be a CommitteeKey")
         self._rng = default_random(rng)
@@ -59,7 +60,7 @@ class CommitteeClientRole:
         self.decryptor = None if share is None else ThresholdDecryptor(
             client_id, committee, share, min_clients=min_clients,
             unsafe_allow_single_client=unsafe_allow_single_client, rng=self._rng, threads=threads,
-            client_keys=client_keys)
+            client_keys=client_keys, allow_minority_threshold=allow_minority_threshold)
 
     def __repr__(self) -> str:
         member = "member" if self.decryptor is not None else "not a member"

@@ -155,6 +155,14 @@ class KeyShare:
         self.index = index
         self._secret = secret
 
+    @classmethod
+    def _dealt(cls, key: ThresholdKey, index: int, secret: mpz) -> "KeyShare":
+        """A share made by :func:`deal` itself, whose verification key was
+        just computed from it (no second exponentiation)."""
+        share = cls.__new__(cls)
+        share.key, share.index, share._secret = key, index, mpz(secret)
+        return share
+
     def secret_bytes(self) -> bytes:
         """The share value, big-endian (for the holder's own storage only)."""
         v = int(self._secret)
@@ -280,7 +288,7 @@ def deal(key_bits: int, threshold: int, parties: int, *, s: int = 1,
     delta = mpz(math.factorial(parties))
     vks = [gmpy2.powmod(v, delta * si, modulus) for si in secrets]
     key = ThresholdKey(int(n), s, threshold, parties, int(v), [int(x) for x in vks])
-    shares = [KeyShare(key, i + 1, int(si)) for i, si in enumerate(secrets)]
+    shares = [KeyShare._dealt(key, i + 1, si) for i, si in enumerate(secrets)]
     del p, q, m, d, coeffs, secrets  # the dealer forgets the factorisation and the polynomial
     return key, shares
 
@@ -522,26 +530,50 @@ def combine(key: ThresholdKey, partials: Sequence[PartialDecryption] | Mapping[i
     denom = math.lcm(*(f.denominator for f in lam.values()))
     mod = key.modulus
     size = lengths.pop()
-    num = [mpz(1)] * size
-    den = [mpz(1)] * size
-    any_negative = False
-    for i, vals in chosen:
-        e = 2 * denom * lam[i]
-        assert e.denominator == 1
-        ei = int(e)
-        if ei == 0:
-            continue
-        powered = gmpy2.powmod_base_list([mpz(x) for x in vals], abs(ei), mod)
-        if ei > 0:
-            num = [a * b % mod for a, b in zip(num, powered)]
-        else:
-            any_negative = True
-            den = [a * b % mod for a, b in zip(den, powered)]
+    exps = [int(2 * denom * lam[i]) for i, _ in chosen]  # integers: denom clears every denominator
+    pos = [(e, [mpz(x) for x in vals]) for e, (_, vals) in zip(exps, chosen) if e > 0]
+    neg = [(-e, [mpz(x) for x in vals]) for e, (_, vals) in zip(exps, chosen) if e < 0]
+    num = _interleaved(pos, size, mod)
+    den = _interleaved(neg, size, mod)
+    if neg:
+        num = [a * b % mod for a, b in zip(num, _batch_invert(den, mod))]
     scale_inv = gmpy2.invert(4 * key.delta * denom, key.n_s)
+    return [int(_dlog(key, c) * scale_inv % key.n_s) for c in num]
+
+
+def _interleaved(terms: Sequence[tuple[int, Sequence[mpz]]], size: int, mod: mpz) -> list[mpz]:
+    """``prod_i b_{i,j}^{e_i} mod mod`` for every ``j``: the exponents are
+    small (Lagrange coefficients), so the t powers of one ciphertext share
+    their squarings (left-to-right, bit by bit)."""
+    if not terms:
+        return [mpz(1)] * size
+    top = max(e for e, _ in terms).bit_length()
     out = []
-    for a, b in zip(num, den):
-        c = a * gmpy2.invert(b, mod) % mod if any_negative else a
-        out.append(int(_dlog(key, c) * scale_inv % key.n_s))
+    for j in range(size):
+        acc = mpz(1)
+        for bit in range(top - 1, -1, -1):
+            acc = acc * acc % mod
+            for e, vals in terms:
+                if e >> bit & 1:
+                    acc = acc * vals[j] % mod
+        out.append(acc)
+    return out
+
+
+def _batch_invert(xs: Sequence[mpz], mod: mpz) -> list[mpz]:
+    """Every ``x^-1 mod mod`` with one inversion (Montgomery's trick)."""
+    prefix = []
+    acc = mpz(1)
+    for x in xs:
+        acc = acc * x % mod
+        prefix.append(acc)
+    inv = gmpy2.invert(acc, mod)
+    out = [mpz(0)] * len(xs)
+    for k in range(len(xs) - 1, 0, -1):
+        out[k] = inv * prefix[k - 1] % mod
+        inv = inv * xs[k] % mod
+    if xs:
+        out[0] = inv
     return out
 
 

@@ -33,18 +33,18 @@ from gmpy2 import mpz
 
 from ...encoding import wire
 from ...errors import (InvalidCiphertext, InvalidDecryptionShare, LocalProtocolError, ParameterError,
-                       ReconstructionError, WireFormatError, from_peer)
+                       ReconstructionError, RemoteProtocolError, WireFormatError, from_peer)
 from ...primitives import paillier as pl
 from ...primitives import threshold_paillier as tp
 from ...primitives.randomness import RandomSource
-from .messages import (DIGEST_BLOCK_RECORDS, AlreadyDecrypted, KeyMismatch, SessionMismatch, SubmissionStatement,
+from .messages import (DIGEST_BLOCK_RECORDS, AlreadyDecrypted, KeyMismatch, LateSubmission, SessionMismatch, SubmissionStatement,
                        TooFewClients, UnexpectedSender, block_hashes, check_verify_keys, digest_of_blocks,
                        verify_statements)
 from .params import MAX_CLIENT_ID, PaillierParams
 
 __all__ = ["CommitteeKey", "SubmissionEvidence", "covering_blocks", "DecryptionRequest", "DecryptionShares", "DecryptorRecord", "ThresholdDecryptor",
            "ThresholdCombiner", "assign_blocks", "deal_committee", "default_committee_threshold",
-           "aggregate_digest", "MAX_ATTEMPTS"]
+           "aggregate_digest", "check_majority", "MAX_ATTEMPTS"]
 
 _ID = {"min": 1, "max": MAX_CLIENT_ID}
 _HASH = {"len": 32}
@@ -144,8 +144,19 @@ def default_committee_threshold(holders: int) -> int:
     return holders // 2 + 1
 
 
+def check_majority(threshold: int, holders: int, allow_minority_threshold: bool = False) -> None:
+    """Refuse ``2 t <= l`` unless allowed: with a minority threshold two
+    disjoint groups of members could each decrypt a different aggregate of
+    the same session (each member binds one aggregate, the committee does not)."""
+    if 2 * threshold <= holders and not allow_minority_threshold:
+        raise ParameterError(f"a threshold of {threshold} of {holders} is not a majority: two disjoint groups "
+                             "could each decrypt a different aggregate of one session; pass "
+                             "allow_minority_threshold=True to accept it")
+
+
 def deal_committee(holders: Sequence[int], threshold: int | None = None, key_bits: int = pl.DEFAULT_KEY_BITS,
-                   rng: RandomSource | None = None) -> tuple[CommitteeKey, dict[int, tp.KeyShare]]:
+                   rng: RandomSource | None = None, *, allow_minority_threshold: bool = False
+                   ) -> tuple[CommitteeKey, dict[int, tp.KeyShare]]:
     """The dealer: a fresh key shared among ``holders`` (client ids), ``t`` of
     them needed (default :func:`default_committee_threshold`). Returns the
     public :class:`CommitteeKey` and each holder's share; nothing else of the
@@ -156,6 +167,7 @@ def deal_committee(holders: Sequence[int], threshold: int | None = None, key_bit
     t = default_committee_threshold(len(ids)) if threshold is None else int(threshold)
     if t < 2:
         raise ParameterError("a threshold of 1 lets any single holder decrypt; it needs t >= 2")
+    check_majority(t, len(ids), allow_minority_threshold)
     key, shares = tp.deal(key_bits, t, len(ids), rng=rng)
     return CommitteeKey.from_key(key, ids), {h: shares[i] for i, h in enumerate(ids)}
 
@@ -344,7 +356,7 @@ class ThresholdDecryptor:
 
     def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare, *, min_clients: int = 2,
                  unsafe_allow_single_client: bool = False, rng: RandomSource | None = None, threads: int = 1,
-                 client_keys: Mapping[int, bytes] | None = None):
+                 client_keys: Mapping[int, bytes] | None = None, allow_minority_threshold: bool = False):
         if not isinstance(committee, CommitteeKey):
             raise ParameterError("committee must be a CommitteeKey")
         if not isinstance(share, tp.KeyShare) or share.key != committee.key:
@@ -352,6 +364,7 @@ class ThresholdDecryptor:
         if committee.index_of(client_id) != share.index:
             raise ParameterError(f"client {client_id} holds share {committee.index_of(client_id)}, "
                                  f"not {share.index}")
+        check_majority(committee.threshold, len(committee.holders), allow_minority_threshold)
         if min_clients < 2 and not unsafe_allow_single_client:
             raise ParameterError("a decryption floor of 1 would release one client's exact update; pass "
                                  "unsafe_allow_single_client=True to allow it")
@@ -487,24 +500,29 @@ class ThresholdCombiner:
         nothing if it is not exactly a valid answer."""
         if holder not in self._asked:
             raise UnexpectedSender(f"party {holder} was not asked to decrypt in attempt {self.attempt}")
-        if msg.holder != holder:
-            raise UnexpectedSender(f"party {holder} answered as holder {msg.holder}")
-        if msg.session_id != self.params.session_id or msg.attempt != self.attempt:
-            raise SessionMismatch("decryption shares for another session or attempt")
-        if msg.aggregate_digest != self.digest:
-            raise InvalidDecryptionShare(f"holder {holder} decrypted another aggregate")
-        ranges = self._asked[holder]
-        indices = _indices(ranges, self.count)
-        length = self.params.key.ciphertext_bytes
-        values = _elements_from_bytes(msg.values, length, f"decryption shares of holder {holder}")
-        part = tp.PartialDecryption(self.committee.index_of(holder), tuple(values),
-                                    int.from_bytes(msg.challenge, "big"), int.from_bytes(msg.response, "big"))
-        context = request_context(self.params.session_id, self.digest, holder, self.attempt, ranges)
+        if msg.attempt != self.attempt:  # a late answer to the first attempt: out of place, not a failure
+            raise LateSubmission(f"decryption shares for attempt {msg.attempt}, attempt {self.attempt} is open")
         try:
-            tp.verify_partial(self.committee.key, [self._cts[j] for j in indices], part, context)
-        except tp.BadDecryptionShare as exc:
-            self.failed[holder] = str(exc)
-            raise InvalidDecryptionShare(f"holder {holder}: {exc}") from exc
+            if msg.holder != holder:
+                raise UnexpectedSender(f"party {holder} answered as holder {msg.holder}")
+            if msg.session_id != self.params.session_id:
+                raise SessionMismatch("decryption shares for another session")
+            if msg.aggregate_digest != self.digest:
+                raise InvalidDecryptionShare(f"holder {holder} decrypted another aggregate")
+            ranges = self._asked[holder]
+            indices = _indices(ranges, self.count)
+            length = self.params.key.ciphertext_bytes
+            values = _elements_from_bytes(msg.values, length, f"decryption shares of holder {holder}")
+            part = tp.PartialDecryption(self.committee.index_of(holder), tuple(values),
+                                        int.from_bytes(msg.challenge, "big"), int.from_bytes(msg.response, "big"))
+            context = request_context(self.params.session_id, self.digest, holder, self.attempt, ranges)
+            try:
+                tp.verify_partial(self.committee.key, [self._cts[j] for j in indices], part, context)
+            except tp.BadDecryptionShare as bad:
+                raise InvalidDecryptionShare(f"holder {holder}: {bad}") from bad
+        except RemoteProtocolError as exc:
+            self.failed[holder] = str(exc)  # named in the abort detail and the audit record
+            raise
         finally:
             del self._asked[holder]  # one answer per attempt, valid or not
         self._shares.setdefault(holder, {}).update(zip(indices, values))
