@@ -160,7 +160,9 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | 
               help="Shamir threshold; Paillier: the minimum of submitting clients (default: derived, validated).")
 @click.option("--degree", type=click.IntRange(1, None), default=None,
               help="Neighbours per client for secagg+ (default: derived).")
-@click.option("--malicious-server", is_flag=True, help="Signed keys and the consistency-check round.")
+@click.option("--malicious-server", is_flag=True,
+              help="Against a dishonest server: signed keys and the consistency-check round (masking); signed "
+                   "submissions whose product the decryption committee checks (Paillier).")
 @click.option("--clip", type=float, default=None, callback=_finite_positive,
               help="Clip range of update entries [default: 1.0].")
 @click.option("--frac-bits", type=int, default=None,
@@ -173,13 +175,16 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | 
               help="Paillier obfuscator: r^n [default], DJN base with a full-length exponent, or DJN short "
                    "exponent (protocols/paillier/SPEC.md section 6).")
 @click.option("--short-exponent", is_flag=True, help="Paillier: same as --randomizer djn-short.")
+@click.option("--decryption", type=click.Choice(["committee", "key_holder"]), default="committee", show_default=True,
+              help="Paillier: who decrypts the aggregate: a committee of the clients, any majority of them "
+                   "(nobody holds the key), or one key holder (protocols/paillier/SPEC.md section 8).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for large runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule: str, seed: int,
                      threshold: int | None, degree: int | None, malicious_server: bool, clip: float | None,
                      frac_bits: int | None,
-                     key_bits: str, workers: int, randomizer: str | None, short_exponent: bool, progress: bool | None,
-                     as_json: bool) -> None:
+                     key_bits: str, workers: int, randomizer: str | None, short_exponent: bool, decryption: str,
+                     progress: bool | None, as_json: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
     report its error against the plaintext aggregate, bytes and times."""
     ctx = click.get_current_context()
@@ -187,7 +192,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
-    for name in ("key_bits", "workers", "randomizer", "short_exponent"):
+    for name in ("key_bits", "workers", "randomizer", "short_exponent", "decryption"):
         if protocol != "paillier" and given(name):
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --protocol paillier only")
     if degree is not None and protocol != "secagg+":
@@ -199,8 +204,8 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         raise click.UsageError("--threshold applies to secagg, secagg+ and paillier (plaintext has none)")
     if threshold is not None and threshold > clients:
         raise click.UsageError(f"--threshold {threshold} exceeds the {clients} clients")
-    if malicious_server and protocol not in ("secagg", "secagg+"):
-        raise click.UsageError("--malicious-server applies to secagg and secagg+ only")
+    if malicious_server and protocol == "plaintext":
+        raise click.UsageError("--malicious-server applies to secagg, secagg+ and paillier")
     if dropout_count(clients, dropout) >= clients:
         raise click.UsageError(f"--dropout {dropout:g} drops all {clients} clients ({dropout:g} x {clients} "
                                "rounded half up): no client would remain")
@@ -217,7 +222,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         result = simulate(updates, weights, protocol=protocol, rule=rule, dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
-                          randomizer=randomizer)
+                          randomizer=randomizer, **({"decryption": decryption} if protocol == "paillier" else {}))
     except ParameterError as exc:
         msg = str(exc)
         if dropout and "dropout" in msg or protocol == "secagg+" and "tolerate" in msg:

@@ -61,6 +61,18 @@ def test_simulate_paillier_randomizer_option():
     assert bad.exit_code != 0 and "contradicts" in bad.output
 
 
+def test_simulate_paillier_decryption_and_signed_options():
+    for extra, expect in ((["--malicious-server"], "committee: any 3 of 4 clients"),
+                          (["--decryption", "key_holder"], "key holder")):
+        res = CliRunner().invoke(main, ["simulate", "--protocol", "paillier", "--clients", "4", "--dim", "16",
+                                        "--key-bits", "1024", "--json", *extra])
+        assert res.exit_code == 0, res.output
+        summary = json.loads(res.output)
+        text = json.dumps(summary)
+        assert expect in text
+        assert ('"signed_submissions": true' in text) == ("--malicious-server" in extra)
+
+
 # -- bad inputs: each ends in one typed error line, exit code 1 or 2, no traceback, nothing created ------------
 
 try:
@@ -101,7 +113,8 @@ BAD_INPUTS = [
     ([*_S, "--key-bits", "17"], ["--key-bits"]),
     ([*_S, "--workers", "100000"], ["--workers"]),
     ([*_S, "--randomizer", "djn"], ["--randomizer", "paillier only"]),
-    ([*_S, "--protocol", "paillier", "--malicious-server"], ["--malicious-server"]),
+    ([*_S, "--protocol", "plaintext", "--malicious-server"], ["--malicious-server"]),
+    ([*_S, "--decryption", "key_holder"], ["--decryption", "paillier only"]),
     ([*_S, "--protocol", "rot13"], ["--protocol"]),
     ([*_S, "--rule", "median"], ["--rule"]),
     (["--audit-log", "/nonexistent/dir/x", "simulate"], ["--audit-log", "No such file"]),
@@ -133,7 +146,7 @@ TRAIN_BAD_INPUTS = [
     (["train", "--key-bits", "1024"], ["--key-bits", "paillier only"]),
     (["train", "--clip", "-1"], ["clip"]),
     (["train", "--frac-bits", "99"], ["frac_bits"]),
-    (["train", "--protocol", "paillier", "--malicious-server"], ["--malicious-server"]),
+    (["train", "--protocol", "plaintext", "--malicious-server"], ["--malicious-server"]),
     (["train", "--protocol", "secagg", "--clients", "2", "--dropout", "0.9"], ["drops 2 of 2"]),
     (["demo", "--rule", "sum"], ["--rule"]),
     (["demo", "--out", "/nonexistent/x/y"], ["--out", "does not exist"]),

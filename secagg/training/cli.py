@@ -71,8 +71,8 @@ def _execute(kw: dict[str, Any]) -> Any:
     if (kw["protocol"] != "paillier"
             and ctx.get_parameter_source("key_bits") == click.core.ParameterSource.COMMANDLINE):
         raise click.UsageError("--key-bits applies to --protocol paillier only")
-    if kw["malicious_server"] and kw["protocol"] not in ("secagg", "secagg+"):
-        raise click.UsageError("--malicious-server applies to secagg and secagg+ only")
+    if kw["malicious_server"] and kw["protocol"] == "plaintext":
+        raise click.UsageError("--malicious-server applies to secagg, secagg+ and paillier")
     for name in ("dropout", "alpha", "lr", "server_lr", "clip"):
         if not math.isfinite(kw[name]):
             raise click.BadParameter(f"must be a finite number, got {kw[name]}",
