@@ -101,6 +101,8 @@ class MaskingServer:
         # each is filled when its stage closes
         self._u1_set: frozenset[int] = frozenset()
         self._u1_arr = np.zeros(0, dtype=np.uint32)
+        self._u1_bytes = b""
+        self._u1_pos: dict[int, int] = {}
         self._u2_set: frozenset[int] = frozenset()
         self._u3_set: frozenset[int] = frozenset()
         self._u3_arr = np.zeros(0, dtype=np.uint32)
@@ -191,9 +193,15 @@ class MaskingServer:
         rec = np.asarray(msg.recipients)
         if self.params.is_complete:  # U_1 without the sender, in order: two slice comparisons
             u1 = self._u1_arr
-            k = int(np.searchsorted(u1, sender))
             count = u1.size - 1
-            ok = rec.shape == (count,) and bool((rec[:k] == u1[:k]).all()) and bool((rec[k:] == u1[k + 1:]).all())
+            if rec.dtype == np.uint32 and rec.ndim == 1 and rec.flags.c_contiguous:
+                # compared as bytes (a 4n-byte copy and two memcmp, no array dispatch): native uint32 both sides
+                k = 4 * self._u1_pos[sender]
+                got, want = rec.tobytes(), self._u1_bytes
+                ok = rec.size == count and got[:k] == want[:k] and got[k:] == want[k + 4:]
+            else:
+                k = int(np.searchsorted(u1, sender))
+                ok = rec.shape == (count,) and bool((rec[:k] == u1[:k]).all()) and bool((rec[k:] == u1[k + 1:]).all())
         else:
             expected = np.array([v for v in self.params.graph.neighbours(sender) if v in self._u1_set],
                                 dtype=np.uint32)
@@ -278,6 +286,8 @@ class MaskingServer:
         self.u1 = tuple(sorted(got))
         self._u1_set = frozenset(self.u1)
         self._u1_arr = np.array(self.u1, dtype=np.uint32)
+        self._u1_bytes = self._u1_arr.tobytes()
+        self._u1_pos = {u: i for i, u in enumerate(self.u1)}
         self._need(len(self.u1), "advertised keys")
         p = self.params
         ents = [got[v] for v in self.u1]
