@@ -544,6 +544,40 @@ def corpus() -> dict[str, Any]:
                                                                     sub.ciphertexts),
                 "paillier.AggregateSums": AggregateSums(params.session_id, (2,),
                                                         np.array([5, -3, 0, 7, 4096], dtype=np.int64))})
+    out.update(_committee_messages())
+    return out
+
+
+def _committee_messages() -> dict[str, Any]:
+    """A Paillier committee round's own messages (a 2-of-3 committee, 512-bit
+    test key): the committee key, a decryption request, a member's answer
+    and saved record, and, when the Flower adapter is importable, a share file."""
+    from secagg.primitives import paillier as pl
+    from secagg.primitives.randomness import DeterministicRandom
+    from secagg.protocols.paillier import PaillierClient, PaillierParams
+    from secagg.protocols.paillier.threshold import ThresholdCombiner, ThresholdDecryptor, deal_committee
+
+    ck, shares = deal_committee([1, 2, 3], key_bits=512, rng=DeterministicRandom("wire committee"))
+    params = PaillierParams.create(ck.public_key, [1, 2, 3], 4, rng=DeterministicRandom("wire committee params"))
+    cts = []
+    for c in (1, 2):
+        client = PaillierClient(c, ck.public_key, rng=DeterministicRandom(f"wire committee {c}"), min_key_bits=512)
+        client.receive_params(params)
+        cts.append(pl.ciphertexts_from_bytes(ck.public_key, client.submit(np.array([0.1, -0.2, 0.3, 0.0])).ciphertexts,
+                                             params.n_ciphertexts))
+    pl.multiply_into(ck.public_key, cts[0], cts[1])
+    comb = ThresholdCombiner(ck, params, (1, 2), pl.ciphertexts_to_bytes(ck.public_key, cts[0]))
+    request = comb.requests([1, 2, 3])[1]
+    member = ThresholdDecryptor(1, ck, shares[1])
+    answer, record = member.decrypt(request, dataclasses.replace(member.register(params), submitted=True))
+    out: dict[str, Any] = {"paillier.CommitteeKey": ck, "paillier.DecryptionRequest": request,
+                           "paillier.DecryptionShares": answer, "paillier.DecryptorRecord": record}
+    try:
+        from secagg.flower.keys import KeyShareFile
+    except ImportError:  # the Flower extra is not installed: its message is not registered either
+        return out
+    out["flower.KeyShareFile"] = KeyShareFile(holder=1, index=shares[1].index, key_id=ck.key_id,
+                                              secret=shares[1].secret_bytes())
     return out
 
 
