@@ -222,7 +222,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         result = simulate(updates, weights, protocol=protocol, rule=rule, dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
-                          randomizer=randomizer, **({"decryption": decryption} if protocol == "paillier" else {}))
+                          randomizer=randomizer, decryption=decryption)
     except ParameterError as exc:
         msg = str(exc)
         if dropout and "dropout" in msg or protocol == "secagg+" and "tolerate" in msg:
