@@ -176,9 +176,10 @@ def _refused_by_an_exchange(public: bytes) -> bool:
 def test_low_order_list_is_what_an_exchange_refuses() -> None:
     """check_public's list against the definition (an exchange that yields all
     zeros): every listed u is refused by the exchange, and on the listed values,
-    their neighbours and 3000 random canonical values, check_public refuses
-    exactly what the exchange refuses."""
-    from secagg.primitives.key_agreement import LOW_ORDER_U, check_public
+    their neighbours and 3000 random canonical values, check_public refuses as
+    low-order exactly what the exchange refuses, and everything else exactly
+    when it is outside the prime-order subgroup."""
+    from secagg.primitives.key_agreement import LOW_ORDER_U, check_public, in_prime_order_subgroup
 
     assert len(LOW_ORDER_U) == 5
     rng = DeterministicRandom(b"probe")
@@ -190,10 +191,13 @@ def test_low_order_list_is_what_an_exchange_refuses() -> None:
         assert by_exchange == (u in LOW_ORDER_U), u
         try:
             check_public(public)
-            refused = False
-        except BadPublicKey:
-            refused = True
-        assert refused == by_exchange, u
+            refused = ""
+        except BadPublicKey as exc:
+            refused = str(exc)
+        if by_exchange:
+            assert refused == "X25519 public key has low order", u
+        else:
+            assert (refused != "") == (not in_prime_order_subgroup(u)), u
 
 
 def test_order_8_points_are_8_torsion() -> None:
@@ -234,3 +238,73 @@ def test_canonical_publics_matches_the_scalar_check() -> None:
     assert canonical_publics(arr).tolist() == [is_canonical_public(k) for k in keys]
     with pytest.raises(ValueError):
         canonical_publics(np.zeros((2, 31), dtype=np.uint8))
+
+
+# the order of Curve25519's prime-order subgroup
+L_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def _times_l_is_infinity(u: int) -> bool:
+    """[l] P = O for a point with u-coordinate ``u``, by an x-only Montgomery
+    ladder (RFC 7748's formulas) with the *unclamped* scalar l: the reference
+    for the subgroup check (slow: about a millisecond)."""
+    a24 = (486662 - 2) // 4
+    x1, x2, z2, x3, z3, swap = u, 1, 0, u, 1, 0
+    for t in range(L_ORDER.bit_length() - 1, -1, -1):
+        bit = (L_ORDER >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b = (x2 + z2) % P, (x2 - z2) % P
+        aa, bb = a * a % P, b * b % P
+        e = (aa - bb) % P
+        c, d = (x3 + z3) % P, (x3 - z3) % P
+        da, cb = d * a % P, c * b % P
+        x3, z3 = (da + cb) ** 2 % P, x1 * (da - cb) ** 2 % P
+        x2, z2 = aa * bb % P, e * (aa + a24 * e) % P
+    if swap:
+        x2, z2 = x3, z3
+    return z2 % P == 0
+
+
+def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
+    """``in_prime_order_subgroup`` against ``[l] P = O`` on honest keys (all in
+    the subgroup), on random u-coordinates (on the curve, seven in eight have
+    a small-order component; on the twist, none is on the curve), on the
+    low-order list, and on honest keys moved by each point of order 2 (u -> 1/u)."""
+    from secagg.primitives.key_agreement import LOW_ORDER_U, generate_keypair, in_prime_order_subgroup
+
+    rng = DeterministicRandom(b"subgroup")
+    honest = [int.from_bytes(generate_keypair(rng).public, "little") for _ in range(40)]
+    randoms = [int.from_bytes(rng.bytes(32), "little") % P for _ in range(160)]
+    moved = [pow(u, P - 2, P) for u in honest[:20]]  # P + (0, 0): u -> 1/u
+    seen = {True: 0, False: 0}
+    for u in honest + randoms + moved + sorted(LOW_ORDER_U - {0}):
+        expected = _times_l_is_infinity(u)
+        on_twist = pow(u * (u * u + 486662 * u + 1) % P, (P - 1) // 2, P) != 1
+        if on_twist:
+            expected = False  # [l] of a twist point is not the curve's infinity test
+        assert in_prime_order_subgroup(u) == expected, u
+        seen[expected] += 1
+    assert all(in_prime_order_subgroup(u) for u in honest)
+    assert not any(in_prime_order_subgroup(u) for u in moved)
+    assert seen[True] >= 40 and seen[False] >= 100  # both outcomes exercised
+
+
+def test_check_public_refuses_mixed_order_keys() -> None:
+    """An honest key moved by a point of order 2 (or any random curve point
+    outside the subgroup) is refused; an exchange with it would give the same
+    secret as with the honest key, which is why only this check sees it."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from secagg.primitives.key_agreement import check_public, generate_keypair
+
+    honest = generate_keypair(DeterministicRandom(b"mixed")).public
+    u = int.from_bytes(honest, "little")
+    mixed = pow(u, P - 2, P).to_bytes(32, "little")
+    probe = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    # the small-order part is invisible to a clamped exchange
+    assert (probe.exchange(X25519PublicKey.from_public_bytes(mixed))
+            == probe.exchange(X25519PublicKey.from_public_bytes(honest)))
+    check_public(honest)
+    with pytest.raises(BadPublicKey, match="prime-order subgroup"):
+        check_public(mixed)

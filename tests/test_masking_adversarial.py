@@ -527,6 +527,29 @@ def test_server_refuses_low_order_public_keys_at_advertisement():
     assert isinstance(r.run(), ServerResult)
 
 
+
+@pytest.mark.parametrize("which", ["mask_public", "enc_public"])
+def test_server_refuses_mixed_order_public_keys_and_the_round_goes_on(which):
+    """A corrupt client advertises its honest key moved by the point of order
+    2 (u -> 1/u: every clamped exchange gives the same secret, so its peers
+    would not notice). Had it been accepted, the client could drop after
+    sharing and the server, reconstructing its private key, would find that
+    it does not match the advertised key: no aggregate for anyone. The server
+    refuses the key at advertisement, names the sender, and the round
+    completes over the others."""
+    p = 2**255 - 19
+    r = Round(n=6, dropout_tolerance=0.2)
+    adv = r.step(hold=True, close=False)[1]
+    honest = getattr(adv, which)
+    mixed = pow(int.from_bytes(honest, "little"), p - 2, p).to_bytes(32, "little")
+    _server_rejects(r, 1, dataclasses.replace(adv, **{which: mixed}), AbortReason.MALFORMED_MESSAGE)
+    r.release([i for i in r.ids if i != 1])
+    out = r.run()
+    assert isinstance(out, ServerResult)
+    assert 1 not in out.included and out.dropped.get(1) == "advertise_keys"
+    bound = r.params.encoding.sum_error_bound(len(out.included)) + 1e-12
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(out.included))) <= bound
+
 # ================================================================ invariant 4: the mask PRG
 
 def test_masks_are_full_width_keystream_not_a_small_seeded_rng():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gmpy2
 import numpy as np
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -18,7 +19,7 @@ from ..errors import BadPublicKey
 from .randomness import RandomSource, default_random
 
 __all__ = ["KeyPair", "generate_keypair", "public_from_private", "agree", "agree_many", "is_canonical_public",
-           "canonical_publics", "check_public", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
+           "canonical_publics", "check_public", "in_prime_order_subgroup", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
 
 PUBLIC_KEY_SIZE = 32
 
@@ -120,12 +121,88 @@ LOW_ORDER_U = frozenset({
 
 
 def check_public(public: bytes) -> None:
-    """Refuse a malformed, non-canonical or low-order X25519 public key with
-    :class:`~secagg.errors.BadPublicKey`. A comparison with the five low-order
-    u-coordinates, no exchange (tests check it against an exchange with a fixed
-    scalar). The server uses it to refuse such a key when it is advertised;
-    clients do not rely on it: their own exchanges refuse an all-zero result."""
+    """Refuse a malformed, non-canonical, low-order or mixed-order X25519
+    public key with :class:`~secagg.errors.BadPublicKey`: a key is accepted
+    only if it is the canonical u-coordinate of a point of the prime-order
+    subgroup (what an honest key pair produces). No exchange: the five
+    low-order u-coordinates are compared first (tests check the list against an
+    exchange with a fixed scalar), then :func:`in_prime_order_subgroup`.
+
+    The server uses it to refuse such a key when it is advertised. A key with
+    a small-order component gives the same X25519 outputs as its prime-order
+    part (every clamped scalar is a multiple of the cofactor 8), but it is not
+    the public key of any private key: a server that reconstructs the key
+    pair of a client who dropped would find that the private key does not
+    match what was advertised, and could not complete the round. Refused at
+    advertisement, the client is simply left out. Clients do not rely on this
+    check: their own exchanges refuse an all-zero result."""
     if not is_canonical_public(public):
         raise BadPublicKey("X25519 public key is not canonically encoded")
-    if int.from_bytes(public, "little") in LOW_ORDER_U:
+    u = int.from_bytes(public, "little")
+    if u in LOW_ORDER_U:
         raise BadPublicKey("X25519 public key has low order")
+    if not in_prime_order_subgroup(u):
+        raise BadPublicKey("X25519 public key is not a point of the prime-order subgroup "
+                           "(a point of the twist, or one with a small-order component)")
+
+
+# Curve25519 (RFC 7748): v^2 = u^3 + A u^2 + u over GF(p), p = 2^255 - 19, whose
+# group of rational points is cyclic of order 8 l (l prime).
+_P = gmpy2.mpz(_X25519_P)
+_A = gmpy2.mpz(486662)
+_SQRT_M1 = gmpy2.powmod(2, (_X25519_P - 1) // 4, _P)
+_SQRT_EXP = (_X25519_P + 3) // 8
+_HALF = gmpy2.invert(2, _P)
+
+
+def _sqrt(a: "gmpy2.mpz") -> "gmpy2.mpz | None":
+    """A square root of ``a`` modulo p (p = 5 mod 8), or ``None``."""
+    r = gmpy2.powmod(a, _SQRT_EXP, _P)
+    if r * r % _P == a:
+        return r
+    r = r * _SQRT_M1 % _P
+    return r if r * r % _P == a else None
+
+
+def in_prime_order_subgroup(u: int) -> bool:
+    """Whether ``u`` (in ``[0, p)``) is the u-coordinate of a point of order
+    ``l``, the prime-order subgroup ``8E`` of Curve25519 (so not a point of the
+    twist, and no component of order 2, 4 or 8).
+
+    By halving instead of multiplying by ``l`` (about 20x cheaper than a
+    ladder: a few exponentiations in gmpy2). The curve's only rational point of
+    order 2 is ``(0, 0)`` (``A^2 - 4`` is not a square), so a point
+    ``P != (0, 0)`` is in ``2E`` exactly when ``u(P)`` is a square (the
+    2-descent map). If it is, a half ``Q`` (``2Q = P``) has
+    ``w = u(Q) + 1/u(Q) = 2u +- 2 sqrt(u^2 + A u + 1)`` (the duplication
+    formula ``u(2Q) = (x^2 - 1)^2 / (4 x (x^2 + A x + 1))`` is palindromic in
+    ``x``), and ``u(Q)`` is a root of ``x^2 - w x + 1``: the sign whose
+    discriminant ``w^2 - 4`` is a square gives the rational halves ``Q`` and
+    ``Q + (0, 0)`` (the other sign gives halves that differ by a non-rational
+    point of order 2). Both lie in ``2E`` or neither, since ``(0, 0)`` is in
+    ``4E``. So ``P`` is in ``8E`` iff ``u(P)`` is a square, ``u(Q)`` is a
+    square and ``u(R)`` is a square, for halves ``2Q = P``, ``2R = Q``. Tests
+    check the result against ``[l] P = O`` with a Montgomery ladder."""
+    x = gmpy2.mpz(u)
+    if not 0 < x < _P:
+        return False
+    if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
+        return False  # a point of the twist (or of order 2)
+    for level in range(3):
+        if gmpy2.legendre(x, _P) != 1:
+            return False
+        if level == 2:
+            return True
+        s = _sqrt((x * x + _A * x + 1) % _P)
+        if s is None:  # cannot happen for a rational point in 2E; refuse rather than guess
+            return False
+        w = (2 * x + 2 * s) % _P
+        if gmpy2.legendre((w * w - 4) % _P, _P) == -1:  # a Jacobi symbol first: one root, not two
+            w = (2 * x - 2 * s) % _P
+        r = _sqrt((w * w - 4) % _P)
+        if r is None:
+            return False
+        x = (w + r) * _HALF % _P
+        if x == 0:
+            return False
+    return False
