@@ -1110,3 +1110,134 @@ def test_paillier_a_bad_decryption_share_is_named_and_recovered(committees):
     assert_close_to_reference(report, new, arrays, NODES, settings)
     assert report.failures[cheat].startswith("decrypt: rejected (invalid_decryption_share)")
     assert report.decryption["failed_members"] == [4] and report.decryption["recovery"] is True
+
+
+# ------------------------------------------------------------------ early close: offline nodes and stragglers
+
+
+class HangingGrid(CountingGrid):
+    """``behaviour`` may also return "hang" (the node holds the message and
+    never answers, yet Flower keeps listing it online) or "late:<k>" (the
+    reply is delivered only after ``k`` more pulls)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.held: dict[str, tuple[int, int, Message]] = {}
+        self.late_replies_pulled: list[int] = []
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            action = self.behaviour(node, self.received[node] + 1)
+            if action == "hang" or action.startswith("late:"):
+                self.received[node] += 1
+                mid = f"m{next(self._ids)}"
+                msg.metadata.__dict__["_message_id"] = mid
+                ids.append(mid)
+                if action.startswith("late:"):
+                    delivered = Message(copy.deepcopy(msg.content), metadata=copy.deepcopy(msg.metadata))
+                    self.held[mid] = (self.pulls + int(action[5:]), node, self.app(delivered, self.contexts[node]))
+            else:
+                ids += super().push_messages([msg])
+        return ids
+
+    def pull_messages(self, message_ids):
+        out = super().pull_messages(message_ids)
+        for mid in list(message_ids):
+            if mid in self.held and self.held[mid][0] <= self.pulls:
+                _, node, reply = self.held.pop(mid)
+                self.late_replies_pulled.append(node)
+                out.append(reply)
+        return out
+
+
+@pytest.fixture
+def fast_liveness(monkeypatch):
+    import secagg.flower.server as server
+    monkeypatch.setattr(server, "LIVENESS_INTERVAL", 0.01)
+
+
+@pytest.mark.parametrize("stage_message, stage", [(1, "advertise_keys"), (3, "masked_input"), (4, "unmasking")])
+def test_a_node_flower_reports_offline_is_given_up_long_before_the_deadline(fast_liveness, stage_message, stage):
+    """The node dies holding a message (no error reply ever comes); Flower
+    stops listing it online. With hour-long deadlines and no straggler
+    window, the stage closes on Flower's word alone."""
+    victim = NODES[3]
+    grid = CountingGrid(NODES, behaviour=lambda node, n: "silent" if (node, n) == (victim, stage_message) else "ok")
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=3600, poll_interval=0.01, straggler_grace=0)
+    (report, new), arrays = run_round(grid, settings)
+    assert report.outcome == "completed"
+    assert report.failures == {victim: f"{stage}: no reply: Flower lists the node offline (no heartbeat, or it left)"}
+    included = NODES if stage == "unmasking" else [n for n in NODES if n != victim]
+    assert_close_to_reference(report, new, arrays, included, settings)
+    if stage != "unmasking":
+        assert report.dropped == {victim: stage}
+    assert sum(report.stage_seconds.values()) < 60  # far below one deadline; never near it
+
+
+def test_a_node_that_hangs_while_listed_online_is_cut_by_the_straggler_window():
+    victim = NODES[1]
+    grid = HangingGrid(NODES, behaviour=lambda node, n: "hang" if (node, n) == (victim, 2) else "ok")
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=3600, poll_interval=0.01, straggler_grace=0.05,
+                              straggler_factor=0.0)
+    (report, new), arrays = run_round(grid, settings)
+    assert report.dropped == {victim: "share_keys"}
+    assert "when the straggler window closed" in report.failures[victim]
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n != victim], settings)
+    assert report.stage_seconds["share_keys"] < 60
+
+
+def test_a_reply_after_the_straggler_window_is_not_taken():
+    """A slow node's reply that arrives once the window closed is dropped:
+    the node counts as dropped at that stage and its late masked input never
+    reaches the sum (the survivors' shares remove its masks)."""
+    victim = NODES[4]
+    grid = HangingGrid(NODES, behaviour=lambda node, n: "late:100000" if (node, n) == (victim, 3) else "ok")
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=3600, poll_interval=0.001, straggler_grace=0.02,
+                              straggler_factor=0.0)
+    (report, new), arrays = run_round(grid, settings)
+    assert report.dropped == {victim: "masked_input"}
+    assert grid.late_replies_pulled == []
+    assert_close_to_reference(report, new, arrays, NODES[:4], settings)
+
+
+def test_the_straggler_window_waits_for_a_slow_node_within_it():
+    """A node slower than the others but inside the window is waited for:
+    its reply (after a few pulls) is taken and its update is in the sum."""
+    slow_node = NODES[0]
+    grid = HangingGrid(NODES, behaviour=lambda node, n: "late:5" if (node, n) == (slow_node, 2) else "ok")
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=3600, poll_interval=0.01, straggler_grace=60,
+                              straggler_factor=1.0)
+    (report, new), arrays = run_round(grid, settings)
+    assert grid.late_replies_pulled == [slow_node]
+    assert report.failures == {} and report.dropped == {}
+    assert_close_to_reference(report, new, arrays, NODES, settings)
+
+
+def test_the_window_does_not_open_while_more_than_the_tolerated_dropouts_are_missing():
+    """Two of five nodes hang (tolerance 20 %: one): no window, the stage
+    waits for its deadline, the last resort, and the round aborts with too
+    few survivors for the threshold if need be; here the threshold still holds."""
+    hang = {NODES[1], NODES[2]}
+    grid = HangingGrid(NODES, behaviour=lambda node, n: "hang" if node in hang and n == 2 else "ok")
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=0.3, poll_interval=0.01, straggler_grace=0.01,
+                              straggler_factor=0.0, on_abort="skip", dropout_tolerance=0.4)
+    (report, new), arrays = run_round(grid, settings)
+    # tolerance 40 %: two may be missing, so the window opens and cuts both
+    assert all("straggler window" in report.failures[n] for n in hang)
+    settings = SecAggSettings(train_timeout=3600, stage_timeout=0.3, poll_interval=0.01, straggler_grace=0.01,
+                              straggler_factor=0.0, on_abort="skip", dropout_tolerance=0.2, threshold=3)
+    grid = HangingGrid(NODES, behaviour=lambda node, n: "hang" if node in hang and n == 2 else "ok")
+    (report, new), arrays = run_round(grid, settings)
+    assert all(report.failures[n] == "share_keys: no reply before the deadline" for n in hang)
+    assert_close_to_reference(report, new, arrays, [n for n in NODES if n not in hang], settings)
+
+
+def test_early_close_settings_are_checked():
+    assert SecAggSettings.from_run_config({"secagg-straggler-grace": 2, "secagg-straggler-factor": 0.5}) == \
+        SecAggSettings(straggler_grace=2.0, straggler_factor=0.5)
+    for bad in ({"secagg-straggler-grace": -1}, {"secagg-straggler-factor": float("nan")},
+                {"secagg-straggler-grace": "5"}, {"secagg-straggler-grace": True}):
+        with pytest.raises(ParameterError, match="straggler"):
+            SecAggSettings.from_run_config(bad)

@@ -8,7 +8,13 @@ The round itself is the shared server driver
 bytes. One protocol stage is one exchange: push the driver's outbox as one
 Flower message per node, then pull the replies into the driver until every
 node answered or is gone (the stage closes early) or the stage's deadline
-passes. A Flower error reply (the ClientApp raised, the node refused, the
+passes. A node is gone when it sends an error reply, when Flower no longer
+lists it online (``grid.get_node_ids()``, asked once a second), or when it is
+still missing after the straggler window (:class:`EarlyClose`: once no more
+than the tolerated dropouts are missing, the stage waits at most
+``max(secagg-straggler-grace, secagg-straggler-factor * t)`` more seconds,
+``t`` being the time the others took); the deadline is the last resort.
+A Flower error reply (the ClientApp raised, the node refused, the
 SuperLink reports the node or message unavailable) tells the driver the node
 is gone; a reply that fails the protocol's checks is refused and recorded by
 the driver. Either way the node counts as dropped at that stage and the
@@ -39,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -62,7 +69,7 @@ from .keys import load_committee_key
 from .records import ModelLayout, bytes_field, pack, unpack
 from .settings import SecAggSettings
 
-__all__ = ["SecAggFedAvg", "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
+__all__ = ["SecAggFedAvg", "RoundReport", "EarlyClose", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
            "identify_holders", "exchange", "make_params", "make_paillier_params", "training_rule"]
 
 log = logging.getLogger("flwr.secagg")
@@ -120,16 +127,66 @@ class RoundReport:
         return json.dumps(self.to_json_dict(with_aggregate), indent=1)
 
 
+#: Seconds between two asks of which nodes Flower still lists as online (``grid.get_node_ids()``).
+LIVENESS_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class EarlyClose:
+    """When an exchange stops waiting for a node before its deadline.
+
+    * **Offline**: every ``liveness_interval`` seconds the exchange asks
+      Flower which nodes are online (``grid.get_node_ids()``); a node with a
+      message pending that Flower no longer lists (its SuperNode stopped
+      sending heartbeats, or left) is gone at once.
+    * **Straggler window**: once at most ``max_missing`` nodes are still
+      pending and at least one node answered, the exchange waits at most
+      ``max(grace, factor * t)`` seconds more, ``t`` being the time the
+      others took; then the pending nodes are gone. ``grace = 0`` turns the
+      window off.
+
+    The exchange's own deadline stays the last resort."""
+
+    max_missing: int = 1
+    grace: float = 5.0
+    factor: float = 1.0
+    liveness_interval: float = LIVENESS_INTERVAL
+
+    @classmethod
+    def of(cls, settings: SecAggSettings, asked: int) -> "EarlyClose":
+        """The run's rule for an exchange with ``asked`` nodes: the window
+        opens once no more than the tolerated dropouts are missing."""
+        return cls(max(1, math.floor(settings.dropout_tolerance * asked)), settings.straggler_grace,
+                   settings.straggler_factor, LIVENESS_INTERVAL)
+
+    def window(self, elapsed: float) -> float:
+        return max(self.grace, self.factor * elapsed)
+
+
+def _online(grid: Grid) -> set[int] | None:
+    """The node ids Flower lists as online, or ``None`` if the Grid cannot tell."""
+    try:
+        return {int(n) for n in grid.get_node_ids()}
+    except Exception as exc:  # a transient SuperLink error must not end the round: fall back to the deadline
+        log.debug("secagg: cannot list the online nodes: %s", exc)
+        return None
+
+
 def _push_and_pull(grid: Grid, messages: Sequence[Message], timeout: float, poll_interval: float,
                    on_reply: Callable[[int, Message], None], *, on_unsent: Callable[[int], None] | None = None,
-                   stop: Callable[[], bool] | None = None) -> list[int]:
+                   stop: Callable[[], bool] | None = None, early: EarlyClose | None = None,
+                   on_gone: Callable[[int, str], None] | None = None) -> list[int]:
     """The one exchange loop: push ``messages`` (at most one per node), hand
     each reply to ``on_reply(node, reply)`` as it arrives, until every node
-    answered, ``stop()`` holds or ``timeout`` seconds pass. Returns the node
-    ids without a reply."""
+    answered or is gone, ``stop()`` holds or ``timeout`` seconds pass.
+    With ``early``, a node Flower reports offline, or still pending when the
+    straggler window closes, is handed to ``on_gone(node, why)`` and no
+    longer waited for (a reply of it that comes later is not taken).
+    Returns the node ids without a reply."""
     targets = [m.metadata.dst_node_id for m in messages]
     if len(set(targets)) != len(targets):
         raise ValueError("an exchange takes at most one message per node")
+    start = time.monotonic()
     pushed = list(grid.push_messages(messages)) if messages else []
     pending: dict[str, int] = {}
     for mid, node in zip(pushed, targets):
@@ -138,7 +195,16 @@ def _push_and_pull(grid: Grid, messages: Sequence[Message], timeout: float, poll
         elif on_unsent is not None:  # the SuperLink did not take it: no reply will come
             on_unsent(node)
     answered: set[int] = set()
-    deadline = time.monotonic() + timeout
+    deadline = start + timeout
+    next_liveness = start + (early.liveness_interval if early is not None else 0.0)
+    window_closes: float | None = None
+
+    def give_up(why: Callable[[int], str]) -> None:
+        for mid, node in list(pending.items()):
+            del pending[mid]
+            if on_gone is not None:
+                on_gone(node, why(node))
+
     while pending and not (stop is not None and stop()):
         for reply in grid.pull_messages(list(pending)):
             mid = reply.metadata.reply_to_message_id
@@ -146,25 +212,46 @@ def _push_and_pull(grid: Grid, messages: Sequence[Message], timeout: float, poll
                 node = pending.pop(mid)
                 answered.add(node)
                 on_reply(node, reply)
-        if not pending or (stop is not None and stop()) or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if early is not None and pending:
+            if now >= next_liveness:
+                next_liveness = now + early.liveness_interval
+                online = _online(grid)
+                if online is not None:
+                    for mid, node in list(pending.items()):
+                        if node not in online:
+                            del pending[mid]
+                            if on_gone is not None:
+                                on_gone(node, "no reply: Flower lists the node offline (no heartbeat, or it left)")
+            if window_closes is None and early.grace > 0 and answered and len(pending) <= early.max_missing:
+                window_closes = now + early.window(now - start)
+            if window_closes is not None and now >= window_closes and pending:
+                waited = now - start
+                give_up(lambda node: f"no reply: still missing {waited:.1f}s after the exchange opened, when the "
+                                     f"straggler window closed (the others had answered)")
+        if not pending or (stop is not None and stop()) or now >= deadline:
             break
         time.sleep(poll_interval)
     return [n for n in targets if n not in answered]
 
 
 def exchange(grid: Grid, messages: Sequence[Message], timeout: float,
-             poll_interval: float = 0.2) -> tuple[dict[int, Message], list[int]]:
+             poll_interval: float = 0.2, early: EarlyClose | None = None
+             ) -> tuple[dict[int, Message], list[int]]:
     """Push ``messages`` (one per node) and pull replies until every node has
-    answered or ``timeout`` seconds pass. Returns the replies by node id and the
-    node ids that did not answer in time.
+    answered or ``timeout`` seconds pass (or, with ``early``, until every
+    node answered or is gone: :class:`EarlyClose`). Returns the replies by
+    node id and the node ids that did not answer.
 
     (``Grid.send_and_receive`` does the same but polls only every few
     seconds; a protocol of four or five stages is much faster with a short
     poll interval.)"""
     replies: dict[int, Message] = {}
-    missing = _push_and_pull(grid, list(messages), timeout, poll_interval, replies.__setitem__)
+    missing = _push_and_pull(grid, list(messages), timeout, poll_interval, replies.__setitem__, early=early)
     return replies, missing
 
+
+_NO_REPLY = "no reply (offline, past the straggler window or the {:g}s deadline)"
 
 # Flower's ErrorCode values for replies the SuperLink makes up itself
 _EXPIRED = (3, 4)  # MESSAGE_UNAVAILABLE, REPLY_MESSAGE_UNAVAILABLE: TTL ran out
@@ -342,6 +429,9 @@ def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, clie
     def unsent(node: int) -> None:
         driver.gone(client_of[node], "the SuperLink did not take the message")
 
+    def gone(node: int, why: str) -> None:
+        driver.gone(client_of[node], why)
+
     outbox = driver.start()
     while not driver.done:
         for party in sorted(p for p in outbox if p not in node_of):
@@ -349,8 +439,9 @@ def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, clie
         if on_stage is not None:
             on_stage(driver.stage, outbox)
         ttl = settings.train_timeout if driver.stage is opening else settings.stage_timeout
-        _push_and_pull(grid, [to_node(p, data, ttl) for p, data in sorted(outbox.items()) if p in node_of], ttl,
-                       settings.poll_interval, on_reply, on_unsent=unsent, stop=lambda: driver.ready)
+        messages = [to_node(p, data, ttl) for p, data in sorted(outbox.items()) if p in node_of]
+        _push_and_pull(grid, messages, ttl, settings.poll_interval, on_reply, on_unsent=unsent,
+                       stop=lambda: driver.ready, early=EarlyClose.of(settings, len(messages)), on_gone=gone)
         outbox = driver.close_stage()
 
 
@@ -420,8 +511,9 @@ def identify_holders(grid: Grid, node_ids: Iterable[int], settings: SecAggSettin
     nodes = list(node_ids)
     messages = [Message(pack(IDENTIFY_STAGE, b"", round=server_round, protocol="paillier"), n, message_type,
                         ttl=settings.stage_timeout, group_id=group) for n in nodes]
-    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval)
-    failed: dict[int, str] = {n: f"no reply within {settings.stage_timeout:g}s" for n in missing}
+    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval,
+                                EarlyClose.of(settings, len(messages)))
+    failed: dict[int, str] = {n: _NO_REPLY.format(settings.stage_timeout) for n in missing}
     claimed: dict[int, int] = {}
     for node, reply in replies.items():
         if reply.has_error():
@@ -566,9 +658,10 @@ def identify_nodes(grid: Grid, node_ids: Iterable[int], settings: SecAggSettings
     group = str(server_round)
     messages = [Message(pack(IDENTIFY_STAGE, b"", round=server_round), n, message_type,
                         ttl=settings.stage_timeout, group_id=group) for n in node_ids]
-    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval)
+    replies, missing = exchange(grid, messages, settings.stage_timeout, settings.poll_interval,
+                                EarlyClose.of(settings, len(messages)))
     keys: dict[int, bytes] = {}
-    failed: dict[int, str] = {n: f"no reply within {settings.stage_timeout:g}s" for n in missing}
+    failed: dict[int, str] = {n: _NO_REPLY.format(settings.stage_timeout) for n in missing}
     for node, reply in replies.items():
         if reply.has_error():
             failed[node] = _describe_error(reply)
@@ -728,7 +821,8 @@ class SecAggFedAvg(FedAvg):
             eval_messages = list(self.configure_evaluate(server_round, arrays, evaluate_config, grid))
             if eval_messages:
                 replies, missing = exchange(grid, eval_messages, min(timeout, self.settings.train_timeout),
-                                            self.settings.poll_interval)
+                                            self.settings.poll_interval,
+                                            EarlyClose.of(self.settings, len(eval_messages)))
                 if missing:
                     log.info("evaluation: no reply from %d node(s) in time", len(missing))
                 metrics = self.aggregate_evaluate(server_round, list(replies.values()))

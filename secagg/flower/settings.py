@@ -24,7 +24,15 @@ key is refused, so a typo never silently falls back to a default)::
                               weights ("num-examples"); "" gives every node weight 1 (the
                               rules that do not use weights always send 1)
     secagg-train-timeout      seconds for the first stage, where nodes train (300)
-    secagg-stage-timeout      seconds for every other protocol stage (60)
+    secagg-stage-timeout      seconds for every other protocol stage (60): the last resort; a
+                              stage closes as soon as every node answered or is gone
+    secagg-straggler-grace    seconds a stage still waits for its last nodes once at most the
+                              tolerated number of dropouts (secagg-dropout-tolerance of the
+                              nodes asked, at least 1) are missing (5); 0 turns the window off
+                              (the stage then waits for those nodes until Flower reports them
+                              offline or the deadline passes)
+    secagg-straggler-factor   the window is at least this many times the time the other nodes
+                              took to answer that stage (1.0), so slow training is not cut short
     secagg-poll-interval      seconds between polls for replies (0.2)
     secagg-on-abort           "raise" (stop the run) or "skip" (keep the model, go on)
     secagg-malicious-server   true: signed keys and a consistency round, secure against a
@@ -78,6 +86,8 @@ class SecAggSettings:
     on_abort: str = "raise"
     malicious_server: bool = False
     committee_key: str = ""
+    straggler_grace: float = 5.0
+    straggler_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -103,6 +113,10 @@ class SecAggSettings:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ParameterError(f"secagg-{name} must be a positive integer (or 0 to derive it)")
+        for name in ("straggler_grace", "straggler_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ParameterError(f"secagg-{name.replace('_', '-')} must be a number >= 0, got {v!r}")
         if not isinstance(self.malicious_server, bool):
             raise ParameterError("secagg-malicious-server must be true or false")
         self.encoding  # validates clip / frac_bits / max_weight
@@ -138,7 +152,7 @@ class SecAggSettings:
 
 
 _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train_timeout", "stage_timeout",
-           "poll_interval"}
+           "poll_interval", "straggler_grace", "straggler_factor"}
 _INTS = {"frac_bits"}
 _OPTIONAL_INTS = {"threshold", "degree"}
 _STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key"}
