@@ -6,6 +6,19 @@ OS processes on free loopback ports, with an isolated Flower home (``HOME`` and
 ``~/.flwr/config.toml`` is never read or written), and starts apps exactly as a
 Flower user does: ``flwr run <app> <connection> --stream``.
 
+By default the deployment is what production looks like: TLS and SuperNode
+authentication. A CA, the SuperLink's certificate for 127.0.0.1/localhost and
+one authentication key pair per SuperNode are made on the fly
+(:func:`secagg.flower.tls.write_deployment_credentials`, in a private
+directory under the work directory); the SuperLink runs with
+``--ssl-ca-certfile --ssl-certfile --ssl-keyfile --enable-supernode-auth``;
+each SuperNode's public key is registered with ``flwr supernode register``
+before the SuperNode starts with ``--root-certificates`` and
+``--auth-supernode-private-key``; the ``flwr`` connection trusts the CA
+(``root-certificates``). ``LocalDeployment(..., insecure=True)`` asks by name
+for the development set-up instead: ``--insecure`` everywhere, no node
+authentication.
+
 Nothing here imports Flower: the deployment is driven through Flower's own
 command-line tools, found next to the current interpreter (``sys.executable``),
 so the apps run with the interpreter where ``secagg`` is installed. The SuperLink
@@ -36,6 +49,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+from .tls import DeploymentCredentials, write_deployment_credentials
 
 __all__ = ["LocalDeployment", "NodeProcess", "RunOutput", "DeploymentError", "free_port"]
 
@@ -204,6 +219,7 @@ class LocalDeployment:
         connection_name: str = "secagg-local",
         superexec_poll_interval: float = 0.2,
         startup_timeout: float = 60.0,
+        insecure: bool = False,
     ) -> None:
         if num_nodes < 1:
             raise ValueError("num_nodes must be >= 1")
@@ -231,6 +247,10 @@ class LocalDeployment:
         self.events: list[str] = []
         self._extra_env = dict(env or {})
         self._poll = superexec_poll_interval
+        if not isinstance(insecure, bool):
+            raise TypeError("insecure must be True or False")
+        self.insecure = insecure
+        self.credentials: DeploymentCredentials | None = None
 
     # ------------------------------------------------------------ processes
 
@@ -298,8 +318,14 @@ class LocalDeployment:
     def _start(self) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         self.superlink_port = free_port()
+        if self.insecure:
+            security = ["--insecure"]
+        else:
+            self.credentials = creds = write_deployment_credentials(self.workdir / "credentials", self.num_nodes)
+            security = ["--ssl-ca-certfile", str(creds.ca_cert), "--ssl-certfile", str(creds.server_cert),
+                        "--ssl-keyfile", str(creds.server_key), "--enable-supernode-auth"]
         self.superlink = self._spawn(
-            [self._exe("flower-superlink"), "--insecure", "--host", "127.0.0.1",
+            [self._exe("flower-superlink"), *security, "--host", "127.0.0.1",
              "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
             self.superlink_log,
         )
@@ -307,15 +333,38 @@ class LocalDeployment:
                        "Starting Flower SuperExec" in self._read(self.superlink_log),
                        self.startup_timeout, [self.superlink])
         self._write_flower_config()
+        if self.credentials is not None:
+            for i in range(self.num_nodes):
+                self._register_node(i)
         for i in range(self.num_nodes):
             self._start_node(i)
         self._wait_for(f"{self.num_nodes} SuperNodes to register", self._all_registered,
                        self.startup_timeout, [n.process for n in self.nodes])
 
+    def _register_node(self, index: int) -> None:
+        """``flwr supernode register``: the SuperLink learns node ``index``'s
+        authentication public key (it refuses unregistered SuperNodes)."""
+        assert self.credentials is not None
+        log_path = self.workdir / f"register-{index}.log"
+        proc = self._spawn([self._exe("flwr"), "supernode", "register",
+                            str(self.credentials.node_public_keys[index]), self.connection_name], log_path)
+        try:
+            code = proc.wait(timeout=self.startup_timeout)
+        except subprocess.TimeoutExpired:
+            self._terminate([proc])
+            raise DeploymentError(f"registering SuperNode {index} timed out; see {log_path}") from None
+        if code != 0:
+            raise DeploymentError(f"registering SuperNode {index} failed (exit {code}): {self._read(log_path)[-2000:]}")
+
     def _start_node(self, index: int) -> None:
         port = free_port()
         log_path = self.workdir / f"supernode-{index}.log"
-        args = [self._exe("flower-supernode"), "--insecure",
+        if self.credentials is None:
+            security = ["--insecure"]
+        else:
+            security = ["--root-certificates", str(self.credentials.ca_cert),
+                        "--auth-supernode-private-key", str(self.credentials.node_private_keys[index])]
+        args = [self._exe("flower-supernode"), *security,
                 "--superlink", f"127.0.0.1:{self.superlink_port}",
                 "--host", "127.0.0.1", "--port", str(port)]
         if self.node_configs[index]:
@@ -347,12 +396,14 @@ class LocalDeployment:
             return ""
 
     def _write_flower_config(self) -> None:
+        security = ("insecure = true\n" if self.credentials is None else
+                    f"root-certificates = {_toml_value(str(self.credentials.ca_cert))}\n")
         (self.flwr_home / "config.toml").write_text(
             "[superlink]\n"
             f'default = "{self.connection_name}"\n\n'
             f"[superlink.{self.connection_name}]\n"
             f'address = "127.0.0.1:{self.superlink_port}"\n'
-            "insecure = true\n"
+            + security
         )
 
     @property
