@@ -282,9 +282,17 @@ def live_sessions(tmp_path, node=7) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
 
 
-def tombstones(tmp_path, node=7) -> list[str]:
+def tombstones(tmp_path, node=7) -> list[bytes]:
+    """The finished sessions in the node's ledger ring (hashed session ids), oldest first."""
+    from secagg.flower.client import NodeLedger
     d = tmp_path / "ledger" / str(node)
-    return sorted(p.name for p in d.glob("*.done")) if d.exists() else []
+    if not (d / NodeLedger.RING).exists():
+        return []
+    data = (d / NodeLedger.RING).read_bytes()
+    slots = (len(data) - 8) // 32
+    head = int.from_bytes(data[:8], "big") % slots
+    ids = [data[8 + i * 32:8 + (i + 1) * 32] for i in range(slots)]
+    return [x for x in ids[head:] + ids[:head] if x != bytes(32)]
 
 
 @pytest.mark.parametrize("payload, why", [
@@ -366,7 +374,8 @@ def test_a_new_round_retires_the_one_a_node_was_left_in(tmp_path):
     assert not app(setup_message(old), ctx).has_error()
     assert not app(setup_message(new, mid="s2"), ctx).has_error()
     assert live_sessions(tmp_path) == [new.session_id.hex()]
-    assert tombstones(tmp_path) == [old.session_id.hex() + ".done"]
+    from secagg.flower.client import NodeLedger
+    assert tombstones(tmp_path) == [NodeLedger._sid(old.session_id)]
 
 
 def test_node_policy_min_clients():
@@ -796,9 +805,76 @@ def test_the_ledger_keeps_only_tombstones_round_after_round(tmp_path):
     assert after3[2] == {n: 3 for n in NODES}
     for n in NODES:
         names = [p.name for p in (tmp_path / "ledger" / str(n)).iterdir()]
-        assert len(names) == 3 and all(x.endswith(".done") for x in names)
-        assert all((tmp_path / "ledger" / str(n) / x).stat().st_size == 0 for x in names)
+        assert names == ["finished.ring"]  # no claim, no session directory left
         assert STATE_KEY not in grid.contexts[n].state.config_records
+
+
+def _ledger_footprint(base):
+    """Every entry under the ledger directory with its size."""
+    return sorted((str(p.relative_to(base)), p.stat().st_size if p.is_file() else -1) for p in base.rglob("*"))
+
+
+def test_the_ledger_does_not_grow_over_fifty_rounds(tmp_path):
+    """50 rounds, one node lost mid-round now and then: after every round the
+    ledger directory holds the same entries of the same sizes (the ring of
+    finished sessions has a fixed size; claims go when a round ends), and a
+    finished session stays refused."""
+    from secagg.flower.client import NodeLedger
+    victim = NODES[2]
+    # the victim's forwarded-shares message fails in rounds 5, 17 and 33 (4 messages per round)
+    fail_at = {4 * (r - 1) + 3 for r in (5, 17, 33)}
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "error" if node == victim and n in fail_at else "ok")
+    ledger = tmp_path / "ledger"
+    for ctx in grid.contexts.values():
+        ctx.node_config.update({"secagg-ledger-dir": str(ledger), "secagg-ledger-tombstones": 16})
+    footprints = []
+
+    def on_round(report):
+        footprints.append((report.server_round, _ledger_footprint(ledger)))
+
+    strategy = SecAggFedAvg(settings=FAST, on_round=on_round, min_available_nodes=5, min_train_nodes=5,
+                            fraction_evaluate=0.0)
+    strategy.start(grid, model(), num_rounds=50, timeout=1)
+    assert [r.outcome for r in strategy.reports] == ["completed"] * 50
+    assert [r.server_round for r in strategy.reports if r.dropped] == [5, 17, 33]
+    steady = [fp for r, fp in footprints if r not in (5, 17, 33)]  # a dropped node keeps its open round until the next
+    assert len(steady) == 47 and all(fp == steady[0] for fp in steady), "the ledger grew"
+    assert steady[0] == sorted([(f"{n}", -1) for n in NODES] + [(f"{n}/finished.ring", 8 + 16 * 32) for n in NODES])
+    for n in NODES:
+        assert len(tombstones(tmp_path, n)) == 16  # the last 16 sessions, oldest forgotten first
+    # the last round's session is remembered: its first message again is refused, nothing is written
+    last = strategy.reports[-1]
+    node_ledger = NodeLedger(ledger / str(NODES[0]), tombstones=16)
+    assert node_ledger.finished(bytes.fromhex(last.params["session_id"]))
+    with pytest.raises(Exception, match="over for this client"):
+        node_ledger.claim(bytes.fromhex(last.params["session_id"]), "advertise_keys")
+    assert _ledger_footprint(ledger) == steady[0]
+
+
+def test_the_ledger_keeps_a_bounded_number_of_open_sessions(tmp_path):
+    """Rounds left open (their runs ended before the round did) are finished
+    oldest first once more than ``open_sessions`` are open; a finished one
+    takes no claim."""
+    from secagg.drivers import StageAlreadyAnswered
+    from secagg.flower.client import NodeLedger
+    ledger = NodeLedger(tmp_path / "l", tombstones=8, open_sessions=3)
+    sessions = [bytes([i]) * 32 for i in range(5)]
+    for s_ in sessions:
+        ledger.claim(s_, "advertise_keys")
+    assert ledger.sessions() == sorted(s_.hex() for s_ in sessions[2:])
+    for s_ in sessions[:2]:
+        assert ledger.finished(s_)
+        with pytest.raises(StageAlreadyAnswered):
+            ledger.claim(s_, "share_keys")
+    with pytest.raises(StageAlreadyAnswered):  # an open session's stage is answered once
+        ledger.claim(sessions[4], "advertise_keys")
+    ledger.claim(sessions[4], "share_keys")
+    # a smaller ring keeps the newest tombstones
+    small = NodeLedger(tmp_path / "l", tombstones=1, open_sessions=3)
+    assert small.finished(sessions[1]) and not small.finished(sessions[0])
+    assert (tmp_path / "l" / NodeLedger.RING).stat().st_size == 8 + 32
+    with pytest.raises(ParameterError):
+        NodeLedger(tmp_path / "m", tombstones=0)
 
 
 # ------------------------------------------------------------------ Paillier, decrypted by a committee of the nodes

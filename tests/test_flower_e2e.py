@@ -2,7 +2,8 @@
 
 Each test starts a SuperLink and SuperNodes as separate processes
 (:class:`secagg.flower.local.LocalDeployment`: free loopback ports, an isolated
-Flower home), starts the example app (examples/flower_app) the way Flower users
+Flower home, TLS with a CA made for the test and SuperNode authentication;
+one test keeps the development set-up, ``--insecure``), starts the example app (examples/flower_app) the way Flower users
 do, with ``flwr run <app> <connection> --stream``, and stops every process it
 started, also when an assertion fails.
 
@@ -45,19 +46,27 @@ FRAC_BITS = 16
 
 
 def _run(tmp_path: Path, num_nodes: int, run_config: dict, *, kill: tuple[int, int] | None = None,
-         extra_runs: tuple[dict, ...] = (), timeout: float = 300.0, node_extra: list[dict] | None = None):
-    """Start a deployment, run the example (and optionally more runs), stop
-    everything. ``node_extra[i]`` is added to node ``i``'s node config.
-    Returns (node ids by index, main run output, extra outputs, output dir,
-    audit dir, events)."""
+         extra_runs: tuple[dict, ...] = (), timeout: float = 300.0, node_extra: list[dict] | None = None,
+         insecure: bool = False, intruders: list | None = None):
+    """Start a deployment (TLS and SuperNode authentication unless
+    ``insecure``), run the example (and optionally more runs), stop
+    everything. ``node_extra[i]`` is added to node ``i``'s node config. If
+    ``intruders`` is a list, two SuperNodes the federation does not know (an
+    unregistered key; one of them without the CA either) try to join before
+    the run, and are appended to it. Returns (node ids by index, main run
+    output, extra outputs, output dir, audit dir, events)."""
     audit, out = tmp_path / "audit", tmp_path / "out"
     configs = [{"partition-id": i, "num-partitions": num_nodes, "secagg-audit-dir": str(audit),
                 **(node_extra[i] if node_extra else {})} for i in range(num_nodes)]
-    dep = LocalDeployment(num_nodes, node_configs=configs, workdir=tmp_path / "deployment")
+    dep = LocalDeployment(num_nodes, node_configs=configs, workdir=tmp_path / "deployment", insecure=insecure)
     result: RunOutput | None = None
     extras: list[RunOutput] = []
     try:
         dep.start()
+        if intruders is not None:
+            intruders += [dep.add_intruder(), dep.add_intruder(trust_ca=False)]
+            for node in intruders:
+                node.process.wait(timeout=120)  # refused: it gives up
         if kill is not None:
             dep.kill_node_on_message(*kill)
         config = {"output-dir": str(out), "min-nodes": num_nodes, "secagg-clip": CLIP,
@@ -107,11 +116,20 @@ def _check_aggregate(report: dict, audit: Path) -> None:
 
 def test_secure_fedavg_on_a_real_deployment(tmp_path):
     t0 = time.monotonic()
+    intruders: list = []
     node_ids, result, extras, out, audit, _ = _run(
         tmp_path, 4,
         {"num-server-rounds": 2, "fraction-evaluate": 0.0, "secagg-stage-timeout": 60.0},
         # a second run on the same deployment that cannot be secure: 4 nodes, threshold 5
-        extra_runs=({"num-server-rounds": 1, "secagg-threshold": 5},))
+        extra_runs=({"num-server-rounds": 1, "secagg-threshold": 5},), intruders=intruders)
+    # TLS + SuperNode authentication: a SuperNode with an unregistered key is refused, one that does not
+    # trust the deployment's CA does not even connect; neither ever gets a node id or a message
+    unregistered, untrusting = intruders
+    for node in intruders:
+        assert node.process.returncode not in (0, None), node.log_text()
+        assert "SuperNode ID" not in node.log_text() and node.received_messages() == 0
+    assert "Failed to activate SuperNode" in unregistered.log_text(), unregistered.log_text()
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusting.log_text(), untrusting.log_text()
     summary = json.loads((out / "summary.json").read_text())
     assert [r["server_round"] for r in summary["rounds"]] == [1, 2]
     for r in (1, 2):
@@ -220,7 +238,7 @@ def test_paillier_member_killed_during_decryption_is_recovered(tmp_path):
     node_ids, result, _, out, audit, events = _run(
         tmp_path, 4, {"num-server-rounds": 1, "fraction-evaluate": 0.0, "secagg-stage-timeout": 60.0,
                       "secagg-straggler-grace": 3.0, **server},
-        kill=(victim, 3), node_extra=nodes)
+        kill=(victim, 3), node_extra=nodes, insecure=True)  # the development set-up (--insecure) stays covered
     assert any(e.startswith(f"killed node {victim}") for e in events), events
     report = json.loads((out / "round-1.json").read_text())
     assert report["outcome"] == "completed"

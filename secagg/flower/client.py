@@ -65,7 +65,8 @@ operator, not by the server:
 * ``secagg-require-malicious-server``: refuse rounds that are not in the
   malicious-server mode (default false);
 * ``secagg-ledger-dir``: where the node's claims live (default a per-user
-  directory under the system temp dir);
+  directory under the system temp dir); ``secagg-ledger-tombstones`` (4096)
+  and ``secagg-ledger-open-sessions`` (8) bound it (:class:`NodeLedger`);
 * ``secagg-committee-key`` and ``secagg-key-share``: the Paillier decryption
   committee's public key file (pinned: rounds under another key are refused)
   and this node's share file (:mod:`secagg.flower.keys`);
@@ -74,9 +75,12 @@ operator, not by the server:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -102,7 +106,7 @@ from ..protocols.stages import Stage
 from .keys import load_committee_key, load_key_share, load_signing_key, load_trusted_keys, verification_key
 from .records import RECORD_KEY, STATE_KEY, ModelLayout, bytes_field, pack, unpack
 
-__all__ = ["secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SETUP_STAGE", "IDENTIFY_STAGE",
+__all__ = ["secagg_mod", "make_secagg_mod", "NodeStateStore", "NodeLedger", "node_store", "SETUP_STAGE", "IDENTIFY_STAGE",
            "PAILLIER_SETUP_STAGE"]
 
 log = logging.getLogger("flwr.secagg")
@@ -180,6 +184,120 @@ class NodeStateStore(StateStore):
             self.finish(session)
 
 
+#: Finished sessions a node's ledger remembers (node config ``secagg-ledger-tombstones``).
+LEDGER_TOMBSTONES = 4096
+#: Sessions a node's ledger keeps open at once (node config ``secagg-ledger-open-sessions``): rounds of
+#: concurrent runs; opening one more finishes the oldest.
+LEDGER_OPEN_SESSIONS = 8
+_SESSION_BYTES = 32
+_HEADER = 8
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+
+
+class NodeLedger(DirectoryStore):
+    """A SuperNode's claims, bounded on disk.
+
+    Claims are ``O_EXCL`` files in one directory per open session (as in
+    :class:`~secagg.drivers.DirectoryStore`), made only after a message
+    passed every check; :meth:`finish` removes the session's directory when
+    the round ends for the node. Finished sessions are remembered in one
+    file of fixed size, ``finished.ring``: a ring of the last ``tombstones``
+    session ids, written in place under an exclusive lock, so the ledger
+    does not grow round after round. At most ``open_sessions`` sessions are
+    open at once: opening one more finishes the oldest (a round left
+    unfinished when its run ended, which no later round of that run
+    retires)."""
+
+    RING = "finished.ring"
+
+    def __init__(self, directory: str | os.PathLike[str], *, tombstones: int = LEDGER_TOMBSTONES,
+                 open_sessions: int = LEDGER_OPEN_SESSIONS):
+        if tombstones < 1 or open_sessions < 1:
+            raise ParameterError("a node ledger needs room for at least one session of each kind")
+        super().__init__(directory, max_tombstones=tombstones)
+        self.tombstones = tombstones
+        self.open_sessions = open_sessions
+        self._ring = self.base / self.RING
+        size = _HEADER + tombstones * _SESSION_BYTES
+        fd = os.open(self._ring, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if st.st_size != size:
+                if st.st_size:  # another capacity: keep what fits, newest first
+                    kept = self._read_ring(fd, st.st_size)[-tombstones:]
+                else:
+                    kept = []
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)
+                for sid in kept:
+                    self._append(fd, sid)
+        finally:
+            os.close(fd)
+
+    def _read_ring(self, fd: int, size: int) -> list[bytes]:
+        """The ring's session ids, oldest first."""
+        data = os.pread(fd, size, 0)
+        if len(data) < _HEADER:
+            return []
+        slots = (len(data) - _HEADER) // _SESSION_BYTES
+        if slots == 0:
+            return []
+        head = int.from_bytes(data[:_HEADER], "big") % slots
+        ids = [data[_HEADER + i * _SESSION_BYTES:_HEADER + (i + 1) * _SESSION_BYTES] for i in range(slots)]
+        ordered = ids[head:] + ids[:head]
+        return [sid for sid in ordered if sid != bytes(_SESSION_BYTES)]
+
+    def _append(self, fd: int, sid: bytes) -> None:
+        head = int.from_bytes(os.pread(fd, _HEADER, 0), "big") % self.tombstones
+        os.pwrite(fd, sid, _HEADER + head * _SESSION_BYTES)
+        os.pwrite(fd, ((head + 1) % self.tombstones).to_bytes(_HEADER, "big"), 0)
+        os.fsync(fd)
+
+    @staticmethod
+    def _sid(session: bytes) -> bytes:
+        # fixed-size slots: the session id's hash (session ids are 32 random bytes; any length is accepted)
+        return hashlib.sha256(b"secagg ledger session\0" + session).digest()
+
+    def finished(self, session: bytes) -> bool:
+        """Whether ``session`` is over for this node (remembered in the ring)."""
+        sid = self._sid(session)
+        fd = os.open(self._ring, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return sid in self._read_ring(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+
+    def _check_open(self, session: bytes) -> None:
+        if self.finished(session):
+            raise StageAlreadyAnswered("this session is over for this client")
+        if not self._dir(session).exists():  # a session opens: keep the number of open ones bounded
+            live = sorted((p for p in self.base.iterdir() if p.is_dir() and not p.is_symlink()
+                           and _HEX.fullmatch(p.name)), key=lambda p: p.stat().st_mtime_ns)
+            for old in live[:max(0, len(live) - self.open_sessions + 1)]:
+                self.finish(bytes.fromhex(old.name))
+
+    def finish(self, session: bytes) -> None:
+        fd = os.open(self._ring, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            sid = self._sid(session)
+            if sid not in self._read_ring(fd, os.fstat(fd).st_size):
+                self._append(fd, sid)  # the tombstone first: from now on no claim of the session succeeds
+        finally:
+            os.close(fd)
+        d = self._dir(session)
+        if d.is_dir() and not d.is_symlink():
+            for f in d.iterdir():
+                f.unlink(missing_ok=True)
+            d.rmdir()
+
+    def files(self) -> list[str]:
+        """Every entry of the ledger directory (for tests and operators)."""
+        return sorted(p.name for p in self.base.iterdir())
+
+
 def _ledger_base(context: Context) -> Path:
     directory = context.node_config.get("secagg-ledger-dir")
     return Path(str(directory)) if directory else Path(tempfile.gettempdir()) / f"secagg-ledger-{os.getuid()}"
@@ -196,8 +314,10 @@ def node_store(context: Context) -> NodeStateStore:
     try:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         check_private_directory(base)
-        ledger = DirectoryStore(base / str(int(context.node_id)))
-    except (LocalProtocolError, OSError) as exc:
+        tombstones = _node_int(context, "secagg-ledger-tombstones", LEDGER_TOMBSTONES)
+        open_sessions = _node_int(context, "secagg-ledger-open-sessions", LEDGER_OPEN_SESSIONS)
+        ledger = NodeLedger(base / str(int(context.node_id)), tombstones=tombstones, open_sessions=open_sessions)
+    except (LocalProtocolError, OSError, ParameterError) as exc:
         raise _Refused(f"cannot use the ledger directory {base}: {exc}") from None
     return NodeStateStore(context.state, ledger)
 

@@ -240,6 +240,7 @@ class LocalDeployment:
         self.superlink: subprocess.Popen[bytes] | None = None
         self.superlink_log = self.workdir / "superlink.log"
         self.nodes: list[NodeProcess] = []
+        self.intruders: list[NodeProcess] = []
         self._started: list[subprocess.Popen[bytes]] = []
         self._log_handles: list[Any] = []
         self._watchers: list[threading.Thread] = []
@@ -340,6 +341,33 @@ class LocalDeployment:
             self._start_node(i)
         self._wait_for(f"{self.num_nodes} SuperNodes to register", self._all_registered,
                        self.startup_timeout, [n.process for n in self.nodes])
+
+    def add_intruder(self, *, trust_ca: bool = True) -> NodeProcess:
+        """Start a SuperNode the federation does not know: a fresh
+        authentication key that was never registered (and, with
+        ``trust_ca=False``, no CA to check the SuperLink with either). On a
+        secure deployment the SuperLink must refuse it; it is stopped with
+        the deployment. Not counted in :attr:`nodes`."""
+        if self.credentials is None:
+            raise DeploymentError("an insecure deployment has no node authentication to test")
+        from .tls import make_node_auth_key
+
+        index = len(self.intruders)
+        private, _ = make_node_auth_key()
+        key_path = self.credentials.directory / f"intruder-{index}.key"
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+        port = free_port()
+        log_path = self.workdir / f"intruder-{index}.log"
+        args = [self._exe("flower-supernode"), "--auth-supernode-private-key", str(key_path),
+                "--superlink", f"127.0.0.1:{self.superlink_port}", "--host", "127.0.0.1", "--port", str(port),
+                "--max-retries", "3"]
+        if trust_ca:
+            args += ["--root-certificates", str(self.credentials.ca_cert)]
+        node = NodeProcess(-1 - index, port, log_path, self._spawn(args, log_path), {})
+        self.intruders.append(node)
+        return node
 
     def _register_node(self, index: int) -> None:
         """``flwr supernode register``: the SuperLink learns node ``index``'s
