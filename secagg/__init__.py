@@ -31,6 +31,7 @@ from .errors import (
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .aggregation import Rule, client_weight, fedavg_apply, hybrid_weight
+    from .dp.plan import DPConfig
     from .encoding.fixed_point import FixedPoint
     from .primitives.randomness import DeterministicRandom, SystemRandom
     from .result import AggregationResult
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AbortReason",
     "AggregationResult",
+    "DPConfig",
     "DeterministicRandom",
     "FixedPoint",
     "InvalidCiphertext",
@@ -68,6 +70,7 @@ _LAZY = {
     "fedavg_apply": ".aggregation",
     "hybrid_weight": ".aggregation",
     "FixedPoint": ".encoding.fixed_point",
+    "DPConfig": ".dp.plan",
     "DeterministicRandom": ".primitives.randomness",
     "SystemRandom": ".primitives.randomness",
     "AggregationResult": ".result",

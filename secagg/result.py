@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .dp.round import DPRoundReport
 
 __all__ = ["AggregationResult"]
 
@@ -19,6 +22,12 @@ class AggregationResult:
     the server learned. ``dropped`` maps each left-out client id to the stage at
     which it vanished. Byte counts are what each client sent and received on the
     wire (encoded messages); timings are seconds per stage.
+
+    ``dp`` is the round's distributed-DP report (:class:`secagg.dp.DPRoundReport`:
+    mechanism, survivors, the round's epsilon at its delta, noise variance,
+    clip, and with adaptive clipping the noised clipped fraction and the next
+    clip) when the round ran with DP, else ``None``; ``aggregate`` and
+    ``sum_weighted`` are then the noised values.
     """
 
     protocol: str
@@ -33,6 +42,7 @@ class AggregationResult:
     bytes_received: Mapping[int, int]
     timings: Mapping[str, float]
     params: Mapping[str, Any] = field(default_factory=dict)
+    dp: "DPRoundReport | None" = None
 
     @property
     def n_included(self) -> int:
@@ -53,4 +63,5 @@ class AggregationResult:
             "bytes_received_per_client_mean": float(np.mean(recv)),
             "timings_s": dict(self.timings),
             "params": dict(self.params),
+            "dp": self.dp.summary() if self.dp is not None else None,
         }

@@ -20,7 +20,7 @@ import json
 import math
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from .protocols.stages import MASKING_STAGES as _MASKING_STAGES
 from .protocols.stages import Stage
 from .result import AggregationResult
 from .transports.inprocess import LocalRound, dropout_schedule
+
+if TYPE_CHECKING:
+    from .dp.plan import DPConfig
 
 __all__ = ["simulate", "simulate_paillier", "paillier_min_clients", "PROTOCOLS", "DECRYPTIONS", "MASKING_STAGES",
            "audit_logger"]
@@ -123,7 +126,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              trace: list[tuple[str, str, int, bytes]] | None = None,
              randomizer: str | None = None, unsafe_allow_single_client: bool = False,
              decryption: str = "committee", committee: Sequence[int] | None = None,
-             committee_threshold: int | None = None) -> AggregationResult:
+             committee_threshold: int | None = None, dp: "DPConfig | None" = None) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -147,7 +150,19 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     ``unsafe_allow_single_client=True``. ``decryption`` is ``"committee"``
     (the default: no party holds the key; ``committee`` clients, all by
     default, decrypt together, any ``committee_threshold`` of them, a
-    majority by default; SPEC §8) or ``"key_holder"`` (one key holder)."""
+    majority by default; SPEC §8) or ``"key_holder"`` (one key holder).
+
+    ``dp`` (a :class:`secagg.dp.DPConfig`) runs the round with distributed
+    differential privacy (protocols/dp/SPEC.md §9), on ``secagg``,
+    ``secagg+`` and ``paillier``: every client clips, rotates, rounds and
+    noises its update; the noise is calibrated for the round's survivor
+    floor (the masking threshold, Paillier's ``min_clients``), so dropouts
+    down to it keep the guarantee. The rule must be unweighted (``"mean"``
+    or ``"sum"``) and ``weights`` ``None`` or all 1; ``encoding`` does not
+    apply. The result's ``dp`` is the round's :class:`secagg.dp.DPRoundReport`
+    (survivors, epsilon at the config's delta, adaptive clipping's next
+    clip); compose rounds with :class:`secagg.dp.DPAccountant`. The
+    round's rotation seed is fresh (from ``seed`` when given)."""
     if protocol not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     if protocol != "paillier" and (randomizer is not None or short_exponent):
@@ -161,6 +176,9 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     r = get_rule(rule)
     xs = _as_vectors(updates)
     n = len(xs)
+    if dp is not None:
+        _check_dp(dp, r, weights, n, protocol, encoding)
+        weights = None
     ws = _weights(r, weights, n)
     if encoding is not None:
         for i, w in enumerate(ws):
@@ -178,7 +196,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
                                  short_exponent=short_exponent, progress=progress, min_clients=threshold,
                                  randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client,
                                  decryption=decryption, committee=committee,
-                                 committee_threshold=committee_threshold, signed=malicious_server)
+                                 committee_threshold=committee_threshold, signed=malicious_server, dp=dp)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -186,7 +204,31 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
         return _plaintext(xs, ws, r, schedule)
     return _masking(xs, ws, r, enc, schedule, rng, protocol=protocol, threshold=threshold, degree=degree,
                     dropout_tolerance=dropout_tolerance, corrupt_fraction=corrupt_fraction,
-                    malicious_server=malicious_server, progress=progress, trace=trace)
+                    malicious_server=malicious_server, progress=progress, trace=trace, dp=dp)
+
+
+def _check_dp(dp: Any, rule: Rule, weights: Sequence[float] | None, n: int, protocol: str,
+              encoding: FixedPoint | None) -> None:
+    from .dp.plan import DPConfig
+
+    if not isinstance(dp, DPConfig):
+        raise ParameterError(f"dp must be a secagg.dp.DPConfig, got {type(dp).__name__}")
+    if protocol == "plaintext":
+        raise ParameterError("dp needs a secure-aggregation protocol (secagg, secagg+ or paillier)")
+    if rule.uses_weights:
+        raise ParameterError(f"a DP round is unweighted: use rule 'mean' or 'sum', not {rule.name!r}")
+    if weights is not None:
+        ws = list(weights)
+        if len(ws) != n or any(float(w) != 1.0 for w in ws):
+            raise ParameterError("a DP round is unweighted: weights must be None or all 1")
+    if encoding is not None:
+        raise ParameterError("a DP round encodes with its DP parameters: give no fixed-point encoding")
+
+
+def _dp_round(dp: Any, dim: int, n_min: int, n: int, rng: RandomSource) -> Any:
+    """One round's DP parameters: noise for ``n_min`` survivors, wrap check for
+    ``n`` clients, a fresh public rotation seed."""
+    return dp.round_params(dim, n_min=n_min, n_max=n, rotation_seed=_fork(rng, "dp/rotation").bytes(32))
 
 
 def _fork(rng: RandomSource, label: str) -> RandomSource:
@@ -229,7 +271,8 @@ def _trace_sink(recorder: Recorder, trace: list[tuple[str, str, int, bytes]] | N
 def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint, schedule: Mapping[int, str],
              rng: RandomSource, *, protocol: str, threshold: int | None, degree: int | None,
              dropout_tolerance: float | None, corrupt_fraction: float, malicious_server: bool,
-             progress: bool, trace: list[tuple[str, str, int, bytes]] | None) -> AggregationResult:
+             progress: bool, trace: list[tuple[str, str, int, bytes]] | None,
+             dp: Any = None) -> AggregationResult:
     from .drivers import ClientDriver, MaskingClientRole, Recorder, ServerDriver
     from .primitives.signatures import generate_signing_keypair
     from .protocols.masking import MaskingParams, MaskingServer
@@ -240,10 +283,18 @@ def _masking(xs: list[np.ndarray], ws: list[float], rule: Rule, enc: FixedPoint,
         planned = len(schedule) / n
         dropout_tolerance = max(0.1, planned) if protocol == "secagg+" else min(planned, 0.49)
     signing = {i: generate_signing_keypair(_fork(rng, f"signing/{i}")) for i in ids} if malicious_server else {}
+    dp_round = None
+    if dp is not None:  # the noise is calibrated for the round's threshold: first derive it
+        shape = MaskingParams.create(ids, xs[0].size, protocol=protocol, dropout_tolerance=dropout_tolerance,
+                                     corrupt_fraction=corrupt_fraction, threshold=threshold, degree=degree,
+                                     rng=_fork(rng, "dp/shape"))
+        threshold, degree = shape.threshold, shape.degree
+        dp_round = _dp_round(dp, xs[0].size, threshold, n, rng)
     params = MaskingParams.create(ids, xs[0].size, protocol=protocol, dropout_tolerance=dropout_tolerance,
                                   corrupt_fraction=corrupt_fraction, threshold=threshold, degree=degree,
-                                  encoding=enc, malicious_server=malicious_server,
-                                  signing_keys={i: k.public for i, k in signing.items()}, rng=_fork(rng, "params"))
+                                  encoding=enc if dp_round is None else None, malicious_server=malicious_server,
+                                  signing_keys={i: k.public for i, k in signing.items()}, rng=_fork(rng, "params"),
+                                  dp=dp_round)
     recorder = Recorder(transcript=trace is not None)
     server = ServerDriver(MaskingServer(params, _fork(rng, "server")), rule, observer=recorder)
     # the simulator is the PKI: it made the signing keys
@@ -301,7 +352,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                       min_clients: int | None = None, randomizer: str | None = None,
                       unsafe_allow_single_client: bool = False, decryption: str = "committee",
                       committee: Sequence[int] | None = None, committee_threshold: int | None = None,
-                      spares: int = 0, signed: bool = False) -> AggregationResult:
+                      spares: int = 0, signed: bool = False, dp: Any = None) -> AggregationResult:
     """Run one Paillier round in-process: server and ``n`` clients on the
     round drivers, every message through the wire format, decrypted by a
     committee of the clients (``decryption="committee"``, the default: a

@@ -545,7 +545,22 @@ def corpus() -> dict[str, Any]:
                 "paillier.AggregateSums": AggregateSums(params.session_id, (2,),
                                                         np.array([5, -3, 0, 7, 4096], dtype=np.int64))})
     out.update(_committee_messages())
+    out.update(_dp_messages())
     return out
+
+
+def _dp_messages() -> dict[str, Any]:
+    """A distributed-DP round's parameters (adaptive clipping on, so every
+    field is in use) and a DP masking round's parameters."""
+    from secagg.dp import DPConfig
+    from secagg.primitives.randomness import DeterministicRandom
+    from secagg.protocols.masking import MaskingParams
+
+    dp = DPConfig(epsilon=2.0, rounds=3, adaptive_clip=True).round_params(3, n_min=3, n_max=4,
+                                                                           rotation_seed=bytes(range(32)))
+    params = MaskingParams.create([1, 2, 3, 4], 3, protocol="secagg", threshold=3, dp=dp,
+                                  rng=DeterministicRandom("wire dp"))
+    return {"dp.RoundParams": dp, "masking.DPParams": params}
 
 
 def _committee_messages() -> dict[str, Any]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import dp_accounting as _dpa  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -40,6 +40,9 @@ from dp_accounting import rdp as _dp_rdp  # type: ignore[import-untyped, import-
 
 from ..errors import ParameterError
 from .pipeline import MECHANISMS, DPParams
+
+if TYPE_CHECKING:
+    from .round import DPRoundReport
 
 __all__ = [
     "ORDERS",
@@ -292,7 +295,14 @@ class DPAccountant:
         self.rounds.append(got)
         return got
 
+    def add_report(self, report: "DPRoundReport", sampling_rate: float | None = None) -> RoundGuarantee:
+        """Compose a completed round from its report (its parameters and
+        actual survivors); ``sampling_rate`` defaults to the report's."""
+        rate = report.sampling_rate if sampling_rate is None else sampling_rate
+        return self.add_round(report.params, report.survivors, rate, report.delta)
+
     def epsilon(self, delta: float) -> float:
+        """The (epsilon, delta) guarantee of every round composed so far."""
         return epsilon_from_rdp(self.orders, self.rdp, delta)[0]
 
 

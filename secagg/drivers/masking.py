@@ -11,6 +11,7 @@ dropped when the round ends.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,8 @@ from ..primitives.randomness import RandomSource, default_random
 from ..protocols.masking.client import ClientState, MaskingClient
 from ..protocols.masking.messages import (SERVER_MESSAGES, ConsistencyRequest, ForwardedShares, KeysBroadcast,
                                           MaskedInput, UnmaskRequest, UnmaskShares)
-from ..protocols.masking.params import MaskingParams
+from ..dp.round import DPRoundParams
+from ..protocols.masking.params import DPMaskingParams, MaskingParams
 from ..protocols.stages import Stage
 from .client import Contribution, Step
 
@@ -42,12 +44,25 @@ class MaskingRecord:
     client: ClientState
     update: np.ndarray = field(default_factory=lambda: _EMPTY, metadata={"dtypes": {"float64"}})
     weight: float = 1.0
+    #: a DP round's DP parameters (``params`` then is a :class:`DPMaskingParams`; its
+    #: other fields travel in ``params``)
+    dp: DPRoundParams | None = None
+
+    def __post_init__(self) -> None:
+        if self.dp is None and self.params.dp is not None:
+            object.__setattr__(self, "dp", self.params.dp)
+        elif self.dp is not None and self.params.dp is None:  # decoded: rebuild the DP round's parameters
+            fields = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(MaskingParams)}
+            object.__setattr__(self, "params", DPMaskingParams(**fields, dp=self.dp))
+        elif self.dp is not None and self.dp != self.params.dp:
+            raise ParameterError("the record's DP parameters differ from its round's")
 
     def __repr__(self) -> str:
         return f"MaskingRecord(client {self.client.client_id}, stage {self.client.stage!r}, <secrets hidden>)"
 
 
-_STAGE_OF: dict[type, Stage] = {MaskingParams: Stage.ADVERTISE_KEYS, KeysBroadcast: Stage.SHARE_KEYS,
+_STAGE_OF: dict[type, Stage] = {MaskingParams: Stage.ADVERTISE_KEYS, DPMaskingParams: Stage.ADVERTISE_KEYS,
+                                KeysBroadcast: Stage.SHARE_KEYS,
                                 ForwardedShares: Stage.MASKED_INPUT, ConsistencyRequest: Stage.CONSISTENCY_CHECK,
                                 UnmaskRequest: Stage.UNMASKING}
 
@@ -62,7 +77,7 @@ class MaskingClientRole:
     (a node's own policy, e.g. a minimum number of participants); it raises
     :class:`~secagg.errors.ParameterError` to refuse the round."""
 
-    SERVER_MESSAGES: tuple[type, ...] = (MaskingParams, *SERVER_MESSAGES)
+    SERVER_MESSAGES: tuple[type, ...] = (MaskingParams, DPMaskingParams, *SERVER_MESSAGES)
 
     def __init__(self, client_id: int, *, rng: RandomSource | None = None, signing_key: bytes | None = None,
                  trusted_signing_keys: Mapping[int, bytes] | None = None,
@@ -119,7 +134,11 @@ class MaskingClientRole:
             raise ParameterError(f"the round aggregates {params.dim} values but the update has {update.size}")
         check_finite(update, "update")
         weight = float(contribution.weight)
-        params.encoding.check_weight(weight)
+        if params.dp is not None:
+            if weight != 1.0:
+                raise ParameterError(f"a DP round is unweighted: the weight must be 1, got {contribution.weight!r}")
+        else:
+            params.encoding.check_weight(weight)
         client = self._client(params)
         advert = client.advertise_keys()
         return Step(advert, MaskingRecord(params, client.state, update, weight))

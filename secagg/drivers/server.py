@@ -244,7 +244,8 @@ class ServerDriver:
                                                                                      outcome.sum_weights),
             sum_weighted=outcome.sum_weighted, sum_weights=outcome.sum_weights, included=outcome.included,
             dropped=dict(outcome.dropped), session_id=params.session_id.hex() if params is not None else "",
-            bytes_sent={}, bytes_received={}, timings={}, params=summary)
+            bytes_sent={}, bytes_received={}, timings={}, params=summary,
+            dp=getattr(outcome, "dp", None))  # a DP round's report (DPServerResult)
         fields.update(extra)
         return AggregationResult(**fields)
 

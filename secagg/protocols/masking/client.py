@@ -26,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ...dp.pipeline import unwrap
 from ...encoding import wire
 from ...encoding.ring import dtype_for, to_ring
 from ...errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, from_peer
@@ -279,8 +280,14 @@ class MaskingClient:
         x = np.asarray(update, dtype=np.float64).ravel()
         if x.size != p.dim:
             raise ParameterError(f"update has {x.size} entries; this round aggregates {p.dim}")
+        dp = p.dp
         enc = p.encoding
-        enc.check_weight(weight)
+        if dp is not None:
+            if type(weight) not in (int, float) or weight != 1:
+                # a private weight would change the sensitivity, and its slot would be released unnoised
+                raise ParameterError(f"a DP round is unweighted: the weight must be 1, got {weight!r}")
+        else:
+            enc.check_weight(weight)
 
         # decrypt and check every forwarded share before using any
         senders = msg.senders
@@ -315,12 +322,19 @@ class MaskingClient:
         got_sk = [st.held_mask_key.reshape(1, SHARE_CHUNKS), body[:, 1]]
         self._check_enough(len(owners), "sent their shares")
 
-        # encode [w x, w] only once the server's message has passed every check
-        quantized = enc.quantize(x, weight, self._rng)
-        vector = np.empty(p.entries, dtype=np.int64)
-        vector[:-1] = quantized.values
-        vector[-1] = enc.quantize_weight(weight, self._rng)
-        self.last_clipped = quantized.clipped
+        # encode [w x, w] (or the DP vector) only once the server's message has passed every check
+        if dp is not None:
+            # protocols/dp/SPEC.md §9: the noised vector in Z_{2^b}, centered; 2^b divides the ring's
+            # modulus, so the ring sum reduced modulo 2^b is the DP sum
+            encoded = dp.encode_update(x, self._rng)
+            vector = unwrap(encoded.values, dp.bits)
+            self.last_clipped = int(encoded.clipped)
+        else:
+            quantized = enc.quantize(x, weight, self._rng)
+            vector = np.empty(p.entries, dtype=np.int64)
+            vector[:-1] = quantized.values
+            vector[-1] = enc.quantize_weight(weight, self._rng)
+            self.last_clipped = quantized.clipped
 
         # mask: self mask from b_u, one pairwise mask per peer in U_2
         masked = to_ring(vector, p.ring_bits)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from ...dp.round import DPRoundParams
 from ...encoding import wire
 from ...encoding.fixed_point import FixedPoint
 from ...encoding.ring import choose_ring_bits, max_clients
@@ -24,7 +25,7 @@ from ...primitives.randomness import RandomSource, default_random
 from ...primitives.shamir import M31
 from .graph import NeighbourGraph, binom_sf_ge, complete_threshold, derive_secagg_plus, SIGMA
 
-__all__ = ["MaskingParams", "PROTOCOL_VERSION", "MAX_CLIENT_ID"]
+__all__ = ["MaskingParams", "DPMaskingParams", "PARAMS_TYPES", "PROTOCOL_VERSION", "MAX_CLIENT_ID"]
 
 PROTOCOL_VERSION = 2  # 2: the PRG keystream takes the GCTR counter layout (SPEC §4.9)
 MAX_CLIENT_ID = M31.prime - 1  # client ids are Shamir evaluation points in GF(2^31 - 1)
@@ -94,11 +95,15 @@ class MaskingParams:
         enc = self.encoding  # validates clip / frac_bits / max_weight
         if self.ring_bits not in (32, 64):
             raise ParameterError("ring_bits must be 32 or 64")
-        if n > max_clients(enc, self.ring_bits):
+        if self.dp is not None:
+            self._check_dp(self.dp)
+        elif type(self) is not MaskingParams:
+            raise ParameterError("a DP round's parameters need their dp field")
+        elif n > max_clients(enc, self.ring_bits):
             raise ParameterError(
                 f"a {self.ring_bits}-bit ring could wrap with {n} clients at clip={self.clip}, "
                 f"frac_bits={self.frac_bits}, max_weight={self.max_weight}")
-        if (self.dim + 1) * self.ring_bits // 8 > MAX_OUTPUT_BYTES:
+        if self.entries * self.ring_bits // 8 > MAX_OUTPUT_BYTES:
             raise ParameterError("dim exceeds the PRG output limit per key")
         if self.malicious_server:
             if set(self.signing_keys) != set(ids):
@@ -106,7 +111,29 @@ class MaskingParams:
         elif self.signing_keys:
             raise ParameterError("signing_keys are only used in malicious-server mode")
 
+    def _check_dp(self, dp: DPRoundParams) -> None:
+        """A DP round (protocols/dp/SPEC.md §9): the DP vector replaces the
+        fixed-point one, its sum modulo ``2^b`` is read from the ring's."""
+        if not isinstance(dp, DPRoundParams):
+            raise ParameterError("dp must be a DPRoundParams")
+        if dp.dim != self.dim:
+            raise ParameterError(f"the DP parameters are for {dp.dim} values; this round aggregates {self.dim}")
+        if dp.bits > self.ring_bits:
+            raise ParameterError(f"the DP sum needs {dp.bits} bits per value; the ring has {self.ring_bits}")
+        if dp.n_min > self.threshold:
+            # the server releases a sum of at least `threshold` survivors (U_3): the noise must be
+            # calibrated for no more than that many
+            raise ParameterError(f"the DP noise is calibrated for n_min = {dp.n_min} survivors, more than the "
+                                 f"round's threshold {self.threshold}: a sum of fewer could be released")
+        if dp.n_max < self.n:
+            raise ParameterError(f"the DP wrap check covers n_max = {dp.n_max} clients; the round has {self.n}")
+
     # ------------------------------------------------------------------ derived
+    @property
+    def dp(self) -> DPRoundParams | None:
+        """The round's distributed-DP parameters (:class:`DPMaskingParams`), else ``None``."""
+        return None
+
     @property
     def encoding(self) -> FixedPoint:
         return FixedPoint(clip=self.clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
@@ -124,8 +151,10 @@ class MaskingParams:
     @property
     def entries(self) -> int:
         """Entries per masked input: the ``d`` weighted values and the weight
-        (``d + 1``; the name the Paillier parameters use too)."""
-        return self.dim + 1
+        (``d + 1``; the name the Paillier parameters use too); in a DP round
+        the ``d'`` values of the DP encoding (no weight)."""
+        dp = self.dp
+        return dp.padded_dim if dp is not None else self.dim + 1
 
     @property
     def is_complete(self) -> bool:
@@ -151,7 +180,8 @@ class MaskingParams:
                 "degree": self.degree, "ring_bits": self.ring_bits, "clip": self.clip,
                 "frac_bits": self.frac_bits, "max_weight": self.max_weight,
                 "malicious_server": self.malicious_server, "dropout_tolerance": self.dropout_tolerance,
-                "corrupt_fraction": self.corrupt_fraction, "session_id": self.session_id.hex()}
+                "corrupt_fraction": self.corrupt_fraction, "session_id": self.session_id.hex(),
+                **({"dp": self.dp.summary()} if self.dp is not None else {})}
 
     # ------------------------------------------------------------------ factory
     @classmethod
@@ -159,13 +189,21 @@ class MaskingParams:
                dropout_tolerance: float = 0.2, corrupt_fraction: float = 0.0, threshold: int | None = None,
                degree: int | None = None, encoding: FixedPoint | None = None, ring_bits: int | None = None,
                malicious_server: bool = False, signing_keys: Mapping[int, bytes] | None = None,
-               rng: RandomSource | None = None) -> "MaskingParams":
+               rng: RandomSource | None = None, dp: DPRoundParams | None = None) -> "MaskingParams":
         """Parameters for a round, deriving what is not given.
 
         ``protocol="secagg"`` is the complete graph; ``"secagg+"`` derives the
         degree and threshold from ``n``, ``dropout_tolerance`` and
         ``corrupt_fraction`` (graph.py), falling back to the complete graph for
-        small ``n``. A user-set ``threshold``/``degree`` is validated."""
+        small ``n``. A user-set ``threshold``/``degree`` is validated.
+
+        ``dp`` (a :class:`~secagg.dp.DPRoundParams`, e.g. from
+        :meth:`secagg.dp.DPConfig.round_params` with ``n_min`` = this
+        round's threshold and ``n_max`` = its number of clients) makes a DP
+        round (:class:`DPMaskingParams`): the clients send their DP encodings
+        instead of fixed-point vectors, ``encoding`` is unused (its fields
+        are fixed to the clip, 0 fractional bits and weight 1) and the ring is
+        the smallest of 32 or 64 bits that holds ``dp.bits``."""
         ids = tuple(sorted(int(c) for c in client_ids))
         n = len(ids)
         if n < 2:
@@ -191,10 +229,35 @@ class MaskingParams:
                 raise ParameterError(
                     f"threshold {threshold} with {n} clients cannot tolerate a dropout of "
                     f"{dropout_tolerance:.0%} (only {survivors} would remain)")
-        bits = choose_ring_bits(n, enc, ring_bits)
         r = default_random(rng)
+        if dp is not None:
+            if encoding is not None:
+                raise ParameterError("a DP round encodes with its DP parameters: give no fixed-point encoding")
+            bits = ring_bits if ring_bits is not None else (32 if dp.bits <= 32 else 64)
+            return DPMaskingParams(
+                version=PROTOCOL_VERSION, session_nonce=r.bytes(32), client_ids=ids, dim=int(dim),
+                threshold=int(threshold), degree=int(degree), graph_seed=r.bytes(32), ring_bits=bits,
+                clip=float(dp.clip), frac_bits=0, max_weight=1.0, malicious_server=bool(malicious_server),
+                dropout_tolerance=float(dropout_tolerance), corrupt_fraction=float(corrupt_fraction),
+                signing_keys=dict(signing_keys or {}), dp=dp)
+        bits = choose_ring_bits(n, enc, ring_bits)
         return cls(version=PROTOCOL_VERSION, session_nonce=r.bytes(32), client_ids=ids, dim=int(dim),
                    threshold=int(threshold), degree=int(degree), graph_seed=r.bytes(32), ring_bits=bits,
                    clip=float(enc.clip), frac_bits=enc.frac_bits, max_weight=float(enc.max_weight),
                    malicious_server=bool(malicious_server), dropout_tolerance=float(dropout_tolerance),
                    corrupt_fraction=float(corrupt_fraction), signing_keys=dict(signing_keys or {}))
+
+
+@wire.message("masking.DPParams")
+@dataclass(frozen=True)
+class DPMaskingParams(MaskingParams):
+    """The parameters of a distributed-DP masking round: :class:`MaskingParams`
+    and its ``dp`` field (protocols/dp/SPEC.md §9), all under the session id.
+    A separate wire type, so that the parameters of a round without DP keep
+    their encoding (and their session id) byte for byte."""
+
+    dp: DPRoundParams | None = None  # required: checked on construction
+
+
+#: The wire types a client accepts as a masking round's parameters.
+PARAMS_TYPES: tuple[type, ...] = (MaskingParams, DPMaskingParams)

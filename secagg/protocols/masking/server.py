@@ -21,6 +21,7 @@ from typing import Callable, cast
 
 import numpy as np
 
+from ...dp.round import DPRoundReport
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
@@ -37,7 +38,18 @@ from .unmask import MaskJob, Unmasker, run_local
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
 
-__all__ = ["MaskingServer", "ServerResult", "Abort", "Stage"]
+__all__ = ["MaskingServer", "ServerResult", "DPServerResult", "Abort", "Stage"]
+
+
+@dataclass(frozen=True)
+class DPServerResult(ServerResult):
+    """The outcome of a distributed-DP round (protocols/dp/SPEC.md §9): the
+    noised sum of the clipped updates of exactly ``included`` (each counted
+    once: ``sum_weights`` is their number) and the round's privacy report
+    (survivors, epsilon at the configured delta, adaptive clipping's noised
+    count and next clip)."""
+
+    dp: DPRoundReport | None = None
 
 
 
@@ -402,6 +414,10 @@ class MaskingServer:
         self._u3_arr = np.array(self.u3, dtype=np.uint32)
         self._dropped_arr = np.array(sorted(self._dropped_set), dtype=np.uint32)
         self._need(len(self.u3), "sent masked inputs")
+        dp = self.params.dp
+        if dp is not None and len(self.u3) < dp.n_min:  # implied by threshold >= n_min; kept explicit
+            raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
+                            f"{len(self.u3)} clients sent masked inputs; the DP noise needs n_min = {dp.n_min}")
         # every included client needs t surviving holders (complete graph: its
         # holders are all of U_3, just checked)
         for u in (() if self.params.is_complete else self.u3):
@@ -459,7 +475,7 @@ class MaskingServer:
         if amount.dtype != acc.dtype or amount.shape != acc.shape:
             raise _AbortNow(AbortReason.INTERNAL_ERROR, "mask removal returned a vector of the wrong shape")
         np.add(acc, amount, out=acc)
-        total = from_ring(acc, p.ring_bits)
+        total = from_ring(acc, p.ring_bits) if p.dp is None else acc
         enc = p.encoding
         dropped: dict[int, str] = {}
         for u in p.client_ids:
@@ -473,8 +489,19 @@ class MaskingServer:
                 dropped[u] = Stage.CONSISTENCY_CHECK.value
             elif u not in got:
                 dropped[u] = Stage.UNMASKING.value
-        self.outcome = ServerResult(sum_weighted=enc.decode(total[:-1]), sum_weights=float(enc.decode(total[-1])),
-                                    included=self.u3, dropped=dropped)
+        if p.dp is not None:
+            # protocols/dp/SPEC.md §9: the ring sum modulo 2^b is the survivors' DP sum
+            try:
+                dp_sum, count = p.dp.decode_sum(acc)
+                report = p.dp.report(len(self.u3), count)
+            except Exception as exc:  # e.g. the accountant missing: no aggregate rather than one without its report
+                raise _AbortNow(AbortReason.INTERNAL_ERROR,
+                                f"DP decoding failed ({type(exc).__name__}: {exc})") from None
+            self.outcome = DPServerResult(sum_weighted=dp_sum, sum_weights=float(len(self.u3)),
+                                          included=self.u3, dropped=dropped, dp=report)
+        else:
+            self.outcome = ServerResult(sum_weighted=enc.decode(total[:-1]),
+                                        sum_weights=float(enc.decode(total[-1])), included=self.u3, dropped=dropped)
         self.stage = Stage.DONE
         return {}
 
@@ -605,6 +632,8 @@ class MaskingServer:
                         {"sender": s, "stage": st, "reason": r} for s, st, r in self.rejected]})
         if isinstance(self.outcome, ServerResult):
             rec["dropped"] = {str(k): v for k, v in sorted(self.outcome.dropped.items())}
+            if isinstance(self.outcome, DPServerResult) and self.outcome.dp is not None:
+                rec["dp_round"] = self.outcome.dp.summary()
             rec["outcome"] = "completed"
         elif isinstance(self.outcome, Abort):
             rec["outcome"] = "aborted"
