@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--stages", type=int, nargs="*", default=[1, 2, 3, 4], choices=sorted(STAGES))
     ap.add_argument("--stage-timeout", type=float, default=60.0)
     ap.add_argument("--grace", type=float, default=5.0, help="secagg-straggler-grace")
-    ap.add_argument("--factor", type=float, default=1.0, help="secagg-straggler-factor")
+    ap.add_argument("--factor", type=float, default=0.5, help="secagg-straggler-factor")
     ap.add_argument("--timeout", type=float, default=600.0, help="per flwr run")
     ap.add_argument("--insecure", action="store_true", help="no TLS, no node authentication")
     ap.add_argument("--out", default=str(RESULTS / "flower_kill"), help="results path without extension")

@@ -9,6 +9,7 @@ Dropouts are simulated by nodes that stop replying or reply with an error.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from typing import Callable
 
@@ -57,6 +58,11 @@ def weight_for(node_id: int) -> int:
     return 10 + node_id % 7
 
 
+def eval_metrics_for(node_id: int) -> tuple[float, float]:
+    """A node's own evaluation loss and accuracy (distinct per node)."""
+    return 0.25 + 0.37 * (node_id % 11), 0.5 + 0.031 * (node_id % 13)
+
+
 def make_client_app(mod=secagg_mod, calls: list | None = None) -> ClientApp:
     """The test ClientApp; ``calls``, if given, gets the node id of every call
     of its train function."""
@@ -75,7 +81,9 @@ def make_client_app(mod=secagg_mod, calls: list | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 5, "eval-loss": 1.0})}), reply_to=msg)
+        loss, acc = eval_metrics_for(context.node_id)
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": weight_for(context.node_id),
+                                                            "eval-loss": loss, "eval-accuracy": acc})}), reply_to=msg)
 
     return app
 
@@ -242,7 +250,7 @@ def test_too_few_nodes_for_threshold_is_a_clear_error():
     assert all(v == 0 for v in grid.received.values())  # nothing was sent
 
 
-def test_mod_refuses_plain_train_but_passes_evaluate():
+def test_mod_refuses_plain_train_and_plain_evaluate():
     app = make_client_app()
     ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
     train = Message(RecordDict({"arrays": model(), "config": ConfigRecord({"server-round": 1})}), 7,
@@ -252,9 +260,15 @@ def test_mod_refuses_plain_train_but_passes_evaluate():
     assert reply.has_error() and "only trains under secure aggregation" in reply.error.reason
     ev = Message(RecordDict({"arrays": model()}), 7, MessageType.EVALUATE)
     ev.metadata.__dict__["_message_id"] = "x2"
-    assert not app(ev, ctx).has_error()
-    permissive = make_client_app(make_secagg_mod(allow_plaintext=True))
+    reply = app(ev, ctx)  # a plain evaluate reply would carry this node's metrics to the server
+    assert reply.has_error() and "evaluation metrics under secure aggregation only" in reply.error.reason
+    permissive = make_client_app(make_secagg_mod(allow_plaintext=True, allow_plaintext_metrics=True))
     assert not permissive(train, ctx).has_error()
+    assert not permissive(ev, ctx).has_error()
+    # the node's operator may allow plain metrics by node config
+    opted = Context(run_id=1, node_id=7, node_config={"secagg-allow-plain-metrics": True}, state=RecordDict(),
+                    run_config={})
+    assert app(ev, opted).content.metric_records["metrics"]["eval-loss"] == pytest.approx(eval_metrics_for(7)[0])
 
 
 def setup_message(params, client_id=1, payload=None, node=7, mid="s1") -> Message:
@@ -398,7 +412,8 @@ def test_weight_above_max_weight_refused_before_keys():
 def test_strategy_runs_rounds_and_keeps_reports():
     grid = InProcessGrid(NODES)
     seen = []
-    strategy = SecAggFedAvg(settings=FAST, on_round=seen.append, min_available_nodes=5, min_train_nodes=5)
+    strategy = SecAggFedAvg(settings=dataclasses.replace(FAST, eval_metrics="eval-loss"), on_round=seen.append,
+                            min_available_nodes=5, min_train_nodes=5)
     arrays = model()
     result = strategy.start(grid, arrays, num_rounds=2, timeout=1)
     assert [r.server_round for r in seen] == [1, 2] and all(r.outcome == "completed" for r in seen)
@@ -406,7 +421,8 @@ def test_strategy_runs_rounds_and_keeps_reports():
     expected = layout.to_vector(arrays) + expected_mean(NODES, 1) + expected_mean(NODES, 2)
     np.testing.assert_allclose(layout.to_vector(result.arrays), expected, atol=1e-3)
     assert result.train_metrics_clientapp[2]["secagg-included"] == 5
-    assert result.evaluate_metrics_clientapp[2]["eval-loss"] == pytest.approx(1.0)
+    expected_loss = np.average([eval_metrics_for(n)[0] for n in NODES], weights=[weight_for(n) for n in NODES])
+    assert result.evaluate_metrics_clientapp[2]["eval-loss"] == pytest.approx(expected_loss, abs=1e-3)
     with pytest.raises(RuntimeError, match="never aggregates plaintext"):
         strategy.aggregate_train(1, [])
 
@@ -1317,3 +1333,150 @@ def test_early_close_settings_are_checked():
                 {"secagg-straggler-grace": "5"}, {"secagg-straggler-grace": True}):
         with pytest.raises(ParameterError, match="straggler"):
             SecAggSettings.from_run_config(bad)
+
+
+# ------------------------------------------------------------------ private metrics
+
+
+class RecordingGrid(InProcessGrid):
+    """Keeps every reply the server pulls (what the ServerApp receives)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.pulled: list[Message] = []
+
+    def pull_messages(self, message_ids):
+        out = super().pull_messages(message_ids)
+        self.pulled += out
+        return out
+
+
+def _numbers_in(msg: Message) -> list[float]:
+    """Every number a message carries to the server, wherever it sits: metric
+    and config records, and every array."""
+    if msg.has_error():
+        return []
+    found: list[float] = []
+    for record in list(msg.content.metric_records.values()) + list(msg.content.config_records.values()):
+        for value in record.values():
+            values = value if isinstance(value, list) else [value]
+            found += [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for record in msg.content.array_records.values():
+        for arr in record.values():
+            found += [float(x) for x in np.asarray(arr.numpy()).ravel()]
+    return found
+
+
+PRIVATE = dataclasses.replace(FAST, eval_metrics="eval-loss,eval-accuracy")
+
+
+def test_the_serverapp_never_receives_a_per_node_metric_in_plaintext():
+    """Two rounds with federated evaluation under the defaults: the server
+    gets the weighted means of the named metrics and the total examples;
+    no reply it pulls carries any node's own loss, accuracy or example
+    count, in any record (nor do the reports it keeps)."""
+    grid = RecordingGrid(NODES)
+    strategy = SecAggFedAvg(settings=PRIVATE, min_available_nodes=5, min_train_nodes=5, min_evaluate_nodes=5)
+    result = strategy.start(grid, model(), num_rounds=2, timeout=1)
+    weights = [weight_for(n) for n in NODES]
+    for r in (1, 2):
+        metrics = result.evaluate_metrics_clientapp[r]
+        assert set(metrics) == {"eval-loss", "eval-accuracy", "num-examples"}
+        assert metrics["eval-loss"] == pytest.approx(np.average([eval_metrics_for(n)[0] for n in NODES],
+                                                                weights=weights), abs=1e-3)
+        assert metrics["eval-accuracy"] == pytest.approx(np.average([eval_metrics_for(n)[1] for n in NODES],
+                                                                    weights=weights), abs=1e-3)
+        assert metrics["num-examples"] == pytest.approx(sum(weights), abs=1e-3)
+    assert [r.outcome for r in strategy.eval_reports] == ["completed", "completed"]
+    assert all(r.params["clip"] == PRIVATE.metrics_clip and r.params["dim"] == 2 for r in strategy.eval_reports)
+    own = {v for n in NODES for v in (*eval_metrics_for(n), float(weight_for(n)))}
+    seen = [v for msg in grid.pulled for v in _numbers_in(msg)]
+    assert len(grid.pulled) == 2 * 4 * 5 * 2  # 2 rounds x 4 stages x 5 nodes x (training + evaluation)
+    assert not [v for v in seen if any(abs(v - x) < 1e-9 for x in own)], "a per-node metric reached the server"
+    # nor do the protocol payloads hold them as plain doubles
+    import struct
+    for msg in grid.pulled:
+        payload = msg.content.config_records[RECORD_KEY]["payload"]
+        for x in own:
+            assert struct.pack(">d", x) not in payload and struct.pack("<d", x) not in payload
+
+
+def test_the_recording_check_sees_plain_metrics_when_they_are_allowed():
+    """The same check on a run that opted out (secagg-private-metrics =
+    false, nodes allowing plain metrics) finds the per-node values: the
+    check above can fail."""
+    app = make_client_app(make_secagg_mod(allow_plaintext_metrics=True))
+    grid = RecordingGrid(NODES, app=app)
+    strategy = SecAggFedAvg(settings=dataclasses.replace(FAST, private_metrics=False), min_available_nodes=5,
+                            min_train_nodes=5, min_evaluate_nodes=5)
+    strategy.start(grid, model(), num_rounds=1, timeout=1)
+    seen = [v for msg in grid.pulled for v in _numbers_in(msg)]
+    assert any(abs(v - eval_metrics_for(NODES[0])[0]) < 1e-9 for v in seen)
+
+
+def test_private_metrics_survive_a_dropout_and_weigh_by_examples():
+    """A node lost in the evaluation round's masked-input stage: the means
+    are over the others only, weighted by their examples."""
+    victim = NODES[1]
+    # training round: 4 messages; the evaluation round's 3rd message is the node's 7th
+    grid = InProcessGrid(NODES, behaviour=lambda node, n: "silent" if (node, n) == (victim, 7) else "ok")
+    strategy = SecAggFedAvg(settings=PRIVATE, min_available_nodes=5, min_train_nodes=5, min_evaluate_nodes=5)
+    result = strategy.start(grid, model(), num_rounds=1, timeout=1)
+    rest = [n for n in NODES if n != victim]
+    assert strategy.eval_reports[0].dropped == {victim: "masked_input"}
+    metrics = result.evaluate_metrics_clientapp[1]
+    assert metrics["eval-loss"] == pytest.approx(np.average([eval_metrics_for(n)[0] for n in rest],
+                                                            weights=[weight_for(n) for n in rest]), abs=1e-3)
+    assert metrics["num-examples"] == pytest.approx(sum(weight_for(n) for n in rest), abs=1e-3)
+
+
+def test_a_metric_beyond_the_clip_is_clipped_not_leaked():
+    settings = dataclasses.replace(PRIVATE, metrics_clip=1.0)  # losses above 1 are clipped to 1
+    grid = InProcessGrid(NODES)
+    strategy = SecAggFedAvg(settings=settings, min_available_nodes=5, min_train_nodes=5, min_evaluate_nodes=5)
+    result = strategy.start(grid, model(), num_rounds=1, timeout=1)
+    clipped = [min(eval_metrics_for(n)[0], 1.0) for n in NODES]
+    assert any(eval_metrics_for(n)[0] > 1.0 for n in NODES)
+    assert result.evaluate_metrics_clientapp[1]["eval-loss"] == pytest.approx(
+        np.average(clipped, weights=[weight_for(n) for n in NODES]), abs=1e-3)
+
+
+def test_a_node_missing_a_named_metric_drops_out_of_the_evaluation():
+    settings = dataclasses.replace(PRIVATE, eval_metrics="eval-loss,eval-f1")
+    grid = InProcessGrid(NODES)
+    strategy = SecAggFedAvg(settings=dataclasses.replace(settings, on_abort="skip"), min_available_nodes=5,
+                            min_train_nodes=5, min_evaluate_nodes=5)
+    result = strategy.start(grid, model(), num_rounds=1, timeout=1)
+    report = strategy.eval_reports[0]
+    assert report.outcome == "aborted" and 1 not in result.evaluate_metrics_clientapp
+    assert all("no metric 'eval-f1'" in why for why in report.failures.values()) and len(report.failures) == 5
+
+
+def test_private_metrics_configuration_errors():
+    grid = InProcessGrid(NODES)
+    strategy = SecAggFedAvg(settings=FAST, min_available_nodes=5, min_train_nodes=5)  # no metric names
+    with pytest.raises(SecAggConfigError, match="secagg-eval-metrics"):
+        strategy.start(grid, model(), num_rounds=1, timeout=1)
+    assert all(v == 0 for v in grid.received.values())  # refused before any message
+    with pytest.raises(SecAggConfigError, match="evaluate_metrics_aggr_fn"):
+        SecAggFedAvg(settings=PRIVATE, evaluate_metrics_aggr_fn=lambda records, key: MetricRecord())
+    for bad in ({"secagg-eval-metrics": "a,a"}, {"secagg-eval-metrics": "a, b"}, {"secagg-eval-metrics": "a,"},
+                {"secagg-private-metrics": "yes"}, {"secagg-metrics-clip": 0}):
+        with pytest.raises(ParameterError):
+            SecAggSettings.from_run_config(bad)
+    s = SecAggSettings.from_run_config({"secagg-eval-metrics": "eval-loss,eval-accuracy", "secagg-metrics-clip": 10})
+    assert s.metric_names == ("eval-loss", "eval-accuracy") and s.private_metrics and s.metrics_clip == 10.0
+    # a setup asking for metrics under names that do not match its dimension is refused by the node
+    from secagg.encoding import wire
+    from secagg.flower.client import SETUP_STAGE
+    from secagg.flower.records import pack
+    from secagg.flower.server import make_params
+    params = make_params(dataclasses.replace(PRIVATE, clip=100.0), 5, 3)
+    content = pack(SETUP_STAGE, wire.encode(params), round=1, **{
+        "client-id": 1, "arrays-key": "arrays", "weighted-by": "num-examples", "metric-keys": "eval-loss"})
+    content["arrays"] = model()
+    msg = Message(content, 7, MessageType.EVALUATE)
+    msg.metadata.__dict__["_message_id"] = "e1"
+    ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    reply = make_client_app()(msg, ctx)
+    assert reply.has_error() and "must name 3 distinct metrics" in reply.error.reason

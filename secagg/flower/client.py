@@ -442,14 +442,29 @@ def _answer(msg: Message, driver: ClientDriver, reply: bytes | None) -> Message:
     return Message(pack(driver.last_stage.value, reply), reply_to=msg)
 
 
-def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
+def make_secagg_mod(*, allow_plaintext: bool = False, allow_plaintext_metrics: bool = False) -> Mod:
     """Build the client mod. ``allow_plaintext=True`` lets plain ``train``
-    messages (no secure-aggregation record) through to the train function."""
+    messages (no secure-aggregation record) through to the train function;
+    ``allow_plaintext_metrics=True`` (or the node config
+    ``secagg-allow-plain-metrics = true``) lets plain ``evaluate`` messages
+    through, whose replies carry this node's own metrics to the server."""
 
     def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
-            return call_next(msg, context)  # evaluate / query: the global model only, nothing to protect
+        kind = msg.metadata.message_type.split(".")[0]
+        if kind not in (MessageType.TRAIN, MessageType.EVALUATE):
+            return call_next(msg, context)  # a query: nothing of the round to protect
         if RECORD_KEY not in msg.content.config_records:
+            if kind == MessageType.EVALUATE:
+                try:
+                    allowed = allow_plaintext_metrics or _node_bool(context, "secagg-allow-plain-metrics", False)
+                except SecAggError as exc:
+                    return _error_reply(msg, str(exc), ErrorCode.MOD_FAILED_PRECONDITION)
+                if allowed:
+                    return call_next(msg, context)
+                return _error_reply(msg, "this node reports evaluation metrics under secure aggregation only; the "
+                                         "server sent a plain evaluate message (run with secagg-private-metrics = "
+                                         "true, or allow plain metrics on this node with the node config "
+                                         "secagg-allow-plain-metrics = true)", ErrorCode.MOD_FAILED_PRECONDITION)
             if allow_plaintext:
                 return call_next(msg, context)
             return _error_reply(msg, "this node only trains under secure aggregation; the server sent a plain "
@@ -457,6 +472,12 @@ def make_secagg_mod(*, allow_plaintext: bool = False) -> Mod:
                                 ErrorCode.MOD_FAILED_PRECONDITION)
         try:
             rec = unpack(msg.content)
+            if kind == MessageType.EVALUATE:  # a private-metrics round: the masking protocol over the metrics
+                if rec["stage"] == SETUP_STAGE:
+                    return _setup(msg, rec, context, call_next, metrics=True)
+                if rec["stage"] in (IDENTIFY_STAGE, PAILLIER_SETUP_STAGE, *_PAILLIER_DECRYPT_STAGES):
+                    raise _Refused(f"stage {rec['stage']!r} has no place in an evaluation round")
+                return _step(msg, rec, context)
             if rec["stage"] == IDENTIFY_STAGE:
                 return _identify(msg, rec, context)
             if rec["stage"] == SETUP_STAGE:
@@ -476,7 +497,10 @@ secagg_mod: Mod = make_secagg_mod()
 """The client mod with the default policy (plain train messages refused)."""
 
 
-def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientAppCallable) -> Message:
+def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientAppCallable, *,
+           metrics: bool = False) -> Message:
+    """A masking round's first message: check the round, train (or, with
+    ``metrics``, evaluate: a private-metrics round), and advertise keys."""
     payload = bytes_field(rec, "payload")
     params = wire.decode(payload, MaskingParams)  # validates the threat model and ring size
     store = node_store(context)
@@ -489,9 +513,18 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
         raise _Refused("the server assigned this node a client id outside the round")
     if not isinstance(server_round, int) or not isinstance(arrays_key, str) or not isinstance(weighted_by, str):
         raise _Refused("setup record lacks round, arrays-key or weighted-by")
+    names: list[str] = []
+    if metrics:
+        keys = rec.get("metric-keys")
+        names = keys.split(",") if isinstance(keys, str) and keys else []
+        if not names or len(set(names)) != len(names) or len(names) != params.dim:
+            raise _Refused(f"an evaluation round must name {params.dim} distinct metrics (metric-keys), got {keys!r}")
     policy = _node_policy(context, client_id)
     policy(params)  # before training: a round this node refuses costs it nothing
-    trained = _train(msg, context, call_next, arrays_key, weighted_by, params.dim)
+    if metrics:
+        trained = _evaluate(msg, context, call_next, arrays_key, weighted_by, names)
+    else:
+        trained = _train(msg, context, call_next, arrays_key, weighted_by, params.dim)
     if isinstance(trained, Message):
         return trained
     update, weight = trained
@@ -500,10 +533,37 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     # claims the stage and keeps the update in context.state
     driver = ClientDriver(_role(context, client_id, params, check_params=policy), store)
     answer = _answer(msg, driver, driver.handle(payload, Contribution(update, weight)))
-    _audit(context, server_round, params, client_id, update, weight)
-    log.info("secagg: round %d: training done, %d values, keys advertised as client %d of %d",
-             server_round, update.size, client_id, params.n)
+    _audit(context, server_round, params, client_id, update, weight, kind="eval" if metrics else "")
+    log.info("secagg: round %d: %s done, %d values, keys advertised as client %d of %d", server_round,
+             "evaluation" if metrics else "training", update.size, client_id, params.n)
     return answer
+
+
+def _evaluate(msg: Message, context: Context, call_next: ClientAppCallable, arrays_key: str, weighted_by: str,
+              names: list[str]) -> Message | tuple[np.ndarray, float]:
+    """Run the wrapped evaluate function on a private-metrics round's first
+    message; returns the named metrics as a vector and the weight, or the
+    evaluate function's error reply. The reply itself never leaves the node."""
+    if arrays_key not in msg.content.array_records:
+        raise _Refused(f"setup message has no ArrayRecord {arrays_key!r}")
+    msg.content = RecordDict({k: v for k, v in msg.content.items() if k != RECORD_KEY})
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    found: dict[str, float] = {}
+    for record in reply.content.metric_records.values():
+        for name in names:
+            if name in record and name not in found:
+                value = record[name]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise _Refused(f"metric {name!r} must be a number")
+                found[name] = float(value)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise _Refused(f"the evaluate function's reply has no metric {', '.join(map(repr, missing))}")
+    vector = np.array([found[n] for n in names], dtype=np.float64)
+    check_finite(vector, "evaluation metrics")
+    return vector, _weight(reply, weighted_by)
 
 
 def _train(msg: Message, context: Context, call_next: ClientAppCallable, arrays_key: str, weighted_by: str,
@@ -622,13 +682,13 @@ def _step(msg: Message, rec: ConfigRecord, context: Context) -> Message:
 
 
 def _audit(context: Context, server_round: int, params: MaskingParams | PaillierParams, client_id: int,
-           update: np.ndarray, weight: float) -> None:
+           update: np.ndarray, weight: float, kind: str = "") -> None:
     directory = context.node_config.get("secagg-audit-dir")
     if not directory:
         return
     path = Path(str(directory))
     path.mkdir(parents=True, exist_ok=True)
-    stem = f"node-{context.node_id}-round-{server_round}"
+    stem = f"node-{context.node_id}-{kind + '-' if kind else ''}round-{server_round}"
     np.save(path / f"{stem}.npy", update)
     tmp = path / f".{stem}.json.tmp"
     tmp.write_text(json.dumps({"node_id": context.node_id, "round": server_round, "client_id": client_id,

@@ -70,7 +70,8 @@ from .records import ModelLayout, bytes_field, pack, unpack
 from .settings import SecAggSettings
 
 __all__ = ["SecAggFedAvg", "RoundReport", "EarlyClose", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
-           "identify_holders", "exchange", "make_params", "make_paillier_params", "training_rule"]
+           "identify_holders", "exchange", "make_params", "make_paillier_params", "training_rule",
+           "run_secure_evaluation", "metrics_settings"]
 
 log = logging.getLogger("flwr.secagg")
 
@@ -363,6 +364,28 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         return _run_paillier_round(grid, nodes, arrays, train_config, settings, server_round, the_rule, layout,
                                    arrays_key=arrays_key, config_key=config_key, message_type=message_type,
                                    holder_ids=holder_ids or {}, observer=observer)
+    setup: dict[str, int | str] = {"arrays-key": arrays_key,
+                                   # rules without weights get weight 1 from every node
+                                   "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
+
+    def opening(content: RecordDict) -> None:  # the round opens: the node trains on the global model
+        content[arrays_key] = arrays
+        content[config_key] = train_config
+
+    driver, report, node_of = _masking_round(grid, nodes, settings, server_round, the_rule, layout.dim, message_type,
+                                             setup, opening, signing_keys, observer)
+    with driver:
+        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+
+
+def _masking_round(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings, server_round: int, the_rule: Rule,
+                   dim: int, message_type: str, setup: Mapping[str, int | str],
+                   opening: Callable[[RecordDict], None], signing_keys: Mapping[int, bytes] | None,
+                   observer: Observer | None) -> tuple[ServerDriver, RoundReport, dict[int, int]]:
+    """Run a masking round of ``dim`` values over the Grid; the first
+    message to each node carries ``setup`` and whatever ``opening`` adds.
+    Returns the driver (its outcome), the report so far and the client id ->
+    node id map."""
     early_failures: dict[int, str] = {}
     keys_by_node: dict[int, bytes] = {}
     if settings.malicious_server:
@@ -370,27 +393,23 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
                                                                signing_keys or {})
     client_of = {node: i + 1 for i, node in enumerate(nodes)}
     node_of = {c: n for n, c in client_of.items()}
-    params = make_params(settings, len(nodes), layout.dim, server_round,
+    params = make_params(settings, len(nodes), dim, server_round,
                          {client_of[n]: keys_by_node[n] for n in nodes} if settings.malicious_server else None)
-    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values, rule %s",
-             server_round, params.protocol_name, params.n, params.threshold, params.degree, layout.dim,
-             the_rule.name)
+    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values, rule %s%s",
+             server_round, params.protocol_name, params.n, params.threshold, params.degree, dim,
+             the_rule.name, "" if message_type == MessageType.TRAIN else f" ({message_type})")
 
     stages = StageLog(server_round)
     driver = ServerDriver(MaskingServer(params), the_rule,
                           observer=stages if observer is None else Observers([stages, observer]))
     group = str(server_round)
-    # rules without weights get weight 1 from every node
-    setup: dict[str, str] = {"arrays-key": arrays_key,
-                             "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
 
     def to_node(party: int, data: bytes, ttl: float) -> Message:
-        opening = driver.stage is Stage.ADVERTISE_KEYS  # the round opens: the node trains on the global model
-        extra: dict[str, int | str] = {"client-id": party, **setup} if opening else {}
+        first = driver.stage is Stage.ADVERTISE_KEYS
+        extra: dict[str, int | str] = {"client-id": party, **setup} if first else {}
         content = pack(driver.stage.value, data, round=server_round, **extra)
-        if opening:
-            content[arrays_key] = arrays
-            content[config_key] = train_config
+        if first:
+            opening(content)
         return Message(content, node_of[party], message_type, ttl=ttl, group_id=group)
 
     _run_stages(grid, driver, settings, client_of, node_of, to_node, Stage.ADVERTISE_KEYS)
@@ -400,7 +419,70 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     report = RoundReport(server_round, "aborted", nodes, dict(client_of), failures=failures,
                          stage_seconds=stages.seconds, params=params.summary(),
                          verification_keys=dict(keys_by_node), rule=the_rule.name)
-    return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+    return driver, report, node_of
+
+
+def metrics_settings(settings: SecAggSettings) -> SecAggSettings:
+    """The settings of a private-metrics round: the run's, with the metrics'
+    clip, a masking protocol (SecAgg+ in a Paillier run, whose committee
+    decrypts training rounds only) and the FedAvg rule."""
+    masking = settings.protocol if settings.protocol != "paillier" else "secagg+"
+    return dataclasses.replace(settings, protocol=masking, clip=settings.metrics_clip, committee_key="",
+                               rule="fedavg")
+
+
+def run_secure_evaluation(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, evaluate_config: ConfigRecord,
+                          settings: SecAggSettings, server_round: int, *, arrays_key: str = "arrays",
+                          config_key: str = "config", signing_keys: Mapping[int, bytes] | None = None,
+                          observer: Observer | None = None) -> tuple[RoundReport, MetricRecord | None]:
+    """Federated evaluation with private metrics: the nodes evaluate the
+    global model and the metrics named by ``settings.eval_metrics`` are
+    aggregated under secure aggregation (a masking round over ``evaluate``
+    messages), weighted by ``settings.weighted_by`` (examples by default).
+    The server learns the weighted mean of each metric over the included
+    nodes and the total weight (as ``settings.weighted_by``), nothing per
+    node. Returns the round report and that MetricRecord (``None`` if the
+    round aborted and ``settings.on_abort == "skip"``). The nodes' mod
+    clips every metric to ``[-secagg-metrics-clip, secagg-metrics-clip]``."""
+    names = settings.metric_names
+    if not names:
+        raise SecAggConfigError("private metrics need the names of the metrics to aggregate: set "
+                                "secagg-eval-metrics (e.g. \"eval-loss,eval-accuracy\") in the run config, or "
+                                "secagg-private-metrics = false for plain (per-node) evaluation metrics")
+    ev = metrics_settings(settings)
+    the_rule = training_rule(ev.rule)
+    nodes = tuple(sorted(set(int(n) for n in node_ids)))
+    setup: dict[str, int | str] = {"arrays-key": arrays_key, "weighted-by": ev.weighted_by,
+                                   "metric-keys": ",".join(names)}
+
+    def opening(content: RecordDict) -> None:  # the node evaluates the global model
+        content[arrays_key] = arrays
+        content[config_key] = evaluate_config
+
+    driver, report, node_of = _masking_round(grid, nodes, ev, server_round, the_rule, len(names),
+                                             MessageType.EVALUATE, setup, opening, signing_keys, observer)
+    with driver:
+        outcome = driver.outcome
+        if isinstance(outcome, Abort):
+            report.abort_reason = outcome.reason.value
+            report.abort_detail = outcome.detail
+            log.error("secagg: evaluation of round %d aborted at %s: %s (%s)", server_round, outcome.stage,
+                      outcome.reason.value, outcome.detail)
+            if settings.on_abort == "raise":
+                raise ProtocolAborted(outcome.reason, f"evaluation of round {server_round}, stage {outcome.stage}: "
+                                                      f"{outcome.detail}")
+            return report, None
+        result = driver.result()
+    report.outcome = "completed"
+    report.included = tuple(node_of[c] for c in result.included if c in node_of)
+    report.dropped = {node_of[c]: st for c, st in result.dropped.items() if c in node_of}
+    report.sum_weights = result.sum_weights
+    report.mean_update = result.aggregate
+    metrics = MetricRecord({name: float(v) for name, v in zip(names, result.aggregate)})
+    metrics[ev.weighted_by or "num-nodes"] = float(result.sum_weights)
+    log.info("secagg: evaluation of round %d: weighted means of %s over %d of %d nodes", server_round,
+             ", ".join(names), len(report.included), len(nodes))
+    return report, metrics
 
 
 def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, client_of: Mapping[int, int],
@@ -716,8 +798,12 @@ class SecAggFedAvg(FedAvg):
     :data:`~secagg.aggregation.AVERAGING_RULES`. ``server_learning_rate``, if
     given, replaces the rule's ``server_lr``. The clients need
     :data:`secagg.flower.secagg_mod` on their train function. Federated
-    evaluation is FedAvg's (plain metrics, which reveal per-node evaluation
-    results of the *global* model only). ``on_round`` is called with each
+    evaluation metrics are private by default (``secagg-private-metrics``):
+    the metrics named by ``secagg-eval-metrics`` are aggregated under secure
+    aggregation (:func:`run_secure_evaluation`, weighted by examples) and the
+    server learns their weighted means only (:attr:`eval_reports` keeps the
+    rounds' reports); with ``secagg-private-metrics = false`` evaluation is
+    FedAvg's (every node's metrics reach the server). ``on_round`` is called with each
     :class:`RoundReport`; :attr:`reports` keeps them all. ``observer``
     receives every round's server-driver hooks (bytes, timings, rejections).
 
@@ -746,6 +832,10 @@ class SecAggFedAvg(FedAvg):
         self.reports: list[RoundReport] = []
         self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
         self.holder_ids: dict[int, int] = {}  # Paillier: committee holder ids by node id
+        self.eval_reports: list[RoundReport] = []  # private metrics: one per evaluation round
+        if self.settings.private_metrics and evaluate_metrics_aggr_fn is not None:
+            raise SecAggConfigError("evaluate_metrics_aggr_fn sees every node's metrics: it cannot be used with "
+                                    "private metrics (secagg-private-metrics = true, the default)")
 
     @property
     def server_learning_rate(self) -> float:
@@ -781,6 +871,11 @@ class SecAggFedAvg(FedAvg):
         settings' timeouts."""
         log.info("Starting %s strategy:", type(self).__name__)
         self.summary()
+        if self.settings.private_metrics and self.fraction_evaluate > 0 and not self.settings.metric_names:
+            raise SecAggConfigError("private metrics (secagg-private-metrics = true, the default) need the names of "
+                                    "the evaluation metrics to aggregate: set secagg-eval-metrics (e.g. "
+                                    "\"eval-loss,eval-accuracy\"), or fraction-evaluate = 0, or "
+                                    "secagg-private-metrics = false for plain per-node metrics")
         ModelLayout.of(initial_arrays)  # fail early on a model with nothing to aggregate
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
@@ -819,7 +914,24 @@ class SecAggFedAvg(FedAvg):
                 if self.on_round is not None:
                     self.on_round(report)
             eval_messages = list(self.configure_evaluate(server_round, arrays, evaluate_config, grid))
-            if eval_messages:
+            if eval_messages and self.settings.private_metrics:
+                eval_nodes = [m.metadata.dst_node_id for m in eval_messages]
+                config = eval_messages[0].content.config_records[self.configrecord_key]
+                try:
+                    eval_report, metrics = run_secure_evaluation(
+                        grid, eval_nodes, arrays, config, self.settings, server_round,
+                        arrays_key=self.arrayrecord_key, config_key=self.configrecord_key,
+                        signing_keys=self.node_keys, observer=self.observer)
+                except SecAggConfigError as exc:  # too few nodes for a secure evaluation: no metrics, no leak
+                    log.warning("secagg: round %d: no private evaluation: %s", server_round, exc)
+                    eval_report, metrics = None, None
+                if eval_report is not None:
+                    self.eval_reports.append(eval_report)
+                    self.node_keys.update(eval_report.verification_keys)
+                if metrics is not None:
+                    log.info("\t└──> Aggregated MetricRecord (secure): %s", metrics)
+                    result.evaluate_metrics_clientapp[server_round] = metrics
+            elif eval_messages:
                 replies, missing = exchange(grid, eval_messages, min(timeout, self.settings.train_timeout),
                                             self.settings.poll_interval,
                                             EarlyClose.of(self.settings, len(eval_messages)))

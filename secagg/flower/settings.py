@@ -32,9 +32,18 @@ key is refused, so a typo never silently falls back to a default)::
                               (the stage then waits for those nodes until Flower reports them
                               offline or the deadline passes)
     secagg-straggler-factor   the window is at least this many times the time the other nodes
-                              took to answer that stage (1.0), so slow training is not cut short
+                              took to answer that stage (0.5), so slow training is not cut short
     secagg-poll-interval      seconds between polls for replies (0.2)
     secagg-on-abort           "raise" (stop the run) or "skip" (keep the model, go on)
+    secagg-private-metrics    true: federated evaluation metrics are aggregated under secure
+                              aggregation (the masking protocol; SecAgg+ in "paillier" runs),
+                              weighted by secagg-weighted-by: the server learns the weighted
+                              means and the total weight only (true); false: plain Flower
+                              evaluation, every node's metrics reach the server
+    secagg-eval-metrics       comma-separated names of the evaluate replies' metrics to
+                              aggregate privately, e.g. "eval-loss,eval-accuracy" (""); a
+                              node whose reply lacks one drops out of that evaluation
+    secagg-metrics-clip       each metric value is clipped to [-clip, clip] (100.0)
     secagg-malicious-server   true: signed keys and a consistency round, secure against a
                               server that lies about dropouts (nodes need signature keys:
                               see secagg.flower.keys) (false; masking protocols only)
@@ -87,7 +96,10 @@ class SecAggSettings:
     malicious_server: bool = False
     committee_key: str = ""
     straggler_grace: float = 5.0
-    straggler_factor: float = 1.0
+    straggler_factor: float = 0.5
+    private_metrics: bool = True
+    eval_metrics: str = ""
+    metrics_clip: float = 100.0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -119,11 +131,30 @@ class SecAggSettings:
                 raise ParameterError(f"secagg-{name.replace('_', '-')} must be a number >= 0, got {v!r}")
         if not isinstance(self.malicious_server, bool):
             raise ParameterError("secagg-malicious-server must be true or false")
+        if not isinstance(self.private_metrics, bool):
+            raise ParameterError("secagg-private-metrics must be true or false")
+        if not isinstance(self.eval_metrics, str):
+            raise ParameterError("secagg-eval-metrics must be a string of comma-separated metric names")
+        names = self.metric_names
+        if len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
+            raise ParameterError(f"secagg-eval-metrics must name distinct metrics, comma-separated, got "
+                                 f"{self.eval_metrics!r}")
+        if self.private_metrics:
+            self.metrics_encoding  # validates metrics_clip
         self.encoding  # validates clip / frac_bits / max_weight
 
     @property
     def encoding(self) -> FixedPoint:
         return FixedPoint(clip=self.clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics aggregated privately (``secagg-eval-metrics``), in order."""
+        return tuple(n for n in self.eval_metrics.split(",")) if self.eval_metrics else ()
+
+    @property
+    def metrics_encoding(self) -> FixedPoint:
+        return FixedPoint(clip=self.metrics_clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any], prefix: str = RUN_CONFIG_PREFIX) -> "SecAggSettings":
@@ -152,11 +183,11 @@ class SecAggSettings:
 
 
 _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train_timeout", "stage_timeout",
-           "poll_interval", "straggler_grace", "straggler_factor"}
+           "poll_interval", "straggler_grace", "straggler_factor", "metrics_clip"}
 _INTS = {"frac_bits"}
 _OPTIONAL_INTS = {"threshold", "degree"}
-_STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key"}
-_BOOLS = {"malicious_server"}
+_STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key", "eval_metrics"}
+_BOOLS = {"malicious_server", "private_metrics"}
 
 
 def _coerce(key: str, value: Any, name: str) -> Any:
