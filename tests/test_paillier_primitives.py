@@ -192,3 +192,113 @@ def test_private_key_is_not_picklable_and_repr_is_safe():
         pickle.dumps(sk)
     p = int(sk.to_phe().p)
     assert str(p) not in repr(sk) and hex(p)[2:] not in repr(sk)
+
+
+# ------------------------------------------------- key holder decryption (CRT)
+
+def _random_units(pk, count, seed):
+    """Uniform elements of Z*_{n^2}: not only encryptions made here, any unit."""
+    rng = DeterministicRandom(seed)
+    out = []
+    while len(out) < count:
+        c = int(int.from_bytes(rng.bytes(pk.ciphertext_bytes + 16), "big") % pk.n_square)
+        if c and gmpy2.gcd(c, pk.n) == 1:
+            out.append(c)
+    return out
+
+
+@pytest.mark.parametrize("bits", [512, 1024])
+def test_decrypt_many_equals_phe_on_random_units(bits):
+    pk, sk = keypair(bits)
+    cs = _random_units(pk, 150, f"units-{bits}")
+    ref = [int(sk.to_phe().raw_decrypt(c)) for c in cs]
+    assert len(set(ref)) == len(ref)
+    assert sk.decrypt_many(cs) == ref
+    for threads in (2, 3, 7):  # chunks taken from a shared counter: same order, same values
+        assert sk.decrypt_many(cs, threads=threads) == ref
+    assert sk.decrypt_many(cs[:1], threads=4) == ref[:1]
+    assert sk.decrypt_many(tuple(gmpy2.mpz(c) for c in cs[:5])) == ref[:5]
+    assert [sk.decrypt(c) for c in cs[:5]] == ref[:5]
+
+
+def test_decrypt_edge_plaintexts():
+    pk, sk = keypair()
+    rng = DeterministicRandom("edges")
+    ms = [0, 1, 2, pk.n // 2, pk.n - 2, pk.n - 1]
+    cs = [pl.encrypt(pk, m, rng) for m in ms]
+    assert sk.decrypt_many(cs) == ms == sk.decrypt_many(cs, threads=2)
+    assert [sk.decrypt(c) for c in cs] == ms
+    # 1 is the encryption of 0 with rho = 1; (1 + n) of 1; 1 - n = (1 + n)^(n-1) of n - 1
+    assert sk.decrypt_many([1, 1 + pk.n, pk.n_square + 1 - pk.n]) == [0, 1, pk.n - 1]
+    assert sk.decrypt_many(cs + [pk.n_square - 1]) == ms + [sk.to_phe().raw_decrypt(int(pk.n_square) - 1)]
+
+
+def test_decrypt_refuses_non_units_with_a_typed_error():
+    pk, sk = keypair()
+    p, q = int(sk.to_phe().p), int(sk.to_phe().q)
+    good = _random_units(pk, 40, "refuse")
+    for bad in (0, -1, pk.n_square, pk.n_square + 1, pk.n, 5 * pk.n, p, q, 3 * p, p * p, q * q * 7,
+                pk.n_square - p):
+        for pos in (0, 17, 39):
+            batch = good[:pos] + [bad] + good[pos:]
+            for threads in (1, 2):
+                with pytest.raises(BadCiphertext) as info:
+                    sk.decrypt_many(batch, threads=threads)
+                assert isinstance(info.value.remote(), InvalidCiphertext)
+        with pytest.raises(BadCiphertext):
+            sk.decrypt(bad)
+    for bad in (1.0, "1", b"\x01", None, True):
+        with pytest.raises(BadCiphertext):
+            sk.decrypt_many(good[:3] + [bad])
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError):
+            sk.decrypt_many(good, threads=threads)
+    # the refusals lost nothing: the same key still decrypts the good ones
+    assert sk.decrypt_many(good) == [int(sk.to_phe().raw_decrypt(c)) for c in good]
+
+
+@pytest.mark.parametrize("s", [2, 3])
+def test_damgard_jurik_decrypt_many(s):
+    """Single-key CRT decryption of Damgard-Jurik ciphertexts under the same primes,
+    checked against encryptions computed here from the definition."""
+    pk, sk = keypair()
+    n = gmpy2.mpz(pk.n)
+    ns, mod = n ** s, n ** (s + 1)
+    rng = DeterministicRandom(f"dj-{s}")
+    ms = [0, 1, int(ns) - 1, int(ns) // 3] + [int.from_bytes(rng.bytes(70 * s), "big") % int(ns) for _ in range(20)]
+    cs = []
+    for m in ms:
+        r = 1 + int.from_bytes(rng.bytes(80), "big") % (pk.n - 1)
+        cs.append(int(gmpy2.powmod(1 + n, m, mod) * gmpy2.powmod(r, ns, mod) % mod))
+    assert sk.decrypt_many(cs, s=s) == ms == sk.decrypt_many(cs, threads=2, s=s)
+    # additive: the product decrypts to the sum mod n^s
+    assert sk.decrypt_many([cs[2] * cs[3] % mod], s=s) == [(ms[2] + ms[3]) % int(ns)]
+    p = int(sk.to_phe().p)
+    for bad in (0, int(mod), p, p ** (s + 1), int(n)):
+        with pytest.raises(BadCiphertext):
+            sk.decrypt_many(cs[:4] + [bad], s=s)
+    for bad_s in (0, 5, 1.0):
+        with pytest.raises(ParameterError):
+            sk.decrypt_many(cs, s=bad_s)
+
+
+def test_run_chunks_covers_each_item_once_and_raises():
+    import threading
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def work(lo, hi):
+        with lock:
+            seen.extend(range(lo, hi))
+
+    for count, threads, chunk in ((0, 2, None), (1, 2, None), (1000, 2, None), (997, 3, 10), (5, 8, 1)):
+        seen.clear()
+        pl.run_chunks(work, count, threads, chunk)
+        assert sorted(seen) == list(range(count))
+
+    def boom(lo, hi):
+        if lo >= 40:
+            raise ValueError("chunk failed")
+
+    with pytest.raises(ValueError, match="chunk failed"):
+        pl.run_chunks(boom, 100, 2, 10)

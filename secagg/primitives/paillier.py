@@ -29,6 +29,7 @@ pool hands each value out once and forgets it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import operator
 import os
@@ -36,7 +37,7 @@ import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import gmpy2
 from gmpy2 import mpz
@@ -67,6 +68,7 @@ __all__ = [
     "ciphertexts_from_bytes",
     "check_units",
     "multiply_into",
+    "run_chunks",
 ]
 
 DEFAULT_KEY_BITS = 2048
@@ -99,6 +101,9 @@ if hasattr(mpz, "from_bytes"):
 else:  # gmpy2 < 2.2
     def _from_bytes(b: bytes | memoryview) -> mpz:
         return mpz(int.from_bytes(b, "big"))
+
+
+_INTEGERS = (int, type(mpz(0)))
 
 
 # ---------------------------------------------------------------------- keys
@@ -157,13 +162,18 @@ class PublicKey:
 
 
 class PrivateKey:
-    """The decryption key: ``phe``'s private key (primes ``p < q`` and the CRT
-    constants ``h_p``, ``h_q``), behind a deliberately small interface.
+    """The decryption key: ``phe``'s private key (primes ``p < q``) behind a
+    deliberately small interface, with every constant CRT decryption needs
+    computed once here (``p - 1``, ``q - 1``, ``p^2``, ``q^2``, ``h_p``, ``h_q``
+    and the recombination constant ``p^-1 mod q``).
 
+    Decryption is done here with gmpy2, not by ``phe`` (whose per-call path is
+    Python arithmetic per ciphertext); the result is the same integer (tested).
     It never pickles (so it cannot be sent to a worker process or written to a
     cache by accident) and its ``repr`` shows only the key id."""
 
-    __slots__ = ("public_key", "_key", "_p", "_q", "_p2", "_q2", "_hp", "_hq", "_p_inv")
+    __slots__ = ("public_key", "_key", "_p", "_q", "_p2", "_q2", "_pm1", "_qm1", "_hp", "_hq", "_p_inv",
+                 "_dj", "_dj_lock")
 
     def __init__(self, phe_private_key: _phe.PaillierPrivateKey):
         if not isinstance(phe_private_key, _phe.PaillierPrivateKey):
@@ -173,63 +183,187 @@ class PrivateKey:
         k = phe_private_key
         self._p, self._q = mpz(k.p), mpz(k.q)
         self._p2, self._q2 = mpz(k.psquare), mpz(k.qsquare)
+        self._pm1, self._qm1 = self._p - 1, self._q - 1
         self._hp, self._hq, self._p_inv = mpz(k.hp), mpz(k.hq), mpz(k.p_inverse)
+        self._dj: dict[int, _DJConstants] = {}
+        self._dj_lock = threading.Lock()
 
     def to_phe(self) -> _phe.PaillierPrivateKey:
         """The underlying ``phe`` key (interoperability tests)."""
         return self._key
 
     def decrypt(self, ciphertext: int) -> int:
-        """``phe``'s CRT decryption of one raw ciphertext (no validation)."""
-        return int(self._key.raw_decrypt(int(ciphertext)))
+        """The plaintext in ``[0, n)`` of one ciphertext: :meth:`decrypt_many`
+        of one (same checks, same error)."""
+        return self.decrypt_many([ciphertext])[0]
 
-    def decrypt_many(self, ciphertexts: Sequence[int], threads: int = 1) -> list[int]:
-        """CRT decryption of many ciphertexts: ``m_p = L_p(c^(p-1) mod p^2) h_p mod p``,
-        likewise mod ``q``, then Garner's recombination (the same arithmetic as
-        ``phe``'s ``raw_decrypt``, tested equal). The two exponentiations per
-        ciphertext run in gmpy2's list functions, which release the GIL, so
-        ``threads > 1`` uses several cores without the key leaving the process."""
-        cs = [mpz(c) for c in ciphertexts]
+    def decrypt_many(self, ciphertexts: Sequence[int], threads: int = 1, *, s: int = 1) -> list[int]:
+        """CRT decryption of many ciphertexts (protocols/paillier/SPEC.md §3.4):
+        ``u_p = c^(p-1) mod p^2``,
+        ``m_p = L_p(u_p) h_p mod p``, likewise mod ``q``, then Garner's
+        recombination ``m = m_p + ((m_q - m_p) p^-1 mod q) p`` (the arithmetic
+        of ``phe``'s ``raw_decrypt``, tested equal).
+
+        The exponentiations run in ``gmpy2.powmod_base_list``, which releases
+        the GIL: with ``threads > 1`` that many threads take chunks of the
+        ciphertexts from a shared counter (a busy core simply takes fewer), so
+        several cores work without the key leaving the process.
+
+        Every ciphertext must lie in ``Z*_{n^2}``; anything else raises
+        :class:`~secagg.errors.BadCiphertext` and nothing is returned: out of
+        ``[1, n^2)`` is checked first, a multiple of ``p`` or ``q`` shows as
+        ``u_p != 1 mod p`` (Fermat: ``c^(p-1) = 1 mod p`` for every unit), a
+        remainder the decryption computes anyway.
+
+        ``s > 1``: Damgard-Jurik ciphertexts ``(1 + n)^m r^(n^s) mod n^(s+1)``
+        under the same primes, plaintexts in ``[0, n^s)``: ``c^(p-1)`` mod
+        ``p^(s+1)``, the discrete logarithm to base ``1 + p`` by Damgard and
+        Jurik's recursion, the same recombination mod ``p^s`` and ``q^s``."""
+        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4:
+            raise ParameterError(f"s must be an integer in [1, 4], got {s!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ParameterError(f"threads must be an integer >= 1, got {threads!r}")
+        items = list(ciphertexts)
+        if not all(isinstance(c, _INTEGERS) and not isinstance(c, bool) for c in items):
+            raise BadCiphertext("a ciphertext is not an integer")
+        cs = list(map(mpz, items))
         if not cs:
             return []
-        p, q, p2, q2 = self._p, self._q, self._p2, self._q2
-        pm1, qm1 = p - 1, q - 1
-        jobs: list[tuple[list[mpz], mpz, mpz]] = []
-        threads = max(1, int(threads))
-        step = max(1, math.ceil(len(cs) / threads))
-        chunks = [cs[i:i + step] for i in range(0, len(cs), step)]
-        for chunk in chunks:
-            jobs.append((chunk, pm1, p2))
-            jobs.append((chunk, qm1, q2))
-        if threads == 1:
-            results = [gmpy2.powmod_base_list(c, e, m) for c, e, m in jobs]
+        modulus = self.public_key.n_square if s == 1 else self.public_key._n_mpz ** (s + 1)
+        if not (min(cs) > 0 and max(cs) < modulus):
+            raise BadCiphertext("ciphertext outside Z*_{n^(s+1)}" if s > 1 else "ciphertext outside Z*_{n^2}")
+        if s == 1:
+            halves = ((self._pm1, self._p2), (self._qm1, self._q2))
+            finish = self._finish
         else:
-            results = [None] * len(jobs)
+            dj = self._dj_constants(s)
+            halves = ((self._pm1, dj.p_mod), (self._qm1, dj.q_mod))
+            finish = dj.finish
+        out: list[int] = [0] * len(cs)
+        bad = [False]
 
-            def run(lo: int) -> None:  # jobs lo, lo + threads, ...
-                for i in range(lo, len(jobs), threads):
-                    c, e, m = jobs[i]
-                    results[i] = gmpy2.powmod_base_list(c, e, m)
+        def work(lo: int, hi: int) -> None:
+            chunk = cs[lo:hi]
+            ups = gmpy2.powmod_base_list(chunk, *halves[0])  # releases the GIL
+            uqs = gmpy2.powmod_base_list(chunk, *halves[1])
+            if not finish(ups, uqs, out, lo):
+                bad[0] = True
 
-            workers = [threading.Thread(target=run, args=(lo,)) for lo in range(threads)]
-            for t in workers:
-                t.start()
-            for t in workers:
-                t.join()
-        out: list[int] = []
-        hp, hq, p_inv = self._hp, self._hq, self._p_inv
-        for j in range(len(chunks)):
-            for up, uq in zip(results[2 * j], results[2 * j + 1]):
-                mp = ((up - 1) // p) * hp % p
-                mq = ((uq - 1) // q) * hq % q
-                out.append(int(mp + ((mq - mp) * p_inv % q) * p))
+        run_chunks(work, len(cs), threads)
+        if bad[0]:
+            raise BadCiphertext("ciphertext outside Z*_{n^(s+1)}" if s > 1 else "ciphertext outside Z*_{n^2}")
         return out
+
+    def _finish(self, ups: Sequence[mpz], uqs: Sequence[mpz], out: list[int], lo: int) -> bool:
+        """``out[lo + j] = m_j`` from ``u_p``, ``u_q``; False if some ``u`` is not 1 mod its prime."""
+        p, q, hp, hq, p_inv = self._p, self._q, self._hp, self._hq, self._p_inv
+        ok = True
+        for j, (up, uq) in enumerate(zip(ups, uqs), start=lo):
+            lp, rp = divmod(up - 1, p)
+            lq, rq = divmod(uq - 1, q)
+            if rp or rq:
+                ok = False
+                continue
+            mp = lp * hp % p
+            out[j] = int(mp + ((lq * hq - mp) * p_inv % q) * p)
+        return ok
+
+    def _dj_constants(self, s: int) -> "_DJConstants":
+        with self._dj_lock:
+            got = self._dj.get(s)
+            if got is None:
+                got = self._dj[s] = _DJConstants(self._p, self._q, s)
+            return got
 
     def __reduce__(self):  # noqa: D105 - never serialize a private key
         raise TypeError("a Paillier private key is never pickled")
 
     def __repr__(self) -> str:
         return f"PrivateKey(key_id={self.public_key.key_id.hex()[:16]})"
+
+
+def _dlog_one_plus(a: mpz, base: mpz, s: int) -> mpz:
+    """``i mod base^s`` from ``a = (1 + base)^i mod base^(s+1)`` (Damgard and
+    Jurik's recursive extraction, PKC 2001 §3; for ``s = 1`` it is ``(a - 1) / base``)."""
+    i = mpz(0)
+    for j in range(1, s + 1):
+        nj = base ** j
+        t1 = (a % (nj * base) - 1) // base
+        t2 = i
+        for k in range(2, j + 1):
+            i -= 1
+            t2 = t2 * i % nj
+            t1 = (t1 - t2 * base ** (k - 1) * gmpy2.invert(math.factorial(k), nj)) % nj
+        i = t1 % nj
+    return i
+
+
+class _DJConstants:
+    """CRT constants of Damgard-Jurik decryption with ``s > 1`` for one key:
+    the moduli ``p^(s+1)``, ``q^(s+1)``, the factors
+    ``h_p = ((p-1) dlog_(1+p)(1+n))^-1 mod p^s`` (likewise ``h_q``) and
+    ``(p^s)^-1 mod q^s``."""
+
+    __slots__ = ("s", "p", "q", "p_mod", "q_mod", "ps", "qs", "hp", "hq", "ps_inv")
+
+    def __init__(self, p: mpz, q: mpz, s: int):
+        self.s, self.p, self.q = s, p, q
+        self.ps, self.qs = p ** s, q ** s
+        self.p_mod, self.q_mod = self.ps * p, self.qs * q
+        n = p * q
+        self.hp = gmpy2.invert((p - 1) * _dlog_one_plus((1 + n) % self.p_mod, p, s), self.ps)
+        self.hq = gmpy2.invert((q - 1) * _dlog_one_plus((1 + n) % self.q_mod, q, s), self.qs)
+        self.ps_inv = gmpy2.invert(self.ps, self.qs)
+
+    def finish(self, ups: Sequence[mpz], uqs: Sequence[mpz], out: list[int], lo: int) -> bool:
+        p, q, s, ps, qs = self.p, self.q, self.s, self.ps, self.qs
+        ok = True
+        for j, (up, uq) in enumerate(zip(ups, uqs), start=lo):
+            if up % p != 1 or uq % q != 1:
+                ok = False
+                continue
+            mp = _dlog_one_plus(up, p, s) * self.hp % ps
+            mq = _dlog_one_plus(uq, q, s) * self.hq % qs
+            out[j] = int(mp + ((mq - mp) * self.ps_inv % qs) * ps)
+        return ok
+
+
+def run_chunks(work: Callable[[int, int], None], count: int, threads: int, chunk: int | None = None) -> None:
+    """Call ``work(lo, hi)`` over ``[0, count)`` cut into chunks, on ``threads``
+    threads that take the next chunk from a shared counter until none is left.
+
+    Meant for work whose bulk releases the GIL (gmpy2's list functions): a
+    thread on a busy core takes fewer chunks instead of holding the others up.
+    The first exception a thread raises is raised here once all have stopped."""
+    if count <= 0:
+        return
+    if chunk is None:  # about 8 chunks per thread, at most 64 items each
+        chunk = max(1, min(64, math.ceil(count / (8 * threads))))
+    bounds = [(lo, min(lo + chunk, count)) for lo in range(0, count, chunk)]
+    if threads <= 1 or len(bounds) == 1:
+        for lo, hi in bounds:
+            work(lo, hi)
+        return
+    ticket = itertools.count()  # next() on it is atomic under the GIL
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not errors:
+                k = next(ticket)
+                if k >= len(bounds):
+                    return
+                work(*bounds[k])
+        except BaseException as exc:  # raised again in the calling thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=loop, name=f"secagg-chunks-{i}") for i in range(min(threads, len(bounds)))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
 
 
 def _random_prime(bits: int, rng: RandomSource) -> int:
