@@ -119,7 +119,7 @@ def test_secure_fedavg_on_a_real_deployment(tmp_path):
     intruders: list = []
     node_ids, result, extras, out, audit, _ = _run(
         tmp_path, 4,
-        {"num-server-rounds": 2, "fraction-evaluate": 0.0, "secagg-stage-timeout": 60.0},
+        {"num-server-rounds": 2, "fraction-evaluate": 1.0, "secagg-stage-timeout": 60.0},
         # a second run on the same deployment that cannot be secure: 4 nodes, threshold 5
         extra_runs=({"num-server-rounds": 1, "secagg-threshold": 5},), intruders=intruders)
     # TLS + SuperNode authentication: a SuperNode with an unregistered key is refused, one that does not
@@ -138,6 +138,17 @@ def test_secure_fedavg_on_a_real_deployment(tmp_path):
         assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())
         assert report["dropped"] == {} and report["failures"] == {}
         _check_aggregate(report, audit)
+    # private metrics: the server learned the examples-weighted means of the nodes' evaluation metrics, which
+    # each node kept in its own audit directory, and their total of examples, nothing per node
+    for r in (1, 2):
+        fed = summary["federated_evaluation"][str(r)]
+        metas = [json.loads((audit / f"node-{n}-eval-round-{r}.json").read_text()) for n in node_ids.values()]
+        values = np.array([np.load(audit / f"node-{n}-eval-round-{r}.npy") for n in node_ids.values()])
+        weights = [m["weight"] for m in metas]
+        assert fed["num-examples"] == pytest.approx(sum(weights), abs=4 * 2.0 ** -FRAC_BITS)
+        expected = np.average(values, axis=0, weights=weights)
+        assert [fed["eval-loss"], fed["eval-accuracy"]] == pytest.approx(list(expected), abs=1e-3)
+        assert len({tuple(v) for v in values}) > 1  # the nodes' metrics differ: a mean is not one node's value
     # FedAvg learned something: the global model beats the initial one on the whole data set
     central = summary["central_evaluation"]
     assert central["2"]["accuracy"] > max(0.8, central["0"]["accuracy"])
