@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Sequence
@@ -51,7 +50,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from ..errors import BadDecryptionShare, BadEncoding, ParameterError, ReconstructionError
-from .paillier import MAX_KEY_BITS, MIN_KEY_BITS, PublicKey
+from .paillier import MAX_KEY_BITS, MIN_KEY_BITS, PublicKey, run_chunks
 from .randomness import RandomSource, default_random
 
 __all__ = [
@@ -411,21 +410,19 @@ def _response_bound(key: ThresholdKey) -> int:
 
 
 def _powmod_all(bases: list[mpz], exponent: mpz, modulus: mpz, threads: int) -> list[mpz]:
+    """``b^exponent mod modulus`` for every base: gmpy2's list function, which
+    releases the GIL; with ``threads > 1`` the threads take chunks of the
+    bases from a shared counter (:func:`~secagg.primitives.paillier.run_chunks`),
+    so a thread on a busy core takes fewer."""
     if threads <= 1 or len(bases) < 2 * threads:
         return list(gmpy2.powmod_base_list(bases, exponent, modulus))
-    step = math.ceil(len(bases) / threads)
-    chunks = [bases[i:i + step] for i in range(0, len(bases), step)]
-    results: list[list[mpz] | None] = [None] * len(chunks)
+    out: list[mpz] = [mpz(0)] * len(bases)
 
-    def run(k: int) -> None:  # gmpy2's list functions release the GIL
-        results[k] = gmpy2.powmod_base_list(chunks[k], exponent, modulus)
+    def work(lo: int, hi: int) -> None:
+        out[lo:hi] = gmpy2.powmod_base_list(bases[lo:hi], exponent, modulus)
 
-    workers = [threading.Thread(target=run, args=(k,)) for k in range(len(chunks))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return [x for part in results for x in part]  # type: ignore[union-attr]
+    run_chunks(work, len(bases), threads)
+    return out
 
 
 def partial_decrypt(share: KeyShare, ciphertexts: Sequence[int], context: bytes = b"", *,
