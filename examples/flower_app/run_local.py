@@ -39,6 +39,8 @@ def main() -> None:
                     help="crash SuperNode I when it pulls its 3rd message of round 1: the masked-input "
                          "message, or with paillier its decryption request")
     ap.add_argument("--out", default=None, help="directory for round reports and the final model")
+    ap.add_argument("--insecure", action="store_true",
+                    help="development set-up: no TLS, no SuperNode authentication (default: both)")
     args = ap.parse_args()
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="secagg-flower-out-"))
@@ -56,8 +58,9 @@ def main() -> None:
                         "secagg-min-key-bits": args.key_bits})
         run_config["secagg-committee-key"] = key
     try:
-        with LocalDeployment(args.nodes, node_configs=configs) as dep:
-            print(f"SuperLink on 127.0.0.1:{dep.superlink_port}; SuperNodes: {dep.node_ids}")
+        with LocalDeployment(args.nodes, node_configs=configs, insecure=args.insecure) as dep:
+            print(f"SuperLink on 127.0.0.1:{dep.superlink_port} "
+                  f"({'insecure' if args.insecure else 'TLS + SuperNode authentication'}); SuperNodes: {dep.node_ids}")
             if args.kill_node is not None:
                 dep.kill_node_on_message(args.kill_node, 3)
             run = dep.run_app(APP, run_config=run_config)
@@ -79,6 +82,7 @@ def main() -> None:
                 print(f"  decryption: any {dec['threshold']} of committee {dec['committee']}; shares failed: "
                       f"{dec['failed_members'] or 'none'}; recovery: {dec['recovery']}")
         print("central evaluation:", data["central_evaluation"])
+        print("federated evaluation (secure, weighted by examples):", data["federated_evaluation"])
         print(f"reports and final model in {out}")
 
 
