@@ -12,7 +12,11 @@ and of the Paillier protocol decrypted by a committee of the nodes
 * server: :class:`SecAggFedAvg`, a strategy whose training rounds run the
   protocol as Flower messages over the Grid with any averaging rule (or
   :func:`run_secure_round` for one round in a custom ServerApp), configured by
-  :class:`SecAggSettings` from the run config.
+  :class:`SecAggSettings` from the run config; evaluation metrics are
+  aggregated under the same protocol (:func:`run_secure_evaluation`).
+
+:mod:`secagg.flower.tls` makes a deployment's TLS certificates and SuperNode
+authentication keys.
 
 :class:`~secagg.flower.local.LocalDeployment` starts a real SuperLink and
 SuperNodes on 127.0.0.1 for tests and demos. See docs/flower.md.
@@ -29,13 +33,15 @@ from .settings import SecAggSettings
 
 __all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SecAggFedAvg",
            "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes", "exchange",
-           "training_rule", "LocalDeployment"]
+           "training_rule", "LocalDeployment", "run_secure_evaluation", "EarlyClose", "NodeLedger",
+           "write_deployment_credentials"]
 
 _LAZY = {
     "secagg_mod": "client", "make_secagg_mod": "client", "NodeStateStore": "client", "node_store": "client",
     "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server", "StageLog": "server",
     "run_secure_round": "server", "identify_nodes": "server", "exchange": "server", "training_rule": "server",
-    "LocalDeployment": "local",
+    "LocalDeployment": "local", "run_secure_evaluation": "server", "EarlyClose": "server", "NodeLedger": "client",
+    "write_deployment_credentials": "tls",
 }
 
 
