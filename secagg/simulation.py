@@ -375,7 +375,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     threads. ``randomizer`` is ``"standard"`` (``r^n``, the default),
     ``"djn"`` (DJN base with a full-length exponent) or ``"djn-short"`` (DJN
     short exponent; also ``short_exponent=True``); protocols/paillier/SPEC.md
-    §6 states what each rests on. ``min_clients`` (default: a majority of the
+    §6 states what each rests on. ``dp`` (a :class:`secagg.dp.DPConfig`): a
+    distributed-DP round, its noise calibrated for ``min_clients`` survivors
+    (``sum``/``mean`` rules, weights all 1; see :func:`simulate`). ``min_clients`` (default: a majority of the
     ``n`` clients, at least 2) is the round's; the key holder and the clients
     hold a minimum of 2 of their own, 1 only with
     ``unsafe_allow_single_client=True`` (a round that may decrypt one
@@ -423,6 +425,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         raise ParameterError("only committee members answer the decryption stages")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError("workers must be an integer >= 1")
+    if dp is not None:
+        _check_dp(dp, r, weights if r.uses_weights else None, n, "paillier", encoding)
+        ws = [1.0] * n
     enc = encoding if encoding is not None else default_encoding(n, key_bits, max(ws))
     for w in ws:
         enc.check_weight(w)
@@ -453,8 +458,11 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         public_key = wire.decode(public_key_bytes, PublicKeyMessage)
     timings["keygen"] = time.perf_counter() - t
     t = time.perf_counter()
-    params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc, rule=r, min_clients=min_clients,
-                                   rng=_fork(rng, "server"), unsafe_allow_single_client=unsafe_allow_single_client)
+    # a DP round: the noise is calibrated for min_clients survivors, the fewest the round decrypts
+    dp_round = _dp_round(dp, d, min_clients, n, rng) if dp is not None else None
+    params = PaillierParams.create(public_key, range(1, n + 1), d, encoding=enc if dp_round is None else None,
+                                   rule=r, min_clients=min_clients, rng=_fork(rng, "server"),
+                                   unsafe_allow_single_client=unsafe_allow_single_client, dp=dp_round)
     recorder = Recorder()
     server = ServerDriver(PaillierServer(params, accumulator=sharded_accumulator(workers), committee=committee_key,
                                          spares=spares, client_keys=client_keys), r, observer=recorder,
@@ -522,7 +530,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         "signed_submissions": signed,
         "clipped_entries": int(sum(roles[c].clipped for c in included)),
         "online_exponentiations": int(sum(roles[c].online_exponentiations for c in included)),
-        "sum_error_bound": enc.sum_error_bound(len(included)),
+        "sum_error_bound": enc.sum_error_bound(len(included)) if dp_round is None else None,
     })
     return dataclasses.replace(result, params=summary, dropped=dict(sorted(schedule.items())))
 

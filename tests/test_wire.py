@@ -551,16 +551,25 @@ def corpus() -> dict[str, Any]:
 
 def _dp_messages() -> dict[str, Any]:
     """A distributed-DP round's parameters (adaptive clipping on, so every
-    field is in use) and a DP masking round's parameters."""
+    field is in use), a DP masking round's and a DP Paillier round's
+    parameters, and a committee member's saved record of the latter."""
     from secagg.dp import DPConfig
+    from secagg.drivers.committee import DPDecryptorRecord
+    from secagg.primitives import paillier as pl
     from secagg.primitives.randomness import DeterministicRandom
     from secagg.protocols.masking import MaskingParams
+    from secagg.protocols.paillier import PaillierParams
+    from secagg.protocols.paillier.threshold import DecryptorRecord
 
     dp = DPConfig(epsilon=2.0, rounds=3, adaptive_clip=True).round_params(3, n_min=3, n_max=4,
                                                                            rotation_seed=bytes(range(32)))
     params = MaskingParams.create([1, 2, 3, 4], 3, protocol="secagg", threshold=3, dp=dp,
                                   rng=DeterministicRandom("wire dp"))
-    return {"dp.RoundParams": dp, "masking.DPParams": params}
+    pk, _ = pl.generate_keypair(512, DeterministicRandom("wire corpus"))
+    paillier = PaillierParams.create(pk, [1, 2, 3, 4], 3, min_clients=3, dp=dp, rng=DeterministicRandom("wire dp"))
+    record = DPDecryptorRecord(DecryptorRecord(params=paillier, aggregate_digest=b""), dp)
+    return {"dp.RoundParams": dp, "masking.DPParams": params, "paillier.DPParams": paillier,
+            "drivers.DPDecryptorRecord": record}
 
 
 def _committee_messages() -> dict[str, Any]:

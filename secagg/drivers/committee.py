@@ -7,8 +7,9 @@ member, then submits its own encrypted update like any client), and the
 server's :class:`DecryptionRequest` (Decrypt, and Decrypt recovery: the
 member's share of the decryption of the one aggregate it binds to the
 session). Its saved state is a :class:`DecryptorRecord` (the parameters and
-the aggregate's digest: no secret). The key share stays in the role, never
-in the store.
+the aggregate's digest: no secret), in a distributed-DP round wrapped in a
+:class:`DPDecryptorRecord` that keeps the round's DP parameters with it. The
+key share stays in the role, never in the store.
 
 A client outside the committee (``share=None``) submits and is done; a
 member that is not submitting this round (no contribution) only registers.
@@ -18,19 +19,52 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ..dp.round import DPRoundParams
+from ..encoding import wire
 from ..errors import ParameterError
 from ..primitives import threshold_paillier as tp
 from ..primitives.randomness import RandomSource, default_random
 from ..protocols.paillier.messages import UnexpectedSender
-from ..protocols.paillier.params import PaillierParams
+from ..protocols.paillier.params import DPPaillierParams, PaillierParams
 from ..protocols.paillier.threshold import CommitteeKey, DecryptionRequest, DecryptorRecord, ThresholdDecryptor
 from ..protocols.stages import Stage
 from .client import Contribution, Step
 from .paillier import PaillierClientRole
 
-__all__ = ["CommitteeClientRole"]
+__all__ = ["CommitteeClientRole", "DPDecryptorRecord"]
+
+
+@wire.message("drivers.DPDecryptorRecord")
+@dataclass(frozen=True)
+class DPDecryptorRecord:
+    """A committee member's saved state in a distributed-DP round: its
+    :class:`DecryptorRecord` and the round's DP parameters (the record's
+    parameters travel in their plain form; :meth:`restored` puts the DP
+    round's parameters, and so its session id, back together)."""
+
+    record: DecryptorRecord
+    dp: DPRoundParams
+
+    def __post_init__(self) -> None:
+        p = self.record.params
+        if p.dp is None:  # decoded: rebuild the DP round's parameters
+            fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(PaillierParams)}
+            object.__setattr__(self, "record", dataclasses.replace(self.record,
+                                                                   params=DPPaillierParams(**fields, dp=self.dp)))
+        elif p.dp != self.dp:
+            raise ParameterError("the record's DP parameters differ from its round's")
+
+    def restored(self) -> DecryptorRecord:
+        """The member's record, with the DP round's parameters."""
+        return self.record
+
+
+def _saved(record: DecryptorRecord) -> object:
+    dp = record.params.dp
+    return record if dp is None else DPDecryptorRecord(record, dp)
 
 
 class CommitteeClientRole:
@@ -44,7 +78,7 @@ class CommitteeClientRole:
     included client; ``signing_key`` (passed to the client) signs this
     client's own submissions."""
 
-    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DecryptionRequest)
+    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DPPaillierParams, DecryptionRequest)
 
     def __init__(self, client_id: int, committee: CommitteeKey, share: tp.KeyShare | None = None, *,
                  rng: RandomSource | None = None, min_clients: int = 2, unsafe_allow_single_client: bool = False,
@@ -101,12 +135,14 @@ class CommitteeClientRole:
                 return self.client.step(msg, None, contribution)
             record = self.decryptor.register(msg)  # the committee's key, this member's floor
             if contribution is None:  # a member that does not submit this round
-                return Step(None, record)
+                return Step(None, _saved(record))
             submitted = self.client.step(msg, None, contribution)
-            return Step(submitted.reply, dataclasses.replace(record, submitted=True))
+            return Step(submitted.reply, _saved(dataclasses.replace(record, submitted=True)))
         if self.decryptor is None:
             raise UnexpectedSender("this client is not a member of the decryption committee")
+        if isinstance(saved, DPDecryptorRecord):
+            saved = saved.restored()
         if not isinstance(saved, DecryptorRecord):
             saved = None
         reply, record = self.decryptor.decrypt(msg, saved)
-        return Step(reply, record, finished=msg.attempt == 1)
+        return Step(reply, _saved(record), finished=msg.attempt == 1)

@@ -19,7 +19,7 @@ stage, decrypts that round's aggregate once.
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import LocalProtocolError, ParameterError
 from ..primitives import paillier as pl
@@ -27,7 +27,7 @@ from ..primitives.randomness import RandomSource, default_random
 from ..protocols.paillier.client import PaillierClient
 from ..protocols.paillier.keyholder import PaillierKeyHolder
 from ..protocols.paillier.messages import KEY_HOLDER, AggregateCiphertext
-from ..protocols.paillier.params import MIN_CLIENTS_FLOOR, PaillierParams, PublicKeyMessage
+from ..protocols.paillier.params import MIN_CLIENTS_FLOOR, DPPaillierParams, PaillierParams, PublicKeyMessage
 from ..protocols.stages import Stage
 from .client import Contribution, Step
 from .concurrency import process_executor
@@ -41,14 +41,19 @@ class PaillierClientRole:
     ``min_key_bits`` (2048) is the smallest modulus accepted; ``min_clients``
     (2; 1 only with ``unsafe_allow_single_client=True``) the smallest
     ``min_clients`` of a round it submits to; ``signing_key`` (32-byte
-    Ed25519 private key), if given, signs every submission."""
+    Ed25519 private key), if given, signs every submission. ``check_params``,
+    if given, is called with the round's parameters before anything is
+    encrypted (a node's own policy, e.g. :meth:`secagg.dp.DPConfig.check_round`
+    of ``params.dp``); it raises :class:`~secagg.errors.ParameterError` to
+    refuse the round."""
 
-    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams,)
+    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DPPaillierParams)
 
     def __init__(self, client_id: int, public_key: pl.PublicKey | PublicKeyMessage, *,
                  rng: RandomSource | None = None, randomizer: pl.RandomizerSpec = pl.STANDARD,
                  min_key_bits: int = pl.DEFAULT_KEY_BITS, min_clients: int = MIN_CLIENTS_FLOOR,
-                 unsafe_allow_single_client: bool = False, signing_key: bytes | None = None):
+                 unsafe_allow_single_client: bool = False, signing_key: bytes | None = None,
+                 check_params: Callable[[PaillierParams], None] | None = None):
         if type(client_id) is not int or client_id < 1:
             raise ParameterError(f"client id must be an int >= 1, got {client_id!r}")
         key = public_key.key if isinstance(public_key, PublicKeyMessage) else public_key
@@ -65,6 +70,7 @@ class PaillierClientRole:
         self.min_clients = self._template.min_clients
         self.public_key = self._template.public_key
         self.pool = self._template.pool
+        self._check_params = check_params
         self.clipped = 0  # entries clipped in the last submission
         self.online_exponentiations = 0  # obfuscators computed online (pool ran dry), over all rounds
 
@@ -92,6 +98,8 @@ class PaillierClientRole:
             raise LocalProtocolError("a Paillier round needs this client's contribution (update, weight)")
         client = PaillierClient(self.party, self.public_key, rng=self._rng, randomizer=self.randomizer,
                                 min_key_bits=self.min_key_bits, pool=self.pool, **self._policy)
+        if self._check_params is not None:
+            self._check_params(msg)
         client.receive_params(msg)  # pinned key, invitation, this client's floor: raises a typed error
         submission = client.submit(contribution.update, contribution.weight)
         self.clipped = client.clipped
@@ -103,7 +111,7 @@ class KeyHolderRole:
     """The key holder as a party of rounds: wraps a :class:`PaillierKeyHolder`
     (which keeps the private key; nothing here touches it)."""
 
-    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, AggregateCiphertext)
+    SERVER_MESSAGES: tuple[type, ...] = (PaillierParams, DPPaillierParams, AggregateCiphertext)
     party = KEY_HOLDER
 
     def __init__(self, keyholder: PaillierKeyHolder):

@@ -94,6 +94,18 @@ class PackingLayout:
         return cls(key_bits, max_clients, bound, slot_bits, slots)
 
     @classmethod
+    def for_ring(cls, bits: int, max_clients: int, key_bits: int) -> "PackingLayout":
+        """The layout for values of the ring ``Z_{2^bits}`` fed as signed entries
+        ``q = v - 2^(bits-1)`` in ``[-2^(bits-1), 2^(bits-1))`` (a distributed-DP
+        vector, protocols/dp/SPEC.md §9): ``B = 2^(bits-1)``, slots of
+        ``bits + bit_length(max_clients)`` bits, which must stay within
+        :data:`MAX_SLOT_BITS`. The slot sums plus ``n_included * 2^(bits-1)``,
+        reduced modulo ``2^bits``, are the ring sum."""
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= MAX_SLOT_BITS:
+            raise ParameterError(f"ring bits must be an integer in [2, {MAX_SLOT_BITS}], got {bits!r}")
+        return cls.for_bound(1 << (bits - 1), max_clients, key_bits)
+
+    @classmethod
     def derive(cls, encoding: FixedPoint, max_clients: int, key_bits: int) -> "PackingLayout":
         """The layout for ``encoding`` (clip, frac_bits, max_weight), ``max_clients``
         and the key size, or :class:`ParameterError` if no slot can hold the sum."""

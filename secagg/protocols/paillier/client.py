@@ -33,7 +33,7 @@ from ...errors import LocalProtocolError, ParameterError
 from ...primitives import paillier as pl
 from ...primitives.randomness import RandomSource, default_random
 from .messages import KeyMismatch, Submission, UnexpectedSender, check_floor, check_signing_key, sign_submission
-from .params import MIN_CLIENTS_FLOOR, PaillierParams, PublicKeyMessage, min_clients_floor
+from .params import MIN_CLIENTS_FLOOR, PARAMS_TYPES, PaillierParams, PublicKeyMessage, min_clients_floor
 
 __all__ = ["ClientState", "PaillierClient", "encode_update"]
 
@@ -47,12 +47,25 @@ class ClientState(str, enum.Enum):
 def encode_update(params: PaillierParams, update: np.ndarray, weight: float,
                   rng: RandomSource | None = None) -> tuple[np.ndarray, int]:
     """The quantized vector ``[q(w*x), q(w)]`` (int64, ``d + 1`` entries) and
-    how many entries clipping changed."""
+    how many entries clipping changed. In a DP round (protocols/dp/SPEC.md
+    §9): the DP encoding ``v`` fed to the packer as ``q = v - 2^(b-1)``
+    (``d'`` entries in ``[-2^(b-1), 2^(b-1))``), then a count slot of 1; the
+    weight must be 1 and the count is 1 if the update was clipped."""
     enc = params.encoding
     x = np.asarray(update, dtype=np.float64).ravel()
     if x.size != params.vector_length:
         raise ParameterError(f"update has {x.size} entries, the round expects {params.vector_length}")
     rng = default_random(rng)
+    dp = params.dp
+    if dp is not None:
+        if type(weight) not in (int, float) or weight != 1:
+            # a private weight would change the sensitivity, and its slot would be released unnoised
+            raise ParameterError(f"a DP round is unweighted: the weight must be 1, got {weight!r}")
+        encoded = dp.encode_update(x, rng)
+        q = np.empty(params.entries, dtype=np.int64)
+        q[:-1] = encoded.values.astype(np.int64) - np.int64(1 << (dp.bits - 1))
+        q[-1] = 1
+        return q, int(encoded.clipped)
     qx = enc.quantize(x, weight, rng)
     qw = enc.quantize_weight(weight, rng)
     out = np.empty(x.size + 1, dtype=np.int64)
@@ -121,7 +134,7 @@ class PaillierClient:
         if self.state is not ClientState.WAITING_PARAMS:
             raise LocalProtocolError(f"parameters already received (state {self.state.value})")
         if not isinstance(params, PaillierParams):
-            params = wire.decode(params, PaillierParams)
+            params = wire.decode(params, PARAMS_TYPES)
         if params.key != self.public_key:
             raise KeyMismatch("round parameters carry a key other than the key holder's pinned key")
         if self.client_id not in params.client_ids:

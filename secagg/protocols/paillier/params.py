@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ...aggregation import RULES, Rule, get_rule
+from ...dp.round import DPRoundParams
 from ...encoding import wire
 from ...encoding.fixed_point import FixedPoint
 from ...encoding.packing import PackingLayout
@@ -36,7 +37,7 @@ from ...primitives.randomness import RandomSource, default_random
 
 __all__ = ["PROTOCOL_VERSION", "MAX_CLIENT_ID", "PublicKeyMessage", "PaillierParams", "TARGET_SLOT_BITS",
            "RANDOMIZERS", "default_encoding", "randomizer_for", "default_min_clients", "min_clients_floor",
-           "MIN_CLIENTS_FLOOR"]
+           "MIN_CLIENTS_FLOOR", "DPPaillierParams", "PARAMS_TYPES"]
 
 PROTOCOL_VERSION = 1
 MAX_CLIENT_ID = (1 << 32) - 1
@@ -132,10 +133,41 @@ class PaillierParams:
             raise ParameterError(f"unknown aggregation rule {self.rule!r}")
         if not isinstance(self.public_key, PublicKeyMessage):
             raise ParameterError("public_key must be a PublicKeyMessage")
-        object.__setattr__(self, "_layout", PackingLayout.derive(self.encoding, len(ids),
-                                                                 self.public_key.key.key_bits))
+        dp = self.dp
+        if dp is not None:
+            self._check_dp(dp)
+            layout = PackingLayout.for_ring(dp.bits, len(ids), self.public_key.key.key_bits)
+        elif type(self) is not PaillierParams:
+            raise ParameterError("a DP round's parameters need their dp field")
+        else:
+            layout = PackingLayout.derive(self.encoding, len(ids), self.public_key.key.key_bits)
+        object.__setattr__(self, "_layout", layout)
+
+    def _check_dp(self, dp: DPRoundParams) -> None:
+        """A DP round (protocols/dp/SPEC.md §9): the packed vector is the DP
+        encoding (``q = v - 2^(b-1)``) and a count slot of 1 per client."""
+        if not isinstance(dp, DPRoundParams):
+            raise ParameterError("dp must be a DPRoundParams")
+        if dp.dim != self.vector_length:
+            raise ParameterError(f"the DP parameters are for {dp.dim} values; this round aggregates "
+                                 f"{self.vector_length}")
+        if dp.n_min > self.min_clients:
+            raise ParameterError(f"the DP noise is calibrated for n_min = {dp.n_min} survivors, more than the "
+                                 f"round's min_clients {self.min_clients}: a sum of fewer could be decrypted")
+        if dp.n_max < len(self.client_ids):
+            raise ParameterError(f"the DP wrap check covers n_max = {dp.n_max} clients; the round has "
+                                 f"{len(self.client_ids)}")
+        if self.rule not in ("sum", "mean"):
+            raise ParameterError(f"a DP round is unweighted: rule 'sum' or 'mean', not {self.rule!r}")
+        if self.frac_bits != 0 or self.max_weight != 1.0:
+            raise ParameterError("a DP round's count slot is 1 per client: frac_bits 0 and max_weight 1")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def dp(self) -> DPRoundParams | None:
+        """The round's distributed-DP parameters (:class:`DPPaillierParams`), else ``None``."""
+        return None
+
     @property
     def encoding(self) -> FixedPoint:
         return FixedPoint(clip=self.clip, frac_bits=self.frac_bits, max_weight=self.max_weight)
@@ -154,8 +186,10 @@ class PaillierParams:
 
     @property
     def entries(self) -> int:
-        """Entries per client vector: the ``d`` weighted values and the weight."""
-        return self.vector_length + 1
+        """Entries per client vector: the ``d`` weighted values and the weight;
+        in a DP round the ``d'`` values of the DP encoding and a count slot (1)."""
+        dp = self.dp
+        return (dp.padded_dim if dp is not None else self.vector_length) + 1
 
     @property
     def n_ciphertexts(self) -> int:
@@ -179,29 +213,60 @@ class PaillierParams:
                 "frac_bits": self.frac_bits, "max_weight": self.max_weight, "rule": self.rule,
                 "slot_bits": lay.slot_bits, "slots_per_ciphertext": lay.slots, "offset": lay.offset,
                 "ciphertexts": self.n_ciphertexts, "ciphertext_bytes": self.key.ciphertext_bytes,
-                "key_id": self.key.key_id.hex(), "session_id": self.session_id.hex()}
+                "key_id": self.key.key_id.hex(), "session_id": self.session_id.hex(),
+                **({"dp": self.dp.summary()} if self.dp is not None else {})}
 
     # ------------------------------------------------------------------ factory
     @classmethod
     def create(cls, public_key: PublicKey | PublicKeyMessage, client_ids: Sequence[int], vector_length: int,
                *, encoding: FixedPoint | None = None, rule: "str | Rule" = "mean", min_clients: int | None = None,
-               rng: RandomSource | None = None, unsafe_allow_single_client: bool = False) -> "PaillierParams":
+               rng: RandomSource | None = None, unsafe_allow_single_client: bool = False,
+               dp: DPRoundParams | None = None) -> "PaillierParams":
         """Parameters for a round with a fresh 256-bit nonce from ``rng``.
 
         ``min_clients`` defaults to :func:`default_min_clients` (a majority of
         ``client_ids``, at least 2); 1 is a :class:`ParameterError` unless
-        ``unsafe_allow_single_client=True``."""
+        ``unsafe_allow_single_client=True``.
+
+        ``dp`` (a :class:`~secagg.dp.DPRoundParams` with ``n_min`` at most
+        ``min_clients`` and ``n_max`` at least the number of clients) makes a
+        DP round (:class:`DPPaillierParams`): clients pack their DP encodings
+        (slots of ``dp.bits + bit_length(n)`` bits) and a count slot of 1;
+        ``encoding`` does not apply (fixed to the clip, 0 fractional bits,
+        weight 1) and the rule must be ``sum`` or ``mean``."""
         pk = public_key if isinstance(public_key, PublicKeyMessage) else PublicKeyMessage.from_key(public_key)
-        enc = encoding or FixedPoint()
         ids = tuple(sorted(int(c) for c in client_ids))
         if min_clients is None:
             min_clients = default_min_clients(len(ids), unsafe_allow_single_client) if ids else MIN_CLIENTS_FLOOR
         else:
             min_clients = min_clients_floor(min_clients, unsafe_allow_single_client)
+        if dp is not None:
+            if encoding is not None:
+                raise ParameterError("a DP round encodes with its DP parameters: give no fixed-point encoding")
+            return DPPaillierParams(version=PROTOCOL_VERSION, session_nonce=default_random(rng).bytes(32),
+                                    public_key=pk, client_ids=ids, min_clients=min_clients,
+                                    vector_length=int(vector_length), clip=float(dp.clip), frac_bits=0,
+                                    max_weight=1.0, rule=get_rule(rule).name, dp=dp)
+        enc = encoding or FixedPoint()
         return cls(version=PROTOCOL_VERSION, session_nonce=default_random(rng).bytes(32), public_key=pk,
                    client_ids=ids, min_clients=min_clients, vector_length=int(vector_length),
                    clip=float(enc.clip), frac_bits=int(enc.frac_bits), max_weight=float(enc.max_weight),
                    rule=get_rule(rule).name)
+
+
+@wire.message("paillier.DPParams")
+@dataclass(frozen=True)
+class DPPaillierParams(PaillierParams):
+    """The parameters of a distributed-DP Paillier round: :class:`PaillierParams`
+    and its ``dp`` field (protocols/dp/SPEC.md §9), all under the session id.
+    A separate wire type, so that the parameters of a round without DP keep
+    their encoding (and their session id) byte for byte."""
+
+    dp: DPRoundParams | None = None  # required: checked on construction
+
+
+#: The wire types a party accepts as a Paillier round's parameters.
+PARAMS_TYPES: tuple[type, ...] = (PaillierParams, DPPaillierParams)
 
 
 #: Default precision targets slots of at most this many bits (93 values per

@@ -54,6 +54,7 @@ from ...encoding.packing import SlotOverflow
 from ...errors import (AbortReason, LocalProtocolError, ParameterError, ReconstructionError, RemoteProtocolError,
                        WireFormatError, from_peer)
 from ...primitives import paillier as pl
+from ..masking.server import DPServerResult
 from ..outcome import Abort, ServerResult
 from ..stages import Stage
 from .messages import (KEY_HOLDER, AggregateCiphertext, AggregateSums, DuplicateSubmission, KeyMismatch,
@@ -402,10 +403,29 @@ class PaillierServer:
         return f"members whose shares failed: {bad or 'none'}"
 
     def _finish(self, sums: np.ndarray) -> None:
+        dropped = {c: Stage.SUBMIT.value for c in self.missing}
+        dp = self.params.dp
+        if dp is not None:
+            # protocols/dp/SPEC.md §9: slot sums + n_included 2^(b-1), modulo 2^b, are the DP ring sum
+            n_in = len(self.included)
+            s = np.asarray(sums, dtype=np.int64)
+            if int(s[-1]) != n_in:
+                self._abort(AbortReason.CONSISTENCY_CHECK_FAILED, "the count slot does not equal the number of "
+                            "included clients")
+                return
+            try:
+                total, count = dp.decode_sum(s[:-1] + np.int64(n_in << (dp.bits - 1)))
+                report = dp.report(n_in, count)
+            except Exception as exc:  # e.g. the accountant missing: no aggregate rather than one without its report
+                self._abort(AbortReason.INTERNAL_ERROR, f"DP decoding failed ({type(exc).__name__}: {exc})")
+                return
+            self.outcome = DPServerResult(sum_weighted=total, sum_weights=float(n_in), included=self.included,
+                                          dropped=dropped, dp=report)
+            self.stage = Stage.DONE
+            return
         scaled = np.asarray(sums).astype(np.float64) / self.params.encoding.scale
         self.outcome = ServerResult(sum_weighted=scaled[:-1], sum_weights=float(scaled[-1]),
-                                    included=self.included,
-                                    dropped={c: Stage.SUBMIT.value for c in self.missing})
+                                    included=self.included, dropped=dropped)
         self.stage = Stage.DONE
 
     def _abort(self, reason: AbortReason, detail: str) -> None:
