@@ -121,7 +121,7 @@ def test_secure_fedavg_on_a_real_deployment(tmp_path):
         tmp_path, 4,
         {"num-server-rounds": 2, "fraction-evaluate": 1.0, "secagg-stage-timeout": 60.0},
         # a second run on the same deployment that cannot be secure: 4 nodes, threshold 5
-        extra_runs=({"num-server-rounds": 1, "secagg-threshold": 5},), intruders=intruders)
+        extra_runs=({"num-server-rounds": 1, "secagg-threshold": 5},), intruders=intruders, timeout=900.0)
     # TLS + SuperNode authentication: a SuperNode with an unregistered key is refused, one that does not
     # trust the deployment's CA does not even connect; neither ever gets a node id or a message
     unregistered, untrusting = intruders
