@@ -25,6 +25,7 @@ from .aggregation import RULES, Rule, client_weight, reference_aggregate
 from .encoding.fixed_point import FixedPoint
 from .errors import ParameterError, ProtocolAborted
 from .simulation import PROTOCOLS, simulate
+from .training.cli import check_dp_usage, dp_options
 from .transports.inprocess import dropout_count
 
 
@@ -180,14 +181,34 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | 
                    "(nobody holds the key), or one key holder (protocols/paillier/SPEC.md section 8).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for large runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@dp_options
 def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule: str, seed: int,
                      threshold: int | None, degree: int | None, malicious_server: bool, clip: float | None,
                      frac_bits: int | None,
                      key_bits: str, workers: int, randomizer: str | None, short_exponent: bool, decryption: str,
-                     progress: bool | None, as_json: bool) -> None:
+                     progress: bool | None, as_json: bool, dp_epsilon: float | None, dp_delta: float,
+                     dp_mechanism: str, dp_clip: float, dp_bits: int | None, dp_adaptive_clip: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
-    report its error against the plaintext aggregate, bytes and times."""
+    report its error against the plaintext aggregate, bytes and times.
+    With --dp-epsilon the round carries distributed differential privacy (its
+    error is then the noise)."""
     ctx = click.get_current_context()
+    check_dp_usage({"protocol": protocol, "dp_epsilon": dp_epsilon})
+    dp = None
+    if dp_epsilon is not None:
+        if Rule(rule).uses_weights:
+            raise click.UsageError(f"a distributed-DP round is unweighted: use --rule mean or sum, not {rule}")
+        for name in ("clip", "frac_bits"):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} sets the fixed-point encoding, which a DP round "
+                                       "replaces by its own (use --dp-clip and --dp-bits)")
+        from .dp.plan import DEFAULT_BITS, DPConfig
+
+        try:
+            dp = DPConfig(epsilon=dp_epsilon, delta=dp_delta, mechanism=dp_mechanism, clip=dp_clip,
+                          bits=DEFAULT_BITS if dp_bits is None else dp_bits, adaptive_clip=dp_adaptive_clip)
+        except ParameterError as exc:
+            raise click.ClickException(str(exc)) from None
 
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
@@ -217,12 +238,13 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
     try:
         enc: FixedPoint | None = FixedPoint(clip=clip or 1.0, frac_bits=16 if frac_bits is None else frac_bits,
                                             max_weight=float(max_weight))
-        if protocol == "paillier" and clip is None and frac_bits is None:
+        if protocol == "paillier" and clip is None and frac_bits is None or dp is not None:
             enc = None
-        result = simulate(updates, weights, protocol=protocol, rule=rule, dropouts=dropout or None, seed=seed,
+        result = simulate(updates, None if dp is not None else weights, protocol=protocol, rule=rule,
+                          dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
-                          randomizer=randomizer, decryption=decryption)
+                          randomizer=randomizer, decryption=decryption, dp=dp)
     except ParameterError as exc:
         msg = str(exc)
         if dropout and "dropout" in msg or protocol == "secagg+" and "tolerate" in msg:
@@ -234,7 +256,11 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         raise click.ClickException(f"out of memory for {clients} clients x {dim:,} entries") from None
     included = [updates[i - 1] for i in result.included]
     inc_w = [weights[i - 1] for i in result.included] if weights else None
-    reference = reference_aggregate(rule, included, inc_w, clip=clip or 1.0)
+    if dp is not None:  # the noiseless aggregate of the L2-clipped updates
+        included = [x if np.linalg.norm(x) <= dp.clip else x * (dp.clip / np.linalg.norm(x)) for x in included]
+        reference = reference_aggregate(rule, included)
+    else:
+        reference = reference_aggregate(rule, included, inc_w, clip=clip or 1.0)
     error = float(np.max(np.abs(result.aggregate - reference)))
     sent = np.array([result.bytes_sent[i] for i in result.included], dtype=float)
     recv = np.array([result.bytes_received[i] for i in result.included], dtype=float)
@@ -247,6 +273,8 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         "timings_s": {k: round(v, 6) for k, v in result.timings.items()},
         "params": dict(result.params), "session_id": result.session_id,
     }
+    if result.dp is not None:
+        summary["dp"] = result.dp.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -256,7 +284,13 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
         for s in result.dropped.values():
             by_stage[s] = by_stage.get(s, 0) + 1
         click.echo("dropped: " + ", ".join(f"{v} at {k}" for k, v in by_stage.items()))
-    click.echo(f"max |aggregate - plaintext| = {error:.3g}")
+    click.echo(f"max |aggregate - plaintext| = {error:.3g}"
+               + (" (the DP noise, by design)" if result.dp is not None else ""))
+    if result.dp is not None:
+        r = result.dp
+        click.echo(f"privacy: ({r.epsilon:.3g}, {r.delta:g})-DP for each client's update ({r.mechanism}, "
+                   f"{r.survivors} clients added noise; noise std of the sum per coordinate "
+                   f"{math.sqrt(r.noise_variance):.3g}, L2 clip {r.clip:g})")
     click.echo(f"bytes per client: sent {sent.mean():,.0f} ({sent.mean() / (4 * dim):.3f}x the raw float32 update),"
                f" received {recv.mean():,.0f}")
     click.echo("times (s):")

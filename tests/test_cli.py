@@ -118,6 +118,15 @@ BAD_INPUTS = [
     ([*_S, "--protocol", "rot13"], ["--protocol"]),
     ([*_S, "--rule", "median"], ["--rule"]),
     (["--audit-log", "/nonexistent/dir/x", "simulate"], ["--audit-log", "No such file"]),
+    ([*_S, "--dp-epsilon", "0"], ["--dp-epsilon", "> 0"]),
+    ([*_S, "--dp-epsilon", "nan"], ["--dp-epsilon", "finite"]),
+    ([*_S, "--dp-clip", "2"], ["--dp-clip", "with --dp-epsilon only"]),
+    ([*_S, "--dp-epsilon", "1", "--dp-delta", "1"], ["--dp-delta"]),
+    ([*_S, "--dp-epsilon", "1", "--dp-bits", "63"], ["--dp-bits"]),
+    ([*_S, "--dp-epsilon", "1", "--rule", "weighted"], ["unweighted", "--rule mean"]),
+    ([*_S, "--dp-epsilon", "1", "--protocol", "plaintext"], ["--dp-epsilon", "secure protocol"]),
+    ([*_S, "--dp-epsilon", "1", "--clip", "2"], ["--clip", "--dp-clip"]),
+    ([*_S, "--dp-epsilon", "1", "--dp-mechanism", "laplace"], ["--dp-mechanism"]),
     (["keys", "generate", "/nonexistent/dir/node.key"], ["does not exist"]),
     (["keys", "public", "/nonexistent/node.key"], ["cannot read"]),
     (["keys", "deal-committee", "--holders", "4", "--out", "/nonexistent/dir"], ["does not exist"]),
@@ -149,6 +158,9 @@ TRAIN_BAD_INPUTS = [
     (["train", "--protocol", "plaintext", "--malicious-server"], ["--malicious-server"]),
     (["train", "--protocol", "secagg", "--clients", "2", "--dropout", "0.9"], ["drops 2 of 2"]),
     (["demo", "--rule", "sum"], ["--rule"]),
+    (["train", "--dp-epsilon", "1", "--rule", "fedavg"], ["unweighted", "--rule mean"]),
+    (["train", "--dp-epsilon", "1", "--protocol", "plaintext"], ["secure protocol"]),
+    (["train", "--dp-delta", "0.1"], ["--dp-delta", "with --dp-epsilon only"]),
     (["demo", "--out", "/nonexistent/x/y"], ["--out", "does not exist"]),
 ]
 
@@ -247,3 +259,17 @@ def test_memory_estimate_and_probe():
     assert cli._memory_needed("secagg", 10_000, 1) > cli._memory_needed("plaintext", 10_000, 1)
     # the defaults fit anywhere this runs
     assert cli._memory_needed("secagg+", 100, 10_000) < 256 << 20
+
+
+def test_simulate_with_dp_reports_the_round_guarantee():
+    """One DP round: the JSON summary carries the round's report; its epsilon
+    is within the target (calibrated for the threshold of survivors, more
+    survived); the error against the noiseless aggregate is the noise."""
+    res = CliRunner().invoke(main, ["simulate", "--clients", "12", "--dim", "64", "--dp-epsilon", "2",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    dp = summary["dp"]
+    assert 0 < dp["epsilon"] <= 2.0 and dp["delta"] == 1e-5 and dp["mechanism"] == "dgauss"
+    assert dp["survivors"] == summary["included"]
+    assert summary["max_abs_error_vs_plaintext"] > 1e-3

@@ -256,3 +256,65 @@ def test_cli_reports_parameter_errors_cleanly(tmp_path):
 def test_cli_demo_help():
     res = CliRunner().invoke(demo_command, ["--help"])
     assert res.exit_code == 0 and "secagg+" in res.output
+
+
+# -- distributed differential privacy ------------------------------------------------------------
+@needs_simulate
+def test_dp_training_composes_epsilon_per_round_within_the_target(tmp_path):
+    """A DP run: each released round adds its epsilon to the accountant; the
+    composed epsilon grows round by round and stays within the run's target
+    (the noise is calibrated for the threshold of survivors; more survive);
+    the aggregate differs from the noiseless mean of the L2-clipped updates
+    by the noise; the baseline of the same seed has no DP; the run directory
+    carries the columns, the summary and the plot."""
+    cfg = TrainConfig(**{**FAST, "protocol": "secagg", "rule": "mean", "rounds": 3, "dp_epsilon": 4.0,
+                         "dp_clip": 0.5})
+    rep = run_training(cfg, runs_dir=tmp_path, progress=False)
+    rows = rep.metrics
+    spent = [r["dp_epsilon_spent"] for r in rows]
+    assert spent[0] == 0.0 and all(a < b for a, b in zip(spent, spent[1:]))
+    assert spent[-1] <= 4.0
+    assert all(0 < r["dp_epsilon_round"] < spent[-1] for r in rows[1:])
+    assert all(r["dp_noise_std"] > 0 and r["dp_clip"] == 0.5 for r in rows[1:])
+    assert all(r["aggregation_error"] > 1e-3 for r in rows[1:])  # noise, not fixed-point rounding
+    assert rep.baseline_metrics is not None and "dp_epsilon_spent" not in rep.baseline_metrics[-1]
+    summary = json.loads((rep.run_dir / "summary.json").read_text())
+    assert summary["dp"]["epsilon_spent"] == pytest.approx(spent[-1])
+    assert summary["dp"]["released_rounds"] == 3
+    header = next(csv.reader(open(rep.run_dir / "metrics.csv")))
+    assert "dp_epsilon_spent" in header
+
+
+@needs_simulate
+def test_dp_adaptive_clip_moves_the_clip_from_the_securely_summed_count():
+    cfg = TrainConfig(**{**FAST, "protocol": "secagg", "rule": "mean", "rounds": 3, "dp_epsilon": 20.0,
+                         "dp_clip": 1e-3, "dp_adaptive_clip": True})
+    runner = FedRunner(cfg)
+    rows = runner.run()
+    clips = [r["dp_clip"] for r in rows]
+    # every update's norm is far above 1e-3: the noised clipped fraction is high, so the clip grows
+    assert clips[-1] > clips[1] >= clips[0] == 1e-3
+    assert all(0.0 <= r["dp_clipped_fraction"] or np.isnan(r["dp_clipped_fraction"]) for r in rows[1:])
+
+
+def test_dp_configuration_errors():
+    with pytest.raises(ParameterError, match="secure protocol"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "plaintext", "rule": "mean", "dp_epsilon": 1.0}))
+    with pytest.raises(ParameterError, match="unweighted"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "secagg", "rule": "fedavg", "dp_epsilon": 1.0}))
+    with pytest.raises(ParameterError, match="epsilon"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "secagg", "rule": "mean", "dp_epsilon": -1.0}))
+    with pytest.raises(ParameterError, match="mechanism"):
+        FedRunner(TrainConfig(**{**FAST, "protocol": "secagg", "rule": "mean", "dp_epsilon": 1.0,
+                                 "dp_mechanism": "laplace"}))
+
+
+@needs_simulate
+def test_cli_train_with_dp_reports_the_guarantee(tmp_path):
+    res = CliRunner().invoke(train_command, ["--protocol", "secagg", "--clients", "5", "--rounds", "2",
+                                             "--epochs", "1", "--model", "logreg", "--dp-epsilon", "5",
+                                             "--out", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "secagg / mean" in res.output  # the default FedAvg weighs by examples: DP runs use mean
+    line = next(x for x in res.output.splitlines() if "privacy:" in x)
+    assert "-DP for each client's data over the 2 released rounds" in line and "target epsilon 5" in line

@@ -15,7 +15,10 @@ import click
 
 from ..aggregation import AVERAGING_RULES
 
-__all__ = ["train_command", "demo_command", "DEMO_DEFAULTS"]
+__all__ = ["train_command", "demo_command", "DEMO_DEFAULTS", "dp_options", "DEMO_DP_EPSILON"]
+
+#: ``secagg demo --dp``: the run's target epsilon (delta 1e-5)
+DEMO_DP_EPSILON = 8.0
 
 _PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier")
 _RULES = AVERAGING_RULES
@@ -73,6 +76,11 @@ def _execute(kw: dict[str, Any]) -> Any:
         raise click.UsageError("--key-bits applies to --protocol paillier only")
     if kw["malicious_server"] and kw["protocol"] == "plaintext":
         raise click.UsageError("--malicious-server applies to secagg, secagg+ and paillier")
+    check_dp_usage(kw)
+    if kw["dp_epsilon"] is not None and kw["rule"] != "mean":
+        if ctx.get_parameter_source("rule") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"a distributed-DP round is unweighted: use --rule mean, not {kw['rule']}")
+        kw["rule"] = "mean"  # the default rule weighs by examples; DP rounds cannot
     for name in ("dropout", "alpha", "lr", "server_lr", "clip"):
         if not math.isfinite(kw[name]):
             raise click.BadParameter(f"must be a finite number, got {kw[name]}",
@@ -104,6 +112,12 @@ def _print_report(report: Any) -> None:
                f"{s['bytes_down_per_client_per_round'] / 1024:.1f} KiB down; "
                f"time: local training {s['time_local_training_s']:.1f} s, "
                f"aggregation {s['time_secure_aggregation_s']:.1f} s, evaluation {s['time_evaluation_s']:.1f} s")
+    if s.get("dp"):
+        dp = s["dp"]
+        click.echo(f"  privacy: distributed {dp['mechanism']} noise, ({dp['epsilon_spent']:.3g}, {dp['delta']:g})-DP "
+                   f"for each client's data over the {dp['released_rounds']} released rounds (target epsilon "
+                   f"{dp['target_epsilon']:g}, final L2 clip {dp['final_clip']:.3g}); the plaintext baseline has "
+                   "no DP")
     if report.graph is not None:
         click.echo(f"  graph: {report.graph['note']}")
     if s["clipped_entries"]:
@@ -113,6 +127,50 @@ def _print_report(report: Any) -> None:
     if report.run_dir is not None:
         files = sorted(p.name for p in report.run_dir.iterdir())
         click.echo(f"results: {report.run_dir}/ ({', '.join(files)})")
+
+
+def _positive_or_none(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def dp_options(f: Any) -> Any:
+    """The distributed-DP options shared by ``simulate``, ``train`` and ``demo``."""
+    opts = [
+        click.option("--dp-epsilon", type=float, default=None, callback=_positive_or_none,
+                     help="Distributed differential privacy: the epsilon of the whole run (all rounds); each "
+                          "client adds its share of discrete noise before masking or encryption. "
+                          "Off by default."),
+        click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-5,
+                     show_default=True, help="DP delta (with --dp-epsilon)."),
+        click.option("--dp-mechanism", type=click.Choice(("dgauss", "skellam")), default="dgauss",
+                     show_default=True, help="Distributed discrete Gaussian or Skellam noise."),
+        click.option("--dp-clip", type=float, default=1.0, show_default=True, callback=_positive_or_none,
+                     help="L2 norm each client's update is clipped to (with --dp-epsilon)."),
+        click.option("--dp-bits", type=click.IntRange(2, 62), default=None,
+                     help="Bits per coordinate of the noised sum [default: 20]."),
+        click.option("--dp-adaptive-clip", is_flag=True, default=False,
+                     help="Adaptive clipping: the clip follows the median update norm, estimated from a count "
+                          "summed securely with the updates."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def check_dp_usage(kw: dict[str, Any]) -> None:
+    """The DP options need --dp-epsilon, a secure protocol and an unweighted rule."""
+    ctx = click.get_current_context()
+    given = [n for n in ("dp_delta", "dp_mechanism", "dp_clip", "dp_bits", "dp_adaptive_clip")
+             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if kw["dp_epsilon"] is None:
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies with --dp-epsilon only")
+        return
+    if kw["protocol"] == "plaintext":
+        raise click.UsageError("--dp-epsilon needs a secure protocol (secagg, secagg+ or paillier): each client "
+                               "adds its share of the noise before masking or encryption")
 
 
 def _options(defaults: dict[str, Any]) -> Any:
@@ -163,7 +221,7 @@ def _options(defaults: dict[str, Any]) -> Any:
         ]
         for opt in reversed(opts):
             f = opt(f)
-        return f
+        return dp_options(f)
 
     return deco
 
@@ -173,6 +231,9 @@ def _config_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
             "lr", "batch_size", "server_lr", "threshold", "key_bits", "frac_bits", "clip", "malicious_server")
     out = {k: kw[k] for k in keys}
     out["key_bits"] = int(out["key_bits"])
+    if kw.get("dp_epsilon") is not None:
+        out.update(dp_epsilon=kw["dp_epsilon"], dp_delta=kw["dp_delta"], dp_mechanism=kw["dp_mechanism"],
+                   dp_clip=kw["dp_clip"], dp_bits=kw["dp_bits"], dp_adaptive_clip=kw["dp_adaptive_clip"])
     return out
 
 
@@ -191,12 +252,22 @@ def train_command(**kw: Any) -> None:
 
 @click.command("demo")
 @_options(DEMO_DEFAULTS)
-def demo_command(**kw: Any) -> None:
+@click.option("--dp", "dp_demo", is_flag=True, default=False,
+              help=f"Also distributed differential privacy: --dp-epsilon {DEMO_DP_EPSILON:g} (delta 1e-5) and "
+                   "--rule mean unless given.")
+def demo_command(dp_demo: bool = False, **kw: Any) -> None:
     """The main demo: SecAgg+ FedAvg on 10 non-IID hospitals with 20 % dropout,
-    20 rounds, next to the plaintext run of the same seed (about a minute)."""
+    20 rounds, next to the plaintext run of the same seed (about a minute).
+    With --dp, the secure run also carries a differential-privacy guarantee."""
+    if dp_demo and kw["dp_epsilon"] is None:
+        kw["dp_epsilon"] = DEMO_DP_EPSILON
+    ctx = click.get_current_context()
+    if kw["dp_epsilon"] is not None and ctx.get_parameter_source("rule") != click.core.ParameterSource.COMMANDLINE:
+        kw["rule"] = "mean"
     click.echo(f"secagg demo: {kw['protocol']} / {kw['rule']}, {kw['clients']} hospitals ({kw['split']}), "
-               f"{kw['rounds']} rounds, {int(round(100 * kw['dropout']))} % dropout, seed {kw['seed']}; "
-               "then the plaintext baseline")
+               f"{kw['rounds']} rounds, {int(round(100 * kw['dropout']))} % dropout, seed {kw['seed']}"
+               + (f", distributed DP at epsilon {kw['dp_epsilon']:g}" if kw["dp_epsilon"] is not None else "")
+               + "; then the plaintext baseline")
     report = _execute(kw)
     _print_report(report)
 

@@ -33,7 +33,11 @@ def plot_comparison(path: str | Path, secure: Sequence[dict[str, Any]], baseline
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
-    fig, ((ax_acc, ax_diff), (ax_err, ax_drop)) = plt.subplots(2, 2, figsize=(13, 8))
+    has_dp = any(_finite(r.get("dp_epsilon_spent")) for r in secure)
+    if has_dp:
+        fig, ((ax_acc, ax_diff, ax_dp), (ax_err, ax_drop, ax_noise)) = plt.subplots(2, 3, figsize=(19, 8))
+    else:
+        fig, ((ax_acc, ax_diff), (ax_err, ax_drop)) = plt.subplots(2, 2, figsize=(13, 8))
     rounds = [r["round"] for r in secure]
     label = f"{protocol} ({rule})"
 
@@ -79,7 +83,8 @@ def plot_comparison(path: str | Path, secure: Sequence[dict[str, Any]], baseline
     elif err:
         ax_err.plot([x for x, _ in err], [e for _, e in err], "-", marker="o", ms=4, color="C2")
     ax_err.set_ylabel("max |aggregate - plaintext float aggregate|")
-    ax_err.set_title("aggregation error per round (fixed-point rounding and clipping)", fontsize=10)
+    ax_err.set_title("aggregation error per round (DP noise, rounding)" if has_dp else
+                     "aggregation error per round (fixed-point rounding and clipping)", fontsize=10)
 
     # 4. dropouts per round
     xs = [r["round"] for r in agg]
@@ -97,7 +102,30 @@ def plot_comparison(path: str | Path, secure: Sequence[dict[str, Any]], baseline
     ax_drop.set_ylim(0, 1.3 * max([a + b for a, b in zip(inc, dropped)] or [1]))
     ax_drop.legend(fontsize=8, loc="upper right", ncol=2)
 
-    for ax in (ax_acc, ax_diff, ax_err, ax_drop):
+    axes = [ax_acc, ax_diff, ax_err, ax_drop]
+    if has_dp:
+        # 5. privacy spent: the accountant's epsilon after each round, and each round's own
+        dp_rows = [r for r in secure if _finite(r.get("dp_epsilon_spent"))]
+        ax_dp.plot([r["round"] for r in dp_rows], [r["dp_epsilon_spent"] for r in dp_rows], "-", marker="o",
+                   ms=4, color="C4", label="epsilon spent so far (composed)")
+        per = [(r["round"], r["dp_epsilon_round"]) for r in dp_rows if r["round"] > 0
+               and _finite(r.get("dp_epsilon_round"))]
+        ax_dp.plot([x for x, _ in per], [e for _, e in per], ":", marker=".", color="C5",
+                   label="this round alone")
+        ax_dp.set_ylabel("epsilon (at the run's delta)")
+        ax_dp.set_ylim(bottom=0)
+        ax_dp.legend(fontsize=8, loc="upper left")
+        ax_dp.set_title("privacy spent (Renyi-DP accountant)", fontsize=10)
+        # 6. noise and clip per round
+        nz = [(r["round"], r["dp_noise_std"]) for r in dp_rows if r["round"] > 0 and _finite(r.get("dp_noise_std"))]
+        ax_noise.plot([x for x, _ in nz], [v for _, v in nz], "-", marker="o", ms=4, color="C6",
+                      label="noise std of the averaged update, per coordinate")
+        clips = [(r["round"], r["dp_clip"]) for r in dp_rows if _finite(r.get("dp_clip"))]
+        ax_noise.plot([x for x, _ in clips], [v for _, v in clips], "--", color="C7", label="L2 clip")
+        ax_noise.legend(fontsize=8, loc="upper right")
+        ax_noise.set_title("distributed noise and clip per round", fontsize=10)
+        axes += [ax_dp, ax_noise]
+    for ax in axes:
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -37,6 +37,7 @@ CSV_COLUMNS = (
     "n_included", "n_dropped", "dropped", "aborted", "bytes_up_per_client", "bytes_down_per_client",
     "model_broadcast_bytes", "clipped_entries", "aggregation_error",
     "time_local_training_s", "time_secure_aggregation_s", "time_evaluation_s", "threshold", "degree",
+    "dp_epsilon_round", "dp_epsilon_spent", "dp_noise_std", "dp_clip", "dp_clipped_fraction",
 )
 
 
@@ -94,7 +95,20 @@ class TrainingReport:
             "seconds_total": self.seconds,
             "run_dir": None if self.run_dir is None else str(self.run_dir),
             "graph": self.graph,
+            "dp": self._dp_summary(),
         }
+
+    def _dp_summary(self) -> dict[str, Any] | None:
+        """The privacy guarantee of the run: epsilon spent at delta after the
+        last round, and the plan it followed (``None`` without DP)."""
+        c = self.config
+        if c.dp_epsilon is None or c.protocol == "plaintext":
+            return None
+        last = self.metrics[-1]
+        return {"target_epsilon": c.dp_epsilon, "delta": c.dp_delta, "mechanism": c.dp_mechanism,
+                "epsilon_spent": last.get("dp_epsilon_spent"), "final_clip": last.get("dp_clip"),
+                "adaptive_clip": c.dp_adaptive_clip,
+                "released_rounds": sum(1 for r in self.metrics[1:] if not r["aborted"])}
 
 
 def _mean(values: Any) -> float:

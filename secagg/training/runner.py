@@ -78,6 +78,15 @@ class TrainConfig:
     weights for the ``weighted`` rule (default: each client's number of
     examples); ``client_quality`` the quality factors of the ``hybrid`` rule
     (default: each client's local training accuracy after its update).
+
+    Distributed differential privacy (``dp_epsilon`` set): every round runs
+    with :class:`secagg.dp.DPConfig` ``(dp_epsilon, dp_delta, rounds,
+    dp_mechanism, clip=dp_clip, bits=dp_bits, adaptive_clip=dp_adaptive_clip)``:
+    each client L2-clips its model delta to ``dp_clip`` and adds its share of
+    discrete noise before masking or encryption, calibrated so that the whole
+    run is ``(dp_epsilon, dp_delta)``-DP (client-level) with only the round's
+    threshold of survivors. DP rounds are unweighted (rule ``mean``) and need a
+    secure protocol; the plaintext baseline of the same seed runs without DP.
     """
 
     protocol: str = "secagg+"
@@ -108,6 +117,12 @@ class TrainConfig:
     key_bits: int = 2048
     malicious_server: bool = False
     on_abort: str = "skip"
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_mechanism: str = "dgauss"
+    dp_clip: float = 1.0
+    dp_bits: int | None = None
+    dp_adaptive_clip: bool = False
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -221,6 +236,11 @@ def validate_updates(updates: Mapping[int, np.ndarray], weights: Mapping[int, fl
                 raise ParameterError(f"client {cid}: weight must be a finite number > 0, got {w!r}")
 
 
+def _l2_clip(x: np.ndarray, clip: float) -> np.ndarray:
+    norm = float(np.linalg.norm(x))
+    return x if norm <= clip else x * (clip / norm)
+
+
 def _sgd_step(params: Sequence[torch.Tensor], velocity: list[torch.Tensor], lr: float, momentum: float) -> None:
     """Plain SGD (heavy-ball momentum as in ``torch.optim.SGD``). Written out
     because constructing a ``torch.optim`` optimizer imports torch._dynamo,
@@ -270,8 +290,19 @@ class FedRunner:
         self._work = copy.deepcopy(self.model)
         self._bn = _has_batchnorm(self.model)
         self.metrics: list[dict[str, Any]] = []
+        self.accountant: Any = None
+        if self._dp is not None:
+            from ..dp.accounting import DPAccountant
+
+            self.accountant = DPAccountant()
 
     # -- configuration ---------------------------------------------------------------
+    @property
+    def dp(self) -> Any:
+        """This run's current :class:`secagg.dp.DPConfig` (its clip moves with
+        adaptive clipping), or ``None``."""
+        return self._dp
+
     @property
     def threshold(self) -> int:
         """Fewest surviving clients a round needs (per neighbourhood for sparse SecAgg+)."""
@@ -325,6 +356,22 @@ class FedRunner:
             raise ParameterError("client_quality applies to the 'hybrid' rule only")
         # The encoding itself validates clip / frac_bits.
         FixedPoint(clip=float(c.clip), frac_bits=c.frac_bits, max_weight=float(c.max_weight or 1.0))
+        self._dp = None
+        if c.dp_epsilon is not None:
+            if c.protocol == "plaintext":
+                raise ParameterError("distributed DP needs a secure protocol (secagg, secagg+ or paillier): each "
+                                     "client adds its share of the noise before masking or encryption")
+            if c.rule != "mean":
+                raise ParameterError(f"a distributed-DP round is unweighted: use rule 'mean', not {c.rule!r} "
+                                     "(a client's weight would be released without noise and change the "
+                                     "sensitivity)")
+            from ..dp.plan import DEFAULT_BITS, DPConfig
+
+            dp = DPConfig(epsilon=c.dp_epsilon, delta=c.dp_delta, rounds=c.rounds, mechanism=c.dp_mechanism,
+                          clip=c.dp_clip, bits=DEFAULT_BITS if c.dp_bits is None else c.dp_bits,
+                          adaptive_clip=c.dp_adaptive_clip)
+            if self.protocol != "plaintext":  # the baseline of a DP run has no DP
+                self._dp = dp
         if c.threshold is not None and not (isinstance(c.threshold, int) and 1 <= c.threshold <= c.clients):
             raise ParameterError(f"threshold must be an integer in [1, {c.clients}], got {c.threshold!r}")
         survivors = c.clients - n_dropped(c.clients, c.dropout)
@@ -424,6 +471,9 @@ class FedRunner:
                                       f"{self.threshold}")
         if c.malicious_server:
             kwargs["malicious_server"] = True
+        if self._dp is not None:
+            kwargs["dp"] = self._dp
+            kwargs["encoding"] = None  # a DP round encodes with its own parameters
         return simulate(updates, weights, **kwargs)
 
     def run_round(self, round_number: int) -> dict[str, Any]:
@@ -446,7 +496,9 @@ class FedRunner:
         wlist = None if wmap is None else [wmap[cid] for cid in range(1, c.clients + 1)]
         encoding = self._encoding(wlist)
         included_ids = [cid for cid in range(1, c.clients + 1) if cid not in set(dropped)]
-        clipped = int(sum(np.count_nonzero(np.abs(updates[cid]) > encoding.clip) for cid in included_ids))
+        dp_clip = None if self._dp is None else float(self._dp.clip)
+        clipped = 0 if dp_clip is not None else int(
+            sum(np.count_nonzero(np.abs(updates[cid]) > encoding.clip) for cid in included_ids))
         if clipped and self.protocol != "plaintext":
             warnings.warn(f"round {round_number}: {clipped} update entries exceed clip={encoding.clip} "
                           "and are clipped by the encoding; raise --clip", RuntimeWarning, stacklevel=2)
@@ -466,9 +518,12 @@ class FedRunner:
         if res is not None:
             aggregate = np.asarray(res.aggregate, dtype=np.float64)
             inc = list(res.included)
-            ref = reference_aggregate(self.rule, [updates[i] for i in inc],
-                                      None if wmap is None else [wmap[i] for i in inc],
-                                      clip=None if self.protocol == "plaintext" else encoding.clip)
+            if dp_clip is not None:  # the noiseless mean of the L2-clipped updates
+                ref = reference_aggregate(self.rule, [_l2_clip(updates[i], dp_clip) for i in inc])
+            else:
+                ref = reference_aggregate(self.rule, [updates[i] for i in inc],
+                                          None if wmap is None else [wmap[i] for i in inc],
+                                          clip=None if self.protocol == "plaintext" else encoding.clip)
             agg_error = float(np.max(np.abs(aggregate - ref))) if aggregate.size else 0.0
             new_vec = self.rule.apply(global_vec, aggregate)
             self.global_state = unflatten_state_dict(new_vec, self.spec, base=self.global_state)
@@ -479,6 +534,23 @@ class FedRunner:
         else:
             agg_error, sent, recv, timings = float("nan"), [0], [0], {}
             n_inc, dropped_ids = 0, dropped
+        # privacy spent: only a released aggregate costs privacy (an abort releases nothing)
+        dp_row: dict[str, Any] = {}
+        if self._dp is not None:
+            report = None if res is None else res.dp
+            if report is not None:
+                self.accountant.add_report(report)
+                if report.next_clip is not None:
+                    self._dp = dataclasses.replace(self._dp, clip=float(report.next_clip))
+            dp_row = {
+                "dp_epsilon_round": float("nan") if report is None else float(report.epsilon),
+                "dp_epsilon_spent": self.dp_epsilon_spent(),
+                "dp_noise_std": (float("nan") if report is None
+                                 else math.sqrt(report.noise_variance) / max(n_inc, 1)),
+                "dp_clip": dp_clip,
+                "dp_clipped_fraction": (float("nan") if report is None or report.clipped_fraction is None
+                                        else float(report.clipped_fraction)),
+            }
         # 5. evaluation of the new global model
         t2 = time.perf_counter()
         ev = self.evaluate()
@@ -500,9 +572,19 @@ class FedRunner:
             "time_secure_aggregation_s": t_agg,
             "time_evaluation_s": t_eval,
             "aggregation_timings_s": timings,
+            **dp_row,
         }
         self.metrics.append(row)
         return row
+
+    def dp_epsilon_spent(self) -> float:
+        """The run's epsilon so far at ``dp_delta`` (0 before any released round;
+        ``nan`` without DP)."""
+        if self.accountant is None:
+            return float("nan")
+        if not self.accountant.rounds:
+            return 0.0
+        return float(self.accountant.epsilon(self.config.dp_delta))
 
     # -- evaluation -------------------------------------------------------------------
     def model_bytes(self) -> int:
@@ -531,7 +613,10 @@ class FedRunner:
                 "n_dropped": 0, "dropped": [], "aborted": "", "bytes_up_per_client": 0.0,
                 "bytes_down_per_client": 0.0, "model_broadcast_bytes": self.model_bytes(),
                 "clipped_entries": 0, "aggregation_error": 0.0, "time_local_training_s": 0.0,
-                "time_secure_aggregation_s": 0.0, "time_evaluation_s": 0.0, "aggregation_timings_s": {}}
+                "time_secure_aggregation_s": 0.0, "time_evaluation_s": 0.0, "aggregation_timings_s": {},
+                **({} if self._dp is None else {
+                    "dp_epsilon_round": 0.0, "dp_epsilon_spent": 0.0, "dp_noise_std": 0.0,
+                    "dp_clip": float(self._dp.clip), "dp_clipped_fraction": float("nan")})}
 
     def run(self, progress: Any = None, on_round: Callable[[dict[str, Any]], None] | None = None
             ) -> list[dict[str, Any]]:
