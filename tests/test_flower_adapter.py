@@ -891,6 +891,12 @@ def test_the_ledger_keeps_a_bounded_number_of_open_sessions(tmp_path):
     assert (tmp_path / "l" / NodeLedger.RING).stat().st_size == 8 + 32
     with pytest.raises(ParameterError):
         NodeLedger(tmp_path / "m", tombstones=0)
+    # a tombstone file left by the earlier ledger layout (one empty file per finished session) still counts
+    legacy = bytes([9]) * 32
+    (tmp_path / "l" / f"{legacy.hex()}.done").touch()
+    assert small.finished(legacy)
+    with pytest.raises(StageAlreadyAnswered):
+        small.claim(legacy, "advertise_keys")
 
 
 # ------------------------------------------------------------------ Paillier, decrypted by a committee of the nodes

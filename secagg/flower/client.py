@@ -261,6 +261,8 @@ class NodeLedger(DirectoryStore):
 
     def finished(self, session: bytes) -> bool:
         """Whether ``session`` is over for this node (remembered in the ring)."""
+        if self._tomb(session).exists():  # a tombstone file of the earlier one-file-per-session ledger
+            return True
         sid = self._sid(session)
         fd = os.open(self._ring, os.O_RDONLY | os.O_NOFOLLOW)
         try:
