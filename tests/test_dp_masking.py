@@ -7,6 +7,7 @@ floor; refusals of everything that could weaken the guarantee."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -282,3 +283,35 @@ def test_server_result_names_the_survivors_and_carries_the_report():
     assert out.dp.survivors == 4 and out.dp.epsilon > 0 and out.sum_weights == 4.0
     rec = server.audit_record()
     assert rec["dp_round"]["survivors"] == 4 and "dp" in rec
+
+
+def test_adaptive_clipping_over_rounds_moves_the_clip_towards_the_target_quantile():
+    """The clipped bit is summed inside the masked DP vector: the server sees
+    only the noised count, and the caller's next config follows it."""
+    n, d = 40, 8
+    rng = np.random.default_rng(9)
+    norms = np.linspace(0.5, 4.0, n)  # median 2.25
+    xs = []
+    for r in norms:
+        v = rng.normal(size=d)
+        xs.append(v / np.linalg.norm(v) * r)
+    cfg = DPConfig(epsilon=50.0, rounds=30, adaptive_clip=True, clip=0.25, clip_learning_rate=0.5)
+    acc = DPAccountant()
+    clips = [cfg.clip]
+    for i in range(12):
+        res = secagg.simulate(xs, protocol="secagg+", dp=cfg, seed=100 + i)
+        rep = res.dp
+        true_fraction = float(np.mean(norms > cfg.clip))
+        # the count coordinate's noise: the round's noise over the bit's scale s (C'^2 = C^2 + s^2)
+        scale = math.sqrt(rep.params.clip ** 2 - rep.clip ** 2)
+        sd = math.sqrt(rep.noise_variance) / scale / rep.survivors
+        assert 0 < sd < 0.1 and abs(rep.clipped_fraction - true_fraction) < 5 * sd + 0.01
+        acc.add_report(rep)
+        cfg = cfg.after(rep)
+        clips.append(cfg.clip)
+    assert clips[-1] > 1.2 and abs(clips[-1] - 2.25) < 1.0  # from 0.25 towards the median norm
+    assert acc.epsilon(cfg.delta) <= 50.0  # 12 of the plan's 30 rounds, each with >= n_min survivors
+    with pytest.raises(ParameterError):
+        DPConfig(epsilon=1.0, adaptive_clip=True).after(dataclasses.replace(rep, next_clip=None))
+    fixed = DPConfig(epsilon=1.0)
+    assert fixed.after(rep) is fixed

@@ -46,7 +46,7 @@ from fractions import Fraction
 
 from ..errors import ParameterError
 from .pipeline import MECHANISMS, SEED_SIZE, DPParams, padded_dim, rounding_bound
-from .round import DPRoundParams
+from .round import DPRoundParams, DPRoundReport
 
 __all__ = ["DPConfig", "MAX_LOCAL_NOISE", "DEFAULT_BITS"]
 
@@ -148,6 +148,17 @@ class DPConfig:
                              rotation_seed=seed, delta=self.delta, sampling_rate=self.sampling_rate,
                              count_scale=scale if self.adaptive_clip else 0.0,
                              target_quantile=self.target_quantile, clip_learning_rate=self.clip_learning_rate)
+
+    def after(self, report: DPRoundReport) -> "DPConfig":
+        """The next round's config: with adaptive clipping, this one at the
+        report's ``next_clip``; otherwise this one unchanged."""
+        if not isinstance(report, DPRoundReport):
+            raise ParameterError("after() takes the DPRoundReport of a round run with this config")
+        if self.adaptive_clip:
+            if report.next_clip is None:
+                raise ParameterError("the report has no next clip: the round did not run with adaptive clipping")
+            return replace(self, clip=report.next_clip)
+        return self
 
     def check_round(self, dp: DPRoundParams | None) -> None:
         """A client's policy: refuse (:class:`ParameterError`) a round whose DP
