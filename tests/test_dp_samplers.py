@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import numpy as np
@@ -248,23 +249,205 @@ class Scripted:
 
 def test_poisson_threshold_ties_are_decided_exactly():
     """A first word inside a table's uncertainty interval is finished with exact arithmetic."""
-    plan = S._poisson_plan(Fraction(2))
+    lam = Fraction(2)
+    plan = S._poisson_plan(lam)
+    engine = S._poisson_rejection(lam)
     theta = plan.theta
-    word = int(plan.geo.lower[1])  # U is within 2^-60 of theta^1
-    assert not word < int(plan.geo.lower[1]) and word < int(plan.geo.upper[1])
+    word = int(engine.geo_lo[1])  # U's first 32 bits sit on theta^1's threshold: undecided
+    assert word < int(engine.geo_hi[1])
+    results = set()
     for tail in (0, (1 << 64) - 1):
-        g = S._exact_magnitude(Scripted([tail]), plan, word, 0)
-        lo = Fraction(word * (1 << 64) + tail, 1 << 128)  # U lies in [lo, lo + 2^-128)
-        hi = lo + Fraction(1, 1 << 128)
+        g = engine.magnitude(Scripted([tail]), word, 0)
+        lo = Fraction((word << 64) + tail, 1 << 96)  # U lies in [lo, lo + 2^-96)
+        hi = lo + Fraction(1, 1 << 96)
         assert theta ** (g + 1) <= lo and hi <= theta ** g  # G = max{g : U < theta^g} for all of them
-    assert S._exact_magnitude(Scripted([0]), plan, word, 0) != S._exact_magnitude(Scripted([(1 << 64) - 1]), plan,
-                                                                                word, 0)
+        results.add(g)
+    assert len(results) == 2  # the extra bits decided it, both ways
 
 
-def test_poisson_proposal_past_the_tables_is_handled():
-    """U < 2^-64 for the proposal (beyond every table) and U' < 2^-64 for the acceptance:
-    both decided exactly; the sampler still returns a valid draw."""
-    plan = S._poisson_plan(Fraction(7, 2))
-    x = S._poisson(Scripted([0, 0, 0]), Fraction(7, 2), 1)
-    assert x.size == 1 and x[0] >= 0
-    assert len(plan.geo) - 1 >= max(len(plan.accept_up), len(plan.accept_down))
+# --------------------------------------------------------------------------- tabulated rejection
+
+def exp_decimal(num: int, den: int) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 120
+        return (-Decimal(num) / Decimal(den)).exp()
+
+
+@pytest.mark.parametrize("num,den", [(0, 1), (1, 1), (1, 3), (7, 2), (10**6 + 1, 10**6), (45, 1), (123457, 100),
+                                     (1, 10**9), (10**9, 7), (3, 1 << 40)])
+def test_exp_bounds_are_rigorous_and_tight(num, den):
+    exact = exp_decimal(num, den)
+    for prec in (31, 32, 64, 160, 300):
+        lo, hi = S._exp_neg_bounds(num, den, prec)
+        with localcontext() as ctx:
+            ctx.prec = 200
+            scaled = exact * (Decimal(2) ** prec)
+        assert lo <= scaled <= hi, (num, den, prec)
+        assert hi - lo <= 4
+
+
+def test_exp_bounds_fail_for_a_wrong_value():
+    """The bracket is tight enough to exclude a neighbouring argument."""
+    lo, hi = S._exp_neg_bounds(1, 3, 64)
+    with localcontext() as ctx:
+        ctx.prec = 200
+        assert lo <= exp_decimal(1, 3) * (Decimal(2) ** 64) <= hi
+        assert not lo <= exp_decimal(1000001, 3000000) * (Decimal(2) ** 64) <= hi
+
+
+def test_lazy_uniform_decides_exp_thresholds_exactly():
+    """U's first 32 bits equal to exp(-1/3)'s: the next word decides, both ways, correctly."""
+    target = exp_decimal(1, 3)
+    word, _ = S._exp_neg_bounds(1, 3, 32)
+    for tail in (0, (1 << 64) - 1):
+        verdict = S._LazyUniform(Scripted([tail]), word, 32).less_exp(1, 3)
+        u = Decimal((word << 64) + tail) / (Decimal(2) ** 96)
+        assert verdict == (u < target)
+    assert S._LazyUniform(Scripted([0]), word, 32).less_exp(1, 3) != \
+        S._LazyUniform(Scripted([(1 << 64) - 1]), word, 32).less_exp(1, 3)
+
+
+def _reference_dgauss(sigma2: Fraction, u: int, a: int) -> "int | None":
+    """One attempt of CKS Algorithm 3 from U's 32 bits and (sign, U') in a, with Decimal
+    thresholds (None: rejected, or undecided at this precision)."""
+    num, den = sigma2.numerator, sigma2.denominator
+    t = math.isqrt(num // den) + 1
+    neg, wa = a >> 31, a & 0x7FFFFFFF
+    with localcontext() as ctx:
+        ctx.prec = 120
+        # G = max{g : U < exp(-g/t)} = ceil(-t ln U) - 1, the same at both ends of U's interval
+        ends = [int((-t * (Decimal(v) / 2 ** 32).ln()).to_integral_value(rounding="ROUND_CEILING")) - 1
+                if v else 10**9 for v in (u + 1, u)]
+    assert ends[0] == ends[1]  # decided (random words are never on a threshold)
+    g = ends[0]
+    if neg and g == 0:
+        return None
+    v = exp_decimal((den * t * g - num) ** 2, 2 * num * den * t * t)
+    lo_a, hi_a = Decimal(wa) / 2 ** 31, Decimal(wa + 1) / 2 ** 31
+    assert hi_a <= v or lo_a >= v
+    return (-g if neg else g) if hi_a <= v else None
+
+
+@pytest.mark.parametrize("sigma2", [Fraction(1, 4), Fraction(10), Fraction(10**4, 3)])
+def test_dgauss_tables_match_a_direct_reference(sigma2, monkeypatch):
+    """The vectorised sampler (guide table, refinement, acceptance tables) gives, attempt by
+    attempt, what a direct high-precision evaluation of CKS Algorithm 3 gives."""
+    k = 3000
+    words = np.frombuffer(DeterministicRandom(f"ref{sigma2}").bytes(8 * k), dtype="<u4").astype(np.uint32)
+    calls = []
+
+    def scripted(rng, n):
+        if not calls:
+            calls.append(n)
+            assert n == 2 * k
+            return words.copy()
+        return S.prg_ring(rng.bytes(32), "test", n, 32)
+
+    monkeypatch.setattr(S, "_bulk_words", scripted)
+    out = S.discrete_gaussian(sigma2, k, DeterministicRandom("rest"))
+    expected = [_reference_dgauss(sigma2, int(words[i]), int(words[k + i])) for i in range(k)]
+    accepted = [i for i, e in enumerate(expected) if e is not None]
+    assert 0.3 * k < len(accepted) < k  # rejection happens, and many attempts pass
+    assert all(out[i] == expected[i] for i in accepted)
+
+
+def test_poisson_tables_match_a_direct_reference(monkeypatch):
+    lam = Fraction(7, 2)
+    plan = S._poisson_plan(lam)
+    k = 3000
+    words = np.frombuffer(DeterministicRandom("ref-po").bytes(8 * k), dtype="<u4").astype(np.uint32)
+    calls = []
+
+    def scripted(rng, n):
+        if not calls:
+            calls.append(n)
+            return words.copy()
+        return S.prg_ring(rng.bytes(32), "test", n, 32)
+
+    monkeypatch.setattr(S, "_bulk_words", scripted)
+    out = S.poisson(lam, k, DeterministicRandom("rest"))
+    accepted = 0
+    for i in range(k):
+        u, a = int(words[i]), int(words[k + i])
+        lo_u, hi_u = Fraction(u, 1 << 32), Fraction(u + 1, 1 << 32)
+        g = 0
+        while plan.theta ** (g + 1) > lo_u:
+            assert plan.theta ** (g + 1) >= hi_u
+            g += 1
+        neg, wa = a >> 31, a & 0x7FFFFFFF
+        if (neg and g == 0) or (neg and g > plan.m):
+            continue
+        v = plan.exact_accept(not neg, g)
+        if Fraction(wa + 1, 1 << 31) <= v:
+            accepted += 1
+            assert out[i] == plan.m + (-g if neg else g)
+        else:
+            assert Fraction(wa, 1 << 31) >= v
+    assert 0.3 * k < accepted < k
+
+
+def test_tail_proposals_are_decided_exactly(monkeypatch):
+    """U = 0 (the proposal beyond every table) with U' = 0 (below every acceptance bound):
+    the magnitude and the acceptance are computed exactly, and the draw is valid."""
+    state = {"first": True}
+
+    def scripted(rng, n):
+        if state["first"]:
+            state["first"] = False
+            return np.zeros(n, dtype=np.uint32)
+        return S.prg_ring(rng.bytes(32), "test", n, 32)
+
+    for draw in (lambda r: S.discrete_gaussian(Fraction(10), 4, r), lambda r: S.poisson(Fraction(7, 2), 4, r)):
+        state["first"] = True
+        monkeypatch.setattr(S, "_bulk_words", scripted)
+        x = draw(DeterministicRandom("tail"))
+        assert x.size == 4
+    assert S._dgauss_rejection(Fraction(10)).last >= len(S._dgauss_rejection(Fraction(10)).acc_lo)
+
+
+def test_guide_table_agrees_with_a_search():
+    """Every clean guide bucket's magnitude is the count of thresholds above the bucket,
+    for the smallest and the largest U of the bucket."""
+    for engine in (S._dgauss_rejection(Fraction(10**4, 3)), S._poisson_rejection(Fraction(12345, 2))):
+        lows = engine.geo_lo[1:engine.last + 1].astype(np.int64)
+        width = 1 << (32 - S._GUIDE_BITS)
+        clean = np.nonzero(engine.guide >= 0)[0]
+        assert clean.size > 0.9 * engine.guide.size
+        for edge in (0, width - 1):
+            us = clean.astype(np.int64) * width + edge
+            counts = (lows[None, :] > us[:, None]).sum(axis=1) if lows.size < 64 else \
+                lows.size - np.searchsorted(lows[::-1], us, side="right")
+            assert np.array_equal(counts, engine.guide[clean])
+
+
+# --------------------------------------------------------------------------- extreme parameters
+
+@pytest.mark.parametrize("sigma2", [Fraction(1, 10), Fraction(1, 100), Fraction(1, 10**6)])
+def test_discrete_gaussian_tiny_variance(sigma2):
+    x = S.discrete_gaussian(sigma2, 1 << 16, DeterministicRandom(f"tiny{sigma2}"))
+    w1 = 2 * math.exp(-1 / (2 * float(sigma2)))
+    p1 = w1 / (1 + w1)  # P(|X| = 1); |X| >= 2 has probability below 1e-8 here
+    assert np.all(np.abs(x) <= 1)
+    assert abs(np.count_nonzero(x) / x.size - p1) <= K_SE * math.sqrt(max(p1, 1e-12) / x.size) + 1e-12
+    if sigma2 == Fraction(1, 10):  # the same count rejects a variance 10% off
+        w_wrong = 2 * math.exp(-1 / (2 * 0.11))
+        assert abs(np.count_nonzero(x) / x.size - w_wrong / (1 + w_wrong)) > K_SE * math.sqrt(p1 / x.size)
+
+
+def test_discrete_gaussian_largest_table_and_fallback():
+    """sigma^2 just inside the tables (t = 2^15 + 1) and just beyond (the CKS fallback): moments."""
+    inside = Fraction(1 << 30)
+    beyond = Fraction(((1 << 15) + 1) ** 2)
+    assert math.isqrt(int(inside)) + 1 <= S.TABLE_MAX_SCALE < math.isqrt(int(beyond)) + 1
+    for s2, n in ((inside, 1 << 16), (beyond, 1 << 13)):
+        x = S.discrete_gaussian(s2, n, DeterministicRandom(f"edge{s2}"))
+        check_moments(x, 0.0, float(s2), 3 * float(s2) ** 2)
+
+
+def test_skellam_tiny_and_huge_variance():
+    x = S.skellam(Fraction(1, 1000), 1 << 16, DeterministicRandom("sk-tiny"))
+    p = 1 - math.exp(-1 / 1000) * (1 + 1 / 4e6)  # P(X != 0) = 1 - e^-mu I_0(mu)
+    assert abs(np.count_nonzero(x) / x.size - p) <= K_SE * math.sqrt(p / x.size)
+    mu = Fraction(10**8)
+    y = S.skellam(mu, 1 << 14, DeterministicRandom("sk-huge"))
+    check_moments(y, 0.0, float(mu), 3 * float(mu) ** 2 + float(mu))

@@ -19,6 +19,16 @@ Algorithms:
   the discrete Gaussian of variance parameter ``sigma^2`` is a discrete Laplace
   of scale ``t = floor(sigma) + 1`` accepted with probability
   ``exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2))``.
+* The discrete Gaussian (up to ``sigma^2`` about ``2^30``) and Poisson run on
+  one vectorised rejection scheme over rigorous tables (:class:`_Rejection`,
+  SPEC §4.1): a magnitude drawn by inversion through a guide table and a sign,
+  accepted by comparing a uniform against a tabulated acceptance probability;
+  one pair of 32-bit words decides an attempt unless it falls on a threshold
+  (probability about 2^-32 per comparison), which is then decided exactly with
+  more random bits (:class:`_LazyUniform`, with rigorous bounds of ``exp`` from
+  :func:`_exp_neg_bounds` or exact :class:`~fractions.Fraction` arithmetic).
+  The bulk words are an AES-256-CTR keystream under a fresh key drawn from the
+  ``RandomSource`` per batch.
 * Poisson(lambda) for rational ``lambda`` is our own exact rejection sampler:
   a two-sided geometric proposal ``q(j) ~ theta^|j|`` around the mode
   ``m = floor(lambda)`` (``theta = 1 - 1/T``, ``T = isqrt(m) + 2``), accepted
@@ -26,17 +36,10 @@ Algorithms:
   product of ``|j|`` rationals (``lambda/(m+i)`` above the mode,
   ``(m-i+1)/lambda`` below) that decrease in ``i``, so ``P(m+j)/(P(m)
   theta^|j|)`` peaks where the factor over ``theta`` falls below 1, and ``C`` is
-  a rational just above that peak: every ``v(j)`` is a rational in [0, 1]. The magnitude ``|j|`` is
-  drawn by inversion (``|j| = max{g : U < theta^g}``) and the acceptance as
-  ``U' < v(j)``, with uniform reals ``U, U'`` compared against tables of
-  rigorous 128-bit lower/upper bounds of ``theta^g`` and ``v(l)`` (one 64-bit
-  word decides unless it falls within about 2^-60 of a threshold, and then the
-  comparison is finished exactly with :class:`fractions.Fraction` and more
-  random bits). Past the peak ``v`` decreases, so the tables stop where
-  ``v(l) < 2^-64``: a larger ``|j|`` is rejected unless ``U' < 2^-64``, and only
-  then is its exact value computed. Expected cost: about three 64-bit words per
-  sample, after tables of ``O(sqrt(lambda))`` entries built once per ``lambda``
-  and cached (about 0.1 s at ``lambda = 10^6``, 5 s at ``10^9``).
+  a rational just above that peak: every ``v(j)`` is a rational in [0, 1].
+  Its tables (:class:`_PoissonPlan`, 128-bit bounds, ``O(sqrt(lambda))``
+  entries, cached; about 0.1 s at ``lambda = 10^6``, 5 s at ``10^9``) run
+  until ``v < 2^-64``.
 * Skellam with variance ``mu`` is ``Poisson(mu/2) - Poisson(mu/2)`` (the
   symmetric Skellam of Agarwal, Kairouz and Liu, NeurIPS 2021).
 
@@ -56,6 +59,7 @@ from typing import Callable, Iterator, Union
 import numpy as np
 
 from ..errors import ParameterError
+from ..primitives.prg import prg_ring
 from ..primitives.randomness import RandomSource, default_random
 
 __all__ = [
@@ -312,12 +316,24 @@ def discrete_gaussian(sigma2: Rational, size: int, rng: RandomSource | None = No
     ``P(X = x) ∝ exp(-x^2 / (2 sigma2))`` over the integers (CKS Algorithm 3).
 
     ``sigma2`` (the variance *parameter*; the variance itself is slightly below
-    it) is a positive rational. Returns an int64 array."""
+    it) is a positive rational. Returns an int64 array. While the Laplace
+    scale ``t = floor(sigma) + 1`` is at most :data:`TABLE_MAX_SCALE`
+    (``sigma2`` below ``(2^15 + 1)^2``, just over ``2^30``) the tabulated sampler runs
+    (:func:`_dgauss_rejection`); beyond, the same algorithm with every
+    Bernoulli trial drawn on whole arrays (:func:`_discrete_gaussian_cks`)."""
     s2 = as_rational(sigma2, "sigma2")
     if not 0 < s2 < _SAFE >> 8:
         raise ParameterError(f"sigma2 must be in (0, 2^54), got {s2}")
     n = _check_size(size)
     r = default_random(rng)
+    if math.isqrt(s2.numerator // s2.denominator) + 1 <= TABLE_MAX_SCALE:
+        return _dgauss_rejection(s2).sample(r, n)
+    return _discrete_gaussian_cks(r, s2, n)
+
+
+def _discrete_gaussian_cks(r: RandomSource, s2: Fraction, n: int) -> np.ndarray:
+    """CKS Algorithm 3 with every Bernoulli trial drawn by :func:`_bern_exp`
+    (any ``sigma2``; slower than the tables)."""
     a, b = s2.numerator, s2.denominator
     t = math.isqrt(a // b) + 1  # floor(sigma) + 1
     den = 2 * a * b * t * t
@@ -350,8 +366,12 @@ class _LazyUniform:
     from a 64-bit word already drawn: ``less(x)`` compares it with a rational
     ``x`` exactly, drawing 64 more bits while the comparison is undecided."""
 
-    def __init__(self, rng: RandomSource, word: int):
-        self.rng, self.prefix, self.bits = rng, int(word), 64
+    def __init__(self, rng: RandomSource, word: int, bits: int = 64):
+        self.rng, self.prefix, self.bits = rng, int(word), bits
+
+    def _extend(self) -> None:
+        self.prefix = (self.prefix << 64) | int.from_bytes(self.rng.bytes(8), "little")
+        self.bits += 64
 
     def less(self, x: Fraction) -> bool:
         while True:
@@ -359,8 +379,18 @@ class _LazyUniform:
                 return True
             if self.prefix * x.denominator >= x.numerator << self.bits:
                 return False
-            self.prefix = (self.prefix << 64) | int.from_bytes(self.rng.bytes(8), "little")
-            self.bits += 64
+            self._extend()
+
+    def less_exp(self, num: int, den: int) -> bool:
+        """``U < exp(-num/den)`` (``num >= 0``, ``den >= 1``), decided exactly from
+        rigorous bounds of ``exp(-num/den)`` at the precision of the bits drawn."""
+        while True:
+            lo, hi = _exp_neg_bounds(num, den, self.bits)
+            if self.prefix + 1 <= lo:
+                return True
+            if self.prefix >= hi:
+                return False
+            self._extend()
 
 
 class _Table:
@@ -457,59 +487,251 @@ def _poisson_plan(lam: Fraction) -> _PoissonPlan:
     return _PoissonPlan(lam)
 
 
-def _poisson(rng: RandomSource, lam: Fraction, n: int) -> np.ndarray:
+# --------------------------------------------------------------------------- tabulated rejection (fast path)
+
+#: The discrete Gaussian's tables are used up to this Laplace scale ``t = floor(sigma) + 1``
+#: (about 7.7 t entries, built once per sigma^2 and cached); beyond, the CKS Bernoulli trials.
+TABLE_MAX_SCALE = (1 << 15) + 1
+_PRG_TAG = "secagg/v1/dp/sampler-words"
+_FX = 160  # fractional bits of the fixed-point bounds the tables are built from
+_U_BITS = 32  # the proposal's uniform U: the high 32 bits of an attempt's word
+_A_BITS = 31  # the acceptance uniform U': the low 31 bits; bit 31 is the sign
+_GUIDE_BITS = 20
+
+
+def _bulk_words(rng: RandomSource, n: int) -> np.ndarray:
+    """``n`` uniform 32-bit words: the AES-256-CTR keystream
+    (:func:`~secagg.primitives.prg.prg_ring`) under a fresh 32-byte key drawn from ``rng``."""
+    return prg_ring(rng.bytes(32), _PRG_TAG, n, 32)
+
+
+def _exp_neg_bounds(num: int, den: int, prec: int) -> tuple[int, int]:
+    """``(lo, hi)``, integers with ``lo <= 2^prec exp(-num/den) <= hi`` and
+    ``hi - lo`` a few units (``num >= 0``, ``den >= 1``): the alternating Taylor
+    series of ``exp(-x)`` at ``x = num/(den 2^s) <= 1/2`` brackets the value,
+    then ``s`` squarings with directed rounding give ``exp(-num/den)``."""
+    if num == 0:
+        return 1 << prec, 1 << prec
+    if num > den * (prec + 1):  # exp(-r) < 2^-(prec+1)
+        return 0, 1
+    s = (-(-num // den)).bit_length() + 1  # ceil(r) < 2^(s-1): x = r / 2^s < 1/2
+    w = prec + s + 16
+    xden = den << s
+    eps = Fraction(1, 1 << (w + 2))
+    total, term, k = Fraction(0), Fraction(1), 0
+    while True:
+        total += term if k % 2 == 0 else -term
+        k += 1
+        term = term * num / (xden * k)
+        if term < eps:
+            break
+    # the next term has sign (-1)^k, and exp(-x) lies between total and total + that term
+    low, high = (total, total + term) if k % 2 == 0 else (total - term, total)
+    lo = (low.numerator << w) // low.denominator
+    hi = -((-(high.numerator << w)) // high.denominator)
+    for _ in range(s):
+        lo = (lo * lo) >> w
+        hi = -((-(hi * hi)) >> w)
+    return lo >> (w - prec), -((-hi) >> (w - prec))
+
+
+def _rescale(lo: int, hi: int, frac: int, bits: int) -> tuple[int, int]:
+    """Bounds with ``frac`` fractional bits to ``bits``: floor of the lower, ceiling of the upper."""
+    return lo >> (frac - bits), -((-hi) >> (frac - bits))
+
+
+class _Thresholds:
+    """Rigorous ``bits``-bit thresholds of a sequence ``v_0, v_1, ...`` in [0, 1]:
+    a uniform real ``U`` whose first ``bits`` bits are ``w`` has ``U < v_l`` when
+    ``w < lo[l]`` and ``U >= v_l`` when ``w >= hi[l]`` (``hi[l] - lo[l]`` is 1 or 2)."""
+
+    def __init__(self, lows: "list[int]", highs: "list[int]"):
+        self.lo = np.array(lows, dtype=np.uint64)
+        self.hi = np.array(highs, dtype=np.uint64)
+        self.tail = self.hi[-1]
+
+    def __len__(self) -> int:
+        return int(self.lo.size)
+
+
+class _Rejection:
+    """Exact rejection sampling, vectorised, for the discrete Gaussian and Poisson
+    (SPEC §4 "tabulated rejection"). Proposal: ``offset + S G`` with a magnitude
+    ``G``, ``P(G >= g) = x_g`` (``x_0 = 1``, decreasing), drawn by inversion
+    ``G = max{g : U < x_g}``, and a uniform sign ``S`` (``-0`` rejected; ``G >
+    neg_max`` with ``S = -1`` rejected). Acceptance: ``U' < v_S(G)``.
+
+    Two 32-bit words per attempt: ``U``'s first 32 bits, and the sign with
+    ``U'``'s first 31 bits. A guide table over the top :data:`_GUIDE_BITS` bits
+    of ``U`` gives ``G`` at once when no threshold's bounds fall inside the
+    bucket ("clean", all but a few percent of the probability); otherwise a few
+    vectorised steps locate ``U`` among the thresholds. Whatever one word
+    cannot decide (it falls between a threshold's bounds, probability about
+    2^-31 per comparison) is finished exactly by ``geo_exact(lazy, g)`` (``U <
+    x_g``?) and ``acc_exact(lazy, negative, l)`` (``U' < v(l)``?) on
+    :class:`_LazyUniform` with more random bits. The acceptance tables run
+    past the peak of ``v`` (``v`` decreases after it) until ``v < 2^-32``;
+    ``x`` is tabulated one entry further, so a magnitude past the tables has
+    ``v`` below the last entry's upper bound: rejected unless ``U'`` is below
+    it too (then its magnitude and acceptance are computed exactly)."""
+
+    def __init__(self, geo: _Thresholds, pos: _Thresholds, neg: _Thresholds, neg_max: "int | None", offset: int,
+                 geo_exact: "Callable[[_LazyUniform, int], bool]",
+                 acc_exact: "Callable[[_LazyUniform, bool, int], bool]"):
+        self.last = last = len(geo) - 1
+        if last < max(len(pos), len(neg)) or last < 1:
+            raise AssertionError("the proposal table must reach past the acceptance tables")
+        self.geo_lo = np.append(geo.lo, np.uint64(0))  # sentinel: U < x_{last+1} is never sure
+        self.geo_hi = np.append(geo.hi, np.uint64(0))
+        self.neg_max, self.offset = neg_max, offset
+        self.geo_exact, self.acc_exact = geo_exact, acc_exact
+        self.symmetric = pos is neg
+        self.acc_lo = pos.lo if self.symmetric else np.concatenate([pos.lo, neg.lo])
+        self.acc_hi = pos.hi if self.symmetric else np.concatenate([pos.hi, neg.hi])
+        self.pos_size, self.neg_size = len(pos), len(neg)
+        # guide: per bucket of U's top bits, c = #{g >= 1 : lo(x_g) > u} if it is the same for
+        # every u of the bucket and decides G (u >= hi(x_{c+1}) and c < last); else -1 - (that
+        # count for the bucket's largest u), a starting point for the search
+        ascending = self.geo_lo[1:last + 1][::-1].astype(np.int64)
+        width = 1 << (_U_BITS - _GUIDE_BITS)
+        bottoms = np.arange(1 << _GUIDE_BITS, dtype=np.int64) * width
+        tops = bottoms + (width - 1)
+        c_top = last - np.searchsorted(ascending, tops, side="right")
+        c_bottom = last - np.searchsorted(ascending, bottoms, side="right")
+        clean = (c_top == c_bottom) & (c_top < last) & (bottoms >= self.geo_hi[c_top + 1].astype(np.int64))
+        self.guide = np.where(clean, c_top, -1 - c_top).astype(np.int64)
+
+    def magnitude(self, rng: RandomSource, word: int, known: int) -> int:
+        """``max{g : U < x_g}`` exactly, for ``U`` starting with ``word`` (32 bits)
+        and known to satisfy ``U < x_known``."""
+        lazy, g = _LazyUniform(rng, word, _U_BITS), known
+        while self.geo_exact(lazy, g + 1):
+            g += 1
+        return g
+
+    def sample(self, rng: RandomSource, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        todo = np.arange(n)
+        last = self.last
+        while todo.size:
+            k = todo.size
+            words = _bulk_words(rng, 2 * k)
+            u, a = words[:k], words[k:]
+            neg = a >= np.uint32(1 << _A_BITS)
+            wa = a & np.uint32((1 << _A_BITS) - 1)
+            mag = self.guide[u >> np.uint32(_U_BITS - _GUIDE_BITS)]
+            known = np.ones(k, dtype=bool)
+            hard = np.nonzero(mag < 0)[0]
+            if hard.size:
+                # c = #{g >= 1 : lo(x_g) > u}: U < x_c surely, and U >= x_{c+1} unless u < hi(x_{c+1})
+                uh = u[hard].astype(np.uint64)
+                c = -1 - mag[hard]
+                step = np.nonzero(self.geo_lo[c + 1] > uh)[0]
+                while step.size:
+                    c[step] += 1
+                    step = step[self.geo_lo[c[step] + 1] > uh[step]]
+                kn = c < last  # c == last: G >= last, its value is needed only if U' asks for it below
+                for i in np.nonzero(kn & (uh < self.geo_hi[np.minimum(c + 1, last)]))[0]:
+                    c[i] = self.magnitude(rng, int(uh[i]), int(c[i]))
+                mag[hard] = c
+                known[hard] = kn
+            alive = ~(neg & (mag == 0))  # an unknown magnitude is >= last >= 1
+            if self.neg_max is not None:
+                alive &= ~(neg & known & (mag > self.neg_max))
+            # past a table (or unknown: >= last) the last entry serves: its lower bound is 0 past
+            # the peak, and its upper bound bounds every later v
+            if self.symmetric:
+                li = np.minimum(mag, self.pos_size - 1)
+            else:
+                li = np.where(neg, self.pos_size + np.minimum(mag, self.neg_size - 1),
+                              np.minimum(mag, self.pos_size - 1))
+            accept = alive & known & (wa < self.acc_lo[li])
+            maybe = np.nonzero(alive & ~accept)[0]
+            for i in maybe[wa[maybe] < self.acc_hi[li[maybe]]]:
+                side = bool(neg[i])
+                if not known[i]:
+                    mag[i] = self.magnitude(rng, int(u[i]), last)
+                    if side and self.neg_max is not None and int(mag[i]) > self.neg_max:
+                        continue
+                accept[i] = self.acc_exact(_LazyUniform(rng, int(wa[i]), _A_BITS), side, int(mag[i]))
+            values = np.where(neg, -mag, mag)
+            if self.offset:
+                values += self.offset
+            out[todo[accept]] = values[accept]
+            todo = todo[~accept]
+        return out
+
+
+def _fx_lo(x: int, y: int) -> int:
+    return (x * y) >> _FX
+
+
+def _fx_hi(x: int, y: int) -> int:
+    return -((-(x * y)) >> _FX)
+
+
+@functools.lru_cache(maxsize=16)
+def _dgauss_rejection(s2: Fraction) -> _Rejection:
+    """The tables of CKS Algorithm 3 for ``sigma^2 = a/b``: proposal the discrete
+    Laplace of scale ``t = floor(sigma) + 1`` (``x_g = exp(-g/t)``), acceptance
+    ``v(l) = exp(-(b t l - a)^2 / (2 a b t^2))``, from 160-bit bounds:
+    ``v(l+1) = v(l) e^{1/t} e^{-b/(2a)} (e^{-b/a})^l``, ``x_{g+1} = x_g e^{-1/t}``."""
+    a, b = s2.numerator, s2.denominator
+    t = math.isqrt(a // b) + 1
+    one = 1 << _FX
+    vlo, vhi = _exp_neg_bounds(a, 2 * b * t * t, _FX)  # v(0)
+    elo, ehi = _exp_neg_bounds(1, t, _FX)  # e^{-1/t}
+    ilo, ihi = (one * one) // ehi, -((-(one * one)) // elo)  # e^{1/t}
+    rlo, rhi = _exp_neg_bounds(b, 2 * a, _FX)  # e^{-(2l+1) b/(2a)} at l = 0
+    qlo, qhi = _exp_neg_bounds(b, a, _FX)  # e^{-b/a}
+    small = 1 << (_FX - 32)
+    lows, highs = [], []
+    l = 0
+    while True:
+        lo, hi = _rescale(vlo, min(vhi, one), _FX, _A_BITS)
+        lows.append(lo)
+        highs.append(hi)
+        if b * t * l >= a and vhi < small:  # past the peak l = sigma^2/t, and v(l) < 2^-32
+            break
+        vlo, vhi = _fx_lo(_fx_lo(vlo, ilo), rlo), _fx_hi(_fx_hi(vhi, ihi), rhi)
+        rlo, rhi = _fx_lo(rlo, qlo), _fx_hi(rhi, qhi)
+        l += 1
+    accept = _Thresholds(lows, highs)
+    glo = ghi = one
+    geo_lows, geo_highs = [], []
+    for _ in range(len(accept) + 1):
+        lo, hi = _rescale(glo, ghi, _FX, _U_BITS)
+        geo_lows.append(lo)
+        geo_highs.append(hi)
+        glo, ghi = _fx_lo(glo, elo), _fx_hi(ghi, ehi)
+    den = 2 * a * b * t * t
+    return _Rejection(_Thresholds(geo_lows, geo_highs), accept, accept, None, 0,
+                      geo_exact=lambda lazy, g: lazy.less_exp(g, t),
+                      acc_exact=lambda lazy, negative, l: lazy.less_exp((b * t * l - a) ** 2, den))
+
+
+def _from_table(table: _Table, bits: int) -> _Thresholds:
+    """A 64-bit :class:`_Table` as ``bits``-bit thresholds."""
+    shift = 64 - bits
+    lows = [int(x) >> shift for x in table.lower]
+    highs = [-((-int(x)) >> shift) if sure else 1 << bits for x, sure in zip(table.upper, table.sure_upper)]
+    return _Thresholds(lows, highs)
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_rejection(lam: Fraction) -> _Rejection:
+    """The Poisson tables (:class:`_PoissonPlan`) for the vectorised sampler:
+    ``x_g = theta^g``, ``v`` above (``S = +1``) and below (``S = -1``, at most
+    ``m``) the mode ``m``."""
     plan = _poisson_plan(lam)
-    m, geo = plan.m, plan.geo
-    last = len(geo) - 1  # theta^last: past both acceptance tables
-    asc_lower = geo.lower[1:][::-1].copy()  # thresholds of theta^1..theta^last, ascending
-    out = np.empty(n, dtype=np.int64)
-    todo = np.arange(n)
-    while todo.size:
-        k = todo.size
-        # proposal magnitude by inversion: G = max{g : U < theta^g}, P(G >= g) = theta^g
-        u = _words(rng, k)
-        g0 = (asc_lower.size - np.searchsorted(asc_lower, u, side="right")).astype(np.int64)  # U < theta^g0
-        beyond = g0 == last  # G >= last: its exact value is needed only if U' < 2^-64 below
-        nxt = np.minimum(g0 + 1, last)
-        settled = beyond | (geo.sure_upper[nxt] & (u >= geo.upper[nxt]))
-        mag = g0.copy()
-        for i in np.nonzero(~settled)[0]:  # within 2^-60 of a threshold: decide exactly
-            mag[i] = _exact_magnitude(rng, plan, int(u[i]), int(g0[i]))
-        neg = np.asarray(_words(rng, k) >> np.uint64(63), dtype=bool)
-        ok = ~(neg & (mag == 0)) & (~neg | (mag <= m))  # no -0; nothing below zero
-        # accept with probability v(|j|) = P(m+j) / (P(m) theta^|j| C)
-        w = _words(rng, k)
-        for side, table in ((True, plan.accept_up), (False, plan.accept_down)):
-            sel = np.nonzero(ok & (~neg == side))[0]
-            if not sel.size:
-                continue
-            ls = mag[sel]
-            inside = ~beyond[sel] & (ls < len(table))
-            li = np.where(inside, ls, 0)
-            ws = w[sel]
-            sure_yes = inside & (ws < table.lower[li])
-            # past the table (past the peak, v decreasing): v(l) <= v(last entry) < upper[-1]
-            tail_no = bool(table.sure_upper[-1]) & (ws >= table.upper[-1])
-            sure_no = np.where(inside, table.sure_upper[li] & (ws >= table.upper[li]), tail_no)
-            verdict = sure_yes.copy()
-            for j in np.nonzero(~(sure_yes | sure_no))[0]:
-                at = int(sel[j])
-                if beyond[at]:
-                    mag[at] = _exact_magnitude(rng, plan, int(u[at]), int(g0[at]))
-                verdict[j] = _LazyUniform(rng, int(ws[j])).less(plan.exact_accept(side, int(mag[at])))
-            ok[sel] = verdict
-        out[todo[ok]] = (m + np.where(neg, -mag, mag))[ok]
-        todo = todo[~ok]
-    return out
+    return _Rejection(_from_table(plan.geo, _U_BITS), _from_table(plan.accept_up, _A_BITS),
+                      _from_table(plan.accept_down, _A_BITS), plan.m, plan.m,
+                      geo_exact=lambda lazy, g: lazy.less(plan.theta ** g),
+                      acc_exact=lambda lazy, negative, l: lazy.less(plan.exact_accept(not negative, l)))
 
 
-def _exact_magnitude(rng: RandomSource, plan: _PoissonPlan, word: int, known: int) -> int:
-    """``max{g : U < theta^g}`` for the uniform real ``U`` starting with ``word``,
-    given ``U < theta^known``: exact comparisons, more random bits as needed."""
-    lazy, g = _LazyUniform(rng, word), known
-    while lazy.less(plan.theta ** (g + 1)):
-        g += 1
-    return g
+def _poisson(rng: RandomSource, lam: Fraction, n: int) -> np.ndarray:
+    return _poisson_rejection(lam).sample(rng, n)
 
 
 def poisson(lam: Rational, size: int, rng: RandomSource | None = None) -> np.ndarray:
