@@ -11,6 +11,7 @@ import pytest
 from secagg.dp import pipeline as P
 from secagg.dp import transform as T
 from secagg.errors import ParameterError
+from secagg.primitives.randomness import DeterministicRandom
 
 
 def dense_hadamard(n: int) -> np.ndarray:
@@ -79,3 +80,36 @@ def test_hadamard_factor():
     assert np.array_equal(h, dense_hadamard(8) * math.sqrt(8))
     with pytest.raises(ParameterError):
         T.hadamard(6)
+
+
+# --------------------------------------------------------------------------- rounding
+
+def test_stochastic_round_is_unbiased_and_within_one():
+    y = np.full(1 << 18, 0.3) + np.arange(1 << 18) % 5 - 2.0  # fractional part 0.3 everywhere
+    q = T.stochastic_round(y, DeterministicRandom("round"))
+    assert q.dtype == np.int64 and q.shape == y.shape
+    assert np.all((q == np.floor(y)) | (q == np.floor(y) + 1))
+    up = float(np.mean(q - np.floor(y)))
+    assert abs(up - 0.3) <= 4.5 * math.sqrt(0.3 * 0.7 / y.size)
+    assert abs(up - 0.31) > 4.5 * math.sqrt(0.3 * 0.7 / y.size)  # the check can fail
+    ints = np.arange(-5, 5, dtype=np.float64)
+    assert np.array_equal(T.stochastic_round(ints, DeterministicRandom("ints")), ints.astype(np.int64))
+
+
+def test_stochastic_round_is_deterministic_given_the_source_and_refuses_nan():
+    y = np.random.default_rng(3).normal(size=1000) * 10
+    a = T.stochastic_round(y, DeterministicRandom("same"))
+    assert np.array_equal(a, T.stochastic_round(y, DeterministicRandom("same")))
+    assert not np.array_equal(a, T.stochastic_round(y, DeterministicRandom("other")))
+    with pytest.raises(ParameterError):
+        T.stochastic_round(np.array([1.0, np.nan]))
+
+
+def test_conditional_round_meets_the_bound_or_raises():
+    d = 1 << 12
+    y = np.random.default_rng(4).normal(size=d) * 3
+    bound = P.rounding_bound(float(np.linalg.norm(y)), d, math.exp(-0.5))
+    q, attempts = T.conditional_round(y, bound, DeterministicRandom("cond"))
+    assert 1 <= attempts <= 100 and float(np.linalg.norm(q)) <= bound
+    with pytest.raises(P.RoundingError):
+        T.conditional_round(y, float(np.linalg.norm(y)) / 2, DeterministicRandom("cond"), max_retries=3)
