@@ -85,6 +85,7 @@ def test_api_reference_builds_without_warnings(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     page = (out / "index.html").read_text()
     for name in ("secagg.drivers.server.ServerDriver", "secagg.drivers.client.ClientDriver",
+                 "secagg.drivers.committee.CommitteeClientRole",
                  "secagg.drivers.store.StateStore", "secagg.drivers.observer.Observer",
                  "secagg.transports.inprocess.LocalRound", "secagg.errors.ProtocolAborted",
                  "secagg.encoding.wire.decode"):
