@@ -321,3 +321,36 @@ def test_readme_library_example_runs() -> None:
     expected = sum(updates[i - 1] * weights[i - 1] for i in included) / sum(weights[i - 1] for i in included)  # type: ignore[index]
     assert np.max(np.abs(result.aggregate - expected)) < 1e-6  # type: ignore[attr-defined]
     assert set(result.bytes_sent) >= set(included) and result.timings  # type: ignore[attr-defined]
+
+
+def test_readme_install_lines_name_what_pyproject_declares() -> None:
+    """The README's ``pip install`` lines list the packages each one brings
+    (the dependencies, or an extra's): exactly what pyproject.toml declares."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-") for r in requirements}  # type: ignore[union-attr]
+
+    declared = {".": names(project["dependencies"])}
+    declared.update({f".[{extra}]": names(reqs) for extra, reqs in project["optional-dependencies"].items()})
+    text = (ROOT / "README.md").read_text()
+    entries: list[list[str]] = []  # [spec, comment]
+    for block in re.findall(r"^```sh\n(.*?)^```$", text, re.M | re.S):
+        for line in block.splitlines():
+            m = re.match(r"pip install (?:-e )?'?(\.(?:\[\w+\])?)'?\s+#(.*)", line)
+            if m:
+                entries.append([m.group(1), m.group(2)])
+            elif line.strip().startswith("#") and entries:
+                entries[-1][1] += " " + line.strip().lstrip("#")
+            elif line.strip():
+                entries.append(["", ""])  # another command ends the comment
+    checked = 0
+    for spec, comment in entries:
+        listed = re.search(r"\(([^()]*)\)", comment)
+        if spec not in declared or listed is None:
+            continue
+        named = {item.strip().split()[0].lower() for item in listed.group(1).split(",") if item.strip()}
+        assert named == declared[spec], f"README: pip install {spec} lists {sorted(named)}; pyproject.toml: {sorted(declared[spec])}"
+        checked += 1
+    assert checked >= 3
