@@ -64,6 +64,9 @@ def test_guide_shows_the_whole_transport_and_it_is_short() -> None:
     missing = [line for line in transport.splitlines() if line.strip() and line not in shown]
     assert not missing, f"transport lines missing from docs/embedding.md: {missing}"
     assert len(transport.splitlines()) <= 50
+    stated = re.search(r"threads, in (\d+)\s+lines", GUIDE.read_text())
+    assert stated is not None and int(stated.group(1)) == len(transport.splitlines()), \
+        "docs/embedding.md states another length for the transport"
 
 
 def test_guide_links_exist() -> None:
