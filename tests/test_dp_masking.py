@@ -315,3 +315,11 @@ def test_adaptive_clipping_over_rounds_moves_the_clip_towards_the_target_quantil
         DPConfig(epsilon=1.0, adaptive_clip=True).after(dataclasses.replace(rep, next_clip=None))
     fixed = DPConfig(epsilon=1.0)
     assert fixed.after(rep) is fixed
+
+
+def test_dp_round_in_malicious_server_mode_counts_clients_that_vanish_after_their_input():
+    xs = _updates(6, 9)
+    res = secagg.simulate(xs, protocol="secagg", malicious_server=True, seed=1,
+                          dp=DPConfig(epsilon=3.0, mechanism="skellam"), dropouts={4: "consistency_check"})
+    assert res.included == (1, 2, 3, 4, 5, 6) and res.dp.survivors == 6  # 4's masked input is in the sum
+    assert res.dropped == {4: "consistency_check"}
