@@ -295,6 +295,19 @@ def test_exp_bounds_fail_for_a_wrong_value():
         assert not lo <= exp_decimal(1000001, 3000000) * (Decimal(2) ** 64) <= hi
 
 
+@pytest.mark.parametrize("num,den,g", [(1, 2, 0), (1, 2, 1), (2, 3, 7), (2235, 2236, 5000), (10**9, 10**9 + 1, 12345),
+                                       (3, 3, 9), (0, 5, 2)])
+def test_power_bounds_are_rigorous_and_tight(num, den, g):
+    exact = Fraction(num, den) ** g
+    for prec in (31, 32, 64, 200):
+        lo, hi = S._pow_bounds(num, den, g, prec)
+        assert Fraction(lo, 1 << prec) <= exact <= Fraction(hi, 1 << prec), (num, den, g, prec)
+        assert hi - lo <= 4
+    if 0 < num < den and g:
+        lo, hi = S._pow_bounds(num, den, g + 1, 64)  # the next power is outside the bracket
+        assert not Fraction(lo, 1 << 64) <= exact <= Fraction(hi, 1 << 64) or exact < Fraction(1, 1 << 60)
+
+
 def test_lazy_uniform_decides_exp_thresholds_exactly():
     """U's first 32 bits equal to exp(-1/3)'s: the next word decides, both ways, correctly."""
     target = exp_decimal(1, 3)
@@ -402,7 +415,7 @@ def test_tail_proposals_are_decided_exactly(monkeypatch):
         monkeypatch.setattr(S, "_bulk_words", scripted)
         x = draw(DeterministicRandom("tail"))
         assert x.size == 4
-    assert S._dgauss_rejection(Fraction(10)).last >= len(S._dgauss_rejection(Fraction(10)).acc_lo)
+    assert S._dgauss_rejection(Fraction(10)).last >= S._dgauss_rejection(Fraction(10)).size
 
 
 def test_guide_table_agrees_with_a_search():

@@ -381,16 +381,26 @@ class _LazyUniform:
                 return False
             self._extend()
 
-    def less_exp(self, num: int, den: int) -> bool:
-        """``U < exp(-num/den)`` (``num >= 0``, ``den >= 1``), decided exactly from
-        rigorous bounds of ``exp(-num/den)`` at the precision of the bits drawn."""
+    def less_bounds(self, bounds: "Callable[[int], tuple[int, int]]") -> bool:
+        """``U < x`` for an ``x`` given by ``bounds(p) = (lo, hi)``, integers with
+        ``lo <= 2^p x <= hi`` and ``hi - lo`` bounded as ``p`` grows: decided
+        at the precision of the bits drawn, drawing more while undecided."""
         while True:
-            lo, hi = _exp_neg_bounds(num, den, self.bits)
+            lo, hi = bounds(self.bits)
             if self.prefix + 1 <= lo:
                 return True
             if self.prefix >= hi:
                 return False
             self._extend()
+
+    def less_exp(self, num: int, den: int) -> bool:
+        """``U < exp(-num/den)`` (``num >= 0``, ``den >= 1``), exactly."""
+        return self.less_bounds(lambda p: _exp_neg_bounds(num, den, p))
+
+    def less_pow(self, num: int, den: int, g: int) -> bool:
+        """``U < (num/den)^g`` (``0 <= num <= den``, ``g >= 0``), exactly, without
+        forming the power's huge numerator and denominator."""
+        return self.less_bounds(lambda p: _pow_bounds(num, den, g, p))
 
 
 class _Table:
@@ -535,6 +545,25 @@ def _exp_neg_bounds(num: int, den: int, prec: int) -> tuple[int, int]:
     return lo >> (w - prec), -((-hi) >> (w - prec))
 
 
+def _pow_bounds(num: int, den: int, g: int, prec: int) -> tuple[int, int]:
+    """``(lo, hi)``, integers with ``lo <= 2^prec (num/den)^g <= hi`` and ``hi - lo``
+    a few units (``0 <= num <= den``): binary powering in fixed point with
+    ``2 bitlen(g) + 16`` guard bits, rounding the lower bound down and the upper up."""
+    if g == 0 or num == den:
+        return 1 << prec, 1 << prec
+    w = prec + 2 * g.bit_length() + 16
+    base_lo, base_hi = (num << w) // den, -((-(num << w)) // den)
+    lo = hi = 1 << w
+    e = g
+    while e:
+        if e & 1:
+            lo, hi = (lo * base_lo) >> w, -((-(hi * base_hi)) >> w)
+        e >>= 1
+        if e:
+            base_lo, base_hi = (base_lo * base_lo) >> w, -((-(base_hi * base_hi)) >> w)
+    return lo >> (w - prec), -((-hi) >> (w - prec))
+
+
 def _rescale(lo: int, hi: int, frac: int, bits: int) -> tuple[int, int]:
     """Bounds with ``frac`` fractional bits to ``bits``: floor of the lower, ceiling of the upper."""
     return lo >> (frac - bits), -((-hi) >> (frac - bits))
@@ -585,10 +614,23 @@ class _Rejection:
         self.geo_hi = np.append(geo.hi, np.uint64(0))
         self.neg_max, self.offset = neg_max, offset
         self.geo_exact, self.acc_exact = geo_exact, acc_exact
-        self.symmetric = pos is neg
-        self.acc_lo = pos.lo if self.symmetric else np.concatenate([pos.lo, neg.lo])
-        self.acc_hi = pos.hi if self.symmetric else np.concatenate([pos.hi, neg.hi])
-        self.pos_size, self.neg_size = len(pos), len(neg)
+        # one table of 2 * size entries, [v_+(0..size-1), v_-(0..size-1)], indexed by
+        # min(G, size - 1) + size * [S = -1]: v_-(0) is set to 0 (no -0), a zero entry follows
+        # v_-(neg_max) (nothing below zero), and each side is padded with its last entry (past the
+        # peak: lower bound 0, and an upper bound of every later v), so that one lookup decides
+        neg_lo, neg_hi = neg.lo.copy(), neg.hi.copy()
+        neg_lo[0] = neg_hi[0] = 0
+        if neg_max is not None and len(neg) == neg_max + 1:
+            neg_lo, neg_hi = np.append(neg_lo, np.uint64(0)), np.append(neg_hi, np.uint64(0))
+        self.size = size = max(len(pos), neg_lo.size)
+        if size > last + 1:
+            raise AssertionError("the proposal table must reach past the acceptance tables")
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.full(size - a.size, a[-1], dtype=np.uint64)])
+
+        self.acc_lo = np.concatenate([pad(pos.lo), pad(neg_lo)]).astype(np.uint32)
+        self.acc_hi = np.concatenate([pad(pos.hi), pad(neg_hi)])
         # guide: per bucket of U's top bits, c = #{g >= 1 : lo(x_g) > u} if it is the same for
         # every u of the bucket and decides G (u >= hi(x_{c+1}) and c < last); else -1 - (that
         # count for the bucket's largest u), a starting point for the search
@@ -635,24 +677,16 @@ class _Rejection:
                     c[i] = self.magnitude(rng, int(uh[i]), int(c[i]))
                 mag[hard] = c
                 known[hard] = kn
-            alive = ~(neg & (mag == 0))  # an unknown magnitude is >= last >= 1
-            if self.neg_max is not None:
-                alive &= ~(neg & known & (mag > self.neg_max))
-            # past a table (or unknown: >= last) the last entry serves: its lower bound is 0 past
-            # the peak, and its upper bound bounds every later v
-            if self.symmetric:
-                li = np.minimum(mag, self.pos_size - 1)
-            else:
-                li = np.where(neg, self.pos_size + np.minimum(mag, self.neg_size - 1),
-                              np.minimum(mag, self.pos_size - 1))
-            accept = alive & known & (wa < self.acc_lo[li])
-            maybe = np.nonzero(alive & ~accept)[0]
+            li = np.minimum(mag, self.size - 1)
+            li[neg] += self.size
+            accept = known & (wa < self.acc_lo[li])
+            maybe = np.nonzero(~accept)[0]
             for i in maybe[wa[maybe] < self.acc_hi[li[maybe]]]:
                 side = bool(neg[i])
                 if not known[i]:
                     mag[i] = self.magnitude(rng, int(u[i]), last)
-                    if side and self.neg_max is not None and int(mag[i]) > self.neg_max:
-                        continue
+                if side and (mag[i] == 0 or (self.neg_max is not None and int(mag[i]) > self.neg_max)):
+                    continue
                 accept[i] = self.acc_exact(_LazyUniform(rng, int(wa[i]), _A_BITS), side, int(mag[i]))
             values = np.where(neg, -mag, mag)
             if self.offset:
@@ -726,7 +760,7 @@ def _poisson_rejection(lam: Fraction) -> _Rejection:
     plan = _poisson_plan(lam)
     return _Rejection(_from_table(plan.geo, _U_BITS), _from_table(plan.accept_up, _A_BITS),
                       _from_table(plan.accept_down, _A_BITS), plan.m, plan.m,
-                      geo_exact=lambda lazy, g: lazy.less(plan.theta ** g),
+                      geo_exact=lambda lazy, g: lazy.less_pow(plan.theta.numerator, plan.theta.denominator, g),
                       acc_exact=lambda lazy, negative, l: lazy.less(plan.exact_accept(not negative, l)))
 
 
