@@ -160,6 +160,8 @@ def test_round_params_refuse_inconsistent_or_wrapping_values():
         dataclasses.replace(dp, delta=1.0)
     with pytest.raises(ParameterError):
         dataclasses.replace(dp, count_scale=-1.0)
+    with pytest.raises(ParameterError, match="max_retries"):
+        dataclasses.replace(dp, max_retries=1 << 17)  # beyond its wire range: would encode but not decode
     # the same refusals come out of the decoder as wire errors, building nothing
     forged = copy.copy(dp)
     object.__setattr__(forged, "bits", 8)  # what a dishonest sender could encode

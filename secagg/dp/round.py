@@ -18,6 +18,7 @@ clipping the noised fraction of clipped updates and the next round's clip
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -113,10 +114,12 @@ class DPRoundParams:
         for name in ("clip", "granularity"):
             _finite(getattr(self, name), name)
         _finite(self.count_scale, "count_scale", strict=False)
-        for name in ("bits", "noise_numerator", "noise_denominator", "n_min", "n_max", "dim", "max_retries"):
-            v = getattr(self, name)
-            if type(v) is not int or v < 1:
-                raise ParameterError(f"{name} must be an integer >= 1, got {v!r}")
+        for f in dataclasses.fields(self):  # integers within their wire ranges: what encodes, decodes
+            if f.type in (int, "int"):
+                v = getattr(self, f.name)
+                lo, hi = f.metadata.get("min", 1), f.metadata.get("max", _MAX_INT)
+                if type(v) is not int or not lo <= v <= hi:
+                    raise ParameterError(f"{f.name} must be an integer in [{lo}, {hi}], got {v!r}")
         if math.gcd(self.noise_numerator, self.noise_denominator) != 1:
             raise ParameterError("the noise must be a reduced fraction (numerator and denominator coprime)")
         if type(self.delta) is not float or not 0 < self.delta < 1:
