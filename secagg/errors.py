@@ -217,12 +217,15 @@ class ProtocolAborted(SecAggError):
     promise a result (``secagg.simulate``) raise it instead of returning a partial
     aggregate."""
 
-    def __init__(self, reason: AbortReason, detail: str = ""):
+    def __init__(self, reason: AbortReason, detail: str = "", culprits: "tuple[int, ...]" = ()):
         super().__init__(f"round aborted: {reason.value}" + (f" ({detail})" if detail else ""))
         self.reason = reason
         self.detail = detail
+        #: the clients the abort is blamed on (see :class:`secagg.protocols.outcome.Abort`): run the
+        #: next round without them
+        self.culprits = tuple(int(c) for c in culprits)
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Rebuild from (reason, detail), not from the formatted message, so the
+        # Rebuild from (reason, detail, culprits), not from the formatted message, so the
         # error survives pickling (multiprocessing, Ray workers in simulations).
-        return (type(self), (self.reason, self.detail))
+        return (type(self), (self.reason, self.detail, self.culprits))

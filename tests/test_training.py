@@ -318,3 +318,38 @@ def test_cli_train_with_dp_reports_the_guarantee(tmp_path):
     assert "secagg / mean" in res.output  # the default FedAvg weighs by examples: DP runs use mean
     line = next(x for x in res.output.splitlines() if "privacy:" in x)
     assert "-DP for each client's data over the 2 released rounds" in line and "target epsilon 5" in line
+
+
+def test_a_client_an_abort_names_is_left_out_of_the_next_rounds(recwarn):
+    """A round aborts naming client 3 (e.g. its shared secret did not
+    reconstruct): the global model is unchanged, and every later round runs
+    without client 3 (left out from the first stage), the others included."""
+    from secagg.errors import AbortReason, ProtocolAborted
+    from secagg.simulation import simulate
+
+    seen: dict[int, dict[int, str]] = {}
+
+    def blame(updates, weights, **kw):
+        rnd = next(r for r in (1, 2, 3) if kw["seed"] == seed_for(FAST["seed"], 13, r))
+        seen[rnd] = dict(kw["dropouts"] or {})
+        if rnd == 1:
+            raise ProtocolAborted(AbortReason.RECONSTRUCTION_FAILED, "test", culprits=(3,))
+        return simulate(updates, weights, **kw)
+
+    cfg = TrainConfig(**{**FAST, "protocol": "plaintext", "rounds": 3, "dropout": 0.0})
+    m = FedRunner(cfg, simulate_fn=blame).run()
+    assert m[1]["aborted"] == "reconstruction_failed" and m[1]["test_loss"] == m[0]["test_loss"]
+    assert 3 not in seen[1]
+    for r in (2, 3):
+        assert seen[r] == {3: "masked_input"} and m[r]["excluded"] == [3] and m[r]["aborted"] == ""
+        assert m[r]["n_included"] == FAST["clients"] - 1
+    assert any("clients [3] are left out" in str(w.message) for w in recwarn)
+
+
+def test_protocol_aborted_keeps_its_culprits_through_pickling():
+    import pickle
+
+    from secagg.errors import AbortReason, ProtocolAborted
+
+    exc = pickle.loads(pickle.dumps(ProtocolAborted(AbortReason.RECONSTRUCTION_FAILED, "d", culprits=(4, 2))))
+    assert exc.culprits == (4, 2) and exc.reason is AbortReason.RECONSTRUCTION_FAILED and exc.detail == "d"

@@ -30,8 +30,16 @@ class ServerResult:
 
 @dataclass(frozen=True)
 class Abort:
-    """The round ended without an aggregate: why, and at which stage."""
+    """The round ended without an aggregate: why, and at which stage.
+
+    ``culprits``: the clients the abort is blamed on, when the protocol can
+    name them but not exclude them within the round (a masking client whose
+    shared secret does not reconstruct to what it committed to): a caller
+    should run the next round without them. Colluding share holders can get an
+    honest client named (masking SPEC §3.5), so this is a lead for the next
+    round's cohort, not proof."""
 
     reason: AbortReason
     detail: str = ""
     stage: str = ""
+    culprits: tuple[int, ...] = ()

@@ -65,6 +65,9 @@ TRAIN_RULES = AVERAGING_RULES  # a training round applies an average update
 #: its (masked or encrypted) input reaches the server.
 DROPOUT_STAGE = {"plaintext": "masked_input", "secagg": "masked_input", "secagg+": "masked_input",
                  "paillier": "submit"}
+#: where a client an earlier abort named (``ProtocolAborted.culprits``) is left out: from the start.
+EXCLUDED_STAGE = {"plaintext": "masked_input", "secagg": "advertise_keys", "secagg+": "advertise_keys",
+                  "paillier": "submit"}
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ class FedRunner:
         self._work = copy.deepcopy(self.model)
         self._bn = _has_batchnorm(self.model)
         self.metrics: list[dict[str, Any]] = []
+        #: clients an aborted round named as its cause: left out of every later round
+        self.excluded: set[int] = set()
         self.accountant: Any = None
         if self._dp is not None:
             from ..dp.accounting import DPAccountant
@@ -457,8 +462,10 @@ class FedRunner:
         if simulate is None:
             from ..simulation import simulate as default_simulate
             simulate = default_simulate
+        schedule = {cid: stage for cid in dropped}
+        schedule.update({cid: EXCLUDED_STAGE[self.protocol] for cid in self.excluded})
         kwargs: dict[str, Any] = dict(
-            protocol=self.protocol, rule=self.rule, dropouts={cid: stage for cid in dropped},
+            protocol=self.protocol, rule=self.rule, dropouts=schedule,
             seed=seed_for(c.seed, _TAG_PROTOCOL, round_number), encoding=encoding,
             threshold=c.threshold)
         if self.protocol in ("secagg", "secagg+"):
@@ -478,7 +485,7 @@ class FedRunner:
 
     def run_round(self, round_number: int) -> dict[str, Any]:
         c = self.config
-        dropped = dropout_schedule(c.seed, round_number, c.clients, c.dropout)
+        dropped = sorted(set(dropout_schedule(c.seed, round_number, c.clients, c.dropout)) | self.excluded)
         # 1. local training on every client (dropped ones vanish only after training)
         t0 = time.perf_counter()
         results = [self.local_update(cid, self.global_state, round_number) for cid in range(1, c.clients + 1)]
@@ -510,7 +517,10 @@ class FedRunner:
         except ProtocolAborted as exc:
             if c.on_abort == "raise":
                 raise
-            warnings.warn(f"round {round_number} aborted ({exc}); the global model is unchanged",
+            blamed = sorted(set(exc.culprits) - self.excluded)
+            self.excluded.update(blamed)
+            warnings.warn(f"round {round_number} aborted ({exc}); the global model is unchanged"
+                          + (f"; clients {blamed} are left out of the next rounds" if blamed else ""),
                           RuntimeWarning, stacklevel=2)
             res, aborted = None, str(exc.reason.value)
         t_agg = time.perf_counter() - t1
@@ -562,6 +572,7 @@ class FedRunner:
             "n_included": n_inc,
             "n_dropped": len(dropped_ids),
             "dropped": dropped_ids,
+            "excluded": sorted(self.excluded),
             "aborted": aborted,
             "bytes_up_per_client": float(np.mean(sent)),
             "bytes_down_per_client": float(np.mean(recv)),
@@ -610,7 +621,7 @@ class FedRunner:
     def initial_row(self) -> dict[str, Any]:
         """Round 0: the initial model, before any aggregation."""
         return {"round": 0, **self.evaluate(), "local_train_loss": float("nan"), "n_included": 0,
-                "n_dropped": 0, "dropped": [], "aborted": "", "bytes_up_per_client": 0.0,
+                "n_dropped": 0, "dropped": [], "excluded": [], "aborted": "", "bytes_up_per_client": 0.0,
                 "bytes_down_per_client": 0.0, "model_broadcast_bytes": self.model_bytes(),
                 "clipped_entries": 0, "aggregation_error": 0.0, "time_local_training_s": 0.0,
                 "time_secure_aggregation_s": 0.0, "time_evaluation_s": 0.0, "aggregation_timings_s": {},
