@@ -257,7 +257,7 @@ def test_paillier_member_killed_during_decryption_is_recovered(tmp_path):
     assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())  # it submitted before dying
     assert report["dropped"] == {}
     assert report["failures"][dead].startswith("decrypt: no reply") and "deadline" not in report["failures"][dead]
-    assert report["stage_seconds"]["decrypt"] < 20, report["stage_seconds"]  # not the 60 s deadline
+    assert report["stage_seconds"]["decrypt"] < 30, report["stage_seconds"]  # far from the 60 s deadline
     dec = report["decryption"]
     assert dec["recovery"] is True and dec["failed_members"] == [victim + 1]
     assert dec["recovery_asked"] and victim + 1 not in dec["recovery_asked"]
