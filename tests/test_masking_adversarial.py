@@ -465,6 +465,41 @@ def test_wrong_unmask_shares_beyond_repair_abort_not_a_wrong_sum(field, drop):
     assert r.server.outcome.reason is AbortReason.RECONSTRUCTION_FAILED
 
 
+
+@pytest.mark.parametrize("field,owners_field,drop,owner", [
+    ("self_mask_shares", "self_mask_owners", {}, 2),
+    ("mask_key_shares", "mask_key_owners", {4: "masked_input"}, 4)])
+def test_a_secret_dealt_inconsistently_aborts_naming_its_owner(field, owners_field, drop, owner):
+    """A corrupt client deals shares that lie on no polynomial giving what it
+    committed to in round 0 (here: every holder's share of it is off by a
+    different amount). No holder set reconstructs it, so the round cannot be
+    completed without it: the server aborts (never a wrong sum) and names the
+    client in ``Abort.culprits`` and the audit record, so the caller can run
+    the next round without it; ``simulate``'s driver raises it in
+    ``ProtocolAborted.culprits``."""
+    from secagg.protocols.masking.messages import SHARE_CHUNKS
+
+    def deal_badly(i: int, m: object) -> object:
+        if not isinstance(m, UnmaskShares):
+            return m
+        owners = getattr(m, owners_field).tolist()
+        if owner not in owners:
+            return m
+        return _corrupt(m, field, owners.index(owner) * SHARE_CHUNKS, delta=1 + 977 * i)
+
+    r = Round(n=6, dropout_tolerance=0.2)
+    r.run_to("unmasking", drop=drop)
+    r.step(tamper_reply=deal_badly)
+    out = r.server.outcome
+    assert isinstance(out, Abort) and out.reason is AbortReason.RECONSTRUCTION_FAILED
+    assert out.culprits == (owner,)
+    assert r.server.audit_record()["abort_culprits"] == [owner]
+    from secagg.errors import ProtocolAborted
+
+    with pytest.raises(ProtocolAborted) as info:
+        r.driver.result()
+    assert info.value.culprits == (owner,)
+
 # ================================================================ reviewer findings: PKI, signers, sparse arcs
 
 def test_malicious_mode_refuses_signing_keys_that_differ_from_the_trusted_ones():

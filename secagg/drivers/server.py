@@ -236,7 +236,8 @@ class ServerDriver:
         if outcome is None:
             raise LocalProtocolError("the round is not over")
         if isinstance(outcome, Abort):
-            raise ProtocolAborted(outcome.reason, f"at {outcome.stage}: {outcome.detail}")
+            raise ProtocolAborted(outcome.reason, f"at {outcome.stage}: {outcome.detail}",
+                                  culprits=outcome.culprits)
         params: Any = getattr(self.core, "params", None)
         summary = dict(params.summary()) if params is not None else {}
         fields: dict[str, Any] = dict(

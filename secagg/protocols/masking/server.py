@@ -281,7 +281,7 @@ class MaskingServer:
         try:
             out = getattr(self, f"_close_{self.stage.value}")()
         except _AbortNow as stop:
-            self.outcome = Abort(stop.reason, stop.detail, self.stage.value)
+            self.outcome = Abort(stop.reason, stop.detail, self.stage.value, stop.culprits)
             self.stage = Stage.ABORTED
             self._accumulator = np.zeros(0, dtype=self._accumulator.dtype)
             out = {}
@@ -562,7 +562,8 @@ class MaskingServer:
             secret = self._retry(holder[lo:hi], rows[lo:hi], functools.partial(check, v), suspects)
             if secret is None:
                 raise _AbortNow(AbortReason.RECONSTRUCTION_FAILED,
-                                f"the {what} of client {v} fails its round-0 commitment with every holder set tried")
+                                f"the {what} of client {v} fails its round-0 commitment with every holder set tried",
+                                culprits=(v,))
             out[v] = secret
         if suspects:
             self.suspected_holders.update(suspects)
@@ -640,11 +641,14 @@ class MaskingServer:
             rec["abort_reason"] = self.outcome.reason.value
             rec["abort_detail"] = self.outcome.detail
             rec["abort_stage"] = self.outcome.stage
+            if self.outcome.culprits:
+                rec["abort_culprits"] = list(self.outcome.culprits)
         return rec
 
 
 class _AbortNow(Exception):
-    def __init__(self, reason: AbortReason, detail: str):
+    def __init__(self, reason: AbortReason, detail: str, culprits: tuple[int, ...] = ()):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.culprits = culprits
