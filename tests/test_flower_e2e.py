@@ -161,7 +161,7 @@ def test_secure_fedavg_on_a_real_deployment(tmp_path):
 def test_supernode_killed_mid_round_is_recovered(tmp_path):
     t0 = time.monotonic()
     victim = 1
-    stage_timeout = 60.0
+    stage_timeout = 120.0
     # each round sends a node: 1 setup (train + keys), 2 key broadcast, 3 forwarded shares,
     # 4 unmask request. Killing the node when it pulls message 3 drops it in the
     # masked-input stage, after its key shares went out: the survivors' shares
@@ -247,7 +247,7 @@ def test_paillier_member_killed_during_decryption_is_recovered(tmp_path):
     # the recovery attempt.
     server, nodes = _deal(tmp_path, 4, 3)
     node_ids, result, _, out, audit, events = _run(
-        tmp_path, 4, {"num-server-rounds": 1, "fraction-evaluate": 0.0, "secagg-stage-timeout": 60.0,
+        tmp_path, 4, {"num-server-rounds": 1, "fraction-evaluate": 0.0, "secagg-stage-timeout": 120.0,
                       "secagg-straggler-grace": 3.0, **server},
         kill=(victim, 3), node_extra=nodes, insecure=True)  # the development set-up (--insecure) stays covered
     assert any(e.startswith(f"killed node {victim}") for e in events), events
@@ -257,7 +257,8 @@ def test_paillier_member_killed_during_decryption_is_recovered(tmp_path):
     assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())  # it submitted before dying
     assert report["dropped"] == {}
     assert report["failures"][dead].startswith("decrypt: no reply") and "deadline" not in report["failures"][dead]
-    assert report["stage_seconds"]["decrypt"] < 30, report["stage_seconds"]  # far from the 60 s deadline
+    # the straggler window closed the stage (at most 1.5 times what the others took): far from the 120 s deadline
+    assert report["stage_seconds"]["decrypt"] < 60, report["stage_seconds"]
     dec = report["decryption"]
     assert dec["recovery"] is True and dec["failed_members"] == [victim + 1]
     assert dec["recovery_asked"] and victim + 1 not in dec["recovery_asked"]
