@@ -641,7 +641,7 @@ class _Rejection:
         c_top = last - np.searchsorted(ascending, tops, side="right")
         c_bottom = last - np.searchsorted(ascending, bottoms, side="right")
         clean = (c_top == c_bottom) & (c_top < last) & (bottoms >= self.geo_hi[c_top + 1].astype(np.int64))
-        self.guide = np.where(clean, c_top, -1 - c_top).astype(np.int64)
+        self.guide = np.where(clean, c_top, -1 - c_top).astype(np.int32)
 
     def magnitude(self, rng: RandomSource, word: int, known: int) -> int:
         """``max{g : U < x_g}`` exactly, for ``U`` starting with ``word`` (32 bits)
@@ -661,36 +661,38 @@ class _Rejection:
             u, a = words[:k], words[k:]
             neg = a >= np.uint32(1 << _A_BITS)
             wa = a & np.uint32((1 << _A_BITS) - 1)
-            mag = self.guide[u >> np.uint32(_U_BITS - _GUIDE_BITS)]
-            known = np.ones(k, dtype=bool)
-            hard = np.nonzero(mag < 0)[0]
+            mag = self.guide[u >> np.uint32(_U_BITS - _GUIDE_BITS)]  # int32
+            unknown: "set[int]" = set()
+            hard = np.flatnonzero(mag < 0)
             if hard.size:
                 # c = #{g >= 1 : lo(x_g) > u}: U < x_c surely, and U >= x_{c+1} unless u < hi(x_{c+1})
                 uh = u[hard].astype(np.uint64)
-                c = -1 - mag[hard]
-                step = np.nonzero(self.geo_lo[c + 1] > uh)[0]
+                c = (-1 - mag[hard]).astype(np.int64)
+                step = np.flatnonzero(self.geo_lo[c + 1] > uh)
                 while step.size:
                     c[step] += 1
                     step = step[self.geo_lo[c[step] + 1] > uh[step]]
                 kn = c < last  # c == last: G >= last, its value is needed only if U' asks for it below
-                for i in np.nonzero(kn & (uh < self.geo_hi[np.minimum(c + 1, last)]))[0]:
+                for i in np.flatnonzero(kn & (uh < self.geo_hi[np.minimum(c + 1, last)])):
                     c[i] = self.magnitude(rng, int(uh[i]), int(c[i]))
                 mag[hard] = c
-                known[hard] = kn
+                unknown = set(hard[~kn].tolist())
             li = np.minimum(mag, self.size - 1)
             li[neg] += self.size
-            accept = known & (wa < self.acc_lo[li])
-            maybe = np.nonzero(~accept)[0]
+            accept = wa < self.acc_lo[li]
+            if unknown:
+                accept[list(unknown)] = False
+            maybe = np.flatnonzero(~accept)
             for i in maybe[wa[maybe] < self.acc_hi[li[maybe]]]:
                 side = bool(neg[i])
-                if not known[i]:
+                if int(i) in unknown:
                     mag[i] = self.magnitude(rng, int(u[i]), last)
                 if side and (mag[i] == 0 or (self.neg_max is not None and int(mag[i]) > self.neg_max)):
                     continue
                 accept[i] = self.acc_exact(_LazyUniform(rng, int(wa[i]), _A_BITS), side, int(mag[i]))
             values = np.where(neg, -mag, mag)
             if self.offset:
-                values += self.offset
+                values = values + np.int64(self.offset)
             out[todo[accept]] = values[accept]
             todo = todo[~accept]
         return out
