@@ -70,7 +70,25 @@ operator, not by the server:
 * ``secagg-committee-key`` and ``secagg-key-share``: the Paillier decryption
   committee's public key file (pinned: rounds under another key are refused)
   and this node's share file (:mod:`secagg.flower.keys`);
-* ``secagg-min-key-bits``: refuse a committee key smaller than this (2048).
+* ``secagg-min-key-bits``: refuse a committee key smaller than this (2048);
+* ``secagg-require-dp``: refuse training rounds without distributed
+  differential privacy (default false), so a server cannot switch DP off for
+  this node;
+* ``secagg-dp-max-round-epsilon``: refuse a training round whose DP
+  parameters give more than this epsilon for one round (at the round's own
+  survivor floor ``n_min``, the fewest whose sum the server can release, and
+  at ``secagg-dp-policy-delta``, default 1e-5), computed by the node itself
+  from the round's noise, granularity, clip and bits with
+  :func:`secagg.dp.accounting.round_guarantee` (no subsampling credit: the
+  node cannot check the server's sampling); a round without DP is refused
+  too. Needs ``dp-accounting`` on the node (without it such rounds are
+  refused). Private-metrics (evaluation) rounds are not DP rounds and are
+  not subject to these two settings.
+
+In a DP training round the node's weight is 1 whatever reply metric the
+server names (the round is unweighted: a weight would be released without
+noise), and its update is clipped in L2 and noised by the DP encoding before
+masking or encryption (protocols/dp/SPEC.md §9).
 """
 
 from __future__ import annotations
@@ -79,6 +97,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -91,16 +110,18 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
 
 from ..drivers.client import ClientDriver, Contribution
-from ..drivers.committee import CommitteeClientRole
+from ..drivers.committee import CommitteeClientRole, DPDecryptorRecord
 from ..drivers.masking import MaskingClientRole, MaskingRecord
 from ..drivers.store import DirectoryStore, StageAlreadyAnswered, StateStore, check_private_directory
+from ..dp.round import DPRoundParams
 from ..encoding import wire
 from ..encoding.fixed_point import check_finite
 from ..errors import AbortReason, LocalProtocolError, ParameterError, RemoteProtocolError, SecAggError
 from ..primitives import paillier as pl
 from ..primitives import threshold_paillier as tp
 from ..protocols.masking import MaskingParams
-from ..protocols.paillier.params import PaillierParams
+from ..protocols.masking.params import DPMaskingParams
+from ..protocols.paillier.params import DPPaillierParams, PaillierParams
 from ..protocols.paillier.threshold import CommitteeKey, DecryptorRecord
 from ..protocols.stages import Stage
 from .keys import load_committee_key, load_key_share, load_signing_key, load_trusted_keys, verification_key
@@ -343,6 +364,59 @@ def _node_int(context: Context, key: str, default: int) -> int:
     return value
 
 
+def _node_float(context: Context, key: str) -> float | None:
+    """An optional positive number of the node config (``None`` if absent)."""
+    value = context.node_config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise _Refused(f"node config {key} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+#: The delta at which a node computes a round's epsilon for ``secagg-dp-max-round-epsilon`` (node config
+#: ``secagg-dp-policy-delta``).
+DP_POLICY_DELTA = 1e-5
+
+
+def round_epsilon(dp: DPRoundParams, delta: float = DP_POLICY_DELTA) -> float:
+    """The epsilon of one round with these DP parameters at ``delta``, for
+    ``dp.n_min`` survivors (the fewest whose sum the round can release: more
+    survivors only add noise) and no subsampling; computed from the noise,
+    granularity, clip and bits alone (needs ``dp-accounting``)."""
+    from ..dp.accounting import round_guarantee
+
+    return float(round_guarantee(dp.pipeline, dp.n_min, delta, 1.0).epsilon)
+
+
+def _dp_policy(context: Context, dp: DPRoundParams | None) -> None:
+    """This node's DP rules for a training round (node config
+    ``secagg-require-dp``, ``secagg-dp-max-round-epsilon``,
+    ``secagg-dp-policy-delta``): raises :class:`_Refused`."""
+    require = _node_bool(context, "secagg-require-dp", False)
+    max_epsilon = _node_float(context, "secagg-dp-max-round-epsilon")
+    if dp is None:
+        if require or max_epsilon is not None:
+            why = "secagg-require-dp" if require else f"secagg-dp-max-round-epsilon = {max_epsilon:g}"
+            raise _Refused(f"this node trains only in rounds with distributed differential privacy (node config "
+                           f"{why}); the round has none (the run needs secagg-dp-epsilon > 0)")
+        return
+    if max_epsilon is None:
+        return
+    delta = _node_float(context, "secagg-dp-policy-delta") or DP_POLICY_DELTA
+    if delta >= 1:
+        raise _Refused(f"node config secagg-dp-policy-delta must be in (0, 1), got {delta!r}")
+    try:
+        epsilon = round_epsilon(dp, delta)
+    except ImportError as exc:  # cannot check the round: fail closed
+        raise _Refused(f"node config secagg-dp-max-round-epsilon needs the dp-accounting package on this node: "
+                       f"{exc}") from None
+    if not epsilon <= max_epsilon:
+        raise _Refused(f"the round's DP parameters give epsilon {epsilon:.4g} for one round (at delta {delta:g}, "
+                       f"{dp.n_min} survivors); this node allows at most {max_epsilon:g} (node config "
+                       f"secagg-dp-max-round-epsilon)")
+
+
 def _node_path(context: Context, key: str, why: str) -> str:
     value = context.node_config.get(key)
     if not isinstance(value, str) or not value:
@@ -391,14 +465,17 @@ def _committee_role(context: Context, committee: CommitteeKey, holder: int, shar
     return CommitteeClientRole(holder, committee, share, min_clients=min_clients, min_key_bits=min_key_bits)
 
 
-def _node_policy(context: Context, client_id: int) -> Callable[[MaskingParams], None]:
+def _node_policy(context: Context, client_id: int, training: bool = True) -> Callable[[MaskingParams], None]:
     """This node's operator's rules for a round, as the role's ``check_params``
-    (raises :class:`_Refused`, a :class:`~secagg.errors.ParameterError`)."""
+    (raises :class:`_Refused`, a :class:`~secagg.errors.ParameterError`);
+    ``training``: the DP rules apply (not to private-metrics rounds)."""
     min_clients = _node_int(context, "secagg-min-clients", 2)
 
     def check(params: MaskingParams) -> None:
         if params.n < min_clients:
             raise _Refused(f"round has {params.n} participants; this node requires at least {min_clients}")
+        if training:
+            _dp_policy(context, params.dp)
         if params.malicious_server:
             own = verification_key(_signing_key(context))
             trusted = load_trusted_keys(_node_path(context, "secagg-trusted-keys", "the malicious-server mode"))
@@ -504,7 +581,8 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
     """A masking round's first message: check the round, train (or, with
     ``metrics``, evaluate: a private-metrics round), and advertise keys."""
     payload = bytes_field(rec, "payload")
-    params = wire.decode(payload, MaskingParams)  # validates the threat model and ring size
+    # validates the threat model and ring size (a DP round's parameters: the DP parameters' wrap check too)
+    params: MaskingParams = wire.decode(payload, (MaskingParams, DPMaskingParams))
     store = node_store(context)
     store.retire(params.session_id)  # a new round: the one before is over for this node, secrets and all
     client_id = rec.get("client-id")
@@ -521,12 +599,13 @@ def _setup(msg: Message, rec: ConfigRecord, context: Context, call_next: ClientA
         names = keys.split(",") if isinstance(keys, str) and keys else []
         if not names or len(set(names)) != len(names) or len(names) != params.dim:
             raise _Refused(f"an evaluation round must name {params.dim} distinct metrics (metric-keys), got {keys!r}")
-    policy = _node_policy(context, client_id)
+    policy = _node_policy(context, client_id, training=not metrics)
     policy(params)  # before training: a round this node refuses costs it nothing
     if metrics:
         trained = _evaluate(msg, context, call_next, arrays_key, weighted_by, names)
-    else:
-        trained = _train(msg, context, call_next, arrays_key, weighted_by, params.dim)
+    else:  # a DP round is unweighted: weight 1, whatever metric the server names
+        trained = _train(msg, context, call_next, arrays_key, "" if params.dp is not None else weighted_by,
+                         params.dim)
     if isinstance(trained, Message):
         return trained
     update, weight = trained
@@ -600,7 +679,8 @@ def _setup_paillier(msg: Message, rec: ConfigRecord, context: Context, call_next
     committee role, which encrypts and submits it and registers the session
     for the decryption request to come."""
     payload = bytes_field(rec, "payload")
-    params = wire.decode(payload, PaillierParams)  # validates the packing layout against overflow
+    # validates the packing layout against overflow (a DP round's parameters: the DP parameters' too)
+    params: PaillierParams = wire.decode(payload, (PaillierParams, DPPaillierParams))
     committee, holder, share = _committee_member(context)
     role = _committee_role(context, committee, holder, share)
     client_id = rec.get("client-id")
@@ -621,9 +701,12 @@ def _setup_paillier(msg: Message, rec: ConfigRecord, context: Context, call_next
     if params.min_clients < floor:
         raise _Refused(f"the round would decrypt an aggregate of {params.min_clients} client(s); this node "
                        f"requires at least {floor} (node config secagg-min-clients)")
+    _dp_policy(context, params.dp)
     store = node_store(context)
     store.retire(params.session_id)  # a new round this node takes part in: the one before is over for it
-    trained = _train(msg, context, call_next, arrays_key, weighted_by, params.vector_length)
+    # a DP round is unweighted: weight 1, whatever metric the server names
+    trained = _train(msg, context, call_next, arrays_key, "" if params.dp is not None else weighted_by,
+                     params.vector_length)
     if isinstance(trained, Message):
         return trained
     update, weight = trained
@@ -646,7 +729,7 @@ def _step_paillier(msg: Message, rec: ConfigRecord, context: Context) -> Message
     saved = store.current()
     if saved is None:
         raise _Refused("no secure-aggregation round in progress on this node (it may have restarted)")
-    if not isinstance(saved, DecryptorRecord):
+    if not isinstance(saved, (DecryptorRecord, DPDecryptorRecord)):
         raise _Refused("this node's saved round state is not a Paillier committee member's")
     committee, holder, share = _committee_member(context)
     driver = ClientDriver(_committee_role(context, committee, holder, share), store)

@@ -38,6 +38,18 @@ updates), Decrypt (each member that submitted decrypts its part of the
 aggregate, with a proof) and, when some ciphertexts lack ``t`` valid shares,
 Decrypt recovery. A member lost during decryption is given up like a dropped
 node; the others decrypt its part in the recovery attempt.
+
+With distributed differential privacy (``secagg-dp-epsilon`` > 0) every
+training round carries fresh :class:`~secagg.dp.DPRoundParams` in its
+parameters (a new public rotation seed each round; the noise calibrated for
+the round's survivor floor: the masking threshold, or the Paillier
+decryption floor), so each node clips its update in L2 and adds its share of
+discrete noise before masking or encryption; :class:`DPBudget` composes each
+completed round's :class:`~secagg.dp.DPRoundReport` in an accountant kept
+across rounds, the round's epsilon and the epsilon spent so far are logged and
+go into the :class:`RoundReport` (``dp``), and with adaptive clipping the next
+round's clip comes from the report. An aborted round releases nothing and
+spends nothing.
 """
 
 from __future__ import annotations
@@ -56,11 +68,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from ..aggregation import AVERAGING_RULES, Rule, get_rule
+from ..dp.plan import DPConfig
+from ..dp.round import DPRoundParams, DPRoundReport
 from ..drivers.observer import TO_CLIENT, Observer, Observers
 from ..drivers.server import ServerDriver
-from ..errors import AbortReason, ParameterError, ProtocolAborted, RemoteProtocolError
+from ..errors import AbortReason, LocalProtocolError, ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer
 from ..protocols.paillier import PaillierParams, PaillierServer, PublicKeyMessage
+from ..protocols.paillier.params import default_min_clients
 from ..protocols.paillier.messages import KeyMismatch, UnexpectedSender
 from ..protocols.paillier.threshold import CommitteeKey
 from ..protocols.stages import Stage
@@ -71,7 +86,7 @@ from .settings import SecAggSettings
 
 __all__ = ["SecAggFedAvg", "RoundReport", "EarlyClose", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes",
            "identify_holders", "exchange", "make_params", "make_paillier_params", "training_rule",
-           "run_secure_evaluation", "metrics_settings"]
+           "run_secure_evaluation", "metrics_settings", "DPBudget"]
 
 log = logging.getLogger("flwr.secagg")
 
@@ -104,6 +119,9 @@ class RoundReport:
     # Paillier: the decryption committee (holders, threshold, key id, the members asked, those whose
     # shares failed, whether a recovery attempt ran)
     decryption: dict[str, Any] = field(default_factory=dict)
+    # distributed DP (a completed DP round): the round's epsilon, the epsilon spent so far, survivors,
+    # noise standard deviations, clip (DPBudget.record)
+    dp: dict[str, Any] = field(default_factory=dict)
 
     def to_json_dict(self, with_aggregate: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,12 +138,91 @@ class RoundReport:
             out["verification_keys"] = {str(k): v.hex() for k, v in self.verification_keys.items()}
         if self.decryption:
             out["decryption"] = self.decryption
+        if self.dp:
+            out["dp"] = self.dp
         if with_aggregate and self.mean_update is not None:
             out["mean_update"] = self.mean_update.tolist()
         return out
 
     def to_json(self, with_aggregate: bool = False) -> str:
         return json.dumps(self.to_json_dict(with_aggregate), indent=1)
+
+
+class DPBudget:
+    """A run's distributed-DP budget, kept across its training rounds.
+
+    ``config`` is the plan (:class:`~secagg.dp.DPConfig`: the target
+    ``(epsilon, delta)`` over ``rounds`` rounds); :meth:`round_params` gives a
+    round's :class:`~secagg.dp.DPRoundParams` (noise for ``n_min``
+    survivors, the wrap check for ``n_max`` nodes, a fresh public rotation
+    seed); :meth:`record` composes a completed round's report in the
+    accountant and, with adaptive clipping, moves the clip for the next round.
+    Only completed rounds are recorded: an aborted round releases nothing.
+    Needs ``dp-accounting`` (the ``dp`` extra): without it the budget is a
+    :class:`SecAggConfigError` before any message is sent."""
+
+    def __init__(self, config: DPConfig):
+        if not isinstance(config, DPConfig):
+            raise SecAggConfigError("a DP budget takes a secagg.dp.DPConfig")
+        try:
+            from ..dp.accounting import DPAccountant
+        except ImportError as exc:
+            raise SecAggConfigError(f"secagg-dp-epsilon needs the dp-accounting package on the server (pip install "
+                                    f"'secagg[dp]'): {exc}") from None
+        self.target = config
+        self.config = config
+        self.accountant = DPAccountant()
+        self.reports: list[DPRoundReport] = []
+
+    @classmethod
+    def of(cls, settings: SecAggSettings, rounds: int | None = None) -> "DPBudget | None":
+        """The budget of a run with ``settings`` and ``rounds`` training rounds
+        (``None`` if DP is off); a :class:`SecAggConfigError` for a plan that
+        cannot cover them."""
+        try:
+            config = settings.dp_config(rounds)
+        except ParameterError as exc:
+            raise SecAggConfigError(str(exc)) from None
+        return None if config is None else cls(config)
+
+    @property
+    def spent(self) -> float:
+        """The epsilon (at the plan's delta) of every round recorded so far."""
+        return self.accountant.epsilon(self.target.delta) if self.reports else 0.0
+
+    def round_params(self, dim: int, n_min: int, n_max: int) -> DPRoundParams:
+        """The next round's DP parameters (a fresh 32-byte rotation seed)."""
+        return self.config.round_params(dim, n_min=n_min, n_max=n_max)
+
+    def record(self, report: DPRoundReport) -> dict[str, Any]:
+        """Compose a completed round; returns what the round report keeps."""
+        if not isinstance(report, DPRoundReport):
+            raise ParameterError("a DP round must report a DPRoundReport")
+        self.accountant.add_report(report)
+        self.reports.append(report)
+        self.config = self.config.after(report)
+        std = math.sqrt(report.noise_variance)
+        p = report.params
+        return {"mechanism": report.mechanism, "epsilon_round": report.epsilon, "epsilon_spent": self.spent,
+                "epsilon_target": self.target.epsilon, "delta": self.target.delta,
+                "rounds_released": len(self.reports), "rounds_planned": self.target.rounds,
+                "survivors": report.survivors, "n_min": p.n_min, "n_max": p.n_max, "noise_std": std,
+                "mean_noise_std": std / report.survivors, "clip": report.clip,
+                "clipped_fraction": report.clipped_fraction, "next_clip": report.next_clip, "bits": p.bits,
+                "granularity": p.granularity}
+
+
+def _log_dp(server_round: int, dp: Mapping[str, Any]) -> None:
+    log.info("secagg: round %d: DP (%s): epsilon %.4g this round, %.4g spent over %d of %d planned round(s) "
+             "(target %.4g at delta %g); %d survivors (noise calibrated for %d); noise std %.4g on the sum, %.4g on "
+             "the mean; L2 clip %.4g%s", server_round, dp["mechanism"], dp["epsilon_round"], dp["epsilon_spent"],
+             dp["rounds_released"], dp["rounds_planned"], dp["epsilon_target"], dp["delta"], dp["survivors"],
+             dp["n_min"], dp["noise_std"], dp["mean_noise_std"], dp["clip"],
+             "" if dp["next_clip"] is None else
+             f", noised clipped fraction {dp['clipped_fraction']:.3g}, next clip {dp['next_clip']:.4g}")
+    if dp["epsilon_spent"] > dp["epsilon_target"] * (1 + 1e-9):
+        log.warning("secagg: round %d: the epsilon spent (%.4g) exceeds the target %.4g", server_round,
+                    dp["epsilon_spent"], dp["epsilon_target"])
 
 
 #: Seconds between two asks of which nodes Flower still lists as online (``grid.get_node_ids()``).
@@ -331,7 +428,8 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
                      config_key: str = "config", message_type: str = MessageType.TRAIN,
                      signing_keys: Mapping[int, bytes] | None = None,
                      holder_ids: Mapping[int, int] | None = None,
-                     observer: Observer | None = None) -> tuple[RoundReport, ArrayRecord | None]:
+                     observer: Observer | None = None,
+                     dp_budget: DPBudget | None = None) -> tuple[RoundReport, ArrayRecord | None]:
     """One training round under secure aggregation with the given nodes.
 
     ``rule`` (a :class:`~secagg.aggregation.Rule` or a rule name; default
@@ -354,16 +452,22 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
     (:func:`identify_holders`), and nodes that cannot tell a holder id of
     this committee, or tell one another node tells too, are left out.
 
+    With DP on (``settings.dp``) the round is a distributed-DP round under
+    ``dp_budget`` (:class:`DPBudget`, kept by the caller across the run's
+    rounds; required): the report's ``dp`` holds the round's epsilon and the
+    epsilon spent so far, and the budget records the round.
+
     Raises :class:`SecAggConfigError` if the parameters cannot be secure and
     :class:`~secagg.errors.ProtocolAborted` if the round aborted and
     ``settings.on_abort == "raise"``."""
     the_rule = training_rule(settings.rule if rule is None else rule, server_learning_rate)
+    _check_dp_round(settings, the_rule, dp_budget)
     nodes = tuple(sorted(set(int(n) for n in node_ids)))
     layout = ModelLayout.of(arrays)
     if settings.protocol == "paillier":
         return _run_paillier_round(grid, nodes, arrays, train_config, settings, server_round, the_rule, layout,
                                    arrays_key=arrays_key, config_key=config_key, message_type=message_type,
-                                   holder_ids=holder_ids or {}, observer=observer)
+                                   holder_ids=holder_ids or {}, observer=observer, dp_budget=dp_budget)
     setup: dict[str, int | str] = {"arrays-key": arrays_key,
                                    # rules without weights get weight 1 from every node
                                    "weighted-by": settings.weighted_by if the_rule.uses_weights else ""}
@@ -373,15 +477,32 @@ def run_secure_round(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, t
         content[config_key] = train_config
 
     driver, report, node_of = _masking_round(grid, nodes, settings, server_round, the_rule, layout.dim, message_type,
-                                             setup, opening, signing_keys, observer)
+                                             setup, opening, signing_keys, observer, dp_budget)
     with driver:
-        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays, dp_budget)
+
+
+def _check_dp_round(settings: SecAggSettings, the_rule: Rule, dp_budget: DPBudget | None) -> None:
+    """Before any message: a DP round is unweighted and runs under a budget
+    kept across the run's rounds; a budget without DP settings is refused too."""
+    if not settings.dp:
+        if dp_budget is not None:
+            raise SecAggConfigError("a DP budget was given but secagg-dp-epsilon is 0 (DP off)")
+        return
+    if the_rule.uses_weights:
+        raise SecAggConfigError(f"a DP round is unweighted (a node's weight would be released without noise): "
+                                f"the rule must be 'mean', not {the_rule.name!r}")
+    if not isinstance(dp_budget, DPBudget):
+        raise SecAggConfigError("secagg-dp-epsilon > 0: a DP round needs the run's DPBudget (DPBudget.of(settings, "
+                                "rounds), kept across the rounds so that their epsilons compose); SecAggFedAvg "
+                                "keeps one")
 
 
 def _masking_round(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings, server_round: int, the_rule: Rule,
                    dim: int, message_type: str, setup: Mapping[str, int | str],
                    opening: Callable[[RecordDict], None], signing_keys: Mapping[int, bytes] | None,
-                   observer: Observer | None) -> tuple[ServerDriver, RoundReport, dict[int, int]]:
+                   observer: Observer | None,
+                   dp_budget: DPBudget | None = None) -> tuple[ServerDriver, RoundReport, dict[int, int]]:
     """Run a masking round of ``dim`` values over the Grid; the first
     message to each node carries ``setup`` and whatever ``opening`` adds.
     Returns the driver (its outcome), the report so far and the client id ->
@@ -394,10 +515,12 @@ def _masking_round(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings,
     client_of = {node: i + 1 for i, node in enumerate(nodes)}
     node_of = {c: n for n, c in client_of.items()}
     params = make_params(settings, len(nodes), dim, server_round,
-                         {client_of[n]: keys_by_node[n] for n in nodes} if settings.malicious_server else None)
-    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values, rule %s%s",
+                         {client_of[n]: keys_by_node[n] for n in nodes} if settings.malicious_server else None,
+                         dp_budget=dp_budget)
+    log.info("secagg: round %d: %s with %d nodes, threshold %d, %d neighbours each, %d values, rule %s%s%s",
              server_round, params.protocol_name, params.n, params.threshold, params.degree, dim,
-             the_rule.name, "" if message_type == MessageType.TRAIN else f" ({message_type})")
+             the_rule.name, "" if message_type == MessageType.TRAIN else f" ({message_type})",
+             _dp_opening(params.dp))
 
     stages = StageLog(server_round)
     driver = ServerDriver(MaskingServer(params), the_rule,
@@ -425,10 +548,12 @@ def _masking_round(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings,
 def metrics_settings(settings: SecAggSettings) -> SecAggSettings:
     """The settings of a private-metrics round: the run's, with the metrics'
     clip, a masking protocol (SecAgg+ in a Paillier run, whose committee
-    decrypts training rounds only) and the FedAvg rule."""
+    decrypts training rounds only), the FedAvg rule and no DP (the metrics
+    are not noised)."""
     masking = settings.protocol if settings.protocol != "paillier" else "secagg+"
+    # evaluation metrics are not noised: DP (secagg-dp-*) covers the training updates only
     return dataclasses.replace(settings, protocol=masking, clip=settings.metrics_clip, committee_key="",
-                               rule="fedavg")
+                               rule="fedavg", dp_epsilon=0.0)
 
 
 def run_secure_evaluation(grid: Grid, node_ids: Iterable[int], arrays: ArrayRecord, evaluate_config: ConfigRecord,
@@ -528,9 +653,11 @@ def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, clie
 
 
 def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, int], settings: SecAggSettings,
-              the_rule: Rule, layout: ModelLayout, arrays: ArrayRecord) -> tuple[RoundReport, ArrayRecord | None]:
+              the_rule: Rule, layout: ModelLayout, arrays: ArrayRecord,
+              dp_budget: DPBudget | None = None) -> tuple[RoundReport, ArrayRecord | None]:
     """The round's report and new global model from the driver's outcome
-    (raises :class:`ProtocolAborted` on an abort if ``settings.on_abort`` says so)."""
+    (raises :class:`ProtocolAborted` on an abort if ``settings.on_abort`` says so).
+    A completed DP round is recorded in ``dp_budget`` (an aborted one spends nothing)."""
     server_round = report.server_round
     outcome = driver.outcome
     if isinstance(outcome, Abort):
@@ -547,6 +674,11 @@ def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, i
     report.dropped = {node_of[c]: s for c, s in result.dropped.items() if c in node_of}
     report.sum_weights = result.sum_weights
     report.mean_update = result.aggregate
+    if dp_budget is not None:
+        if result.dp is None:  # the round's parameters carried DP: its result must report it
+            raise LocalProtocolError(f"round {server_round}: the DP round's result carries no DP report")
+        report.dp = dp_budget.record(result.dp)
+        _log_dp(server_round, report.dp)
     new_vector = the_rule.apply(layout.to_vector(arrays), result.aggregate)
     log.info("secagg: round %d: aggregated %d of %d nodes%s", server_round, len(report.included),
              len(report.nodes), f" (dropped: {len(report.dropped)})" if report.dropped else "")
@@ -563,15 +695,21 @@ def server_committee(settings: SecAggSettings) -> CommitteeKey:
 
 
 def make_paillier_params(settings: SecAggSettings, committee: CommitteeKey, dim: int, rule: Rule,
-                         server_round: int = 0) -> PaillierParams:
+                         server_round: int = 0, dp_budget: DPBudget | None = None) -> PaillierParams:
     """A Paillier round's parameters: every committee member is invited (the
     packing layout is sized for all of them, and the decryption floor is a
-    majority of them); the encoding is the run config's. A
-    :class:`SecAggConfigError` names the Flower-side fix when the packing
-    layout cannot hold the sum without overflow."""
+    majority of them); the encoding is the run config's. With ``dp_budget``
+    the round is a DP round: the noise is calibrated for the decryption floor
+    (the fewest submissions the round decrypts), the wrap check covers every
+    member. A :class:`SecAggConfigError` names the Flower-side fix when the
+    packing layout cannot hold the sum without overflow."""
+    key = PublicKeyMessage.from_key(committee.public_key)
     try:
-        return PaillierParams.create(PublicKeyMessage.from_key(committee.public_key), committee.holders, dim,
-                                     encoding=settings.encoding, rule=rule)
+        if dp_budget is None:
+            return PaillierParams.create(key, committee.holders, dim, encoding=settings.encoding, rule=rule)
+        floor = default_min_clients(len(committee.holders))
+        dp = dp_budget.round_params(dim, n_min=floor, n_max=len(committee.holders))
+        return PaillierParams.create(key, committee.holders, dim, rule=rule, min_clients=floor, dp=dp)
     except ParameterError as exc:
         raise SecAggConfigError(
             f"a Paillier round {server_round} for a committee of {len(committee.holders)} with a "
@@ -632,14 +770,15 @@ def identify_holders(grid: Grid, node_ids: Iterable[int], settings: SecAggSettin
 def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord, train_config: ConfigRecord,
                         settings: SecAggSettings, server_round: int, the_rule: Rule, layout: ModelLayout, *,
                         arrays_key: str, config_key: str, message_type: str, holder_ids: Mapping[int, int],
-                        observer: Observer | None) -> tuple[RoundReport, ArrayRecord | None]:
+                        observer: Observer | None,
+                        dp_budget: DPBudget | None = None) -> tuple[RoundReport, ArrayRecord | None]:
     """One Paillier round decrypted by the committee: identify (holder ids),
     Submit (the nodes train, encrypt and submit), Decrypt (each member that
     submitted decrypts its part of the aggregate, with a proof), and Decrypt
     recovery when some ciphertexts lack ``t`` valid shares. The server never
     holds the decryption key."""
     committee = server_committee(settings)
-    params = make_paillier_params(settings, committee, layout.dim, the_rule, server_round)
+    params = make_paillier_params(settings, committee, layout.dim, the_rule, server_round, dp_budget)
     # holder ids: the known ones (of this committee), the others asked
     known = {n: h for n, h in holder_ids.items() if n in nodes and h in committee.holders}
     failures: dict[int, str] = {}
@@ -659,9 +798,9 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
     node_of = {h: n for n, h in client_of.items()}
     t = committee.threshold
     log.info("secagg: round %d: paillier, %d-bit committee key %s: any %d of %d members decrypt; members by node: "
-             "%s; %d values, rule %s", server_round, committee.public_key.key_bits, committee.key_id.hex()[:16], t,
+             "%s; %d values, rule %s%s", server_round, committee.public_key.key_bits, committee.key_id.hex()[:16], t,
              len(committee.holders), ", ".join(f"{n}->{h}" for n, h in sorted(client_of.items())) or "none",
-             layout.dim, the_rule.name)
+             layout.dim, the_rule.name, _dp_opening(params.dp))
     absent = [h for h in committee.holders if h not in node_of]
     decryption: dict[str, Any] = {"committee": list(committee.holders), "threshold": t,
                                   "committee_key_id": committee.key_id.hex(), "absent_members": absent,
@@ -721,7 +860,7 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
         for node, why in sorted(report.failures.items()):
             log.warning("secagg: round %d: node %d dropped at %s", server_round, node, why)
         report.stage_seconds = stages.seconds
-        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays)
+        return _conclude(driver, report, node_of, settings, the_rule, layout, arrays, dp_budget)
 
 
 def _failed_members(driver: ServerDriver) -> list[int]:
@@ -762,16 +901,38 @@ def identify_nodes(grid: Grid, node_ids: Iterable[int], settings: SecAggSettings
     return keys, failed
 
 
+def _dp_opening(dp: DPRoundParams | None) -> str:
+    if dp is None:
+        return ""
+    return (f", DP {dp.mechanism} (noise for {dp.n_min} survivors, L2 clip {dp.clip:.4g}, {dp.bits} bits"
+            f"{', adaptive clip' if dp.adaptive else ''})")
+
+
 def make_params(settings: SecAggSettings, num_nodes: int, dim: int, server_round: int = 0,
-                signing_keys: Mapping[int, bytes] | None = None) -> MaskingParams:
+                signing_keys: Mapping[int, bytes] | None = None,
+                dp_budget: DPBudget | None = None) -> MaskingParams:
     """The round's protocol parameters; a :class:`SecAggConfigError` that names
-    the Flower-side fix when they cannot be secure."""
+    the Flower-side fix when they cannot be secure. With ``dp_budget`` the
+    round is a DP round: the threshold and degree are derived first, then the
+    noise is calibrated for ``threshold`` survivors (the fewest whose sum the
+    server can release) with the wrap check for ``num_nodes``."""
+    ids = list(range(1, num_nodes + 1))
     try:
+        if dp_budget is None:
+            return MaskingParams.create(
+                ids, dim, protocol=settings.protocol,
+                dropout_tolerance=settings.dropout_tolerance, corrupt_fraction=settings.corrupt_fraction,
+                threshold=settings.threshold, degree=settings.degree, encoding=settings.encoding,
+                malicious_server=settings.malicious_server, signing_keys=signing_keys)
+        shape = MaskingParams.create(ids, dim, protocol=settings.protocol,
+                                     dropout_tolerance=settings.dropout_tolerance,
+                                     corrupt_fraction=settings.corrupt_fraction, threshold=settings.threshold,
+                                     degree=settings.degree)
+        dp = dp_budget.round_params(dim, n_min=shape.threshold, n_max=num_nodes)
         return MaskingParams.create(
-            list(range(1, num_nodes + 1)), dim, protocol=settings.protocol,
-            dropout_tolerance=settings.dropout_tolerance, corrupt_fraction=settings.corrupt_fraction,
-            threshold=settings.threshold, degree=settings.degree, encoding=settings.encoding,
-            malicious_server=settings.malicious_server, signing_keys=signing_keys)
+            ids, dim, protocol=settings.protocol, dropout_tolerance=settings.dropout_tolerance,
+            corrupt_fraction=settings.corrupt_fraction, threshold=shape.threshold, degree=shape.degree,
+            malicious_server=settings.malicious_server, signing_keys=signing_keys, dp=dp)
     except ParameterError as exc:
         raise SecAggConfigError(
             f"secure aggregation cannot run round {server_round} with {num_nodes} node(s): {exc}. "
@@ -809,7 +970,15 @@ class SecAggFedAvg(FedAvg):
 
     Training metrics are not aggregated from the nodes (per-node metrics would
     reveal what the aggregate hides); ``train_metrics_clientapp`` holds the
-    round's secure-aggregation statistics instead."""
+    round's secure-aggregation statistics instead.
+
+    With ``secagg-dp-epsilon`` > 0, :meth:`start` makes the run's
+    :class:`DPBudget` (:attr:`dp_budget`; its epsilon covers
+    ``secagg-dp-rounds`` rounds, by default the ``num_rounds`` it runs) and
+    every training round is a distributed-DP round under it; each round's
+    report holds its epsilon and the epsilon spent so far (``dp``), also
+    logged and put in ``train_metrics_clientapp`` (``secagg-dp-epsilon-round``,
+    ``secagg-dp-epsilon-spent``, ``secagg-dp-clip``)."""
 
     def __init__(self, *, settings: SecAggSettings | None = None, rule: "Rule | str | None" = None,
                  server_learning_rate: float | None = None,
@@ -833,6 +1002,10 @@ class SecAggFedAvg(FedAvg):
         self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
         self.holder_ids: dict[int, int] = {}  # Paillier: committee holder ids by node id
         self.eval_reports: list[RoundReport] = []  # private metrics: one per evaluation round
+        self.dp_budget: DPBudget | None = None  # DP: the run's budget, made by start()
+        if self.settings.dp and self.rule.uses_weights:
+            raise SecAggConfigError(f"a DP round is unweighted (a node's weight would be released without noise): "
+                                    f"the rule must be 'mean', not {self.rule.name!r}")
         if self.settings.private_metrics and evaluate_metrics_aggr_fn is not None:
             raise SecAggConfigError("evaluate_metrics_aggr_fn sees every node's metrics: it cannot be used with "
                                     "private metrics (secagg-private-metrics = true, the default)")
@@ -844,6 +1017,10 @@ class SecAggFedAvg(FedAvg):
     def summary(self) -> None:
         super().summary()
         s = self.settings
+        if s.dp:
+            log.info("\t└──> Distributed DP: %s, epsilon %g at delta %g over %s training round(s), L2 clip %g%s, "
+                     "%d bits; evaluation metrics are not noised", s.dp_mechanism, s.dp_epsilon, s.dp_delta,
+                     s.dp_rounds or "the run's", s.dp_clip, " (adaptive)" if s.dp_adaptive_clip else "", s.dp_bits)
         if s.protocol == "paillier":
             log.info("\t└──> Secure aggregation: paillier, decrypted by the committee of %s, clip %g, %d fractional "
                      "bits, max weight %g, rule %s%s, server lr %g", s.committee_key, s.clip, s.frac_bits,
@@ -877,6 +1054,7 @@ class SecAggFedAvg(FedAvg):
                                     "\"eval-loss,eval-accuracy\"), or fraction-evaluate = 0, or "
                                     "secagg-private-metrics = false for plain per-node metrics")
         ModelLayout.of(initial_arrays)  # fail early on a model with nothing to aggregate
+        self.dp_budget = DPBudget.of(self.settings, num_rounds)  # the epsilon covers the rounds run here
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
         result = Result(arrays=initial_arrays)
@@ -897,7 +1075,8 @@ class SecAggFedAvg(FedAvg):
                 report, new_arrays = run_secure_round(
                     grid, node_ids, arrays, config, self.settings, server_round,
                     rule=self.rule, arrays_key=self.arrayrecord_key, config_key=self.configrecord_key,
-                    signing_keys=self.node_keys, holder_ids=self.holder_ids, observer=self.observer)
+                    signing_keys=self.node_keys, holder_ids=self.holder_ids, observer=self.observer,
+                    dp_budget=self.dp_budget)
                 self.reports.append(report)
                 self.node_keys.update(report.verification_keys)
                 if self.settings.protocol == "paillier":
@@ -907,10 +1086,15 @@ class SecAggFedAvg(FedAvg):
                 if new_arrays is not None:
                     arrays = new_arrays
                     result.arrays = arrays
-                result.train_metrics_clientapp[server_round] = MetricRecord({
+                train_metrics = MetricRecord({
                     "secagg-completed": int(report.outcome == "completed"),
                     "secagg-included": len(report.included), "secagg-dropped": len(report.dropped),
                     "secagg-sum-weights": float(report.sum_weights or 0.0)})
+                if self.dp_budget is not None:  # an aborted round spends nothing: the spent epsilon stays
+                    train_metrics["secagg-dp-epsilon-round"] = float(report.dp.get("epsilon_round", 0.0))
+                    train_metrics["secagg-dp-epsilon-spent"] = float(self.dp_budget.spent)
+                    train_metrics["secagg-dp-clip"] = float(report.dp.get("clip", self.dp_budget.config.clip))
+                result.train_metrics_clientapp[server_round] = train_metrics
                 if self.on_round is not None:
                     self.on_round(report)
             eval_messages = list(self.configure_evaluate(server_round, arrays, evaluate_config, grid))

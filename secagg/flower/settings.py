@@ -47,11 +47,39 @@ key is refused, so a typo never silently falls back to a default)::
     secagg-malicious-server   true: signed keys and a consistency round, secure against a
                               server that lies about dropouts (nodes need signature keys:
                               see secagg.flower.keys) (false; masking protocols only)
+    secagg-dp-epsilon         distributed differential privacy (docs/flower.md, "Differential
+                              privacy"): the target epsilon of the whole run's training
+                              updates; 0 (default) turns DP off. With DP on every training
+                              round is a distributed-DP round: each node clips its update in
+                              L2, adds its share of discrete noise and encodes it instead of
+                              the fixed-point encoding (secagg-clip, secagg-frac-bits and
+                              secagg-max-weight then do not apply to training rounds), the
+                              round is unweighted (secagg-rule must be "mean") and the server
+                              learns only the noised sum
+    secagg-dp-delta           the delta of the guarantee (1e-5)
+    secagg-dp-mechanism       "dgauss" (distributed discrete Gaussian, default) or "skellam"
+    secagg-dp-clip            L2 clip of one node's update (1.0); with adaptive clipping, the
+                              first round's clip
+    secagg-dp-bits            bits per coordinate of the noised modular sum (20)
+    secagg-dp-rounds          the number of training rounds the epsilon covers; 0 (default):
+                              the number of rounds the strategy runs (SecAggFedAvg.start's
+                              num_rounds, which the example ServerApp takes from
+                              num-server-rounds); a value below that number is refused
+    secagg-dp-adaptive-clip   true: the clip follows the median of the update norms, from a
+                              noised count of clipped updates carried in the same round
+                              (false)
 
 The masking-only keys (dropout tolerance, corrupt fraction, threshold, degree,
 malicious-server) are ignored by "paillier" rounds, whose threshold is the
 committee's (fixed when its key was dealt) and whose decryption floor is a
 majority of the committee.
+
+With DP on the ServerApp logs, for every completed training round, the
+round's own epsilon, the epsilon spent so far (composed over the rounds run),
+the survivors, the noise standard deviation and the clip; an aborted round
+releases nothing and spends nothing. DP needs the ``dp-accounting`` package
+(the ``dp`` extra) on the server and on the nodes that check a round's
+epsilon (node config ``secagg-dp-max-round-epsilon``).
 
 Only the server reads these: it puts the resulting protocol parameters into
 the first message of every round, and each client validates them there
@@ -62,11 +90,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..aggregation import AVERAGING_RULES
 from ..encoding.fixed_point import FixedPoint
 from ..errors import ParameterError
+
+if TYPE_CHECKING:
+    from ..dp.plan import DPConfig
 
 __all__ = ["SecAggSettings", "RUN_CONFIG_PREFIX", "PROTOCOLS"]
 
@@ -100,6 +131,13 @@ class SecAggSettings:
     private_metrics: bool = True
     eval_metrics: str = ""
     metrics_clip: float = 100.0
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_mechanism: str = "dgauss"
+    dp_clip: float = 1.0
+    dp_bits: int = 20
+    dp_rounds: int | None = None
+    dp_adaptive_clip: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -142,6 +180,58 @@ class SecAggSettings:
         if self.private_metrics:
             self.metrics_encoding  # validates metrics_clip
         self.encoding  # validates clip / frac_bits / max_weight
+        self._check_dp()
+
+    def _check_dp(self) -> None:
+        e = self.dp_epsilon
+        if isinstance(e, bool) or not (isinstance(e, (int, float)) and math.isfinite(e) and e >= 0):
+            raise ParameterError(f"secagg-dp-epsilon must be a number > 0 (or 0 for no DP), got {e!r}")
+        if self.dp_rounds is not None and (type(self.dp_rounds) is not int or self.dp_rounds < 1):
+            raise ParameterError(f"secagg-dp-rounds must be a positive integer (or 0 for the run's number of "
+                                 f"rounds), got {self.dp_rounds!r}")
+        if not isinstance(self.dp_adaptive_clip, bool):
+            raise ParameterError("secagg-dp-adaptive-clip must be true or false")
+        if not self.dp:
+            return
+        if self.rule != "mean":
+            raise ParameterError(f"secagg-dp-epsilon > 0 makes every training round unweighted (a node's weight "
+                                 f"would be released without noise): set secagg-rule = \"mean\", not "
+                                 f"{self.rule!r}")
+        self.dp_config(1)  # validates delta, mechanism, clip and bits with the plan's own checks
+
+    @property
+    def dp(self) -> bool:
+        """Whether training rounds run with distributed DP (``secagg-dp-epsilon`` > 0)."""
+        return self.dp_epsilon > 0
+
+    def dp_config(self, rounds: int | None = None) -> "DPConfig | None":
+        """The run's DP plan (:class:`secagg.dp.DPConfig`), or ``None`` with DP
+        off. ``rounds`` is the number of training rounds the run will have; the
+        plan covers ``secagg-dp-rounds`` rounds if set, else ``rounds``. A
+        :class:`ParameterError` when neither is known, or when fewer rounds
+        are planned than the run will have (the target would be exceeded)."""
+        from ..dp.plan import DPConfig
+
+        if not self.dp:
+            return None
+        if rounds is not None and (type(rounds) is not int or rounds < 1):
+            raise ParameterError(f"the number of rounds must be a positive integer, got {rounds!r}")
+        planned = self.dp_rounds if self.dp_rounds is not None else rounds
+        if planned is None:
+            raise ParameterError("secagg-dp-epsilon covers a number of rounds: set secagg-dp-rounds, or run the "
+                                 "rounds through SecAggFedAvg.start, which covers the rounds it runs")
+        if rounds is not None and planned < rounds:
+            raise ParameterError(f"secagg-dp-rounds = {planned} but the run has {rounds} training rounds: the "
+                                 f"spent epsilon would exceed secagg-dp-epsilon = {self.dp_epsilon:g}; raise "
+                                 f"secagg-dp-rounds (or set it to 0 for the run's number of rounds)")
+        try:
+            return DPConfig(epsilon=self.dp_epsilon, delta=self.dp_delta, rounds=planned,
+                            mechanism=self.dp_mechanism, clip=self.dp_clip, bits=self.dp_bits,
+                            adaptive_clip=self.dp_adaptive_clip)
+        except ParameterError as exc:  # name the run-config key: "delta must be ..." -> "secagg-dp-delta must be ..."
+            word = str(exc).split(" ", 1)[0]
+            key = f"secagg-dp-{word}" if word in ("delta", "mechanism", "clip", "bits") else "secagg-dp-*"
+            raise ParameterError(f"{key}{str(exc)[len(word):] if key != 'secagg-dp-*' else ': ' + str(exc)}") from None
 
     @property
     def encoding(self) -> FixedPoint:
@@ -183,11 +273,12 @@ class SecAggSettings:
 
 
 _FLOATS = {"dropout_tolerance", "corrupt_fraction", "clip", "max_weight", "train_timeout", "stage_timeout",
-           "poll_interval", "straggler_grace", "straggler_factor", "metrics_clip"}
-_INTS = {"frac_bits"}
-_OPTIONAL_INTS = {"threshold", "degree"}
-_STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key", "eval_metrics"}
-_BOOLS = {"malicious_server", "private_metrics"}
+           "poll_interval", "straggler_grace", "straggler_factor", "metrics_clip", "dp_epsilon", "dp_delta",
+           "dp_clip"}
+_INTS = {"frac_bits", "dp_bits"}
+_OPTIONAL_INTS = {"threshold", "degree", "dp_rounds"}
+_STRINGS = {"protocol", "rule", "weighted_by", "on_abort", "committee_key", "eval_metrics", "dp_mechanism"}
+_BOOLS = {"malicious_server", "private_metrics", "dp_adaptive_clip"}
 
 
 def _coerce(key: str, value: Any, name: str) -> Any:
