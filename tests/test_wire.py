@@ -529,6 +529,7 @@ def corpus() -> dict[str, Any]:
     record = r.record(1)
     out["drivers.MaskingRecord"] = dataclasses.replace(record, update=np.array([0.5, -0.25, 1.0]))
     out["masking.ClientState"] = record.client
+    out["masking.ServerState"] = decode(r.driver.core.snapshot())  # the server saved mid-round
     r.run()
     for _, _, _, data in r.watch.transcript:
         msg = decode(data)

@@ -7,8 +7,10 @@ from .messages import (AdvertiseKeys, ConsistencyRequest, ConsistencySignature, 
                        MaskedInput, ShareKeys, UnmaskRequest, UnmaskShares)
 from .params import PROTOCOL_VERSION, MaskingParams
 from .server import Abort, MaskingServer, ServerResult, Stage
+from .server_state import MaskingServerState
 
 __all__ = ["Abort", "AdvertiseKeys", "ClientState", "ConsistencyRequest", "ConsistencySignature",
            "ForwardedShares", "KeysBroadcast", "MaskedInput", "MaskingClient", "MaskingParams", "MaskingServer",
+           "MaskingServerState",
            "NeighbourGraph", "PROTOCOL_VERSION", "ServerResult", "ShareKeys", "Stage", "UnmaskRequest", "UnmaskShares",
            "derive_secagg_plus"]

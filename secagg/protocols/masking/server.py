@@ -128,6 +128,39 @@ class MaskingServer:
     def done(self) -> bool:
         return self.outcome is not None
 
+    # ---------------------------------------------------------------- save / restore
+    def snapshot(self) -> bytes:
+        """The round's state as canonical bytes (``masking.ServerState``,
+        :mod:`.server_state`): :meth:`restore` rebuilds a server that goes on
+        exactly as this one would. Refused once the round is over."""
+        from .server_state import snapshot
+        return snapshot(self)
+
+    @classmethod
+    def restore(cls, data: bytes, rng: RandomSource | None = None, *,
+                unmasker: Unmasker = run_local) -> "MaskingServer":
+        """A server rebuilt from :meth:`snapshot`'s bytes; a typed error
+        (:class:`~secagg.errors.WireFormatError`, :class:`~secagg.errors.ParameterError`)
+        for bytes that are not a consistent snapshot, and nothing built."""
+        from .server_state import restore
+        return restore(data, cls, rng=rng, unmasker=unmasker)
+
+    def _restore_sets(self, u1: tuple[int, ...], u2: tuple[int, ...], u3: tuple[int, ...],
+                      u4: tuple[int, ...]) -> None:
+        """U_1 .. U_4 and the views the handlers use, as the closes set them."""
+        self.u1, self.u2, self.u3, self.u4 = u1, u2, u3, u4
+        self._u1_set = frozenset(u1)
+        self._u1_arr = np.array(u1, dtype=np.uint32)
+        self._u1_bytes = self._u1_arr.tobytes()
+        self._u1_pos = {u: i for i, u in enumerate(u1)}
+        self._u2_set = frozenset(u2)
+        self._u3_set = frozenset(u3)
+        self._u3_arr = np.array(u3, dtype=np.uint32)
+        self._u4_set = frozenset(u4)
+        if self.stage in (Stage.CONSISTENCY_CHECK, Stage.UNMASKING):
+            self._dropped_set = self._u2_set - self._u3_set
+            self._dropped_arr = np.array(sorted(self._dropped_set), dtype=np.uint32)
+
     @property
     def max_message_bytes(self) -> int:
         """The largest client message the current stage can take (wire limit)."""
