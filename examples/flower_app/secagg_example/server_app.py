@@ -2,7 +2,10 @@
 
 Compared with a plain Flower FedAvg ServerApp, the only change is the strategy:
 ``SecAggFedAvg`` with settings read from the run config (``secagg-*`` keys;
-``secagg-rule`` picks the averaging rule, FedAvg by default).
+``secagg-rule`` picks the averaging rule, FedAvg by default;
+``secagg-dp-epsilon`` > 0 with ``secagg-rule = "mean"`` turns on distributed
+differential privacy, and the log then shows each round's epsilon and the
+epsilon spent).
 """
 
 from __future__ import annotations
@@ -69,4 +72,8 @@ def main(grid: Grid, context: Context) -> None:
             "rounds": [r.to_json_dict() for r in strategy.reports],
             "central_evaluation": {str(k): dict(v) for k, v in result.evaluate_metrics_serverapp.items()},
             "federated_evaluation": {str(k): dict(v) for k, v in result.evaluate_metrics_clientapp.items()},
+            # distributed DP (secagg-dp-epsilon > 0): the epsilon spent over the completed rounds
+            "dp": None if strategy.dp_budget is None else {
+                "epsilon_spent": strategy.dp_budget.spent, "epsilon_target": strategy.dp_budget.target.epsilon,
+                "delta": strategy.dp_budget.target.delta, "rounds_released": len(strategy.dp_budget.reports)},
         })
