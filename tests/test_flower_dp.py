@@ -27,7 +27,7 @@ from secagg.errors import ParameterError  # noqa: E402
 from secagg.flower import SecAggFedAvg, SecAggSettings, run_secure_round  # noqa: E402
 from secagg.flower.client import round_epsilon  # noqa: E402
 from secagg.flower.keys import deal_committee_files  # noqa: E402
-from secagg.flower.records import STATE_KEY, ModelLayout  # noqa: E402
+from secagg.flower.records import RECORD_KEY, STATE_KEY, ModelLayout  # noqa: E402
 from secagg.flower.server import DPBudget, SecAggConfigError, make_params  # noqa: E402
 
 __all__ = ["task_identity"]  # the adapter tests' autouse fixture: Flower's task identity for this process
@@ -211,6 +211,30 @@ def test_adaptive_clipping_moves_the_clip_across_rounds():
     assert second.params["dp"]["clip"] == pytest.approx(first.dp["next_clip"]) == second.dp["clip"]
     assert second.dp["next_clip"] > second.dp["clip"]
     assert second.dp["epsilon_spent"] <= 20.0 * (1 + 1e-9)
+
+
+class WeightAskingGrid(InProcessGrid):
+    """A server that asks the nodes for their example counts as weights in a
+    DP round (the setup record's ``weighted-by``)."""
+
+    def push_messages(self, messages):
+        for msg in messages:
+            rec = msg.content.config_records.get(RECORD_KEY)
+            if rec is not None and "weighted-by" in rec:
+                rec["weighted-by"] = "num-examples"
+        return super().push_messages(messages)
+
+
+def test_in_a_dp_round_a_node_sends_weight_1_whatever_metric_the_server_names(tmp_path):
+    grid = WeightAskingGrid(NODES)
+    for n in NODES:
+        grid.contexts[n].node_config["secagg-audit-dir"] = str(tmp_path)
+    settings = dp_settings()
+    (report, _), _ = dp_round(grid, settings, DPBudget.of(settings, 1))
+    assert report.outcome == "completed" and sorted(report.included) == NODES
+    assert report.sum_weights == len(NODES)
+    for n in NODES:  # each node's own record of what it contributed
+        assert json.loads((tmp_path / f"node-{n}-round-1.json").read_text())["weight"] == 1.0
 
 
 # ------------------------------------------------------------------ the nodes' DP policy
