@@ -58,7 +58,7 @@ def run_scenario(kill_at: int | None, args: argparse.Namespace) -> dict:
             run = dep.run_app(EXAMPLE, timeout=args.timeout, run_config={
                 "num-server-rounds": 1, "min-nodes": args.nodes, "fraction-evaluate": 0.0,
                 "output-dir": str(out), "secagg-stage-timeout": args.stage_timeout,
-                "secagg-train-timeout": args.stage_timeout,
+                "secagg-train-timeout": args.train_timeout,
                 "secagg-straggler-grace": args.grace, "secagg-straggler-factor": args.factor})
             node_ids = dep.node_ids
         finally:
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--victim", type=int, default=1)
     ap.add_argument("--stages", type=int, nargs="*", default=[1, 2, 3, 4], choices=sorted(STAGES))
     ap.add_argument("--stage-timeout", type=float, default=60.0)
+    ap.add_argument("--train-timeout", type=float, default=300.0, help="the first stage, where the nodes train")
     ap.add_argument("--grace", type=float, default=5.0, help="secagg-straggler-grace")
     ap.add_argument("--factor", type=float, default=0.5, help="secagg-straggler-factor")
     ap.add_argument("--timeout", type=float, default=600.0, help="per flwr run")
@@ -125,6 +126,7 @@ def save(rows: list[dict], args: argparse.Namespace, done: bool) -> str:
         row["ratio"] = round(row["round_seconds"] / previous, 3) if previous else None
         row["ratio_to_mean"] = round(row["round_seconds"] / mean_base, 3)
     meta = {"nodes": args.nodes, "victim": args.victim, "stage_timeout": args.stage_timeout,
+            "train_timeout": args.train_timeout,
             "straggler_grace": args.grace, "straggler_factor": args.factor, "tls_and_node_auth": not args.insecure,
             "host": platform.node(), "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
@@ -136,7 +138,7 @@ def save(rows: list[dict], args: argparse.Namespace, done: bool) -> str:
         "",
         f"benchmarks/bench_flower_kill.py: {args.nodes} SuperNodes on 127.0.0.1 "
         f"({'insecure' if args.insecure else 'TLS + SuperNode authentication'}), the example app, one round, "
-        f"stage timeout {args.stage_timeout:g} s, straggler grace {args.grace:g} s, factor {args.factor:g}; "
+        f"train timeout {args.train_timeout:g} s, stage timeout {args.stage_timeout:g} s, straggler grace {args.grace:g} s, factor {args.factor:g}; "
         f"{meta['cpus']} CPUs shared with other work (load average at the end {meta['loadavg_at_end'][0]:.1f}); "
         f"{meta['date']}. Round = sum of the ServerApp's stage times (training included).",
         "",
