@@ -188,6 +188,42 @@ def test_supernode_killed_mid_round_is_recovered(tmp_path):
           f"stages {report['stage_seconds']}")
 
 
+def test_distributed_dp_round_on_a_real_deployment(tmp_path):
+    """One DP training round (secagg-dp-epsilon = 4, rule mean): every node
+    sends weight 1, the server's aggregate is the L2-clipped mean of the
+    nodes' updates plus noise of the standard deviation it reports, the
+    round's epsilon is within the target and the ServerApp logs it; a node
+    that requires DP and one with a per-round epsilon limit above the
+    round's take part."""
+    from secagg.dp.pipeline import clip_l2
+
+    t0 = time.monotonic()
+    epsilon, dp_clip = 4.0, 0.5
+    node_ids, result, _, out, audit, _ = _run(
+        tmp_path, 4,
+        {"num-server-rounds": 1, "fraction-evaluate": 0.0, "secagg-protocol": "secagg", "secagg-rule": "mean",
+         "secagg-dp-epsilon": epsilon, "secagg-dp-clip": dp_clip, "secagg-stage-timeout": 60.0},
+        node_extra=[{"secagg-require-dp": True}, {"secagg-dp-max-round-epsilon": 2 * epsilon}, {}, {}],
+        timeout=600.0)
+    report = json.loads((out / "round-1.json").read_text())
+    assert report["outcome"] == "completed", report
+    assert sorted(report["included"]) == sorted(str(n) for n in node_ids.values())
+    dp = report["dp"]
+    assert dp["survivors"] == 4 and dp["n_min"] == report["params"]["threshold"] and dp["rounds_planned"] == 1
+    assert 0 < dp["epsilon_round"] <= epsilon * (1 + 1e-9) and dp["epsilon_spent"] == pytest.approx(dp["epsilon_round"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dp"]["epsilon_spent"] == pytest.approx(dp["epsilon_spent"]) and summary["dp"]["rounds_released"] == 1
+    updates = []
+    for node in report["included"]:
+        meta = json.loads((audit / f"node-{node}-round-1.json").read_text())
+        assert meta["weight"] == 1.0  # unweighted
+        updates.append(clip_l2(np.load(audit / f"node-{node}-round-1.npy"), dp_clip)[0])
+    err = np.asarray(report["mean_update"]) - np.mean(updates, axis=0)
+    assert dp["mean_noise_std"] > 0 and 0.75 < float(np.std(err)) / dp["mean_noise_std"] < 1.3
+    assert "DP (dgauss): epsilon" in result.output, result.output[-3000:]
+    print(f"e2e DP round: {time.monotonic() - t0:.1f}s; run {result.seconds:.1f}s; epsilon {dp['epsilon_round']:.3g}")
+
+
 # ------------------------------------------------------------------ Paillier, decrypted by a committee of the nodes
 
 
