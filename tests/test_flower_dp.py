@@ -95,6 +95,21 @@ def test_dp_settings_from_run_config_and_validation():
         SecAggSettings(rule="mean", dp_epsilon=1.0).dp_config()
 
 
+@pytest.mark.parametrize("n, degree", [(12, 6), (12, None), (40, 10)])
+def test_the_noise_is_calibrated_for_the_rounds_threshold(n, degree):
+    """n_min of a masking round's DP parameters is the threshold its
+    parameters derive (SecAgg+ with a sparse graph too), n_max its node
+    count; each round gets a fresh rotation seed."""
+    settings = dp_settings(protocol="secagg+", degree=degree)
+    budget = DPBudget.of(settings, 1)
+    a, b = make_params(settings, n, DP_DIM, dp_budget=budget), make_params(settings, n, DP_DIM, dp_budget=budget)
+    assert a.dp is not None and a.dp.n_min == a.threshold and a.dp.n_max == n
+    if degree is not None:
+        assert a.degree == degree < n - 1 and a.threshold < n // 2  # sparse: a floor well below a majority
+    assert a.dp.rotation_seed != b.dp.rotation_seed and a.session_nonce != b.session_nonce
+    assert make_params(dataclasses.replace(settings, dp_epsilon=0.0, rule="fedavg"), n, DP_DIM).dp is None
+
+
 def test_a_dp_round_without_a_budget_or_with_a_weighted_rule_is_refused_before_any_message():
     grid = InProcessGrid(NODES)
     settings = dp_settings()
