@@ -34,14 +34,14 @@ from .settings import SecAggSettings
 __all__ = ["SecAggSettings", "secagg_mod", "make_secagg_mod", "NodeStateStore", "node_store", "SecAggFedAvg",
            "RoundReport", "SecAggConfigError", "StageLog", "run_secure_round", "identify_nodes", "exchange",
            "training_rule", "LocalDeployment", "run_secure_evaluation", "EarlyClose", "NodeLedger",
-           "write_deployment_credentials"]
+           "write_deployment_credentials", "DPBudget", "round_epsilon"]
 
 _LAZY = {
     "secagg_mod": "client", "make_secagg_mod": "client", "NodeStateStore": "client", "node_store": "client",
     "SecAggFedAvg": "server", "RoundReport": "server", "SecAggConfigError": "server", "StageLog": "server",
     "run_secure_round": "server", "identify_nodes": "server", "exchange": "server", "training_rule": "server",
     "LocalDeployment": "local", "run_secure_evaluation": "server", "EarlyClose": "server", "NodeLedger": "client",
-    "write_deployment_credentials": "tls",
+    "write_deployment_credentials": "tls", "DPBudget": "server", "round_epsilon": "client",
 }
 
 
