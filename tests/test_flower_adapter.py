@@ -1488,3 +1488,33 @@ def test_private_metrics_configuration_errors():
     ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
     reply = make_client_app()(msg, ctx)
     assert reply.has_error() and "must name 3 distinct metrics" in reply.error.reason
+
+
+def test_nodes_an_abort_is_blamed_on_are_left_out_of_later_rounds(monkeypatch):
+    """A round aborts naming a node (a secret it dealt did not reconstruct):
+    the report names it (as a node id), and the strategy's later rounds run
+    without it while the others go on."""
+    import secagg.flower.server as srv
+    from secagg.errors import AbortReason
+    from secagg.protocols.masking import Abort
+
+    real = srv._conclude
+    blamed = NODES[2]
+
+    def abort_first(driver, report, node_of, settings, *args, **kwargs):
+        if report.server_round == 1:
+            client = {n: c for c, n in node_of.items()}[blamed]
+            driver.core.outcome = Abort(AbortReason.RECONSTRUCTION_FAILED, "test", "unmasking", (client,))
+        return real(driver, report, node_of, settings, *args, **kwargs)
+
+    monkeypatch.setattr(srv, "_conclude", abort_first)
+    seen = []
+    strategy = SecAggFedAvg(settings=dataclasses.replace(FAST, on_abort="skip", eval_metrics="eval-loss"),
+                            on_round=seen.append,
+                            min_available_nodes=5, min_train_nodes=5)
+    strategy.start(InProcessGrid(NODES), model(), num_rounds=2, timeout=1)
+    assert seen[0].outcome == "aborted" and seen[0].culprits == (blamed,)
+    assert seen[0].to_json_dict()["culprits"] == [str(blamed)]
+    assert strategy.excluded_nodes == {blamed}
+    assert seen[1].outcome == "completed" and blamed not in seen[1].nodes
+    assert set(seen[1].included) == set(NODES) - {blamed}

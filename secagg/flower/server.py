@@ -112,6 +112,9 @@ class RoundReport:
     mean_update: np.ndarray | None = None  # the rule's result: the update the server applies
     abort_reason: str | None = None
     abort_detail: str = ""
+    # node ids an aborted round is blamed on (e.g. a node whose shared secret did not reconstruct):
+    # the strategy leaves them out of later rounds
+    culprits: tuple[int, ...] = ()
     stage_seconds: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     verification_keys: dict[int, bytes] = field(default_factory=dict)  # malicious-server mode
@@ -132,6 +135,7 @@ class RoundReport:
             "dropped": {str(k): v for k, v in self.dropped.items()},
             "failures": {str(k): v for k, v in self.failures.items()},
             "sum_weights": self.sum_weights, "abort_reason": self.abort_reason, "abort_detail": self.abort_detail,
+            "culprits": [str(n) for n in self.culprits],
             "stage_seconds": self.stage_seconds, "params": self.params,
         }
         if self.verification_keys:
@@ -663,10 +667,12 @@ def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, i
     if isinstance(outcome, Abort):
         report.abort_reason = outcome.reason.value
         report.abort_detail = outcome.detail
+        report.culprits = tuple(node_of[c] for c in outcome.culprits if c in node_of)
         log.error("secagg: round %d aborted at %s: %s (%s)", server_round, outcome.stage, outcome.reason.value,
                   outcome.detail)
         if settings.on_abort == "raise":
-            raise ProtocolAborted(outcome.reason, f"round {server_round}, stage {outcome.stage}: {outcome.detail}")
+            raise ProtocolAborted(outcome.reason, f"round {server_round}, stage {outcome.stage}: {outcome.detail}",
+                                  culprits=report.culprits)
         return report, None
     result = driver.result()
     report.outcome = "completed"
@@ -999,6 +1005,8 @@ class SecAggFedAvg(FedAvg):
         self.on_round = on_round
         self.observer = observer
         self.reports: list[RoundReport] = []
+        #: nodes an aborted round was blamed on (RoundReport.culprits): not sampled again in this run
+        self.excluded_nodes: set[int] = set()
         self.node_keys: dict[int, bytes] = {}  # malicious-server mode: verification keys by node id
         self.holder_ids: dict[int, int] = {}  # Paillier: committee holder ids by node id
         self.eval_reports: list[RoundReport] = []  # private metrics: one per evaluation round
@@ -1069,7 +1077,7 @@ class SecAggFedAvg(FedAvg):
             log.info("")
             log.info("[ROUND %s/%s]", server_round, num_rounds)
             sampled = list(self.configure_train(server_round, arrays, train_config, grid))
-            node_ids = [m.metadata.dst_node_id for m in sampled]
+            node_ids = [m.metadata.dst_node_id for m in sampled if m.metadata.dst_node_id not in self.excluded_nodes]
             if node_ids:
                 config = sampled[0].content.config_records[self.configrecord_key]
                 report, new_arrays = run_secure_round(
@@ -1078,6 +1086,11 @@ class SecAggFedAvg(FedAvg):
                     signing_keys=self.node_keys, holder_ids=self.holder_ids, observer=self.observer,
                     dp_budget=self.dp_budget)
                 self.reports.append(report)
+                blamed = sorted(set(report.culprits) - self.excluded_nodes)
+                if blamed:
+                    self.excluded_nodes.update(blamed)
+                    log.warning("secagg: round %d aborted because of nodes %s; they are left out of the later "
+                                "rounds", server_round, blamed)
                 self.node_keys.update(report.verification_keys)
                 if self.settings.protocol == "paillier":
                     self.holder_ids.update(report.client_ids)
