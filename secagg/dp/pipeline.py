@@ -41,6 +41,7 @@ from ..errors import ParameterError
 from ..primitives.prg import prg_bytes
 from ..primitives.randomness import RandomSource, default_random, uniform_floats
 from . import samplers
+from . import transform as _transform
 from .samplers import Rational, as_rational
 
 __all__ = [
@@ -264,20 +265,11 @@ def rotation_signs(seed: bytes, n: int) -> np.ndarray:
 
 def fwht(x: np.ndarray) -> np.ndarray:
     """The normalised Walsh-Hadamard transform ``H x`` (``H = H^T = H^-1``) of a
-    vector whose length is a power of two; returns a new array."""
-    v = np.array(x, dtype=np.float64).ravel()
-    n = v.size
-    if n & (n - 1) or n == 0:
-        raise ParameterError(f"the Walsh-Hadamard transform needs a power-of-two length, got {n}")
-    h = 1
-    while h < n:
-        blocks = v.reshape(-1, 2, h)
-        a = blocks[:, 0, :].copy()
-        blocks[:, 0, :] += blocks[:, 1, :]
-        blocks[:, 1, :] = a - blocks[:, 1, :]
-        h *= 2
-    v *= 1.0 / math.sqrt(n)
-    return v
+    vector whose length is a power of two; returns a new array. Computed by
+    :func:`secagg.dp.transform.fwht` (a few products with small Hadamard
+    factors; bit for bit the butterflies below 4096 values, within 1e-14 of
+    them in relative L2 norm above)."""
+    return _transform.fwht(x)
 
 
 def rotate(x: np.ndarray, seed: bytes) -> np.ndarray:
