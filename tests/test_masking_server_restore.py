@@ -91,8 +91,7 @@ def test_inconsistent_or_foreign_snapshots_are_refused_and_build_nothing():
         "version": dataclasses.replace(good, version=99),
         "stage": dataclasses.replace(good, stage="done"),
         "unknown stage": dataclasses.replace(good, stage="teleport"),
-        "U_2 outside U_1": dataclasses.replace(good, u2=np.array([1, 2, 3, 4, 5, 6, 7], dtype=np.uint32)
-                                               if 7 not in good.params.client_ids else good.u2[:0]),
+        "U_2 outside U_1": dataclasses.replace(good, u2=np.array([1, 2, 3, 4, 5, 6, 7], dtype=np.uint32)),
         "U_3 before its stage closed": dataclasses.replace(good, u3=good.u2.copy()),
         "masked sender outside U_2": dataclasses.replace(good, masked=np.array([1, 99], dtype=np.uint32)),
         "accumulator size": dataclasses.replace(good, accumulator=good.accumulator[:-1].copy()),
@@ -107,9 +106,50 @@ def test_inconsistent_or_foreign_snapshots_are_refused_and_build_nothing():
         with pytest.raises(WireFormatError):
             MaskingServer.restore(data[:cut])
     with pytest.raises(ParameterError, match="not a masking.ServerState"):
-        MaskingServer.restore(wire.encode(good.params))
+        MaskingServer.restore(good.params)
+    with pytest.raises(ParameterError, match="not masking parameters"):
+        MaskingServer.restore(wire.encode(dataclasses.replace(good, params=wire.encode(good.advertised[0]))))
     # the good one still restores
     assert MaskingServer.restore(data).snapshot() == data
+
+
+def test_a_distributed_dp_round_resumes_with_its_dp_parameters():
+    """A DP round (masking.DPParams: the dp parameters bound into the session
+    id) saved at masked_input resumes to the same noised sum and report."""
+    from secagg.dp import DPConfig
+    from secagg.simulation import simulate
+
+    xs = [np.full(16, 0.1 * (i + 1)) for i in range(6)]
+    cfg = DPConfig(epsilon=4.0)
+    out = {}
+    restarts: list[bytes] = []
+
+    def cut(server: MaskingServer) -> MaskingServer:
+        data = server.snapshot()
+        restarts.append(data)
+        return MaskingServer.restore(data)
+
+    for restart in (False, True):
+        from secagg.drivers import server as drv
+
+        original = drv.ServerDriver.receive
+
+        def receive(self, party, data, _orig=original, _restart=restart):  # type: ignore[no-untyped-def]
+            accepted = _orig(self, party, data)
+            core = self.core
+            if _restart and core.stage.value == "masked_input" and len(core._got.masked) == 3:
+                assert core.params.dp is not None
+                self.core = cut(core)
+            return accepted
+
+        drv.ServerDriver.receive = receive
+        try:
+            out[restart] = simulate(xs, protocol="secagg", seed=5, dp=cfg)
+        finally:
+            drv.ServerDriver.receive = original
+    assert len(restarts) == 1  # the round really was cut once, mid-stage
+    assert np.array_equal(out[True].aggregate, out[False].aggregate)
+    assert out[True].dp.epsilon == out[False].dp.epsilon and out[True].dp.survivors == 6
 
 
 def test_a_finished_round_is_not_saved():

@@ -35,7 +35,7 @@ from ...encoding.ring import dtype_for
 from ...errors import LocalProtocolError, ParameterError
 from ..stages import Stage
 from .messages import AdvertiseKeys, ShareKeys, UnmaskShares
-from .params import MaskingParams
+from .params import PARAMS_TYPES, MaskingParams
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import MaskingServer
@@ -54,7 +54,7 @@ class MaskingServerState:
     """A masking server between two calls (see the module docstring)."""
 
     version: int
-    params: MaskingParams
+    params: bytes  # the round's parameters as sent (masking.Params or masking.DPParams)
     stage: str
     advertised: tuple[AdvertiseKeys, ...]
     shares: tuple[ShareKeys, ...]
@@ -84,7 +84,7 @@ def snapshot(server: "MaskingServer") -> bytes:
     got = server._got
     rej = server.rejected
     state = MaskingServerState(
-        version=STATE_VERSION, params=server.params, stage=server.stage.value,
+        version=STATE_VERSION, params=wire.encode(server.params), stage=server.stage.value,
         advertised=tuple(got.advertised[u] for u in sorted(got.advertised)),
         shares=tuple(got.shares[u] for u in sorted(got.shares)),
         masked=_ids(got.masked), signatures=dict(sorted(got.signatures.items())),
@@ -101,7 +101,14 @@ def _bad(detail: str) -> ParameterError:
     return ParameterError(f"not a valid masking server snapshot: {detail}")
 
 
-def _check(state: MaskingServerState) -> Stage:
+def _params(state: MaskingServerState) -> MaskingParams:
+    p: object = wire.decode(state.params)  # validates them as a client would
+    if not isinstance(p, PARAMS_TYPES):
+        raise _bad(f"its parameters are a {type(p).__name__}, not masking parameters")
+    return p  # type: ignore[return-value]
+
+
+def _check(state: MaskingServerState, p: MaskingParams) -> Stage:
     """Everything :func:`restore` relies on, before anything is built."""
     if state.version != STATE_VERSION:
         raise _bad(f"version {state.version}, this library reads {STATE_VERSION}")
@@ -111,7 +118,6 @@ def _check(state: MaskingServerState) -> Stage:
         raise _bad(f"unknown stage {state.stage!r}") from None
     if stage not in _OPEN:
         raise _bad(f"a round in stage {stage.value} is not resumed")
-    p = state.params
     if stage is Stage.CONSISTENCY_CHECK and not p.malicious_server:
         raise _bad("a consistency stage in a round without the malicious-server mode")
     ids = set(p.client_ids)
@@ -174,8 +180,9 @@ def restore(data: bytes, server_cls: "type[MaskingServer]", **kwargs: object) ->
     state: object = wire.decode(data)
     if not isinstance(state, MaskingServerState):
         raise _bad(f"a {type(state).__name__}, not a masking.ServerState")
-    stage = _check(state)
-    server = server_cls(state.params, **kwargs)  # type: ignore[arg-type]
+    params = _params(state)
+    stage = _check(state, params)
+    server = server_cls(params, **kwargs)  # type: ignore[arg-type]
     got = server._got
     got.advertised = {m.client_id: m for m in state.advertised}
     got.shares = {m.client_id: m for m in state.shares}
