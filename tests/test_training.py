@@ -353,3 +353,17 @@ def test_protocol_aborted_keeps_its_culprits_through_pickling():
 
     exc = pickle.loads(pickle.dumps(ProtocolAborted(AbortReason.RECONSTRUCTION_FAILED, "d", culprits=(4, 2))))
     assert exc.culprits == (4, 2) and exc.reason is AbortReason.RECONSTRUCTION_FAILED and exc.detail == "d"
+
+
+def test_digits_dataset_holds_200_hospitals_and_secagg_plus_goes_sparse():
+    """The larger data set: 200 IID hospitals with at least 7 examples each,
+    binary labels of both classes; SecAgg+ derives a sparse graph for them
+    (degree below n - 1), which the breast cancer data cannot hold."""
+    data = make_federated_data(200, "iid", dataset="digits")
+    assert len(data.clients) == 200 and min(data.client_sizes) >= 7
+    assert set(np.unique(data.y_train)) == {0, 1} and data.n_features == 64
+    runner = FedRunner(TrainConfig(protocol="secagg+", clients=200, split="iid", dataset="digits", rounds=1,
+                                   model="logreg"), data)
+    assert runner.degree is not None and runner.degree < 199
+    with pytest.raises(ParameterError, match="dataset"):
+        FedRunner(TrainConfig(**{**FAST, "dataset": "mnist"}))

@@ -22,10 +22,15 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["FederatedData", "load_breast_cancer_data", "partition_iid", "partition_dirichlet",
-           "make_federated_data"]
+__all__ = ["FederatedData", "load_breast_cancer_data", "load_data", "partition_iid", "partition_dirichlet",
+           "make_federated_data", "DATASETS"]
 
 SPLITS = ("iid", "noniid")
+#: the data sets a run can use, both shipped with scikit-learn (no download):
+#: ``breast_cancer`` (569 patients, 30 features, benign or malignant) and
+#: ``digits`` (1,797 handwritten 8x8 digits, 64 features; the binary task
+#: "digit >= 5"), large enough for a few hundred simulated clients
+DATASETS = ("breast_cancer", "digits")
 
 
 @dataclass(frozen=True)
@@ -58,14 +63,26 @@ def load_breast_cancer_data(test_fraction: float = 0.2, seed: int = 0
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Stratified train/test split of the breast cancer data, standardized with
     the training statistics. Returns ``x_train, y_train, x_test, y_test, names``."""
-    from sklearn.datasets import load_breast_cancer
+    return load_data("breast_cancer", test_fraction, seed)
+
+
+def load_data(name: str = "breast_cancer", test_fraction: float = 0.2, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Stratified train/test split of one of :data:`DATASETS`, standardized
+    with the training statistics, labels in {0, 1}. Returns ``x_train,
+    y_train, x_test, y_test, names``."""
+    from sklearn.datasets import load_breast_cancer, load_digits
     from sklearn.model_selection import train_test_split
 
+    if name not in DATASETS:
+        raise ParameterError(f"dataset must be one of {DATASETS}, got {name!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ParameterError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    ds = load_breast_cancer()
+    ds = load_breast_cancer() if name == "breast_cancer" else load_digits()
     x = np.asarray(ds.data, dtype=np.float64)
     y = np.asarray(ds.target, dtype=np.int64)
+    if name == "digits":
+        y = (y >= 5).astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, stratify=y,
                                               random_state=_seed32(seed, 1))
     mean = x_tr.mean(axis=0)
@@ -124,11 +141,13 @@ def _check_clients(n_examples: int, n_clients: int) -> None:
 
 
 def make_federated_data(n_clients: int, split: str = "iid", alpha: float = 0.5, seed: int = 0,
-                        test_fraction: float = 0.2, min_examples: int = 5) -> FederatedData:
-    """The breast cancer data for ``n_clients`` hospitals, ``split`` in ``{"iid", "noniid"}``."""
+                        test_fraction: float = 0.2, min_examples: int = 5,
+                        dataset: str = "breast_cancer") -> FederatedData:
+    """One of :data:`DATASETS` (default: the breast cancer data) for
+    ``n_clients`` hospitals, ``split`` in ``{"iid", "noniid"}``."""
     if split not in SPLITS:
         raise ParameterError(f"split must be one of {SPLITS}, got {split!r}")
-    x_tr, y_tr, x_te, y_te, names = load_breast_cancer_data(test_fraction, seed)
+    x_tr, y_tr, x_te, y_te, names = load_data(dataset, test_fraction, seed)
     rng = np.random.default_rng(_seed32(seed, 2))
     if split == "iid":
         parts = partition_iid(len(y_tr), n_clients, rng)

@@ -212,7 +212,7 @@ def run_training(config: TrainConfig, *, runs_dir: str | Path | None = "runs", b
 
         plot_comparison(out / "comparison.png", metrics, base_metrics, protocol=config.protocol,
                         rule=config.rule,
-                        title=(f"breast cancer, {config.clients} hospitals, {config.split}"
+                        title=(f"{config.dataset.replace('_', ' ')}, {config.clients} hospitals, {config.split}"
                                + (f" (alpha={config.alpha})" if config.split == "noniid" else "")
                                + f", {int(round(100 * config.dropout))} % dropout, seed {config.seed}"),
                         note=None if report.graph is None else report.graph["note"])

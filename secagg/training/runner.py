@@ -52,7 +52,7 @@ from ..primitives.randomness import DeterministicRandom
 from ..torch import flatten_state_dict, unflatten_state_dict
 from ..transports.inprocess import dropout_count
 from ..transports.inprocess import dropout_schedule as _schedule
-from .data import SPLITS, FederatedData, make_federated_data
+from .data import DATASETS, SPLITS, FederatedData, make_federated_data
 from .model import MODELS, make_model
 
 __all__ = ["PROTOCOLS", "TRAIN_RULES", "TrainConfig", "LocalResult", "FedRunner", "dropout_schedule",
@@ -101,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     split: str = "noniid"
     alpha: float = 0.5
+    dataset: str = "breast_cancer"
     model: str = "mlp"
     hidden: int = 16
     lr: float = 0.1
@@ -280,7 +281,7 @@ class FedRunner:
         self.check_config()
         self.data = data if data is not None else make_federated_data(
             config.clients, config.split, config.alpha, config.seed, config.test_fraction,
-            config.min_examples)
+            config.min_examples, dataset=config.dataset)
         if len(self.data.clients) != config.clients:
             raise ParameterError(f"data has {len(self.data.clients)} clients, the config {config.clients}")
         self.rule = Rule(config.rule, server_lr=config.server_lr, alpha=config.hybrid_alpha,
@@ -323,6 +324,8 @@ class FedRunner:
                                  + (" (a sum of model deltas is not a model update)" if c.rule == "sum" else ""))
         if c.split not in SPLITS:
             raise ParameterError(f"split must be one of {SPLITS}, got {c.split!r}")
+        if c.dataset not in DATASETS:
+            raise ParameterError(f"dataset must be one of {DATASETS}, got {c.dataset!r}")
         if c.model not in MODELS:
             raise ParameterError(f"model must be one of {MODELS}, got {c.model!r}")
         for name in ("clients", "rounds", "epochs", "batch_size"):
