@@ -370,6 +370,39 @@ def keys_deal_committee(holders: int, threshold: int | None, key_bits: str, out_
     click.echo(f"key id {committee.key_id.hex()}")
 
 
+@keys_group.command("tls")
+@click.argument("out_dir", metavar="OUT", type=click.Path(file_okay=False))
+@click.option("--nodes", type=click.IntRange(0, 10_000), required=True,
+              help="SuperNodes to make authentication key pairs for (node-<i>.key / node-<i>.pub, i from 0).")
+@click.option("--host", "hosts", multiple=True,
+              help="A name or IP address the SuperLink's certificate is valid for (repeat; default: 127.0.0.1 and "
+                   "localhost).")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True,
+              help="Validity of the CA and the SuperLink certificate.")
+def keys_tls(out_dir: str, nodes: int, hosts: tuple[str, ...], days: int) -> None:
+    """Credentials for a Flower deployment with TLS and SuperNode
+    authentication (docs/flower.md): a CA, the SuperLink's certificate and
+    key, and one authentication key pair per SuperNode, written to OUT
+    (created with mode 0700 if missing; its parent must exist). Nothing is
+    overwritten. Keep ca.key offline: it is only needed to sign another
+    server certificate."""
+    from .flower.tls import DEFAULT_HOSTS, write_deployment_credentials
+
+    parent = Path(out_dir).absolute().parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"the directory {parent} does not exist (only {Path(out_dir).name} is created)",
+                                 param_hint="'OUT'")
+    try:
+        creds = write_deployment_credentials(out_dir, nodes, hosts or DEFAULT_HOSTS, days=days)
+    except ParameterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {out_dir}: {exc.strerror}") from None
+    for path in (creds.ca_cert, creds.ca_key, creds.server_cert, creds.server_key, *creds.node_private_keys,
+                 *creds.node_public_keys):
+        click.echo(f"wrote {path}")
+
+
 def _register_training() -> None:
     try:
         from .training.cli import demo_command, train_command

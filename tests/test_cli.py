@@ -128,6 +128,9 @@ BAD_INPUTS = [
     ([*_S, "--dp-epsilon", "1", "--clip", "2"], ["--clip", "--dp-clip"]),
     ([*_S, "--dp-epsilon", "1", "--dp-mechanism", "laplace"], ["--dp-mechanism"]),
     (["keys", "generate", "/nonexistent/dir/node.key"], ["does not exist"]),
+    (["keys", "tls", "/nonexistent/dir/creds", "--nodes", "2"], ["does not exist"]),
+    (["keys", "tls", "creds", "--nodes", "-1"], ["--nodes"]),
+    (["keys", "tls", "creds"], ["--nodes"]),
     (["keys", "public", "/nonexistent/node.key"], ["cannot read"]),
     (["keys", "deal-committee", "--holders", "4", "--out", "/nonexistent/dir"], ["does not exist"]),
     (["keys", "deal-committee", "--holders", "1", "--out", "."], ["--holders"]),
@@ -273,3 +276,22 @@ def test_simulate_with_dp_reports_the_round_guarantee():
     assert 0 < dp["epsilon"] <= 2.0 and dp["delta"] == 1e-5 and dp["mechanism"] == "dgauss"
     assert dp["survivors"] == summary["included"]
     assert summary["max_abs_error_vs_plaintext"] > 1e-3
+
+
+def test_keys_tls_writes_a_deployment_and_never_overwrites(tmp_path):
+    out = tmp_path / "creds"
+    res = CliRunner().invoke(main, ["keys", "tls", str(out), "--nodes", "2", "--host", "superlink.example"])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ca.crt", "ca.key", "node-0.key", "node-0.pub", "node-1.key", "node-1.pub", "server.crt",
+                     "server.key"]
+    assert (out.stat().st_mode & 0o777) == 0o700 and (out / "node-0.key").stat().st_mode & 0o077 == 0
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((out / "server.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "superlink.example" in sans.get_values_for_type(x509.DNSName)
+    before = (out / "ca.key").read_bytes()
+    again = CliRunner().invoke(main, ["keys", "tls", str(out), "--nodes", "2"])
+    assert again.exit_code == 1 and "refusing to overwrite" in again.output
+    assert (out / "ca.key").read_bytes() == before
