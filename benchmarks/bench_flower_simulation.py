@@ -312,9 +312,13 @@ def fmt(x: float | None, unit: str = " s") -> str:
 
 
 def write(args: argparse.Namespace, ns: list[int], modes: list[str], machine: dict[str, Any], flwr_version: str,
-          ray_version: str, uptime_before: str, results: list[dict[str, Any]], final: bool) -> list[dict[str, Any]]:
+          ray_version: str, uptime_before: str, results: list[dict[str, Any]], final: bool,
+          earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Write the results so far (after every run: an interrupted run keeps what finished)."""
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    invocations = earlier + [{"clients": ns, "modes": modes, "uptime_before": uptime_before,
+                              "uptime_after": uptime_after, "complete": final}]
+    ns = sorted({r["n"] for r in results})
 
     by = {(r["n"], r["mode"]): r for r in results}
     goals = []
@@ -331,7 +335,8 @@ def write(args: argparse.Namespace, ns: list[int], modes: list[str], machine: di
            "uptime_before": uptime_before, "uptime_after": uptime_after,
            "config": {k: v for k, v in vars(args).items() if not k.startswith("child") and k != "out"},
            "parameters": args.dim + 1, "clients_requested": ns, "modes_requested": modes, "complete": final,
-           "runs_done": [[r["n"], r["mode"]] for r in results], "results": results, "goals": goals}
+           "runs_done": [[r["n"], r["mode"]] for r in results], "invocations": invocations, "results": results,
+           "goals": goals}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flower_simulation.json").write_text(json.dumps(out, indent=1, default=str))
 
@@ -340,9 +345,10 @@ def write(args: argparse.Namespace, ns: list[int], modes: list[str], machine: di
         "",
         f"flwr {flwr_version}, ray {ray_version}; {machine.get('cpu')}, {machine.get('cpu_count')} CPUs; "
         f"secagg {machine.get('secagg_commit')}.",
-        f"Shared machine under load from other jobs: `{uptime_before}` before, `{uptime_after}` after"
-        f"{'' if final else ' the last run so far (the run is incomplete)'}. "
-        "Compare ratios within this run, not absolute times.",
+        "Shared machine under load from other jobs (`uptime` before and after each invocation: "
+        + "; ".join(f"N = {','.join(map(str, i['clients']))}, {','.join(i['modes'])}: `{i['uptime_before']}` / "
+                    f"`{i['uptime_after']}`{'' if i['complete'] else ' (incomplete)'}" for i in invocations)
+        + "). Compare ratios within this file, not absolute times.",
         "",
         f"Linear model, {args.dim + 1} parameters (numpy); {args.examples} examples per client, "
         f"{args.local_steps} local steps; {args.rounds} rounds per run, the median of rounds 2..{args.rounds} reported "
@@ -409,6 +415,8 @@ def main() -> None:
     p.add_argument("--client-cpus", type=float, default=0.5)
     p.add_argument("--run-timeout", type=float, default=3600, help="seconds per run (one mode at one N)")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--append", action="store_true",
+                   help="keep the runs of the existing results file for other (N, mode) pairs and add these")
     p.add_argument("--child-mode", help=argparse.SUPPRESS)
     p.add_argument("--child-n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -434,6 +442,15 @@ def main() -> None:
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(uptime_before, flush=True)
     results: list[dict[str, Any]] = []
+    earlier: list[dict[str, Any]] = []
+    prior_file = args.out / "flower_simulation.json"
+    if args.append and prior_file.exists():
+        prior = json.loads(prior_file.read_text())
+        results = [r for r in prior["results"] if not (r["n"] in ns and r["mode"] in modes)]
+        earlier = prior.get("invocations") or [{"clients": prior["clients_requested"],
+                                                "modes": prior["modes_requested"],
+                                                "uptime_before": prior["uptime_before"],
+                                                "uptime_after": prior["uptime_after"], "complete": prior["complete"]}]
     with tempfile.TemporaryDirectory(prefix="flower-sim-") as tmp:
         for n in ns:
             for mode in modes:
@@ -443,12 +460,13 @@ def main() -> None:
                 check(args, res)
                 summarize(res)
                 results.append(res)
-                write(args, ns, modes, machine, flwr.__version__, ray.__version__, uptime_before, results, False)
+                write(args, ns, modes, machine, flwr.__version__, ray.__version__, uptime_before, results, False,
+                      earlier)
                 print(f"N={n:4d} {mode:18s} rounds {[round(x, 2) for x in res.get('round_s', [])]} "
                       f"median(after 1st) {fmt(res['median_round_s'])} max err {res.get('max_abs_error')} "
                       f"load {res['load_before']}->{res['load_after']}"
                       + (f" ERROR {res['error']}" if res.get("error") else ""), flush=True)
-    goals = write(args, ns, modes, machine, flwr.__version__, ray.__version__, uptime_before, results, True)
+    goals = write(args, ns, modes, machine, flwr.__version__, ray.__version__, uptime_before, results, True, earlier)
     del goals
     print(f"wrote {args.out / 'flower_simulation.json'} and .md")
 
