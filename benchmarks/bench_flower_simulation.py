@@ -108,9 +108,17 @@ def child(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {}
     init = [np.zeros(dim, dtype=np.float32), np.zeros(1, dtype=np.float32)]
 
+    def dump(error: str | None = None, total: float | None = None) -> None:
+        out = {"mode": mode, "n": n, "dropped_pids": sorted(drop), "drop_stage": drop_stage, "total_s": total,
+               "error": error, "round_s": [b - a for a, b in zip(stamps, stamps[1:])], "globals": globals_, **extra}
+        tmp = Path(args.child_out + ".tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, args.child_out)
+
     def record(arrays: list[np.ndarray]) -> None:
         stamps.append(time.perf_counter())
         globals_.append([a.astype(np.float64).tolist() for a in arrays])
+        dump()  # after every round: a run cut short by the time limit keeps the rounds it completed
 
     def drop_mod(msg: Message, context: Context, call_next: Any) -> Message:
         # the listed clients vanish at one stage of every round: the ClientApp raises
@@ -221,9 +229,7 @@ def child(args: argparse.Namespace) -> None:
             ray.shutdown()
     except ImportError:
         pass
-    out = {"mode": mode, "n": n, "dropped_pids": sorted(drop), "drop_stage": drop_stage, "total_s": total,
-           "error": error, "round_s": [b - a for a, b in zip(stamps, stamps[1:])], "globals": globals_, **extra}
-    Path(args.child_out).write_text(json.dumps(out))
+    dump(error, total)
 
 
 # ---------------------------------------------------------------------------- the parent
@@ -269,11 +275,12 @@ def run_one(args: argparse.Namespace, mode: str, n: int, tmp: Path) -> dict[str,
             pass
     res: dict[str, Any] = {"mode": mode, "n": n, "returncode": rc, "wall_s": wall,
                            "ray_processes_left_at_end": [c for _, c in left]}
-    if rc is None:
-        res["error"] = f"timed out after {args.run_timeout} s"
     if out.exists():
         res.update(json.loads(out.read_text()))
-    elif "error" not in res:
+    if rc is None:
+        res["error"] = (f"stopped at the time limit of {args.run_timeout:g} s (--run-timeout); the rounds "
+                        "completed before it are kept")
+    elif not out.exists():
         res["error"] = f"no result (exit {rc}); log tail: " + log.read_text()[-1500:]
     if res.get("error"):
         res["log_tail"] = log.read_text()[-3000:]
