@@ -602,11 +602,7 @@ def run_secure_evaluation(grid: Grid, node_ids: Iterable[int], arrays: ArrayReco
                                                       f"{outcome.detail}")
             return report, None
         result = driver.result()
-    report.outcome = "completed"
-    report.included = tuple(node_of[c] for c in result.included if c in node_of)
-    report.dropped = {node_of[c]: st for c, st in result.dropped.items() if c in node_of}
-    report.sum_weights = result.sum_weights
-    report.mean_update = result.aggregate
+    _completed(report, result, node_of)
     metrics = MetricRecord({name: float(v) for name, v in zip(names, result.aggregate)})
     metrics[ev.weighted_by or "num-nodes"] = float(result.sum_weights)
     log.info("secagg: evaluation of round %d: weighted means of %s over %d of %d nodes", server_round,
@@ -656,6 +652,15 @@ def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, clie
         outbox = driver.close_stage()
 
 
+def _completed(report: RoundReport, result: Any, node_of: Mapping[int, int]) -> None:
+    """Fill ``report`` from a completed round's result (protocol ids mapped to node ids)."""
+    report.outcome = "completed"
+    report.included = tuple(node_of[c] for c in result.included if c in node_of)
+    report.dropped = {node_of[c]: stage for c, stage in result.dropped.items() if c in node_of}
+    report.sum_weights = result.sum_weights
+    report.mean_update = result.aggregate
+
+
 def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, int], settings: SecAggSettings,
               the_rule: Rule, layout: ModelLayout, arrays: ArrayRecord,
               dp_budget: DPBudget | None = None) -> tuple[RoundReport, ArrayRecord | None]:
@@ -675,11 +680,7 @@ def _conclude(driver: ServerDriver, report: RoundReport, node_of: Mapping[int, i
                                   culprits=report.culprits)
         return report, None
     result = driver.result()
-    report.outcome = "completed"
-    report.included = tuple(node_of[c] for c in result.included if c in node_of)
-    report.dropped = {node_of[c]: s for c, s in result.dropped.items() if c in node_of}
-    report.sum_weights = result.sum_weights
-    report.mean_update = result.aggregate
+    _completed(report, result, node_of)
     if dp_budget is not None:
         if result.dp is None:  # the round's parameters carried DP: its result must report it
             raise LocalProtocolError(f"round {server_round}: the DP round's result carries no DP report")

@@ -50,7 +50,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from ..errors import BadDecryptionShare, BadEncoding, ParameterError, ReconstructionError
-from .paillier import MAX_KEY_BITS, MIN_KEY_BITS, PublicKey, run_chunks
+from .paillier import MAX_KEY_BITS, MIN_KEY_BITS, PublicKey, _dlog_one_plus, run_chunks
 from .randomness import RandomSource, default_random
 
 __all__ = [
@@ -320,17 +320,7 @@ def encrypt(key: ThresholdKey, message: int, rng: RandomSource | None = None) ->
 def _dlog(key: ThresholdKey, a: mpz) -> mpz:
     """``i mod n^s`` from ``a = (1 + n)^i mod n^(s+1)`` (Damgard-Jurik's
     recursive extraction; for ``s = 1`` it is ``L(a) = (a - 1) / n``)."""
-    n, i = key.n, mpz(0)
-    for j in range(1, key.s + 1):
-        nj = n ** j
-        t1 = (a % (nj * n) - 1) // n
-        t2 = i
-        for k in range(2, j + 1):
-            i -= 1
-            t2 = t2 * i % nj
-            t1 = (t1 - t2 * n ** (k - 1) * gmpy2.invert(math.factorial(k), nj)) % nj
-        i = t1 % nj
-    return i
+    return _dlog_one_plus(a, key.n, key.s)
 
 
 # ---------------------------------------------------------------- partial decryption
