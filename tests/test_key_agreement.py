@@ -267,6 +267,13 @@ def _times_l_is_infinity(u: int) -> bool:
     return z2 % P == 0
 
 
+def _double(u: int) -> int:
+    """u(2P) from u(P) (the duplication formula), u != 0."""
+    num = (u * u - 1) ** 2 % P
+    den = 4 * u * (u * u + 486662 * u + 1) % P
+    return num * pow(den, P - 2, P) % P if den else 0
+
+
 def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
     """``in_prime_order_subgroup`` against ``[l] P = O`` on honest keys (all in
     the subgroup), on random u-coordinates (on the curve, seven in eight have
@@ -276,7 +283,9 @@ def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
 
     rng = DeterministicRandom(b"subgroup")
     honest = [int.from_bytes(generate_keypair(rng).public, "little") for _ in range(40)]
-    randoms = [int.from_bytes(rng.bytes(32), "little") % P for _ in range(160)]
+    # 600 random u: about 300 on the curve, about 37 in each of the 8 cosets of the subgroup, so each
+    # halving level of the check (not in 2E, in 2E not 4E, in 4E not 8E) decides some of them
+    randoms = [int.from_bytes(rng.bytes(32), "little") % P for _ in range(600)]
     moved = [pow(u, P - 2, P) for u in honest[:20]]  # P + (0, 0): u -> 1/u
     seen = {True: 0, False: 0}
     for u in honest + randoms + moved + sorted(LOW_ORDER_U - {0}):
@@ -289,6 +298,15 @@ def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
     assert all(in_prime_order_subgroup(u) for u in honest)
     assert not any(in_prime_order_subgroup(u) for u in moved)
     assert seen[True] >= 40 and seen[False] >= 100  # both outcomes exercised
+    # every level of the halving refuses some curve points: in 2E but not 4E, in 4E but not 8E
+    on_curve = [u for u in randoms if pow(u * (u * u + 486662 * u + 1) % P, (P - 1) // 2, P) == 1]
+    # P = P0 + T with P0 in the subgroup and T of order 1, 2, 4 or 8: P is in 2E iff the order of T divides
+    # 4, in 4E iff it divides 2; [k l] P = O iff the order of T divides k
+    def torsion_order(u: int) -> int:
+        return next(k for k, v in ((1, u), (2, _double(u)), (4, _double(_double(u)))) if _times_l_is_infinity(v)) \
+            if _times_l_is_infinity(_double(_double(u))) else 8
+    orders = [torsion_order(u) for u in on_curve]
+    assert all(orders.count(k) >= 10 for k in (1, 2, 4, 8)), [orders.count(k) for k in (1, 2, 4, 8)]
 
 
 def test_check_public_refuses_mixed_order_keys() -> None:

@@ -164,13 +164,25 @@ def _sqrt(a: "gmpy2.mpz") -> "gmpy2.mpz | None":
     return r if r * r % _P == a else None
 
 
+def _half_trace(x: "gmpy2.mpz") -> "gmpy2.mpz | None":
+    """For ``P`` in ``2E`` with ``u(P) = x``: ``w = u(Q) + 1/u(Q)`` of its
+    rational halves ``Q`` (see :func:`in_prime_order_subgroup`), or ``None``."""
+    s = _sqrt((x * x + _A * x + 1) % _P)
+    if s is None:  # cannot happen for a rational point in 2E; refuse rather than guess
+        return None
+    w = (2 * x + 2 * s) % _P
+    if gmpy2.legendre((w * w - 4) % _P, _P) == -1:  # a Jacobi symbol first: one root, not two
+        w = (2 * x - 2 * s) % _P
+    return w
+
+
 def in_prime_order_subgroup(u: int) -> bool:
     """Whether ``u`` (in ``[0, p)``) is the u-coordinate of a point of order
     ``l``, the prime-order subgroup ``8E`` of Curve25519 (so not a point of the
     twist, and no component of order 2, 4 or 8).
 
-    By halving instead of multiplying by ``l`` (about 20x cheaper than a
-    ladder: a few exponentiations in gmpy2). The curve's only rational point of
+    By halving instead of multiplying by ``l`` (three square roots in gmpy2
+    instead of a 253-step ladder). The curve's only rational point of
     order 2 is ``(0, 0)`` (``A^2 - 4`` is not a square), so a point
     ``P != (0, 0)`` is in ``2E`` exactly when ``u(P)`` is a square (the
     2-descent map). If it is, a half ``Q`` (``2Q = P``) has
@@ -181,11 +193,34 @@ def in_prime_order_subgroup(u: int) -> bool:
     ``Q + (0, 0)`` (the other sign gives halves that differ by a non-rational
     point of order 2). Both lie in ``2E`` or neither, since ``(0, 0)`` is in
     ``4E``. So ``P`` is in ``8E`` iff ``u(P)`` is a square, ``u(Q)`` is a
-    square and ``u(R)`` is a square, for halves ``2Q = P``, ``2R = Q``. Tests
-    check the result against ``[l] P = O`` with a Montgomery ladder."""
+    square and ``u(R)`` is a square, for halves ``2Q = P``, ``2R = Q``.
+
+    The last test needs no root: the two roots of ``x^2 - w x + 1`` have
+    product 1, so the same quadratic character, and a root ``x = y^2`` gives
+    ``w + 2 = (y + 1/y)^2``; conversely if ``w + 2 = z^2`` then ``w - 2``
+    is a square too (their product ``w^2 - 4`` is), ``y = (z + sqrt(w - 2))/2``
+    solves ``y + 1/y = z`` and ``y^2`` is a root. So ``u(R)`` is a square iff
+    ``w_Q + 2`` is, with ``w_Q`` the trace of ``Q``'s halves. Tests check the
+    result against ``[l] P = O`` with a Montgomery ladder."""
     x = gmpy2.mpz(u)
     if not 0 < x < _P:
         return False
+    if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
+        return False  # a point of the twist (or of order 2)
+    if gmpy2.legendre(x, _P) != 1:
+        return False  # P not in 2E
+    w = _half_trace(x)
+    if w is None:
+        return False
+    r = _sqrt((w * w - 4) % _P)
+    if r is None:
+        return False
+    x = (w + r) * _HALF % _P  # u(Q), a rational half of P
+    if x == 0 or gmpy2.legendre(x, _P) != 1:
+        return False  # Q not in 2E: P not in 4E
+    w = _half_trace(x)
+    # u(R) is a square iff w + 2 is (R a half of Q): P in 8E
+    return w is not None and gmpy2.legendre((w + 2) % _P, _P) == 1
     if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
         return False  # a point of the twist (or of order 2)
     for level in range(3):
