@@ -97,6 +97,8 @@ class NodeProcess:
     node_config: dict[str, Any]
     node_id: int | None = None
     killed: bool = False
+    #: 0 for the first process of this SuperNode, k after its k-th restart (:meth:`LocalDeployment.restart_node`)
+    generation: int = 0
 
     def log_text(self) -> str:
         try:
@@ -384,9 +386,11 @@ class LocalDeployment:
         if code != 0:
             raise DeploymentError(f"registering SuperNode {index} failed (exit {code}): {self._read(log_path)[-2000:]}")
 
-    def _start_node(self, index: int) -> None:
+    def _start_node(self, index: int, generation: int = 0, attempt: int = 0) -> None:
         port = free_port()
-        log_path = self.workdir / f"supernode-{index}.log"
+        name = f"supernode-{index}" + (f".restart-{generation}" if generation else "") + (
+            f"-{attempt}" if attempt else "")
+        log_path = self.workdir / f"{name}.log"
         if self.credentials is None:
             security = ["--insecure"]
         else:
@@ -398,7 +402,11 @@ class LocalDeployment:
         if self.node_configs[index]:
             args += ["--node-config", format_config(self.node_configs[index])]
         proc = self._spawn(args, log_path)
-        self.nodes.append(NodeProcess(index, port, log_path, proc, self.node_configs[index]))
+        node = NodeProcess(index, port, log_path, proc, self.node_configs[index], generation=generation)
+        if index < len(self.nodes):
+            self.nodes[index] = node
+        else:
+            self.nodes.append(node)
 
     def _all_registered(self) -> bool:
         for node in self.nodes:
@@ -473,6 +481,46 @@ class LocalDeployment:
         node.killed = True
         self.events.append(f"killed node {index} (node id {node.node_id}) after "
                            f"{node.received_messages()} received messages")
+
+    def restart_node(self, index: int, *, timeout: float = 180.0, retry_every: float = 5.0) -> NodeProcess:
+        """Start SuperNode ``index`` again after :meth:`kill_node`: a new process
+        with the same authentication key and node config, as an operator (or a
+        service manager) restarting a crashed node would; waits until it has
+        joined the SuperLink again and returns it. Its log files are
+        ``supernode-<index>.restart-<k>.log`` (then ``-<attempt>``).
+
+        Flower's SuperLink refuses to activate a node id it still lists
+        online ("Failed to activate SuperNode"; the new process exits at
+        once): a node that crashed stays listed until its last heartbeat
+        expires (two heartbeat intervals, 30 s each by default). Such a start
+        is retried every ``retry_every`` seconds until ``timeout``; any other
+        early exit raises :class:`DeploymentError`. The old process must be gone."""
+        old = self.nodes[index]
+        try:
+            old.process.wait(timeout=5.0)  # a SIGKILL just sent takes a moment to land
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"SuperNode {index} is still running: kill it first") from None
+        generation = old.generation + 1
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            self._start_node(index, generation=generation, attempt=attempt)
+            node = self.nodes[index]
+            while time.monotonic() < deadline and node.process.poll() is None and not self._all_registered():
+                time.sleep(0.1)
+            if self._all_registered() and node.process.poll() is None:
+                break
+            refused = "Failed to activate SuperNode" in node.log_text()
+            if node.process.poll() is None:  # still starting at the deadline
+                self._terminate([node.process])
+            if not refused or time.monotonic() + retry_every >= deadline:
+                raise DeploymentError(f"SuperNode {index} did not join again within {timeout:.0f}s "
+                                      f"({attempt + 1} attempt(s)); see {node.log_path}")
+            attempt += 1
+            time.sleep(retry_every)
+        self.events.append(f"restarted node {index} (node id {node.node_id}, was {old.node_id}) "
+                           f"after {attempt + 1} attempt(s)")
+        return node
 
     def kill_node_on_message(self, index: int, nth_message: int, sig: int = signal.SIGKILL) -> None:
         """Crash SuperNode ``index`` as soon as it has pulled its ``nth_message``-th
