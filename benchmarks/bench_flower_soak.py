@@ -274,7 +274,7 @@ def render(result: dict) -> str:
                      f"| {name} | {m['early_mib']} MiB | {m['late_mib']} MiB | n/a |")
     if s["ledger_bytes_first_last"]:
         first, last = s["ledger_bytes_first_last"]
-        lines += ["", f"**Ledgers on disk** (bytes per node, after round 1 → after the last round): "
+        lines += ["", "**Ledgers on disk** (bytes per node, after round 1 → after the last round): "
                   + ", ".join(f"{x:,} → {y:,}" for x, y in zip(first, last)) + "."]
     lines += ["", "Kills:", "", "| armed after round | node | message | killed in round | stage hit (round report) "
               "| restart (s) | node id kept |", "| ---: | ---: | ---: | ---: | --- | ---: | --- |"]
