@@ -81,3 +81,35 @@ def test_a_failing_unmasker_aborts_the_round() -> None:
     r.server._unmasker = broken
     out = r.run(drop={2: "masked_input"})
     assert isinstance(out, Abort) and out.reason is AbortReason.INTERNAL_ERROR
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+def test_process_unmasker_parts_sum_to_the_in_process_result(chunks: int) -> None:
+    """However the jobs are cut and whoever runs each part, the sum is the
+    in-process one; with the only worker kept busy, this process withdraws
+    every queued part it can and runs them itself (the result is still
+    exact), and the worker's pool stays usable."""
+    jobs = _jobs()
+    expected = run_local(jobs)
+    with process_unmasker(2, chunks_per_worker=chunks) as unmasker:
+        assert np.array_equal(unmasker(jobs), expected)
+        assert unmasker._pool is not None
+        busy = unmasker._pool.submit(_sleep, 1.0)  # the worker is busy while the parts are queued
+        assert np.array_equal(unmasker(jobs), expected)
+        assert busy.result() == 1.0
+        assert np.array_equal(unmasker(jobs), expected)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_process_unmasker_refuses_bad_chunking(bad: object) -> None:
+    from secagg.errors import ParameterError
+
+    with pytest.raises(ParameterError):
+        process_unmasker(2, chunks_per_worker=bad)  # type: ignore[arg-type]

@@ -180,20 +180,24 @@ def _ready() -> bool:
 class ProcessUnmasker:
     """The masking server's mask removal on ``workers`` cores
     (``MaskingServer(params, unmasker=process_unmasker(workers))``): the jobs
-    are cut into ``workers`` parts of about equal cost; this process runs one
-    part itself and ``workers - 1`` spawned processes the others. They
-    receive seeds, mask keys and public keys (the reconstructed secrets the
-    server holds at that point, and no other state) and return one vector
-    each, which are added here.
+    are cut into ``chunks_per_worker`` parts of about equal cost per worker;
+    ``workers - 1`` spawned processes take parts from the front of the list
+    and this process from the back, until they meet (a busier core does
+    fewer parts). The workers receive seeds, mask keys and public keys (the
+    reconstructed secrets the server holds at that point, and no other
+    state) and return one vector per part, which are added here.
 
     The processes start on first use (or :meth:`start`) and are kept for the
     rounds that follow; :meth:`shutdown` ends them. A copy of the server
     (``copy.deepcopy``) shares this pool."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, chunks_per_worker: int = 4):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ParameterError("workers must be an integer >= 1")
+        if isinstance(chunks_per_worker, bool) or not isinstance(chunks_per_worker, int) or chunks_per_worker < 1:
+            raise ParameterError("chunks_per_worker must be an integer >= 1")
         self.workers = workers
+        self.chunks_per_worker = chunks_per_worker
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> "ProcessUnmasker":
@@ -208,15 +212,25 @@ class ProcessUnmasker:
     def __call__(self, jobs: Any) -> Any:
         from ..protocols.masking.unmask import run_local, split_jobs
 
-        parts = split_jobs(list(jobs), self.workers) if self.workers > 1 else []
+        parts = split_jobs(list(jobs), self.workers * self.chunks_per_worker) if self.workers > 1 else []
         if len(parts) < 2:
             return run_local(jobs)
         self.start()
         assert self._pool is not None
-        futures = [self._pool.submit(_run_mask_jobs, part) for part in parts[1:]]
-        acc = run_local(parts[0])
-        for f in futures:
-            acc += f.result()  # mod 2^k: numpy unsigned addition wraps
+        # Every part is queued for the worker processes, which take them from the front; this process
+        # takes them from the back, each one it can still withdraw from the queue (Future.cancel succeeds
+        # only for a part no worker has taken). So a core that is slower or busier simply does fewer
+        # parts, and the two ends meet in the middle.
+        futures = [self._pool.submit(_run_mask_jobs, part) for part in parts]
+        acc = None
+        for part, future in zip(reversed(parts), reversed(futures)):
+            if future.cancel():
+                mine = run_local(part)
+                acc = mine if acc is None else acc + mine  # mod 2^k: numpy unsigned addition wraps
+        for future in futures:
+            if not future.cancelled():
+                theirs = future.result()
+                acc = theirs if acc is None else acc + theirs
         return acc
 
     def shutdown(self) -> None:
@@ -234,8 +248,8 @@ class ProcessUnmasker:
         return self
 
 
-def process_unmasker(workers: int) -> ProcessUnmasker:
+def process_unmasker(workers: int, chunks_per_worker: int = 4) -> ProcessUnmasker:
     """The masking server's mask removal over ``workers`` cores, for
     ``MaskingServer(params, unmasker=process_unmasker(workers))``; with 1
     worker it runs in this process (the default's behaviour)."""
-    return ProcessUnmasker(workers)
+    return ProcessUnmasker(workers, chunks_per_worker)
