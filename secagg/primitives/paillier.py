@@ -5,7 +5,9 @@ imports ``phe`` (protocols/paillier/SPEC.md, "Primitives").
 What it offers, and nothing more:
 
 * key generation (``phe``'s, or from an injected random source for tests and
-  vectors), :class:`PublicKey` (``n``) and :class:`PrivateKey` (CRT decryption);
+  vectors; opt-in, a modulus of three primes for the single key holder,
+  protocols/paillier/SPEC.md §3.4), :class:`PublicKey` (``n``) and
+  :class:`PrivateKey` (CRT decryption over two or three primes);
 * raw encryption of an integer ``0 <= m < n`` with *injected* randomness:
   ``E(m) = (1 + m*n) * rho mod n^2`` where the *obfuscator* ``rho`` is either
   ``r^n`` for ``r`` uniform in ``Z*_n`` (standard Paillier) or, as an option,
@@ -49,6 +51,8 @@ from .randomness import RandomSource, default_random
 __all__ = [
     "DEFAULT_KEY_BITS",
     "MIN_KEY_BITS",
+    "MIN_THREE_PRIME_KEY_BITS",
+    "KEY_PRIMES",
     "PublicKey",
     "PrivateKey",
     "generate_keypair",
@@ -76,6 +80,11 @@ DEFAULT_KEY_BITS = 2048
 #: anything below 2048 bits unless a test explicitly lowers their bound.
 MIN_KEY_BITS = 512
 MAX_KEY_BITS = 8192
+#: Smallest modulus of three primes (protocols/paillier/SPEC.md §3.4): each
+#: factor then has at least 341 bits, beyond the elliptic-curve method's
+#: records; OpenSSL's multi-prime RSA allows a third prime from the same size.
+MIN_THREE_PRIME_KEY_BITS = 1024
+KEY_PRIMES = (2, 3)
 
 _KEY_ID_TAG = b"secagg/v1/paillier/key-id\x00"
 _DJN_TAG = b"secagg/v1/paillier/djn-base\x00"
@@ -162,34 +171,70 @@ class PublicKey:
 
 
 class PrivateKey:
-    """The decryption key: ``phe``'s private key (primes ``p < q``) behind a
-    deliberately small interface, with every constant CRT decryption needs
-    computed once here (``p - 1``, ``q - 1``, ``p^2``, ``q^2``, ``h_p``, ``h_q``
-    and the recombination constant ``p^-1 mod q``).
+    """The decryption key, with every constant CRT decryption needs computed
+    once here, behind a deliberately small interface.
+
+    Two primes (the default): ``phe``'s private key (primes ``p < q``), with
+    ``p - 1``, ``q - 1``, ``p^2``, ``q^2``, ``h_p``, ``h_q`` and the
+    recombination constant ``p^-1 mod q`` taken from it. Three primes (the key
+    holder's opt-in, protocols/paillier/SPEC.md §3.4 "Three-prime modulus"):
+    built by :func:`keypair_from_primes` / :func:`generate_keypair` with
+    ``primes=3``; per prime ``p_i``: ``p_i - 1``, ``p_i^2``,
+    ``h_i = L_i((1+n)^(p_i-1) mod p_i^2)^-1 mod p_i``, and Garner's constants
+    ``P_i = p_1...p_(i-1)``, ``P_i^-1 mod p_i``. ``prime_count`` says which.
 
     Decryption is done here with gmpy2, not by ``phe`` (whose per-call path is
     Python arithmetic per ciphertext); the result is the same integer (tested).
     It never pickles (so it cannot be sent to a worker process or written to a
     cache by accident) and its ``repr`` shows only the key id."""
 
-    __slots__ = ("public_key", "_key", "_p", "_q", "_p2", "_q2", "_pm1", "_qm1", "_hp", "_hq", "_p_inv",
-                 "_dj", "_dj_lock")
+    __slots__ = ("public_key", "prime_count", "_key", "_p", "_q", "_p2", "_q2", "_pm1", "_qm1", "_hp", "_hq",
+                 "_p_inv", "_primes", "_moduli", "_hs", "_garner", "_dj", "_dj_lock")
 
     def __init__(self, phe_private_key: _phe.PaillierPrivateKey):
         if not isinstance(phe_private_key, _phe.PaillierPrivateKey):
             raise ParameterError("expected a phe PaillierPrivateKey")
-        self._key = phe_private_key
+        self._key: _phe.PaillierPrivateKey | None = phe_private_key
         self.public_key = PublicKey(phe_private_key.public_key.n)
         k = phe_private_key
         self._p, self._q = mpz(k.p), mpz(k.q)
         self._p2, self._q2 = mpz(k.psquare), mpz(k.qsquare)
         self._pm1, self._qm1 = self._p - 1, self._q - 1
         self._hp, self._hq, self._p_inv = mpz(k.hp), mpz(k.hq), mpz(k.p_inverse)
+        self._set_primes((self._p, self._q), (self._hp, self._hq))
+
+    @classmethod
+    def _from_three_primes(cls, primes: Sequence[int]) -> "PrivateKey":
+        """A three-prime key (checked by :func:`keypair_from_primes`)."""
+        sk = cls.__new__(cls)
+        ps = tuple(sorted(mpz(p) for p in primes))
+        n = ps[0] * ps[1] * ps[2]
+        sk._key = None
+        sk.public_key = PublicKey(int(n))
+        # h_i = L_i((1 + n)^(p_i - 1) mod p_i^2)^-1 mod p_i
+        hs = tuple(gmpy2.invert((gmpy2.powmod(1 + n, p - 1, p * p) - 1) // p, p) for p in ps)
+        sk._set_primes(ps, hs)
+        return sk
+
+    def _set_primes(self, primes: tuple[mpz, ...], hs: tuple[mpz, ...]) -> None:
+        self.prime_count = len(primes)
+        self._primes = primes
+        self._moduli = tuple((p - 1, p * p) for p in primes)  # (exponent, modulus) of each u_i
+        self._hs = hs
+        garner = []
+        prefix = primes[0]
+        for p in primes[1:]:
+            garner.append((prefix, gmpy2.invert(prefix, p)))
+            prefix *= p
+        self._garner = tuple(garner)
         self._dj: dict[int, _DJConstants] = {}
         self._dj_lock = threading.Lock()
 
     def to_phe(self) -> _phe.PaillierPrivateKey:
-        """The underlying ``phe`` key (interoperability tests)."""
+        """The underlying ``phe`` key (interoperability tests). A three-prime
+        key has none: :class:`~secagg.errors.ParameterError`."""
+        if self._key is None:
+            raise ParameterError(f"a {self.prime_count}-prime Paillier key has no phe form (phe keys have two primes)")
         return self._key
 
     def decrypt(self, ciphertext: int) -> int:
@@ -199,10 +244,12 @@ class PrivateKey:
 
     def decrypt_many(self, ciphertexts: Sequence[int], threads: int = 1, *, s: int = 1) -> list[int]:
         """CRT decryption of many ciphertexts (protocols/paillier/SPEC.md §3.4):
-        ``u_p = c^(p-1) mod p^2``,
-        ``m_p = L_p(u_p) h_p mod p``, likewise mod ``q``, then Garner's
-        recombination ``m = m_p + ((m_q - m_p) p^-1 mod q) p`` (the arithmetic
-        of ``phe``'s ``raw_decrypt``, tested equal).
+        for every prime ``p_i`` of ``n``, ``u_i = c^(p_i-1) mod p_i^2``,
+        ``m_i = L_i(u_i) h_i mod p_i``, then Garner's recombination; with two
+        primes ``m = m_p + ((m_q - m_p) p^-1 mod q) p`` (the arithmetic of
+        ``phe``'s ``raw_decrypt``, tested equal), with three
+        ``x = m_1 + ((m_2 - m_1) p_1^-1 mod p_2) p_1``,
+        ``m = x + ((m_3 - x) (p_1 p_2)^-1 mod p_3) p_1 p_2``.
 
         The exponentiations run in ``gmpy2.powmod_base_list``, which releases
         the GIL: with ``threads > 1`` that many threads take chunks of the
@@ -211,14 +258,14 @@ class PrivateKey:
 
         Every ciphertext must lie in ``Z*_{n^2}``; anything else raises
         :class:`~secagg.errors.BadCiphertext` and nothing is returned: out of
-        ``[1, n^2)`` is checked first, a multiple of ``p`` or ``q`` shows as
-        ``u_p != 1 mod p`` (Fermat: ``c^(p-1) = 1 mod p`` for every unit), a
-        remainder the decryption computes anyway.
+        ``[1, n^2)`` is checked first, a multiple of a prime ``p_i`` shows as
+        ``u_i != 1 mod p_i`` (Fermat: ``c^(p_i-1) = 1 mod p_i`` for every
+        unit), a remainder the decryption computes anyway.
 
         ``s > 1``: Damgard-Jurik ciphertexts ``(1 + n)^m r^(n^s) mod n^(s+1)``
-        under the same primes, plaintexts in ``[0, n^s)``: ``c^(p-1)`` mod
-        ``p^(s+1)``, the discrete logarithm to base ``1 + p`` by Damgard and
-        Jurik's recursion, the same recombination mod ``p^s`` and ``q^s``."""
+        under the same primes, plaintexts in ``[0, n^s)``: ``c^(p_i-1)`` mod
+        ``p_i^(s+1)``, the discrete logarithm to base ``1 + p_i`` by Damgard
+        and Jurik's recursion, the same recombination mod the ``p_i^s``."""
         if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4:
             raise ParameterError(f"s must be an integer in [1, 4], got {s!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -232,21 +279,21 @@ class PrivateKey:
         modulus = self.public_key.n_square if s == 1 else self.public_key._n_mpz ** (s + 1)
         if not (min(cs) > 0 and max(cs) < modulus):
             raise BadCiphertext("ciphertext outside Z*_{n^(s+1)}" if s > 1 else "ciphertext outside Z*_{n^2}")
+        finish: Callable[[list, list[int], int], bool]
         if s == 1:
-            halves = ((self._pm1, self._p2), (self._qm1, self._q2))
-            finish = self._finish
+            moduli = self._moduli
+            finish = self._finish if self.prime_count == 2 else self._finish_multi
         else:
             dj = self._dj_constants(s)
-            halves = ((self._pm1, dj.p_mod), (self._qm1, dj.q_mod))
+            moduli = tuple((p - 1, m) for p, m in zip(self._primes, dj.mods))
             finish = dj.finish
         out: list[int] = [0] * len(cs)
         bad = [False]
 
         def work(lo: int, hi: int) -> None:
             chunk = cs[lo:hi]
-            ups = gmpy2.powmod_base_list(chunk, *halves[0])  # releases the GIL
-            uqs = gmpy2.powmod_base_list(chunk, *halves[1])
-            if not finish(ups, uqs, out, lo):
+            us = [gmpy2.powmod_base_list(chunk, e, m) for e, m in moduli]  # each releases the GIL
+            if not finish(us, out, lo):
                 bad[0] = True
 
         run_chunks(work, len(cs), threads)
@@ -254,11 +301,11 @@ class PrivateKey:
             raise BadCiphertext("ciphertext outside Z*_{n^(s+1)}" if s > 1 else "ciphertext outside Z*_{n^2}")
         return out
 
-    def _finish(self, ups: Sequence[mpz], uqs: Sequence[mpz], out: list[int], lo: int) -> bool:
-        """``out[lo + j] = m_j`` from ``u_p``, ``u_q``; False if some ``u`` is not 1 mod its prime."""
+    def _finish(self, us: list, out: list[int], lo: int) -> bool:
+        """Two primes: ``out[lo + j] = m_j`` from ``u_p``, ``u_q``; False if some ``u`` is not 1 mod its prime."""
         p, q, hp, hq, p_inv = self._p, self._q, self._hp, self._hq, self._p_inv
         ok = True
-        for j, (up, uq) in enumerate(zip(ups, uqs), start=lo):
+        for j, (up, uq) in enumerate(zip(*us), start=lo):
             lp, rp = divmod(up - 1, p)
             lq, rq = divmod(uq - 1, q)
             if rp or rq:
@@ -268,11 +315,34 @@ class PrivateKey:
             out[j] = int(mp + ((lq * hq - mp) * p_inv % q) * p)
         return ok
 
+    def _finish_multi(self, us: list, out: list[int], lo: int) -> bool:
+        """Any number of primes: ``m_i`` per prime, Garner's recombination;
+        False if some ``u_i`` is not 1 mod ``p_i``."""
+        primes, hs, garner = self._primes, self._hs, self._garner
+        p1, h1 = primes[0], hs[0]
+        rest = tuple(zip(primes[1:], hs[1:], garner))
+        ok = True
+        for j, row in enumerate(zip(*us), start=lo):
+            l1, r1 = divmod(row[0] - 1, p1)
+            if r1:
+                ok = False
+                continue
+            x = l1 * h1 % p1
+            for u, (p, h, (prefix, inv)) in zip(row[1:], rest):
+                li, ri = divmod(u - 1, p)
+                if ri:
+                    ok = False
+                    break
+                x += ((li * h - x) * inv % p) * prefix
+            else:
+                out[j] = int(x)
+        return ok
+
     def _dj_constants(self, s: int) -> "_DJConstants":
         with self._dj_lock:
             got = self._dj.get(s)
             if got is None:
-                got = self._dj[s] = _DJConstants(self._p, self._q, s)
+                got = self._dj[s] = _DJConstants(self._primes, s)
             return got
 
     def __reduce__(self):  # noqa: D105 - never serialize a private key
@@ -299,32 +369,42 @@ def _dlog_one_plus(a: mpz, base: mpz, s: int) -> mpz:
 
 
 class _DJConstants:
-    """CRT constants of Damgard-Jurik decryption with ``s > 1`` for one key:
-    the moduli ``p^(s+1)``, ``q^(s+1)``, the factors
-    ``h_p = ((p-1) dlog_(1+p)(1+n))^-1 mod p^s`` (likewise ``h_q``) and
-    ``(p^s)^-1 mod q^s``."""
+    """CRT constants of Damgard-Jurik decryption with ``s > 1`` for one key of
+    two or three primes: per prime ``p_i`` the modulus ``p_i^(s+1)``, ``p_i^s``
+    and ``h_i = ((p_i-1) dlog_(1+p_i)(1+n))^-1 mod p_i^s``; Garner's constants
+    ``P_i = p_1^s...p_(i-1)^s`` and ``P_i^-1 mod p_i^s`` (two primes: ``(p^s)^-1 mod q^s``)."""
 
-    __slots__ = ("s", "p", "q", "p_mod", "q_mod", "ps", "qs", "hp", "hq", "ps_inv")
+    __slots__ = ("s", "primes", "mods", "powers", "hs", "garner")
 
-    def __init__(self, p: mpz, q: mpz, s: int):
-        self.s, self.p, self.q = s, p, q
-        self.ps, self.qs = p ** s, q ** s
-        self.p_mod, self.q_mod = self.ps * p, self.qs * q
-        n = p * q
-        self.hp = gmpy2.invert((p - 1) * _dlog_one_plus((1 + n) % self.p_mod, p, s), self.ps)
-        self.hq = gmpy2.invert((q - 1) * _dlog_one_plus((1 + n) % self.q_mod, q, s), self.qs)
-        self.ps_inv = gmpy2.invert(self.ps, self.qs)
+    def __init__(self, primes: Sequence[mpz], s: int):
+        self.s, self.primes = s, tuple(primes)
+        self.powers = tuple(p ** s for p in self.primes)
+        self.mods = tuple(ps * p for ps, p in zip(self.powers, self.primes))
+        n = mpz(1)
+        for p in self.primes:
+            n *= p
+        self.hs = tuple(gmpy2.invert((p - 1) * _dlog_one_plus((1 + n) % m, p, s), ps)
+                        for p, m, ps in zip(self.primes, self.mods, self.powers))
+        garner = []
+        prefix = self.powers[0]
+        for ps in self.powers[1:]:
+            garner.append((prefix, gmpy2.invert(prefix, ps)))
+            prefix *= ps
+        self.garner = tuple(garner)
 
-    def finish(self, ups: Sequence[mpz], uqs: Sequence[mpz], out: list[int], lo: int) -> bool:
-        p, q, s, ps, qs = self.p, self.q, self.s, self.ps, self.qs
+    def finish(self, us: list, out: list[int], lo: int) -> bool:
+        s = self.s
+        rows = tuple(zip(self.primes, self.powers, self.hs))
         ok = True
-        for j, (up, uq) in enumerate(zip(ups, uqs), start=lo):
-            if up % p != 1 or uq % q != 1:
+        for j, row in enumerate(zip(*us), start=lo):
+            if any(u % p != 1 for u, (p, _, _) in zip(row, rows)):
                 ok = False
                 continue
-            mp = _dlog_one_plus(up, p, s) * self.hp % ps
-            mq = _dlog_one_plus(uq, q, s) * self.hq % qs
-            out[j] = int(mp + ((mq - mp) * self.ps_inv % qs) * ps)
+            ms = [_dlog_one_plus(u, p, s) * h % ps for u, (p, ps, h) in zip(row, rows)]
+            x = ms[0]
+            for m_i, (p_s, (prefix, inv)) in zip(ms[1:], zip(self.powers[1:], self.garner)):
+                x += ((m_i - x) * inv % p_s) * prefix
+            out[j] = int(x)
         return ok
 
 
@@ -376,27 +456,84 @@ def _random_prime(bits: int, rng: RandomSource) -> int:
             return p
 
 
-def keypair_from_primes(p: int, q: int) -> tuple[PublicKey, PrivateKey]:
-    """A key pair from two known primes (test vectors use fixed small primes)."""
-    if not (gmpy2.is_prime(p) and gmpy2.is_prime(q)) or p == q:
-        raise ParameterError("p and q must be two distinct primes")
-    n = int(p) * int(q)
-    _check_key_bits(n.bit_length())
-    if math.gcd(n, (p - 1) * (q - 1)) != 1:
+def _check_prime_count(primes: object) -> int:
+    if isinstance(primes, bool) or not isinstance(primes, int) or primes not in (2, 3):
+        raise ParameterError(f"a Paillier modulus has 2 or 3 primes, got {primes!r}")
+    return primes
+
+
+def _three_prime_sizes(key_bits: int) -> tuple[int, int, int]:
+    """Prime sizes summing to ``key_bits``, the larger first (683/683/682 at 2048)."""
+    base, extra = divmod(key_bits, 3)
+    return (base + (extra >= 1), base + (extra >= 2), base)
+
+
+def keypair_from_primes(*primes: int) -> tuple[PublicKey, PrivateKey]:
+    """A key pair from two or three known primes (test vectors use fixed small
+    primes). Two primes give ``phe``'s key, as always; three give the key
+    holder's three-prime key (protocols/paillier/SPEC.md §3.4), refused under
+    :data:`MIN_THREE_PRIME_KEY_BITS` or with a factor of fewer than
+    ``bits(n)/3 - 16`` bits."""
+    if len(primes) not in (2, 3):
+        raise ParameterError(f"a Paillier modulus has 2 or 3 primes, got {len(primes)}")
+    if not all(isinstance(x, _INTEGERS) and not isinstance(x, bool) and x > 1 for x in primes):
+        raise ParameterError("the primes must be integers > 1")
+    if len(primes) == 2:
+        p, q = primes
+        if not (gmpy2.is_prime(p) and gmpy2.is_prime(q)) or p == q:
+            raise ParameterError("p and q must be two distinct primes")
+        n = int(p) * int(q)
+        _check_key_bits(n.bit_length())
+        if math.gcd(n, (p - 1) * (q - 1)) != 1:
+            raise ParameterError("gcd(n, phi(n)) != 1")
+        sk = PrivateKey(_phe.PaillierPrivateKey(_phe.PaillierPublicKey(n), int(p), int(q)))
+        return sk.public_key, sk
+    ps = [int(x) for x in primes]
+    if not all(gmpy2.is_prime(x) for x in ps) or len(set(ps)) != 3:
+        raise ParameterError("the three factors must be three distinct primes")
+    n = ps[0] * ps[1] * ps[2]
+    bits = n.bit_length()
+    if bits < MIN_THREE_PRIME_KEY_BITS:
+        raise ParameterError(f"a three-prime Paillier modulus needs at least {MIN_THREE_PRIME_KEY_BITS} bits "
+                             f"(smaller factors come within reach of the elliptic-curve method), got {bits}")
+    _check_key_bits(bits)
+    if min(x.bit_length() for x in ps) < bits // 3 - 16:
+        raise ParameterError("the three primes must be of about a third of the modulus each")
+    if math.gcd(n, (ps[0] - 1) * (ps[1] - 1) * (ps[2] - 1)) != 1:
         raise ParameterError("gcd(n, phi(n)) != 1")
-    sk = PrivateKey(_phe.PaillierPrivateKey(_phe.PaillierPublicKey(n), int(p), int(q)))
+    sk = PrivateKey._from_three_primes(ps)
     return sk.public_key, sk
 
 
-def generate_keypair(key_bits: int = DEFAULT_KEY_BITS,
-                     rng: RandomSource | None = None) -> tuple[PublicKey, PrivateKey]:
+def generate_keypair(key_bits: int = DEFAULT_KEY_BITS, rng: RandomSource | None = None, *,
+                     primes: int = 2) -> tuple[PublicKey, PrivateKey]:
     """A fresh key pair with an ``n`` of exactly ``key_bits`` bits.
 
-    Without ``rng``: ``phe.generate_paillier_keypair`` (the OS CSPRNG). With an
-    injected ``rng`` (tests, simulations, vectors): primes are the next primes
-    after ``key_bits/2``-bit numbers drawn from ``rng`` (top two bits set), so a
-    run is reproducible; the key objects are ``phe``'s either way."""
+    Two primes (the default): without ``rng``, ``phe.generate_paillier_keypair``
+    (the OS CSPRNG); with an injected ``rng`` (tests, simulations, vectors):
+    primes are the next primes after ``key_bits/2``-bit numbers drawn from
+    ``rng`` (top two bits set), so a run is reproducible; the key objects are
+    ``phe``'s either way.
+
+    ``primes=3`` (the key holder's opt-in, protocols/paillier/SPEC.md §3.4):
+    three distinct primes of sizes summing to ``key_bits`` (683/683/682 at
+    2048), drawn the same way from ``rng`` or, without one, from the OS
+    CSPRNG, redrawn until ``n`` has exactly ``key_bits`` bits and
+    ``gcd(n, phi(n)) = 1``. Refused under :data:`MIN_THREE_PRIME_KEY_BITS`."""
+    _check_prime_count(primes)
     _check_key_bits(key_bits)
+    if primes == 3:
+        if key_bits < MIN_THREE_PRIME_KEY_BITS:
+            raise ParameterError(f"a three-prime Paillier modulus needs at least {MIN_THREE_PRIME_KEY_BITS} bits "
+                                 f"(smaller factors come within reach of the elliptic-curve method), got {key_bits}")
+        source = default_random(rng)
+        sizes = _three_prime_sizes(key_bits)
+        while True:
+            ps = [_random_prime(size, source) for size in sizes]
+            n = ps[0] * ps[1] * ps[2]
+            if (len(set(ps)) == 3 and n.bit_length() == key_bits
+                    and math.gcd(n, (ps[0] - 1) * (ps[1] - 1) * (ps[2] - 1)) == 1):
+                return keypair_from_primes(*ps)
     if rng is None:
         pub, priv = _phe.generate_paillier_keypair(n_length=key_bits)
         sk = PrivateKey(priv)
