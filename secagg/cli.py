@@ -179,6 +179,9 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float | 
 @click.option("--decryption", type=click.Choice(["committee", "key_holder"]), default="committee", show_default=True,
               help="Paillier: who decrypts the aggregate: a committee of the clients, any majority of them "
                    "(nobody holds the key), or one key holder (protocols/paillier/SPEC.md section 8).")
+@click.option("--key-primes", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="Paillier with --decryption key_holder: primes of the key holder's modulus; 3 (opt-in) about "
+                   "halves its decryption time (protocols/paillier/SPEC.md section 3.4).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on for large runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @dp_options
@@ -186,7 +189,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
                      threshold: int | None, degree: int | None, malicious_server: bool, clip: float | None,
                      frac_bits: int | None,
                      key_bits: str, workers: int, randomizer: str | None, short_exponent: bool, decryption: str,
-                     progress: bool | None, as_json: bool, dp_epsilon: float | None, dp_delta: float,
+                     key_primes: str, progress: bool | None, as_json: bool, dp_epsilon: float | None, dp_delta: float,
                      dp_mechanism: str, dp_clip: float, dp_bits: int | None, dp_adaptive_clip: bool) -> None:
     """Run one secure-aggregation round in-process on synthetic updates and
     report its error against the plaintext aggregate, bytes and times.
@@ -213,9 +216,12 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
-    for name in ("key_bits", "workers", "randomizer", "short_exponent", "decryption"):
+    for name in ("key_bits", "workers", "randomizer", "short_exponent", "decryption", "key_primes"):
         if protocol != "paillier" and given(name):
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --protocol paillier only")
+    if given("key_primes") and decryption != "key_holder":
+        raise click.UsageError("--key-primes applies to --decryption key_holder only (the committee's key is the "
+                               "product of two safe primes)")
     if degree is not None and protocol != "secagg+":
         raise click.UsageError(f"--degree applies to --protocol secagg+ only ({protocol} "
                                + ("uses the complete graph)" if protocol == "secagg" else "has no graph)"))
@@ -244,7 +250,7 @@ def simulate_command(protocol: str, clients: int, dim: int, dropout: float, rule
                           dropouts=dropout or None, seed=seed,
                           encoding=enc, threshold=threshold, degree=degree, malicious_server=malicious_server,
                           key_bits=int(key_bits), workers=workers, short_exponent=short_exponent, progress=progress,
-                          randomizer=randomizer, decryption=decryption, dp=dp)
+                          randomizer=randomizer, decryption=decryption, dp=dp, key_primes=int(key_primes))
     except ParameterError as exc:
         msg = str(exc)
         if dropout and "dropout" in msg or protocol == "secagg+" and "tolerate" in msg:

@@ -126,7 +126,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
              trace: list[tuple[str, str, int, bytes]] | None = None,
              randomizer: str | None = None, unsafe_allow_single_client: bool = False,
              decryption: str = "committee", committee: Sequence[int] | None = None,
-             committee_threshold: int | None = None, dp: "DPConfig | None" = None) -> AggregationResult:
+             committee_threshold: int | None = None, dp: "DPConfig | None" = None,
+             key_primes: int = 2) -> AggregationResult:
     """Run one secure-aggregation round in-process and return its result.
 
     ``updates[i]`` is the update of client ``i + 1`` (numpy arrays, lists or
@@ -151,6 +152,10 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     (the default: no party holds the key; ``committee`` clients, all by
     default, decrypt together, any ``committee_threshold`` of them, a
     majority by default; SPEC §8) or ``"key_holder"`` (one key holder).
+    ``key_primes`` (2 or 3; ``decryption="key_holder"`` only) is the number
+    of primes of the key holder's modulus: 3 roughly halves its decryption
+    (SPEC §3.4, "Three-prime modulus"); the committee's key is always two
+    safe primes, so 3 with the committee is a :class:`ParameterError`.
 
     ``dp`` (a :class:`secagg.dp.DPConfig`) runs the round with distributed
     differential privacy (protocols/dp/SPEC.md §9), on ``secagg``,
@@ -173,6 +178,7 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
         raise ParameterError("committee and committee_threshold apply to protocol='paillier' only")
     if decryption not in DECRYPTIONS:
         raise ParameterError(f"decryption must be one of {DECRYPTIONS}, got {decryption!r}")
+    _check_key_primes(key_primes, protocol, decryption)
     r = get_rule(rule)
     xs = _as_vectors(updates)
     n = len(xs)
@@ -196,7 +202,8 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
                                  short_exponent=short_exponent, progress=progress, min_clients=threshold,
                                  randomizer=randomizer, unsafe_allow_single_client=unsafe_allow_single_client,
                                  decryption=decryption, committee=committee,
-                                 committee_threshold=committee_threshold, signed=malicious_server, dp=dp)
+                                 committee_threshold=committee_threshold, signed=malicious_server, dp=dp,
+                                 key_primes=key_primes)
     enc = encoding or _default_encoding(ws)
     stages = [s for s in MASKING_STAGES if malicious_server or s != "consistency_check"]
     schedule = _schedule(dropouts, n, stages, _fork(rng, "dropouts"))
@@ -205,6 +212,17 @@ def simulate(updates: Sequence[Any], weights: Sequence[float] | None = None, *, 
     return _masking(xs, ws, r, enc, schedule, rng, protocol=protocol, threshold=threshold, degree=degree,
                     dropout_tolerance=dropout_tolerance, corrupt_fraction=corrupt_fraction,
                     malicious_server=malicious_server, progress=progress, trace=trace, dp=dp)
+
+
+def _check_key_primes(key_primes: Any, protocol: str, decryption: str) -> None:
+    """``key_primes`` is 2 or 3, and 3 only for a Paillier key holder."""
+    if isinstance(key_primes, bool) or not isinstance(key_primes, int) or key_primes not in (2, 3):
+        raise ParameterError(f"key_primes must be 2 or 3, got {key_primes!r}")
+    if key_primes == 3 and protocol != "paillier":
+        raise ParameterError("key_primes applies to protocol='paillier' only")
+    if key_primes == 3 and decryption != "key_holder":
+        raise ParameterError("key_primes=3 applies to decryption='key_holder' only: the committee's key is the "
+                             "product of two safe primes, which its threshold sharing needs")
 
 
 def _check_dp(dp: Any, rule: Rule, weights: Sequence[float] | None, n: int, protocol: str,
@@ -352,7 +370,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
                       min_clients: int | None = None, randomizer: str | None = None,
                       unsafe_allow_single_client: bool = False, decryption: str = "committee",
                       committee: Sequence[int] | None = None, committee_threshold: int | None = None,
-                      spares: int = 0, signed: bool = False, dp: Any = None) -> AggregationResult:
+                      spares: int = 0, signed: bool = False, dp: Any = None,
+                      key_primes: int = 2) -> AggregationResult:
     """Run one Paillier round in-process: server and ``n`` clients on the
     round drivers, every message through the wire format, decrypted by a
     committee of the clients (``decryption="committee"``, the default: a
@@ -363,7 +382,9 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
     ``malicious_server=True``): every client signs its submission with a key
     the server and the decrypting parties pin; committee members then check
     that what they decrypt is the product of the named clients' signed
-    submissions of the session (SPEC §7, §8).
+    submissions of the session (SPEC §7, §8). ``key_primes`` (2 or 3) is
+    the number of primes of the key holder's modulus (``decryption="key_holder"``
+    only; SPEC §3.4, "Three-prime modulus").
 
     ``updates[i]`` belongs to client ``i + 1``; ``weights`` are used by the
     weighted rules (``None``: all 1) and ignored by ``sum``/``mean``.
@@ -412,6 +433,7 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         ws = [1.0] * n
     if decryption not in DECRYPTIONS:
         raise ParameterError(f"decryption must be one of {DECRYPTIONS}, got {decryption!r}")
+    _check_key_primes(key_primes, "paillier", decryption)
     by_committee = decryption == "committee"
     members = tuple(sorted(set(int(c) for c in committee))) if committee is not None else tuple(range(1, n + 1))
     if by_committee and (len(members) < 2 or members[0] < 1 or members[-1] > n):
@@ -452,7 +474,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         public_key_bytes = committee_bytes
     else:
         keyholder = PaillierKeyHolder(key_bits, key_rng, threads=workers, min_clients=floor,
-                                      unsafe_allow_single_client=unsafe_allow_single_client, client_keys=client_keys)
+                                      unsafe_allow_single_client=unsafe_allow_single_client, client_keys=client_keys,
+                                      key_primes=key_primes)
         # the key as published: the server and every client pin the key holder's own
         public_key_bytes = wire.encode(keyholder.public_key_message())
         public_key = wire.decode(public_key_bytes, PublicKeyMessage)
@@ -526,7 +549,8 @@ def simulate_paillier(updates: Sequence[np.ndarray], weights: Sequence[float] | 
         "bytes_per_parameter": float(np.mean([sent[c] for c in included])) / d,
         "aggregate_ciphertext_bytes": params.submission_bytes,
         "decryption": (f"committee: any {committee_key.threshold} of {len(committee_key.holders)} clients"
-                       if committee_key is not None else "key holder"),
+                       if committee_key is not None else
+                       "key holder" + (" (three-prime key)" if key_primes == 3 else "")),
         "signed_submissions": signed,
         "clipped_entries": int(sum(roles[c].clipped for c in included)),
         "online_exponentiations": int(sum(roles[c].online_exponentiations for c in included)),

@@ -49,9 +49,19 @@ __all__ = ["PaillierKeyHolder"]
 class PaillierKeyHolder:
     """Holds the private key. ``threads`` parallelises CRT decryption inside
     this process (gmpy2 releases the GIL), so the key never leaves it; the
-    default (``None``) uses every CPU this process may run on (a 1M-parameter
-    aggregate at 2048 bits: about 30 s on one core, 15 s on two;
-    benchmarks/results/paillier.md).
+    default (``None``) uses every CPU this process may run on. A 1M-parameter
+    aggregate at 2048 bits (10,753 ciphertexts) took 42 s of CPU on one
+    thread in the recorded run (39 s of it the two half-size exponentiations
+    per ciphertext; benchmarks/results/paillier.md), so about 21 s of wall
+    time on two idle cores.
+
+    ``key_primes`` (2, the default, or 3) is the number of primes of the key
+    it generates (protocols/paillier/SPEC.md §3.4, "Three-prime modulus"):
+    three primes of a third of ``key_bits`` each put those exponentiations at
+    0.50x the two-prime cost (measured), about 10 s on two idle cores at that
+    speed; nothing on the wire changes. Like ``key_bits`` it applies to a key
+    the key holder generates; a given ``private_key`` brings its own primes.
+    The attribute ``key_primes`` is the key's number of primes.
 
     ``min_clients`` (2; 1 only with ``unsafe_allow_single_client=True``) is
     the smallest ``min_clients`` of a round it registers. ``client_keys``
@@ -62,13 +72,17 @@ class PaillierKeyHolder:
     def __init__(self, key_bits: int = pl.DEFAULT_KEY_BITS, rng: RandomSource | None = None, *,
                  private_key: pl.PrivateKey | None = None, threads: int | None = None,
                  min_clients: int = MIN_CLIENTS_FLOOR, unsafe_allow_single_client: bool = False,
-                 client_keys: Mapping[int, bytes] | None = None):
+                 client_keys: Mapping[int, bytes] | None = None, key_primes: int = 2):
+        if isinstance(key_primes, bool) or not isinstance(key_primes, int) or key_primes not in pl.KEY_PRIMES:
+            raise ParameterError(f"key_primes must be 2 or 3, got {key_primes!r}")
         self.min_clients = min_clients_floor(min_clients, unsafe_allow_single_client)
         self._client_keys = None if client_keys is None else check_verify_keys(client_keys)
         if private_key is None:
-            _, private_key = pl.generate_keypair(key_bits, rng)
+            _, private_key = pl.generate_keypair(key_bits, rng, primes=key_primes)
         elif not isinstance(private_key, pl.PrivateKey):
             raise ParameterError("private_key must be a secagg PrivateKey")
+        #: the number of primes of the key (2 or 3; never the primes themselves)
+        self.key_primes: int = private_key.prime_count
         self._private_key = private_key
         self.public_key: pl.PublicKey = private_key.public_key
         if threads is None:
@@ -155,5 +169,6 @@ class PaillierKeyHolder:
 
     def __repr__(self) -> str:
         return (f"PaillierKeyHolder({self.public_key!r}, sessions={len(self._sessions)}, "
-                f"min_clients={self.min_clients}{', signed' if self.signed else ''})")
+                f"min_clients={self.min_clients}{', signed' if self.signed else ''}"
+                f"{', three-prime key' if self.key_primes == 3 else ''})")
 
