@@ -168,6 +168,11 @@ class Chaos:
             while (self.out / f"round-{seen + 1}.json").exists():
                 seen += 1
                 self.samples[seen] = sample(dep, self.ledgers)
+                report = json.loads((self.out / f"round-{seen}.json").read_text())
+                print(f"[{time.strftime('%H:%M:%S')}] round {seen}: {report['outcome']}, "
+                      f"{len(report['included'])} included, dropped {report['dropped'] or '-'}, "
+                      f"{sum(report['stage_seconds'].values()):.1f} s; {self.samples[seen]['processes']} processes, "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
                 if pending is None and seen % args.kill_every == 0 and seen < args.rounds:
                     victim = self.rng.randrange(args.nodes)
                     nth = self.rng.randint(1, args.kill_window)
@@ -190,6 +195,8 @@ class Chaos:
                     pending["restarted_before_round"] = seen + 1
                     del pending["killed_at"]
                     self.kills.append(pending)
+                    print(f"[{time.strftime('%H:%M:%S')}] node {pending['victim']} killed ({pending['event']}), "
+                          f"restarted in {pending['restart_seconds']} s", flush=True)
                     pending = None
             time.sleep(0.1)
         if pending is not None:
@@ -314,9 +321,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "flower_soak")
     args = ap.parse_args()
 
+    import signal
     import subprocess
 
     from secagg.flower.local import LocalDeployment
+
+    def stop_on_signal(signum: int, frame: object) -> None:  # SIGTERM: clean up like Ctrl-C
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
 
     with tempfile.TemporaryDirectory(prefix="secagg-bench-soak-") as tmp:
         tmp_path = Path(tmp)
