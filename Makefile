@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch: the CPU build (a bare 'torch' requirement may pull a multi-GB CUDA build)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[train,flower,test]"
+	# simulation: Flower's Simulation Engine (Ray), which tests/test_flower_simulation.py runs
+	$(PY) -m pip install --quiet -e ".[train,flower,simulation,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
