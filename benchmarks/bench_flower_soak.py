@@ -5,10 +5,10 @@ left behind?
 One local deployment (:class:`secagg.flower.local.LocalDeployment`: a SuperLink
 and ``--nodes`` SuperNodes on 127.0.0.1, TLS and SuperNode authentication, the
 example app of examples/flower_app) runs ``--rounds`` SecAgg+ FedAvg rounds in
-one ``flwr run``, with private evaluation metrics each round. Every
+one ``flwr run`` (private evaluation metrics with ``--fraction-evaluate``). Every
 ``--kill-every`` rounds a random SuperNode is SIGKILLed as it pulls a random one
-of its next messages (so it dies holding a message of some stage, training,
-evaluation, key sharing, masked input or unmasking), and ``--down`` seconds
+of its next messages (so it dies holding a message of some stage: training and
+key advertisement, key sharing, masked input, unmasking or evaluation), and ``--down`` seconds
 later it is started again with the same key and node config, as an operator
 restarting a crashed node would (:meth:`LocalDeployment.restart_node`).
 
@@ -255,7 +255,8 @@ def render(result: dict) -> str:
         f"1-min load average {result['load'][0]}–{result['load'][1]} during the run.",
         "",
         f"{a['nodes']} SuperNodes (TLS + SuperNode authentication), {a['rounds']} rounds in one `flwr run` "
-        f"(example app: SecAgg+ FedAvg, private evaluation metrics each round, `secagg-on-abort = \"skip\"`, "
+        f"(example app: SecAgg+ FedAvg, fraction-evaluate {a['fraction_evaluate']} (private metrics), "
+        f"`secagg-on-abort = \"skip\"`, "
         f"min-nodes {a['min_nodes']}, straggler grace {a['grace']} s, stage deadline {a['stage_timeout']} s). "
         f"Every {a['kill_every']} rounds a random SuperNode was SIGKILLed on one of its next {a['kill_window']} "
         f"messages and restarted {a['down']} s after it died. Seed {a['seed']}.",
@@ -311,11 +312,15 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--min-nodes", type=int, default=4, help="nodes a round waits for (default 4 of 5)")
     ap.add_argument("--kill-every", type=int, default=3, help="kill a node every this many rounds")
-    ap.add_argument("--kill-window", type=int, default=8,
+    ap.add_argument("--kill-window", type=int, default=4,
                     help="the victim dies on one of its next this many messages (uniform)")
     ap.add_argument("--down", type=float, default=5.0, help="seconds between the kill and the restart")
     ap.add_argument("--grace", type=float, default=5.0, help="secagg-straggler-grace")
     ap.add_argument("--stage-timeout", type=float, default=60.0, help="secagg-stage-timeout")
+    ap.add_argument("--fraction-evaluate", type=float, default=0.0,
+                    help="nodes asked for private evaluation metrics each round (default 0: every message a "
+                         "Flower ClientApp process, so evaluation doubles a round's cost on 2 cores; "
+                         "tests/test_flower_e2e.py covers it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=7200.0, help="the whole flwr run")
     ap.add_argument("--out", type=Path, default=RESULTS / "flower_soak")
@@ -353,7 +358,8 @@ def main() -> None:
             first_ids = dict(dep.node_ids)
             chaos.thread.start()
             run = dep.run_app(EXAMPLE, timeout=args.timeout, run_config={
-                "num-server-rounds": args.rounds, "min-nodes": args.min_nodes, "fraction-evaluate": 1.0,
+                "num-server-rounds": args.rounds, "min-nodes": args.min_nodes,
+                "fraction-evaluate": args.fraction_evaluate,
                 "output-dir": str(out), "secagg-clip": CLIP, "secagg-frac-bits": FRAC_BITS,
                 "secagg-on-abort": "skip", "secagg-stage-timeout": args.stage_timeout,
                 "secagg-straggler-grace": args.grace, "local-epochs": 1})
