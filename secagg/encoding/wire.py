@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import struct
 import types
 import typing
@@ -39,6 +40,9 @@ _INT64 = (-(1 << 63), (1 << 64) - 1)
 _ALLOWED_DTYPES = {"uint8", "uint32", "uint64", "int32", "int64", "float32", "float64"}
 
 _REGISTRY: dict[str, type] = {}
+# the canonical opening of each registered type's messages (envelope, version,
+# type name) -> (class, name): decode's lookup for the common case
+_HEADS: dict[bytes, tuple[type, str]] = {}
 T = TypeVar("T")
 
 
@@ -54,6 +58,7 @@ def message(name: str) -> typing.Callable[[type[T]], type[T]]:
         if existing is not None and existing != name:  # one name per class, one class per name
             raise TypeError(f"{cls.__name__} is already registered as {existing!r}")
         _REGISTRY[name] = cls
+        _HEADS[_ENVELOPE + _int_bytes(WIRE_VERSION) + _str_bytes(name)] = (cls, name)
         cls.__wire_name__ = name  # type: ignore[attr-defined]
         return cls
 
@@ -542,13 +547,24 @@ def _read(buf: Any, view: memoryview, pos: int, tp: Any, meta: typing.Mapping[st
     _fail(path, f"unsupported field type {tp!r}")
 
 
-_PLANS: dict[type, tuple[list[tuple[str, Any, Any, int, Any]], bool]] = {}
+class _Plan(typing.NamedTuple):
+    """How :func:`_read_message` reads one message class (built once per class)."""
+
+    rows: list[tuple[str, Any, Any, int, Any]]  # per field: name, type, metadata, fast-path code, its argument
+    positional: bool  # the fields can be passed by position
+    names: tuple[str, ...]
+    held: typing.Callable[[Any], tuple[Any, ...]]  # the field values a built message holds, as a tuple
 
 
-def _plan(cls: type) -> tuple[list[tuple[str, Any, Any, int, Any]], bool]:
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
     """Per message class: its fields with a fast-path code (1: a byte string
-    of fixed length below 256, 2: an integer with a range), and whether the
-    fields can be passed by position."""
+    of fixed length below 256, 2: an integer with a range, 3: an array, 4: a
+    ``view`` byte string), and whether the fields can be passed by position.
+    A field whose bytes take no fast path is read by the general :func:`_read`
+    (which also gives every error)."""
     plan = _PLANS.get(cls)
     if plan is None:
         rows = []
@@ -562,15 +578,20 @@ def _plan(cls: type) -> tuple[list[tuple[str, Any, Any, int, Any]], bool]:
                 names = meta.get("dtypes", _ALLOWED_DTYPES)
                 rows.append((name, ftp, meta, 3, ({_str_bytes(d): _WIRE_DTYPES[d] for d in names if d in _ALLOWED_DTYPES},
                                                   meta.get("max_size"))))
+            elif k == "bytes" and meta.get("view") and "len" not in meta:
+                rows.append((name, ftp, meta, 4, meta.get("max_len", MAX_MESSAGE_BYTES)))
             else:
                 rows.append((name, ftp, meta, 0, None))
         positional = all(f.init and f.kw_only is not True for f in dataclasses.fields(cls))
-        plan = _PLANS[cls] = (rows, positional)
+        names = tuple(r[0] for r in rows)
+        getter = operator.attrgetter(*names) if names else (lambda msg: ())
+        held = getter if len(names) != 1 else (lambda msg: (getter(msg),))
+        plan = _PLANS[cls] = _Plan(rows, positional, names, held)
     return plan
 
 
 def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) -> tuple[Any, int]:
-    rows, positional = _plan(cls)
+    rows, positional, _, held_of = _plan(cls)
     count = len(rows)
     if count < 16 and buf[pos] == 0x90 | count:
         pos += 1
@@ -583,6 +604,9 @@ def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) ->
             _fail(path, f"expected {count} fields for {cls.__name__}")
     values: list[Any] = []
     starts = []
+    # Each field's canonical encoding is read inline when it has the common
+    # shape (the fast-path codes of _plan); anything else, valid or not, goes
+    # to the general _read, which accepts and refuses exactly as before.
     for name, ftp, fmeta, code, arg in rows:
         starts.append(pos)
         b = buf[pos]
@@ -611,8 +635,8 @@ def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) ->
             if b == 0x92:
                 head = buf[pos + 1]
                 if 0xa0 <= head <= 0xbf:
-                    dt = arg[0].get(bytes(buf[pos + 1:pos + 2 + (head & 0x1f)]))
                     q = pos + 2 + (head & 0x1f)
+                    dt = arg[0].get(bytes(buf[pos + 1:q]))
                     h = buf[q] if dt is not None else 0
                     if h == 0xc4:
                         n, q = buf[q + 1], q + 2
@@ -631,9 +655,26 @@ def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) ->
                         end = q + n
                         if end > len(buf):
                             raise IndexError
-                        values.append(np.frombuffer(view[q:end], dtype=dt))
+                        # a read-only view of the input, as np.frombuffer(view[q:end], dt)
+                        values.append(np.frombuffer(view, dtype=dt, count=n // dt.itemsize, offset=q))
                         pos = end
                         continue
+        elif code == 4:  # a "view" byte string of at least _VIEW_MIN bytes: bin16 or bin32, shortest header
+            if b == 0xc5:
+                n, q = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+                ok = n >= _VIEW_MIN  # (>= 0x100: the shortest header)
+            elif b == 0xc6:
+                n, q = _S_U32.unpack_from(buf, pos + 1)[0], pos + 5
+                ok = n >= 0x10000
+            else:
+                ok = False
+            if ok and n <= arg:
+                end = q + n
+                if end > len(buf):
+                    raise IndexError
+                values.append(view[q:end])
+                pos = end
+                continue
         v, pos = _read(buf, view, pos, ftp, fmeta, f"{path}.{name}")  # the general path (and its errors)
         values.append(v)
     try:
@@ -642,17 +683,19 @@ def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) ->
         _fail(path, f"invalid {cls.__name__}: {type(exc).__name__}: {exc}")
     # the message holds what was parsed, so it encodes back to these bytes; a
     # class whose validation replaced a value must encode back to them too
-    for i, (name, ftp, _, _, _) in enumerate(rows):
-        held = getattr(msg, name)
-        if held is not values[i]:
-            out: list[Any] = []
-            try:
-                _emit(held, ftp, out)
-            except Exception:
-                _fail(path, "message does not re-encode")
-            last = starts[i + 1] if i + 1 < count else pos
-            if b"".join(out) != view[starts[i]:last]:
-                _fail(path, "the message does not re-encode to these bytes")
+    held_all = held_of(msg)
+    if not all(map(operator.is_, held_all, values)):  # (the common case: every value held as parsed)
+        for i, (name, ftp, _, _, _) in enumerate(rows):
+            held = held_all[i]
+            if held is not values[i]:
+                out: list[Any] = []
+                try:
+                    _emit(held, ftp, out)
+                except Exception:
+                    _fail(path, "message does not re-encode")
+                last = starts[i + 1] if i + 1 < count else pos
+                if b"".join(out) != view[starts[i]:last]:
+                    _fail(path, "the message does not re-encode to these bytes")
     return msg, pos
 
 
@@ -698,16 +741,25 @@ def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
         if buf[:8] != _ENVELOPE:
             # anything else is no message of ours (a wider header for the envelope is not canonical)
             raise WireFormatError("not a secagg message envelope")
-        version, pos = _read_value(buf, 8, "envelope")
-        if type(version) is not int or version != WIRE_VERSION:
-            raise WireFormatError(f"unsupported wire version {version!r}")
-        b = buf[pos]
-        if not (0xa0 <= b <= 0xbf or 0xd9 <= b <= 0xdb):
-            raise WireFormatError("unknown message type")
-        name, pos = _read_str(buf, pos, "envelope")
-        cls = _REGISTRY.get(name)
-        if cls is None or getattr(cls, "__wire_name__", None) != name:
-            raise WireFormatError(f"unknown message type {name!r}")
+        # the common case, bytes opening with the canonical version and a short
+        # registered type name: one lookup of that prefix (the same class the
+        # parse below finds for it)
+        pos = 10 + (buf[9] & 0x1f) if type(buf) is bytes and size > 10 else 0
+        known = _HEADS.get(buf[:pos]) if pos else None
+        if known is not None and getattr(known[0], "__wire_name__", None) == known[1]:
+            cls, name = known
+        else:
+            version, pos = _read_value(buf, 8, "envelope")
+            if type(version) is not int or version != WIRE_VERSION:
+                raise WireFormatError(f"unsupported wire version {version!r}")
+            b = buf[pos]
+            if not (0xa0 <= b <= 0xbf or 0xd9 <= b <= 0xdb):
+                raise WireFormatError("unknown message type")
+            name, pos = _read_str(buf, pos, "envelope")
+            found = _REGISTRY.get(name)
+            if found is None or getattr(found, "__wire_name__", None) != name:
+                raise WireFormatError(f"unknown message type {name!r}")
+            cls = found
         if expected is not None:
             allowed = expected if isinstance(expected, tuple) else (expected,)
             if cls not in allowed:

@@ -62,6 +62,14 @@ def _err(reason: AbortReason, detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(detail, reason)
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal(a, b)`` for integer arrays of one shape and dtype,
+    compared as bytes (a few times faster on id arrays); ``False`` for any
+    other pair (another shape or dtype, floats), for which callers take
+    their general path."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.dtype.kind in "iu" and a.tobytes() == b.tobytes()
+
+
 @dataclass
 class _Collected:
     advertised: dict[int, AdvertiseKeys] = field(default_factory=dict)
@@ -290,7 +298,7 @@ class MaskingServer:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} shares have the wrong length")
             if shares.size and int(shares.max()) >= shamir.M31.prime:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} share outside the field")
-            if not owners.size or (complete and np.array_equal(owners, allowed_arr)):
+            if not owners.size or (complete and _same_array(owners, allowed_arr)):
                 continue  # the complete graph's usual answer: exactly U_3 / exactly the dropped, in order
             if np.any(owners[1:] <= owners[:-1]):
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
@@ -614,7 +622,7 @@ class MaskingServer:
         if len(with_shares) < t:
             return None
         owners = with_shares[0][1]
-        if not all(np.array_equal(o, owners) for _, o, _ in with_shares[1:]):
+        if not all(_same_array(o, owners) for _, o, _ in with_shares[1:]):
             return None
         first = with_shares[:t]  # revealed is in holder-id order
         coeffs = shamir.lagrange_at_zero([h for h, _, _ in first])
