@@ -232,12 +232,14 @@ def summarise(result: dict) -> dict:
         b = mean([s["supernode_rss_kib"].get(f"{i}.0", 0) for s in late])
         steady[f"SuperNode {i}"] = {"early_mib": _mib(a), "late_mib": _mib(b), "growth_mib": _mib(b - a),
                                     "growth_pct": round(100 * (b - a) / a, 1) if a else None}
+    node_rss = [v for smp in samples for v in smp["supernode_rss_kib"].values() if v]
     completed = sum(1 for r in rounds if r["outcome"] == "completed")
     return {
         "rounds_reported": len(rounds), "completed": completed,
         "aborted": sum(1 for r in rounds if r["outcome"] != "completed"),
         "all_checked_ok": all(r["ok"] for r in rounds) and len(rounds) == result["args"]["rounds"],
         "kills": len(result["kills"]), "steady_memory": steady,
+        "supernode_rss_mib_min_max": [_mib(min(node_rss)), _mib(max(node_rss))] if node_rss else None,
         "processes_min_max": [min(s["processes"] for s in samples), max(s["processes"] for s in samples)]
         if samples else None,
         "ledger_bytes_first_last": [samples[0]["ledger_bytes"], samples[-1]["ledger_bytes"]] if samples else None,
@@ -280,6 +282,9 @@ def render(result: dict) -> str:
         lines.append(f"| {name} | {m['early_mib']} MiB | {m['late_mib']} MiB | {m['growth_mib']:+} MiB "
                      f"({m['growth_pct']:+}%) |" if m["growth_pct"] is not None else
                      f"| {name} | {m['early_mib']} MiB | {m['late_mib']} MiB | n/a |")
+    if s.get("supernode_rss_mib_min_max"):
+        lo, hi = s["supernode_rss_mib_min_max"]
+        lines += ["", f"**SuperNodes** (every process, restarted ones included, at every round end): RSS {lo}–{hi} MiB."]
     if s["ledger_bytes_first_last"]:
         first, last = s["ledger_bytes_first_last"]
         lines += ["", "**Ledgers on disk** (bytes per node, after round 1 → after the last round): "
@@ -324,7 +329,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=7200.0, help="the whole flwr run")
     ap.add_argument("--out", type=Path, default=RESULTS / "flower_soak")
+    ap.add_argument("--render", type=Path, default=None, help="only re-render the markdown of a run's JSON")
     args = ap.parse_args()
+    if args.render is not None:
+        result = json.loads(args.render.read_text())
+        result["summary"] = summarise(result)
+        args.render.with_suffix(".md").write_text(render(result))
+        print(render(result))
+        return
 
     import signal
     import subprocess
