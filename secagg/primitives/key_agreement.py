@@ -221,23 +221,3 @@ def in_prime_order_subgroup(u: int) -> bool:
     w = _half_trace(x)
     # u(R) is a square iff w + 2 is (R a half of Q): P in 8E
     return w is not None and gmpy2.legendre((w + 2) % _P, _P) == 1
-    if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
-        return False  # a point of the twist (or of order 2)
-    for level in range(3):
-        if gmpy2.legendre(x, _P) != 1:
-            return False
-        if level == 2:
-            return True
-        s = _sqrt((x * x + _A * x + 1) % _P)
-        if s is None:  # cannot happen for a rational point in 2E; refuse rather than guess
-            return False
-        w = (2 * x + 2 * s) % _P
-        if gmpy2.legendre((w * w - 4) % _P, _P) == -1:  # a Jacobi symbol first: one root, not two
-            w = (2 * x - 2 * s) % _P
-        r = _sqrt((w * w - 4) % _P)
-        if r is None:
-            return False
-        x = (w + r) * _HALF % _P
-        if x == 0:
-            return False
-    return False
