@@ -211,6 +211,23 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- rounds
+
+def _start_round(params, seed: int, obs, **round_options):  # type: ignore[no-untyped-def]
+    """The server (its set-up timed as its round 0) and every client on the
+    round drivers, moved by a LocalRound through the advertise stage:
+    (masking server, server driver, client drivers, their stores, the round)."""
+    with obs.span(SERVER, Stage.ADVERTISE_KEYS, "core"):
+        core = MaskingServer(params)
+    server = ServerDriver(core, "sum", observer=obs)
+    shared = {params.session_id: params}
+    stores = {i: D.BenchStore(shared) for i in params.client_ids}
+    view = obs.client_view()
+    clients = {i: ClientDriver(MaskingClientRole(i), stores[i], observer=view) for i in params.client_ids}
+    network = LocalRound(server, clients, D.Updates(params.client_ids, params.dim, seed), **round_options)
+    network.start()
+    network.step()
+    return core, server, clients, stores, network
+
 def keys_round(params: MaskingParams, seed: int, *, tamper: Tamper | None = None,
                vanish: Mapping[int, str] | None = None, refused: Mapping[int, str] | None = None,
                after_advertise: Callable[[], None] | None = None) -> D.MaskingRun:
@@ -223,17 +240,7 @@ def keys_round(params: MaskingParams, seed: int, *, tamper: Tamper | None = None
     ``after_advertise`` runs between the two stages, outside every span."""
     t_start = D.wall_clock()
     obs = D.ClockObserver()
-    with obs.span(SERVER, Stage.ADVERTISE_KEYS, "core"):  # the server's set-up counts as its round 0
-        core = MaskingServer(params)
-    server = ServerDriver(core, "sum", observer=obs)
-    shared = {params.session_id: params}
-    stores = {i: D.BenchStore(shared) for i in params.client_ids}
-    view = obs.client_view()
-    clients = {i: ClientDriver(MaskingClientRole(i), stores[i], observer=view) for i in params.client_ids}
-    network = LocalRound(server, clients, D.Updates(params.client_ids, params.dim, seed), dropouts=vanish,
-                         tamper=tamper)
-    network.start()
-    network.step()
+    _, server, clients, stores, network = _start_round(params, seed, obs, dropouts=vanish, tamper=tamper)
     if after_advertise is not None:
         after_advertise()
     network.step()
@@ -495,16 +502,7 @@ def advertise_stage(params: MaskingParams, seed: int, *, check: bool) -> dict[st
     if not check:
         masking_server.check_public = _no_check
     try:
-        with obs.span(SERVER, Stage.ADVERTISE_KEYS, "core"):
-            core = MaskingServer(params)
-        server = ServerDriver(core, "sum", observer=obs)
-        shared = {params.session_id: params}
-        stores = {i: D.BenchStore(shared) for i in params.client_ids}
-        view = obs.client_view()
-        clients = {i: ClientDriver(MaskingClientRole(i), stores[i], observer=view) for i in params.client_ids}
-        network = LocalRound(server, clients, D.Updates(params.client_ids, params.dim, seed))
-        network.start()
-        network.step()
+        core, server, _, _, network = _start_round(params, seed, obs)
     finally:
         masking_server.check_public = saved
     if network.refusals or obs.rejections or server.failures or len(core.u1) != len(params.client_ids):
