@@ -606,6 +606,7 @@ class MaskingRun:
     observer: ClockObserver
     outbox: dict[int, bytes]
     wall_s: float
+    server_last: bool = True  # LocalRound(server_last=...): the server receives a stage's replies back to back
 
     def fork(self, profile: Any = None) -> "MaskingRun":
         obs = self.observer.fork(profile)
@@ -616,13 +617,14 @@ class MaskingRun:
         stores = {i: s.fork() for i, s in self.stores.items()}
         view = obs.client_view()
         clients = {i: ClientDriver(c.role, stores[i], observer=view) for i, c in self.clients.items()}
-        return MaskingRun(self.params, self.seed, server, clients, stores, obs, dict(self.outbox), self.wall_s)
+        return MaskingRun(self.params, self.seed, server, clients, stores, obs, dict(self.outbox), self.wall_s,
+                          self.server_last)
 
     def network(self, dropouts: Mapping[int, str] | None = None) -> LocalRound:
         """The in-process transport between these drivers, going on from the
         pending messages (every client has had its first message: no
         contributions)."""
-        net = LocalRound(self.server, self.clients, {}, dropouts=dropouts)
+        net = LocalRound(self.server, self.clients, {}, dropouts=dropouts, server_last=self.server_last)
         net.outbox = dict(self.outbox)
         return net
 
@@ -637,10 +639,16 @@ def check_clean(network: LocalRound, observer: ClockObserver) -> None:
 
 
 def run_keys(params: MaskingParams, *, seed: int = 0, vanish: Mapping[int, str] | None = None,
-             progress: Callable[[str], None] | None = None, profile_server: Any = None) -> MaskingRun:
+             progress: Callable[[str], None] | None = None, profile_server: Any = None,
+             server_last: bool = True) -> MaskingRun:
     """Rounds 0 (AdvertiseKeys, which opens with the parameters) and 1
     (ShareKeys) for every client, on the drivers through
     :class:`~secagg.transports.inprocess.LocalRound`, closing ``share_keys``.
+    ``server_last`` (the default): in each stage every client answers
+    before the server receives the replies back to back, as a server on its
+    own machine would (its caches not evicted by the in-process clients'
+    work between two of its messages); ``False`` interleaves them (client,
+    server, client...), charging the server for the clients' cache traffic.
     ``vanish`` may drop clients at those two stages. Each client's update is
     made on the fly for its first message (outside every timer) and not kept
     (:class:`BenchStore`)."""
@@ -653,7 +661,8 @@ def run_keys(params: MaskingParams, *, seed: int = 0, vanish: Mapping[int, str] 
     stores = {i: BenchStore(shared) for i in params.client_ids}
     view = obs.client_view()
     clients = {i: ClientDriver(MaskingClientRole(i), stores[i], observer=view) for i in params.client_ids}
-    network = LocalRound(server, clients, Updates(params.client_ids, params.dim, seed), dropouts=vanish)
+    network = LocalRound(server, clients, Updates(params.client_ids, params.dim, seed), dropouts=vanish,
+                         server_last=server_last)
     network.start()
     network.step()
     if progress:
@@ -662,7 +671,8 @@ def run_keys(params: MaskingParams, *, seed: int = 0, vanish: Mapping[int, str] 
     if progress:
         progress("share_keys closed")
     check_clean(network, obs)
-    return MaskingRun(params, seed, server, clients, stores, obs, network.outbox, wall_clock() - t_start)
+    return MaskingRun(params, seed, server, clients, stores, obs, network.outbox, wall_clock() - t_start,
+                      server_last)
 
 
 @dataclass
@@ -773,7 +783,7 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
         state = run.stores[i].supply(sid, x)
         probe = (state, x, network.outbox[i]) if i in probe_set else None
         del x
-        reply = network.deliver([i]).get(i)
+        reply = network.deliver([i], hold=run.server_last).get(i)
         if reply is None:
             continue
         contributed.add(i)
@@ -786,6 +796,7 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
                                            x, bare)})
             del x, incoming
         del reply, probe
+    network.hand_held()  # server_last: the server receives the masked inputs now, back to back
     network.close()
     if progress:
         progress("masked inputs sent")

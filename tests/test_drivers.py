@@ -523,3 +523,58 @@ def test_local_round_dropouts_and_refusals():
     assert set(net.refusals) == {3} and net.refusals[3].startswith("WireFormatError")
     assert server.failures == {4: "share_keys: no reply before the deadline", 3: server.failures[3]}
     assert server.failures[3].startswith("masked_input: refused")
+
+
+def _logged_round(server_last: bool, log: list[tuple[str, str, int]]) -> tuple[LocalRound, ServerDriver]:
+    """A 5-client SecAgg round on deterministic randomness, one client
+    dropping at masked_input; ``log`` gets (stage, who, party) for every
+    client handling a message and every reply the server receives."""
+
+    class Log(Observer):
+        def __init__(self, who: str):
+            self.who = who
+
+        def message(self, stage, direction, party, data):  # type: ignore[no-untyped-def]
+            if (self.who, direction) in (("client", TO_CLIENT), ("server", TO_SERVER)):
+                log.append((stage.value, self.who, party))
+
+    params = MaskingParams.create(range(1, 6), 3, protocol="secagg", dropout_tolerance=0.2,
+                                  rng=DeterministicRandom("server-last"))
+    clients = {i: ClientDriver(MaskingClientRole(i, rng=DeterministicRandom(f"c{i}")), observer=Log("client"))
+               for i in params.client_ids}
+    server = ServerDriver(MaskingServer(params, DeterministicRandom("s")), "sum", observer=Log("server"))
+    net = LocalRound(server, clients, {i: Contribution(np.array([0.1, -0.05, 0.025]) * i) for i in clients},
+                     dropouts={2: "masked_input"}, server_last=server_last)
+    return net, server
+
+
+def test_local_round_server_last_is_the_same_round_with_the_server_receiving_back_to_back():
+    logs: dict[bool, list[tuple[str, str, int]]] = {False: [], True: []}
+    sums = {}
+    for server_last in (False, True):
+        net, server = _logged_round(server_last, logs[server_last])
+        net.run()
+        assert isinstance(server.outcome, ServerResult)
+        sums[server_last] = server.outcome.sum_weighted
+    np.testing.assert_array_equal(sums[False], sums[True])
+    np.testing.assert_allclose(sums[True], np.array([0.1, -0.05, 0.025]) * (1 + 3 + 4 + 5), atol=1e-3)
+    # the server receives the same replies in the same order either way
+    assert [e for e in logs[False] if e[1] == "server"] == [e for e in logs[True] if e[1] == "server"]
+    for stage in ("advertise_keys", "share_keys", "masked_input", "unmasking"):
+        who = {k: [e[1] for e in log if e[0] == stage] for k, log in logs.items()}
+        assert who[True] == sorted(who[True])  # every client first ("client" < "server"), then the server
+        assert who[False] != sorted(who[False])  # interleaved: a client after the server's first receive
+
+
+def test_local_round_held_replies_reach_the_server_only_when_handed():
+    net, server = _logged_round(False, log := [])
+    net.start()
+    net.step()  # advertise_keys
+    got = net.deliver([1, 3], hold=True)
+    assert sorted(got) == [1, 3] and list(net.held) == [1, 3]
+    assert [e for e in log if e[0] == "share_keys" and e[1] == "server"] == []  # not handed yet
+    assert net.hand_held() == got and net.held == {}
+    assert [e[2] for e in log if e[0] == "share_keys" and e[1] == "server"] == [1, 3]
+    net.deliver([2], hold=True)
+    net.close()  # closing the stage hands what is still held first
+    assert [e[2] for e in log if e[0] == "share_keys" and e[1] == "server"] == [1, 3, 2]

@@ -32,16 +32,26 @@ Tamper = Callable[[str, Stage, int, bytes], "bytes | None"]
 class LocalRound:
     """One round between ``server`` and ``clients`` (party id -> driver).
     ``contributions`` go with each client's first message; ``dropouts`` maps a
-    party to the stage (or its value) at which it vanishes."""
+    party to the stage (or its value) at which it vanishes.
+
+    By default each reply goes to the server as soon as its client made it
+    (client, server, client, server...). With ``server_last=True`` every
+    client of a delivery answers first and the server then receives the
+    replies back to back, in the same order: what a server on its own
+    machine sees, and what a benchmark times when it must not charge the
+    server for the caches its in-process clients evicted. The round is the
+    same either way (same messages, same order at the server)."""
 
     def __init__(self, server: ServerDriver, clients: Mapping[int, ClientDriver],
                  contributions: Mapping[int, Contribution], *, dropouts: Mapping[int, "Stage | str"] | None = None,
-                 tamper: Tamper | None = None):
+                 tamper: Tamper | None = None, server_last: bool = False):
         self.server = server
         self.clients = dict(clients)
         self.contributions = contributions
         self.dropouts = {p: Stage(s) for p, s in (dropouts or {}).items()}
         self.tamper = tamper
+        self.server_last = server_last
+        self.held: dict[int, bytes] = {}  # replies made and not yet handed to the server (deliver(hold=True))
         self.outbox: dict[int, bytes] = {}
         self._vanished: set[int] = set()
         self._started: set[int] = set()  # parties that got their first message (and contribution)
@@ -50,12 +60,14 @@ class LocalRound:
     def start(self) -> None:
         self.outbox = self.server.start()
 
-    def deliver(self, parties: Iterable[int] | None = None) -> dict[int, bytes]:
+    def deliver(self, parties: Iterable[int] | None = None, *, hold: bool = False) -> dict[int, bytes]:
         """Deliver the pending messages and hand the replies to the server,
         without closing the stage. ``parties``, if given, picks whose messages
         go now, in that order (the others stay pending; naming a party with no
         pending message is a :class:`LocalProtocolError`). Returns the replies
-        the server was handed (after tampering), by party."""
+        the server was handed (after tampering), by party. With ``hold=True``
+        the replies are kept in :attr:`held` instead, for :meth:`hand_held`
+        (and returned all the same)."""
         if self.server.done:
             raise LocalProtocolError("the round is over")
         if parties is None:
@@ -90,13 +102,28 @@ class LocalRound:
                 reply = self.tamper("to_server", stage, party, reply)
                 if reply is None:
                     continue
-            self.server.receive(party, reply)
+            if hold or self.server_last:
+                self.held[party] = reply
+            else:
+                self.server.receive(party, reply)
             handed[party] = reply
+        if self.server_last and not hold:
+            self.hand_held()
         return handed
+
+    def hand_held(self) -> dict[int, bytes]:
+        """Hand the :attr:`held` replies to the server, back to back, in the
+        order their clients made them; returns them."""
+        held, self.held = self.held, {}
+        for party, reply in held.items():
+            self.server.receive(party, reply)
+        return held
 
     def close(self) -> bool:
         """Close the stage (messages still pending are lost): the next stage's
-        messages become pending. Returns whether the round goes on."""
+        messages become pending. Returns whether the round goes on. Replies
+        still held are handed to the server first."""
+        self.hand_held()
         self.outbox = self.server.close_stage()
         return not self.server.done
 
