@@ -222,17 +222,24 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines += ["", "Server against its floor (CPU), timed bare in the same process right after each cell: "
                   "a keystream of d words per survivor's self mask, one vector add per masked input, one "
                   "transpose of the n x (n - 1) table of encrypted share records into a preallocated buffer, "
-                  "and per (dropped, survivor) pair one X25519 exchange and one keystream:", "",
+                  "and per (dropped, survivor) pair one X25519 exchange and one keystream. The adds read distinct "
+                  "inputs from memory, as received inputs are. Apart: the exponentiations of the subgroup check "
+                  "of the 2n advertised keys (three square roots and six Legendre symbols per key in gmpy2, "
+                  "bare), which refusing mixed-order keys costs with the method used; `core / (floor + check)` "
+                  "counts them in:", "",
                   "| n | dropout | server core | floor | core / floor | of which keystreams | adds | transpose "
-                  "| X25519 | server wire | wire / core |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| X25519 | subgroup check | core / (floor + check) | server wire | wire / core |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for c in r["cells"]:
             f = c["server_floor"]
             lines.append(f"| {c['n']} | {c['dropout']:.0%} | {D.fmt_s(c['server_core']['cpu_s'])} | "
                          f"{D.fmt_s(f['cpu_s'])} | {c['server_core_over_floor']:.2f} | "
                          f"{D.fmt_s(f['keystreams_cpu_s'])} | {D.fmt_s(f['adds_cpu_s'])} | "
                          f"{D.fmt_s(f['transpose_cpu_s'])} | {D.fmt_s(f['x25519_cpu_s'])} | "
-                         f"{D.fmt_s(c['server_wire']['cpu_s'])} | {c['server_wire_over_core']:.2f} |")
+                         + (f"{D.fmt_s(f['subgroup_check_cpu_s'])} | "
+                            f"{c['server_core']['cpu_s'] / (f['cpu_s'] + f['subgroup_check_cpu_s']):.2f} | "
+                            if "subgroup_check_cpu_s" in f else "— | — | ")
+                         + f"{D.fmt_s(c['server_wire']['cpu_s'])} | {c['server_wire_over_core']:.2f} |")
     par = [c for c in r["cells"] if c.get("parallel")]
     if par:
         lines += ["", "The server's mask removal on several cores (`drivers.concurrency.process_unmasker`), "
@@ -279,19 +286,24 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"{verdict(k['ratio_masking_step'] <= MASKING_GOAL)} | {verdict(k['ratio_prg_add'] <= MASKING_GOAL)} |")
     lines += ["", "Client against the primitives it cannot avoid: per peer one keystream of d words for its "
               "pairwise mask and two X25519 exchanges (share-encryption key, mask key), plus its self mask "
-              "(bare timings from the probes of the same cell):", "",
-              "| n | dropout | client mean | floor: (peers + 1) × keystream + 2 × peers × X25519 | mean / floor "
+              "(bare timings from the probes of the same cell), and the Shamir split of its two secrets "
+              "(self-mask seed, mask key) into a share per neighbour at the round's threshold (the library's "
+              "`shamir.split_many`, timed alone on fresh secrets):", "",
+              "| n | dropout | client mean | keystreams + X25519 | + Shamir split | floor | mean / floor "
               "| paper client / floor |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in r["cells"]:
         k = c["masking"]
         if not k.get("clients"):
             continue
-        floor = (k["peers_median"] + 1) * k["bare_keystream_per_stream_s"] + 2 * k["peers_median"] * k[
+        base = (k["peers_median"] + 1) * k["bare_keystream_per_stream_s"] + 2 * k["peers_median"] * k[
             "bare_x25519_per_peer_s"]
+        split = k.get("shamir_split_s", 0.0)
+        floor = base + split
         pc = c.get("paper_client_s")
         lines.append(f"| {c['n']} | {c['dropout']:.0%} | {D.fmt_s(c['client_core_cpu_s']['mean'])} | "
-                     f"{D.fmt_s(floor)} | {c['client_core_cpu_s']['mean'] / floor:.2f} | "
+                     f"{D.fmt_s(base)} | {D.fmt_s(split)} | {D.fmt_s(floor)} | "
+                     f"{c['client_core_cpu_s']['mean'] / floor:.2f} | "
                      f"{'%.1fx' % (pc / floor) if pc else '—'} |")
     lines += ["", "PRG+add = the masking loop of `masked_input`: `prg_ring_add_into` for the self mask and "
               "`prg_ring_add_many_into` over the peers, seeds already derived (the client agrees its mask keys in ShareKeys). Masking "

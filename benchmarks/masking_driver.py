@@ -71,6 +71,7 @@ from secagg.encoding import wire
 from secagg.encoding.ring import from_ring
 from secagg.primitives.key_agreement import agree_many
 from secagg.primitives.prg import prg_ring_add_into, prg_ring_add_many_into
+from secagg.primitives.shamir import split_many as shamir_split_many
 from secagg.primitives.randomness import DeterministicRandom
 from secagg.protocols.masking import ClientState, MaskingParams, MaskingServer, ServerResult
 from secagg.protocols.masking import _crypto
@@ -325,9 +326,15 @@ def probe_masking(params: MaskingParams, state: Any, senders: np.ndarray, real_m
     timed(floor, bare.run, streams)
     floor.cpu /= 2
     floor.wall /= 2
+    # the Shamir split the client cannot avoid: its two 32-byte secrets into a
+    # share per neighbour and itself, at the round's threshold (one call of
+    # the library's split, as the client makes it, fresh randomness)
+    split = Clock()
+    holders = sorted(set(peers) | {state.client_id})
+    timed(split, shamir_split_many, [os.urandom(32), os.urandom(32)], params.threshold, holders)
     return {"peers": len(peers), "streams": streams, "masking_step_cpu_s": full.cpu, "masking_step_wall_s": full.wall,
             "prg_add_cpu_s": prg_only.cpu, "prg_add_wall_s": prg_only.wall, "bare_keystream_cpu_s": floor.cpu,
-            "bare_keystream_wall_s": floor.wall, "bare_x25519_cpu_s": x25519.cpu}
+            "bare_keystream_wall_s": floor.wall, "bare_x25519_cpu_s": x25519.cpu, "shamir_split_cpu_s": split.cpu}
 
 
 # ---------------------------------------------------------------------------- timing: the drivers' observer
@@ -835,22 +842,37 @@ def server_floor(params: MaskingParams, survivors: int, advertised: int, dropped
                  bare: BareKeystream) -> dict[str, float]:
     """The work no masking server can avoid, timed bare in this process (CPU
     seconds): a keystream of d words per survivor's self mask, one vector
-    add per masked input, one transpose of the (sender x recipient) table of
-    encrypted share records into a preallocated buffer, and per dropped
+    add per masked input (each input its own buffer, read from memory as a
+    received input is: the adds cycle over distinct vectors, more than the
+    last-level cache holds), one transpose of the (sender x recipient) table
+    of encrypted share records into a preallocated buffer, and per dropped
     client and survivor one X25519 exchange and one keystream (its pairwise
-    mask)."""
+    mask).
+
+    Apart (``subgroup_check_cpu_s``, not in ``cpu_s``): the exponentiations
+    the X25519 subgroup check of the advertised keys cannot avoid with the
+    method it uses (per key three ``gmpy2.powmod`` square roots and six
+    Legendre symbols, on random field elements, no Python around them), the
+    cost of refusing mixed-order keys at all (SPEC: corrupt clients)."""
+    import gmpy2
+
     from secagg.encoding.ring import dtype_for
+    from secagg.primitives import key_agreement as ka
     from secagg.protocols.masking.messages import SHARE_RECORD_SIZE
 
     d = params.entries
     dt = dtype_for(params.ring_bits)
-    acc, vec = np.zeros(d, dtype=dt), np.ones(d, dtype=dt)
+    acc = np.zeros(d, dtype=dt)
+    pool = max(1, min(survivors, (96 << 20) // max(1, d * dt().itemsize)))  # ~96 MB of distinct inputs
+    inputs = [np.full(d, i + 1, dtype=dt) for i in range(pool)]  # touched here, before any timer
     m = advertised
-    table = np.zeros((m, max(m - 1, 1)), dtype=f"V{SHARE_RECORD_SIZE}")
+    # the records table filled (not zero pages), as the received share records are
+    table = np.full((m, max(m - 1, 1) * SHARE_RECORD_SIZE), 7, dtype=np.uint8).view(f"V{SHARE_RECORD_SIZE}")
     out = np.empty((max(m - 1, 1), m), dtype=f"V{SHARE_RECORD_SIZE}")
-    keystream, adds, transpose, exchanges = Clock(), Clock(), Clock(), Clock()
+    out.view(np.uint8).fill(0)  # backed before the timer
+    keystream, adds, transpose, exchanges, check = Clock(), Clock(), Clock(), Clock(), Clock()
     timed(keystream, bare.run, survivors)
-    timed(adds, lambda: [np.add(acc, vec, out=acc) for _ in range(survivors)])
+    timed(adds, lambda: [np.add(acc, inputs[i % pool], out=acc) for i in range(survivors)])
     timed(transpose, np.copyto, out, table.T)
     pairs = dropped * survivors
     if pairs:
@@ -860,11 +882,26 @@ def server_floor(params: MaskingParams, survivors: int, advertised: int, dropped
         timed(x, bare.exchanges, sample)
         keystream.cpu += k.cpu * pairs / sample
         exchanges.cpu = x.cpu * pairs / sample
+    keys = 2 * advertised
+    sample_keys = min(keys, 500)
+    elems = [gmpy2.mpz(int.from_bytes(os.urandom(32), "little")) % ka._P for _ in range(sample_keys)]
+    powmod, legendre, e, p = gmpy2.powmod, gmpy2.legendre, ka._SQRT_EXP, ka._P
+
+    def exponentiations() -> None:
+        for a in elems:
+            powmod(a, e, p), powmod(a + 1, e, p), powmod(a + 2, e, p)
+            legendre(a, p), legendre(a + 1, p), legendre(a + 2, p)
+            legendre(a + 3, p), legendre(a + 4, p), legendre(a + 5, p)
+
+    timed(check, exponentiations)
+    check.cpu *= keys / sample_keys
+    inputs.clear()
     del table, out
     total = keystream.cpu + adds.cpu + transpose.cpu + exchanges.cpu
     return {"cpu_s": total, "keystreams_cpu_s": keystream.cpu, "adds_cpu_s": adds.cpu,
             "transpose_cpu_s": transpose.cpu, "x25519_cpu_s": exchanges.cpu,
-            "self_mask_streams": survivors, "pairwise_streams": pairs}
+            "subgroup_check_cpu_s": check.cpu, "subgroup_checked_keys": keys,
+            "self_mask_streams": survivors, "pairwise_streams": pairs, "distinct_add_inputs": pool}
 
 
 def drop_schedule(ids: Iterable[int], rate: float, stage: str = "masked_input", seed: int = 0) -> dict[int, str]:
@@ -899,6 +936,7 @@ def probe_summary(probes: list[dict[str, float]]) -> dict[str, Any]:
             "bare_keystream_per_stream_s": per_stream,
             "floor_s": floor,
             "bare_x25519_per_peer_s": p["bare_x25519_cpu_s"] / max(p["peers"], 1),
+            "shamir_split_s": p.get("shamir_split_cpu_s", 0.0),
             # ... and / (peers x (keystream + X25519 exchange)): the floor with the key agreement
             "ratio_masking_step_vs_keystream_plus_x25519": p["masking_step_cpu_s"] / (floor + p["bare_x25519_cpu_s"]),
             # whole masking step (self mask + per peer X25519 + KDF + PRG + add) / (peers x keystream)
