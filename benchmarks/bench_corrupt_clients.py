@@ -899,14 +899,14 @@ def account(r: dict[str, Any]) -> list[str]:
         + (f"; in place, the check is {_pct(min(c['share_of_stage'] for c in situ))}–"
            f"{_pct(max(c['share_of_stage'] for c in situ))} of the advertise stage" if situ else "")
         + ".** The direct test of subgroup membership, multiplying the "
-        "point by the group order, cannot go through X25519 (its scalars are clamped to multiples of 8) and "
-        "would be a 253-step ladder in Python; `in_prime_order_subgroup` halves the point twice instead: four "
-        "square roots mod p (one modular exponentiation each) and six Legendre symbols, in gmpy2. It is paid "
+        "point by the group order, cannot go through X25519 as it is (its scalars are clamped to multiples of "
+        "8); `in_prime_order_subgroup` multiplies by the clamped scalar that is -1 mod l instead, one X25519 "
+        "exchange in OpenSSL after one Legendre symbol (gmpy2), and compares the result with the key. It is paid "
         "once per advertised key, two keys per client: O(n) per round, where the rest of the server's round "
         "is O(n^2) (share routing) plus O(n d) (the sum), so its share of the round falls as n grows. A "
-        "mixed-order key with an order-2 component passes the first two halvings and fails the third, so it "
-        f"costs about what an honest key does ({D.fmt_s(pc['refuse_mixed_order']['median'])}); a twist key "
-        f"fails the first symbol ({D.fmt_s(pc['refuse_twist']['median'])}); a low-order point is a set lookup "
+        "mixed-order key costs what an honest key does "
+        f"({D.fmt_s(pc['refuse_mixed_order']['median'])}); a twist key "
+        f"fails the symbol ({D.fmt_s(pc['refuse_twist']['median'])}); a low-order point is a set lookup "
         f"({D.fmt_s(pc['refuse_low_order']['median'])}).",
     ]
     rec = r["reconstruction"]

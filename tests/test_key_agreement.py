@@ -283,8 +283,8 @@ def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
 
     rng = DeterministicRandom(b"subgroup")
     honest = [int.from_bytes(generate_keypair(rng).public, "little") for _ in range(40)]
-    # 600 random u: about 300 on the curve, about 37 in each of the 8 cosets of the subgroup, so each
-    # halving level of the check (not in 2E, in 2E not 4E, in 4E not 8E) decides some of them
+    # 600 random u: about 300 on the curve, about 37 in each of the 8 cosets of the subgroup, so points
+    # with a torsion part of each order (2, 4, 8) are checked
     randoms = [int.from_bytes(rng.bytes(32), "little") % P for _ in range(600)]
     moved = [pow(u, P - 2, P) for u in honest[:20]]  # P + (0, 0): u -> 1/u
     seen = {True: 0, False: 0}
@@ -298,7 +298,7 @@ def test_subgroup_check_agrees_with_multiplying_by_the_group_order() -> None:
     assert all(in_prime_order_subgroup(u) for u in honest)
     assert not any(in_prime_order_subgroup(u) for u in moved)
     assert seen[True] >= 40 and seen[False] >= 100  # both outcomes exercised
-    # every level of the halving refuses some curve points: in 2E but not 4E, in 4E but not 8E
+    # points with a torsion part of every order were among them (refused), and torsion-free ones (accepted)
     on_curve = [u for u in randoms if pow(u * (u * u + 486662 * u + 1) % P, (P - 1) // 2, P) == 1]
     # P = P0 + T with P0 in the subgroup and T of order 1, 2, 4 or 8: P is in 2E iff the order of T divides
     # 4, in 4E iff it divides 2; [k l] P = O iff the order of T divides k

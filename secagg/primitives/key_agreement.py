@@ -124,9 +124,10 @@ def check_public(public: bytes) -> None:
     """Refuse a malformed, non-canonical, low-order or mixed-order X25519
     public key with :class:`~secagg.errors.BadPublicKey`: a key is accepted
     only if it is the canonical u-coordinate of a point of the prime-order
-    subgroup (what an honest key pair produces). No exchange: the five
-    low-order u-coordinates are compared first (tests check the list against an
-    exchange with a fixed scalar), then :func:`in_prime_order_subgroup`.
+    subgroup (what an honest key pair produces). The five low-order
+    u-coordinates are compared first (tests check the list against an
+    exchange with a fixed scalar), then :func:`in_prime_order_subgroup` (one
+    Legendre symbol and one exchange).
 
     The server uses it to refuse such a key when it is advertised. A key with
     a small-order component gives the same X25519 outputs as its prime-order
@@ -150,30 +151,12 @@ def check_public(public: bytes) -> None:
 # group of rational points is cyclic of order 8 l (l prime).
 _P = gmpy2.mpz(_X25519_P)
 _A = gmpy2.mpz(486662)
-_SQRT_M1 = gmpy2.powmod(2, (_X25519_P - 1) // 4, _P)
-_SQRT_EXP = (_X25519_P + 3) // 8
-_HALF = gmpy2.invert(2, _P)
-
-
-def _sqrt(a: "gmpy2.mpz") -> "gmpy2.mpz | None":
-    """A square root of ``a`` modulo p (p = 5 mod 8), or ``None``."""
-    r = gmpy2.powmod(a, _SQRT_EXP, _P)
-    if r * r % _P == a:
-        return r
-    r = r * _SQRT_M1 % _P
-    return r if r * r % _P == a else None
-
-
-def _half_trace(x: "gmpy2.mpz") -> "gmpy2.mpz | None":
-    """For ``P`` in ``2E`` with ``u(P) = x``: ``w = u(Q) + 1/u(Q)`` of its
-    rational halves ``Q`` (see :func:`in_prime_order_subgroup`), or ``None``."""
-    s = _sqrt((x * x + _A * x + 1) % _P)
-    if s is None:  # cannot happen for a rational point in 2E; refuse rather than guess
-        return None
-    w = (2 * x + 2 * s) % _P
-    if gmpy2.legendre((w * w - 4) % _P, _P) == -1:  # a Jacobi symbol first: one root, not two
-        w = (2 * x - 2 * s) % _P
-    return w
+_L = 2**252 + 27742317777372353535851937790883648493
+# The scalar k = -1 mod l, 0 mod 8, in [2^254, 2^255): a clamped X25519 scalar
+# (RFC 7748 leaves it as it is), so OpenSSL's exchange computes u([k] P) with it.
+_SUBGROUP_SCALAR = 8 * _L - 8 * pow(8, -1, _L) % (8 * _L)
+assert _SUBGROUP_SCALAR % 8 == 0 and _SUBGROUP_SCALAR % _L == _L - 1 and 2**254 <= _SUBGROUP_SCALAR < 2**255
+_subgroup_probe: "X25519PrivateKey | None" = None
 
 
 def in_prime_order_subgroup(u: int) -> bool:
@@ -181,43 +164,32 @@ def in_prime_order_subgroup(u: int) -> bool:
     ``l``, the prime-order subgroup ``8E`` of Curve25519 (so not a point of the
     twist, and no component of order 2, 4 or 8).
 
-    By halving instead of multiplying by ``l`` (three square roots in gmpy2
-    instead of a 253-step ladder). The curve's only rational point of
-    order 2 is ``(0, 0)`` (``A^2 - 4`` is not a square), so a point
-    ``P != (0, 0)`` is in ``2E`` exactly when ``u(P)`` is a square (the
-    2-descent map). If it is, a half ``Q`` (``2Q = P``) has
-    ``w = u(Q) + 1/u(Q) = 2u +- 2 sqrt(u^2 + A u + 1)`` (the duplication
-    formula ``u(2Q) = (x^2 - 1)^2 / (4 x (x^2 + A x + 1))`` is palindromic in
-    ``x``), and ``u(Q)`` is a root of ``x^2 - w x + 1``: the sign whose
-    discriminant ``w^2 - 4`` is a square gives the rational halves ``Q`` and
-    ``Q + (0, 0)`` (the other sign gives halves that differ by a non-rational
-    point of order 2). Both lie in ``2E`` or neither, since ``(0, 0)`` is in
-    ``4E``. So ``P`` is in ``8E`` iff ``u(P)`` is a square, ``u(Q)`` is a
-    square and ``u(R)`` is a square, for halves ``2Q = P``, ``2R = Q``.
-
-    The last test needs no root: the two roots of ``x^2 - w x + 1`` have
-    product 1, so the same quadratic character, and a root ``x = y^2`` gives
-    ``w + 2 = (y + 1/y)^2``; conversely if ``w + 2 = z^2`` then ``w - 2``
-    is a square too (their product ``w^2 - 4`` is), ``y = (z + sqrt(w - 2))/2``
-    solves ``y + 1/y = z`` and ``y^2`` is a root. So ``u(R)`` is a square iff
-    ``w_Q + 2`` is, with ``w_Q`` the trace of ``Q``'s halves. Tests check the
-    result against ``[l] P = O`` with a Montgomery ladder."""
+    One Legendre symbol and one X25519 exchange (OpenSSL's ladder), instead of
+    a ladder by the unclamped ``l``. ``u`` is on the curve, not its twist,
+    exactly when ``u^3 + A u^2 + u`` is a nonzero square. A curve point is
+    ``P = P_l + T`` with ``P_l`` in the subgroup and ``T`` of order dividing
+    8 (the group is cyclic of order ``8 l``). The scalar ``k`` with
+    ``k = -1 mod l`` and ``k = 0 mod 8`` lies in ``[2^254, 2^255)``, so
+    X25519 takes it unchanged and returns ``u([k] P) = u(-P_l) = u(P_l)``:
+    ``[k]`` kills ``T`` and negates ``P_l``. That equals ``u(P)`` iff
+    ``P_l + T = +-P_l``, i.e. ``T = O`` or ``2 P_l = -T``; the latter puts
+    ``P_l`` of order dividing 16 in a group of prime order ``l``, so
+    ``P_l = O``: a low-order point, whose exchange gives all zeros (refused,
+    and listed in :data:`LOW_ORDER_U` besides). So ``P`` is in the subgroup iff
+    the exchange gives ``u`` back. Tests check the result against
+    ``[l] P = O`` with a Montgomery ladder, on points with every torsion
+    order."""
+    global _subgroup_probe
     x = gmpy2.mpz(u)
     if not 0 < x < _P:
         return False
     if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
         return False  # a point of the twist (or of order 2)
-    if gmpy2.legendre(x, _P) != 1:
-        return False  # P not in 2E
-    w = _half_trace(x)
-    if w is None:
+    if _subgroup_probe is None:  # loading the key computes its public point: once per process
+        _subgroup_probe = X25519PrivateKey.from_private_bytes(_SUBGROUP_SCALAR.to_bytes(32, "little"))
+    public = int(x).to_bytes(32, "little")
+    try:
+        image = _subgroup_probe.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:  # all zeros: a point of low order
         return False
-    r = _sqrt((w * w - 4) % _P)
-    if r is None:
-        return False
-    x = (w + r) * _HALF % _P  # u(Q), a rational half of P
-    if x == 0 or gmpy2.legendre(x, _P) != 1:
-        return False  # Q not in 2E: P not in 4E
-    w = _half_trace(x)
-    # u(R) is a square iff w + 2 is (R a half of Q): P in 8E
-    return w is not None and gmpy2.legendre((w + 2) % _P, _P) == 1
+    return image == public
