@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile = D.dump_profile(prof_keys, f"server_10k_n{args.n}_rounds01") + D.dump_profile(prof_rest, f"server_10k_n{args.n}_rounds24")
     return {"benchmark": "masking_secaggplus_10k", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "quick": args.quick, "n": args.n, "dim": args.dim, "dropout": args.dropout,
-            "dropout_tolerance": args.tolerance, "degree": params.degree, "threshold": params.threshold,
+            "dropout_tolerance": args.tolerance, "delivery": "server_last", "degree": params.degree, "threshold": params.threshold,
             "machine": machine, "load": load.summary(),
             "timer": "process CPU time on one pinned core (wall alongside)", "run": s,
             "wall_clock_total_s": time.perf_counter() - t0, "peak_rss_mb": D.peak_rss_mb(), **memory,
@@ -85,6 +85,12 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"neighbourhood of k + 1 = {r['degree'] + 1}). {s['dropped']} clients ({r['dropout']:.0%}) dropped at "
         f"masked_input; {s['included']:,} included. Aggregate checked: max error {s['max_abs_error']:.1e} "
         f"(bound {s['error_bound']:.1e}).",
+        "",
+        ("In each stage every client answers before the server receives the replies back to back "
+         "(`LocalRound(server_last=True)`), as a server on its own machine would; runs before 2026-12-04 "
+         "interleaved them (client, server, client...), charging the server for caches the in-process "
+         "clients evicted." if r.get("delivery") == "server_last" else
+         "Each reply went to the server as soon as its client made it (client, server, client...)."),
         "",
         f"Completed: yes. Whole run (all {r['n']:,} clients and the server in one process, with the "
         f"driver's checks) {D.fmt_s(r['wall_clock_total_s'])} wall; peak RSS {r['peak_rss_mb']:.0f} MB.",
