@@ -441,6 +441,22 @@ def test_batch_lagrange_equals_one_set_at_a_time(sets):
         assert row.tolist() == lagrange_at_zero(pts).tolist()
 
 
+@pytest.mark.parametrize("bad, why", [
+    ([[1, 2, 3], [2, 0, 4]], "lie in"),  # zero
+    ([[1, 2, 3], [2, 3, -4]], "lie in"),  # negative
+    ([[1, 2, shamir.M31.prime], [1, 2, 3]], "lie in"),  # the prime itself
+    ([[1, 2, 3], [4, 5, 4]], "duplicate"),
+    ([[1.0, 2.0, 3.0]], "not an integer"),
+    ([[True, 2, 3]], "not an integer"),
+])
+def test_batch_lagrange_refuses_bad_point_sets(bad, why):
+    from secagg.primitives.shamir import lagrange_at_zero_batch
+
+    arr = np.array(bad, dtype=object) if isinstance(bad[0][0], bool) else np.array(bad)
+    with pytest.raises(ReconstructionError, match=why):
+        lagrange_at_zero_batch(arr)
+
+
 def test_reconstruct_rows_flags_inconsistent_shares_with_none():
     from secagg.primitives.shamir import lagrange_at_zero_batch, reconstruct_rows, split
 

@@ -384,8 +384,15 @@ def lagrange_at_zero_batch(point_sets: np.ndarray, field: PrimeField = M31) -> n
     sets = np.asarray(point_sets)
     if sets.ndim != 2 or sets.size == 0:
         raise ReconstructionError("point sets must be a non-empty G x t array")
-    for row in sets:
-        _check_points(row.tolist(), field)
+    if sets.dtype.kind in "iu":  # the checks of _check_points, on the whole array at once
+        if int(sets.min()) <= 0 or int(sets.max()) >= field.prime:
+            raise ReconstructionError("share points must lie in [1, p)")
+        ordered = np.sort(sets, axis=1)
+        if np.any(ordered[:, 1:] == ordered[:, :-1]):
+            raise ReconstructionError("duplicate share points")
+    else:  # anything else (floats, bools, objects) point by point, with its precise error
+        for row in sets:
+            _check_points(row.tolist(), field)
     pu = np.uint64(field.prime)
     xs = sets.astype(np.uint64)
     t = xs.shape[1]

@@ -144,6 +144,7 @@ class NeighbourGraph:
         self.complete = degree == n - 1
         self._all = frozenset(client_ids)
         self._cache: dict[int, tuple[int, ...]] = {}
+        self._holders: dict[int, tuple[int, ...]] = {}
         if not self.complete:
             if degree % 2 or not 2 <= degree < n - 1:
                 raise ParameterError(f"a sparse graph needs an even degree in [2, {n - 2}], got {degree}")
@@ -176,8 +177,13 @@ class NeighbourGraph:
         return got
 
     def holders(self, u: int) -> tuple[int, ...]:
-        """Who holds shares of ``u``'s secrets: its neighbours and itself."""
-        return tuple(sorted(self.neighbours(u) + (u,)))
+        """Who holds shares of ``u``'s secrets: its neighbours and itself (sorted)."""
+        got = self._holders.get(u)
+        if got is None:
+            got = tuple(sorted(self.neighbours(u) + (u,)))
+            if len(self._holders) < 100_000:
+                self._holders[u] = got
+        return got
 
     def are_neighbours(self, u: int, v: int) -> bool:
         if u == v:
