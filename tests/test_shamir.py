@@ -546,3 +546,41 @@ def test_combine_at_zero_is_the_lagrange_sum_exactly() -> None:
     assert secrets_from_chunk_rows(chunks, 32)[1] is None
     with pytest.raises(ReconstructionError):
         combine_at_zero(lagrange_at_zero(xs[:6]), rows[:5])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 10**6), st.data())
+def test_reconstruct_without_each_equals_each_subset(t, seed, data):
+    """Entry k of ``reconstruct_without_each`` is the reconstruction from every
+    point but the k-th: against ``reconstruct`` on each subset, with one share
+    spoilt, so exactly the subset without it gives the secret back."""
+    from secagg.primitives.shamir import reconstruct, reconstruct_without_each, split
+
+    rng = DeterministicRandom(seed)
+    secret = rng.bytes(32)
+    xs = sorted(data.draw(st.lists(st.integers(1, 100_000), min_size=t + 1, max_size=t + 1, unique=True)))
+    shares = split(secret, t, xs, rng).astype(np.uint64)
+    bad = data.draw(st.integers(0, t))
+    shares[bad, data.draw(st.integers(0, shares.shape[1] - 1))] ^= np.uint64(1)
+    got = reconstruct_without_each(xs, shares, 32)
+    assert len(got) == t + 1 and got[bad] == secret
+    for k in range(t + 1):
+        keep = [j for j in range(t + 1) if j != k]
+        try:
+            want = reconstruct([xs[j] for j in keep], shares[keep], t, 32)
+        except ReconstructionError:
+            want = None
+        assert got[k] == want
+        if k != bad:
+            assert got[k] != secret
+
+
+def test_reconstruct_without_each_refuses_bad_input():
+    from secagg.primitives.shamir import reconstruct_without_each
+
+    with pytest.raises(ReconstructionError):
+        reconstruct_without_each([1], np.zeros((1, 9), dtype=np.uint64), 32)  # one point
+    with pytest.raises(ReconstructionError):
+        reconstruct_without_each([1, 2, 2], np.zeros((3, 9), dtype=np.uint64), 32)  # duplicate
+    with pytest.raises(ReconstructionError):
+        reconstruct_without_each([1, 2, 3], np.zeros((2, 9), dtype=np.uint64), 32)  # rows do not match

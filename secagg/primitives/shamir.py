@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ReconstructionError
 from .randomness import RandomSource, default_random
 
-__all__ = ["PrimeField", "M31", "split", "split_many", "evaluate", "reconstruct", "lagrange_at_zero",
+__all__ = ["reconstruct_without_each", "PrimeField", "M31", "split", "split_many", "evaluate", "reconstruct", "lagrange_at_zero",
            "lagrange_at_zero_batch", "reconstruct_many", "reconstruct_rows", "secret_from_chunks", "uniform_mod",
            "chunks_for"]
 
@@ -374,6 +374,36 @@ def _pow_mod_array(x: np.ndarray, e: int, p: np.uint64) -> np.ndarray:
         base = base * base % p
         e >>= 1
     return result
+
+
+def reconstruct_without_each(xs: Sequence[int], shares: np.ndarray, secret_len: int,
+                             field: PrimeField = M31, coefficients: np.ndarray | None = None) -> list:
+    """For ``m`` points ``xs`` and their shares (``m x chunks``): the ``m``
+    secrets reconstructed from every ``m - 1`` of them, entry ``k`` leaving
+    out point ``k`` (``None`` where those shares cannot be a secret of
+    ``secret_len`` bytes). One Lagrange computation for the whole set and
+    O(chunks) per secret, not ``m`` separate reconstructions: with
+    ``mu_i`` the coefficients of all ``m`` points, the set without ``x_k``
+    has coefficients ``mu_i (x_k - x_i) / x_k``, so its secret is
+    ``A - B / x_k`` with ``A = sum_i mu_i s_i`` and ``B = sum_i mu_i x_i s_i``
+    (the ``i = k`` term vanishes by itself). ``coefficients``: those
+    ``mu`` (:func:`lagrange_at_zero` of ``xs``), if the caller keeps them. The
+    server's search for the holder whose share spoils a secret (masking SPEC
+    §3.5)."""
+    pts = _check_points(xs, field)
+    rows = _as_share_array(np.asarray(shares), field)
+    if rows.ndim != 2 or rows.shape[0] != pts.size or pts.size < 2:
+        raise ReconstructionError("need at least two points and one row of shares per point")
+    pu = np.uint64(field.prime)
+    mu = lagrange_at_zero(pts.tolist(), field) if coefficients is None else np.asarray(coefficients, np.uint64)
+    if mu.shape != pts.shape:
+        raise ReconstructionError("one coefficient per point")
+    weighted = rows * mu[:, None] % pu
+    a = weighted.sum(axis=0) % pu
+    b = (weighted * pts[:, None] % pu).sum(axis=0) % pu
+    inv = _pow_mod_array(pts, field.prime - 2, pu)
+    chunks = (a[None, :] + (pu - inv[:, None] * b[None, :] % pu)) % pu
+    return _secrets_or_none(chunks, secret_len, field)
 
 
 def lagrange_at_zero_batch(point_sets: np.ndarray, field: PrimeField = M31) -> np.ndarray:

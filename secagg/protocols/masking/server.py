@@ -116,7 +116,7 @@ class MaskingServer:
         self.outcome: ServerResult | Abort | None = None
         self.rejected: list[tuple[int, str, str]] = []  # (sender, stage, reason) for the audit log
         self.suspected_holders: set[int] = set()  # holders whose unmasking shares failed a check
-        self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._lagrange_cache: dict[tuple[int, ...], np.ndarray] = {}  # first t + 1 holders -> coefficients (_retry)
         # U_1 .. U_4 as sets (O(1) membership) and, where vector checks need them, as sorted id arrays;
         # each is filled when its stage closes
         self._u1_set: frozenset[int] = frozenset()
@@ -647,17 +647,21 @@ class MaskingServer:
         ids = holders.tolist()
         first = ids[:t]
         order = [first.index(h) for h in suspects if h in first] + list(range(t))
+        # every set tried is the first t + 1 holders less one of the first t:
+        # all of them at once, one Lagrange computation (shamir.reconstruct_without_each)
+        key = tuple(ids[:t + 1])
+        mu = self._lagrange_cache.get(key)
+        if mu is None:
+            mu = shamir.lagrange_at_zero(list(key))
+            if len(self._lagrange_cache) < 64:  # owners sharing holders share them (complete graph: one set)
+                self._lagrange_cache[key] = mu
+        secrets = shamir.reconstruct_without_each(key, rows[:t + 1].astype(np.uint64), 32, coefficients=mu)
         seen: set[int] = set()
         for skip in order:
             if skip in seen:
                 continue
             seen.add(skip)
-            idx = [j for j in range(len(ids)) if j != skip][:t]
-            key = tuple(ids[j] for j in idx)
-            coeffs = self._lagrange_cache.get(key)
-            if coeffs is None:
-                coeffs = self._lagrange_cache[key] = shamir.lagrange_at_zero(list(key))
-            secret = shamir.reconstruct_many(coeffs, rows[idx].astype(np.uint64)[None], 32, strict=False)[0]
+            secret = secrets[skip]  # the first t + 1 holders but ids[skip]
             if secret is not None and ok(secret):
                 if ids[skip] not in suspects:
                     suspects.append(ids[skip])
