@@ -940,8 +940,9 @@ def account(r: dict[str, Any]) -> list[str]:
             "shares is already inside every survivor's masks when its secret fails, so the server cannot leave "
             "it out: the round is lost (the honest clients do all their work for nothing), the next one runs "
             "without it. Before aborting, the server tries the secret with each of the first t holders left out "
-            "in turn (one bad holder could be routed around): up to t more Lagrange coefficient sets and "
-            "reconstructions; the aborted round's unmasking stage measured "
+            "in turn (one bad holder could be routed around): all t sets at once, from one Lagrange "
+            "computation over t + 1 holders (`shamir.reconstruct_without_each`, since a512b02; before it, t "
+            "Lagrange computations); the aborted round's unmasking stage measured "
             f"{_x(q['abort_unmasking_over_honest_unmasking'])} an honest one's.")
     return out
 
