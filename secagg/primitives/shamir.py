@@ -27,9 +27,9 @@ import numpy as np
 from ..errors import ReconstructionError
 from .randomness import RandomSource, default_random
 
-__all__ = ["reconstruct_without_each", "PrimeField", "M31", "split", "split_many", "evaluate", "reconstruct", "lagrange_at_zero",
-           "lagrange_at_zero_batch", "reconstruct_many", "reconstruct_rows", "secret_from_chunks", "uniform_mod",
-           "chunks_for"]
+__all__ = ["PrimeField", "M31", "split", "split_many", "evaluate", "reconstruct", "lagrange_at_zero",
+           "lagrange_at_zero_batch", "reconstruct_many", "reconstruct_rows", "reconstruct_without_each",
+           "secret_from_chunks", "uniform_mod", "chunks_for"]
 
 
 def _is_prime(n: int) -> bool:
