@@ -778,9 +778,10 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
     # round 2: each client's update made again (outside every timer) and handed
     # back to its store right before it handles its forwarded shares. The
     # benchmark keeps no reference of its own to the update (unless the client
-    # is probed): the store drops it once masked, before the server decodes the
-    # masked input, whose buffers then reuse that memory, as the clients'
-    # memory would be reused in a long-running process
+    # is probed): the store drops it once masked. With server_last (the
+    # default) the masked inputs are held and the server decodes them all
+    # after the last client, back to back (n encoded inputs live at once);
+    # interleaved, the server decodes each right after its client
     for i in list(network.outbox):
         if schedule.get(i) == Stage.MASKED_INPUT.value:
             network.deliver([i])  # it vanishes: no answer
