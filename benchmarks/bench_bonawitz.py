@@ -186,11 +186,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         "Server = `receive` + `close_round` of every round (core); wire = decode of received and encode of sent "
         "messages. Client = key generation + every round handler, mean over the clients that ran every round.",
     ]
-    lines += [("In each stage every client answers before the server receives the replies back to back "
-               "(`LocalRound(server_last=True)`), as a server on its own machine would; runs before 2026-12-04 "
-               "interleaved them (client, server, client...), charging the server for caches the in-process "
-               "clients evicted (`--interleaved`)." if r.get("delivery") == "server_last" else
-               "Each reply went to the server as soon as its client made it (client, server, client...).")]
+    lines.append(D.delivery_line(r, "--interleaved"))
     if r["cells"] and r["cells"][0].get("timing"):  # runs on the round drivers
         lines += ["Every party runs on the round drivers (ServerDriver, ClientDriver with MaskingClientRole, moved by "
                   "LocalRound); figures are the drivers' observer spans (masking_driver.ClockObserver). A client's "

@@ -86,11 +86,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"masked_input; {s['included']:,} included. Aggregate checked: max error {s['max_abs_error']:.1e} "
         f"(bound {s['error_bound']:.1e}).",
         "",
-        ("In each stage every client answers before the server receives the replies back to back "
-         "(`LocalRound(server_last=True)`), as a server on its own machine would; runs before 2026-12-04 "
-         "interleaved them (client, server, client...), charging the server for caches the in-process "
-         "clients evicted." if r.get("delivery") == "server_last" else
-         "Each reply went to the server as soon as its client made it (client, server, client...)."),
+        D.delivery_line(r),
         "",
         f"Completed: yes. Whole run (all {r['n']:,} clients and the server in one process, with the "
         f"driver's checks) {D.fmt_s(r['wall_clock_total_s'])} wall; peak RSS {r['peak_rss_mb']:.0f} MB.",

@@ -1058,6 +1058,18 @@ def memory_report(gib: float) -> dict[str, Any]:
     return {"memory_warm_up": warm, "malloc_tunables": keep}
 
 
+def delivery_line(r: dict[str, Any], option: str = "") -> str:
+    """How the run's in-process round delivered the replies (``r["delivery"]``;
+    runs that did not record it interleaved them). ``option``: the script's
+    flag for the other order, named after the sentence."""
+    if r.get("delivery") == "server_last":
+        return ("In each stage every client answers before the server receives the replies back to back "
+                "(`LocalRound(server_last=True)`), as a server on its own machine would; runs before 2026-12-04 "
+                "interleaved them (client, server, client...), charging the server for caches the in-process "
+                "clients evicted" + (f" (`{option}`)" if option else "") + ".")
+    return "Each reply went to the server as soon as its client made it (client, server, client...)."
+
+
 def memory_line(r: dict[str, Any]) -> str:
     """One markdown sentence on how memory was handled in run ``r``."""
     w = r.get("memory_warm_up")
