@@ -367,6 +367,37 @@ def _server_rejects(r: Round, sender: int, msg, reason: AbortReason | None = Non
         assert error.reason is reason
 
 
+def test_sparse_server_refuses_share_keys_for_anyone_but_the_neighbours_that_advertised():
+    """SecAgg+: client 2 never advertises. Each ShareKeys must address exactly
+    the sender's neighbours that advertised, sorted: naming the silent one, a
+    stranger, too few, or the right ones out of order is refused (typed, state
+    unchanged), and the honest replies still give the right aggregate."""
+    r = Round(n=40, dim=4, protocol="secagg+", degree=8, threshold=6, dropout_tolerance=0.2)
+    g = r.params.graph
+    sender = next(u for u in r.ids if u != 2 and 2 in g.neighbours(u))
+    r.step(skip=[2])
+    replies = r.step(hold=True, close=False)
+    good = replies[sender]
+    want = [v for v in g.neighbours(sender) if v != 2]
+    assert good.recipients.tolist() == want
+    stranger = next(v for v in r.ids if v not in g.holders(sender))
+    rec = SHARE_RECORD_SIZE
+    cases = [
+        (sorted(want[:-1] + [2]), good.ciphertexts),  # the one that never advertised
+        (sorted(want[:-1] + [stranger]), good.ciphertexts),  # not a neighbour
+        (want[:-1], good.ciphertexts[:-rec]),  # one short
+        (want[::-1], good.ciphertexts),  # out of order
+    ]
+    for recipients, blob in cases:
+        bad = dataclasses.replace(good, recipients=np.array(recipients, dtype=np.uint32), ciphertexts=blob)
+        _server_rejects(r, sender, bad, AbortReason.MALFORMED_MESSAGE)
+    assert all(r.release().values())
+    out = r.run()
+    assert isinstance(out, ServerResult) and 2 not in out.included
+    included = list(out.included)
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= 1e-3 * len(included)
+
+
 def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_state_change():
     """The network holds each stage's replies; the bad messages reach the
     server driver first, then the honest ones, then some again: every bad one

@@ -15,6 +15,7 @@ from secagg.encoding.fixed_point import FixedPoint
 from secagg.errors import AbortReason, LocalProtocolError, ParameterError, ProtocolAborted, RemoteProtocolError
 from secagg.protocols.masking import (Abort, ForwardedShares, MaskingClient, MaskingParams, MaskingServer,
                                       ServerResult, UnmaskRequest, derive_secagg_plus)
+from secagg.primitives.randomness import DeterministicRandom
 from secagg.protocols.masking.graph import NeighbourGraph, binom_cdf_lt, binom_sf_ge
 
 from masking_harness import Round
@@ -91,6 +92,20 @@ def test_too_few_survivors_aborts_with_typed_reason_never_a_sum(stage):
     with pytest.raises(ProtocolAborted) as info:  # the driver's result: typed, never a partial aggregate
         r.driver.result()
     assert info.value.reason is AbortReason.TOO_FEW_SURVIVORS
+
+
+def test_sparse_round_aborts_when_one_clients_holders_fall_below_threshold():
+    """Enough masked inputs overall, but client 1 keeps fewer than t live
+    holders: its self mask could not be removed, so the server aborts at the
+    masked-input close and names the first such client, never a sum."""
+    r = Round(n=40, dim=4, protocol="secagg+", degree=8, threshold=6, dropout_tolerance=0.2)
+    g, t = r.params.graph, r.params.threshold
+    drop = {v: "masked_input" for v in g.neighbours(1)[:4]}  # 1 keeps itself + 4 of 8 neighbours: 5 < 6
+    out = r.run(drop=drop)
+    assert isinstance(out, Abort) and out.reason is AbortReason.TOO_FEW_SURVIVORS
+    alive = [u for u in r.ids if u not in drop]
+    short = [u for u in alive if len([v for v in g.holders(u) if v not in drop]) < t]
+    assert 1 in short and f"holders of client {short[0]} survive" in out.detail
 
 
 def test_weights_are_aggregated_privately_as_two_sums():
@@ -276,6 +291,47 @@ def test_harary_graph_is_regular_symmetric_and_seeded():
         assert all(g.are_neighbours(u, v) == (v in nb) for v in ids)
     g2 = NeighbourGraph(ids, 6, b"\x02" * 32)
     assert any(g.neighbours(u) != g2.neighbours(u) for u in ids)
+
+
+@pytest.mark.parametrize("n, degree", [(9, 2), (40, 6), (41, 10), (101, 36)])
+def test_holders_table_lists_every_clients_holders(n, degree):
+    ids = tuple(range(3, 3 + 2 * n, 2))  # not 1..n: rows follow client_ids, values are ids
+    g = NeighbourGraph(ids, degree, bytes(range(32)))
+    table = g.holders_table()
+    assert table.shape == (n, degree + 1) and table.dtype == np.uint32 and not table.flags.writeable
+    for r, u in enumerate(ids):
+        assert tuple(table[r].tolist()) == g.holders(u) == tuple(sorted(g.neighbours(u) + (u,)))
+    assert g.holders_table() is table
+    with pytest.raises(ParameterError):
+        NeighbourGraph(ids, n - 1, bytes(32)).holders_table()
+
+
+@pytest.mark.parametrize("missing", [(), (7,), (2, 3, 4, 31)])
+def test_sparse_key_broadcasts_carry_exactly_the_holders_that_advertised(missing):
+    """The server's key broadcasts of a sparse graph, built for every client at
+    once, against the definition taken client by client: the holders of u that
+    advertised, in id order, each column their advertised values."""
+    params = MaskingParams.create(list(range(1, 41)), 4, protocol="secagg+", dropout_tolerance=0.2,
+                                  degree=8, threshold=6, rng=DeterministicRandom(4))
+    assert not params.is_complete
+    server = MaskingServer(params, DeterministicRandom(5))
+    server.start()
+    adverts = {}
+    for u in params.client_ids:
+        if u not in missing:
+            adverts[u] = MaskingClient(params, u, DeterministicRandom(100 + u)).advertise_keys()
+            server.receive(u, adverts[u])
+    out = server.close_round()
+    assert set(out) == set(adverts)
+    for u, msg in out.items():
+        want = [v for v in params.graph.holders(u) if v in adverts]
+        assert msg.client_ids.dtype == np.uint32 and msg.client_ids.tolist() == want
+        assert msg.enc_publics == b"".join(adverts[v].enc_public for v in want)
+        assert msg.mask_publics == b"".join(adverts[v].mask_public for v in want)
+        assert msg.commitments == b"".join(adverts[v].self_mask_commitment for v in want)
+        assert msg.signatures == b""
+        again = wire.decode(wire.encode(msg), type(msg))
+        assert again.client_ids.tolist() == want and again.enc_publics == msg.enc_publics
 
 
 # ----------------------------------------------------------------- simulator

@@ -145,12 +145,14 @@ class NeighbourGraph:
         self._all = frozenset(client_ids)
         self._cache: dict[int, tuple[int, ...]] = {}
         self._holders: dict[int, tuple[int, ...]] = {}
+        self._table: np.ndarray | None = None
         if not self.complete:
             if degree % 2 or not 2 <= degree < n - 1:
                 raise ParameterError(f"a sparse graph needs an even degree in [2, {n - 2}], got {degree}")
             keys = prg_ring(graph_seed, b"masking/graph-permutation", n, 64)
             order = np.lexsort((np.asarray(client_ids, dtype=np.int64), keys))
             self._ring = np.asarray(client_ids, dtype=np.int64)[order]
+            self._order = order  # ring position i holds client_ids[order[i]]
             self._pos = {int(cid): i for i, cid in enumerate(self._ring.tolist())}
 
     def __contains__(self, u: object) -> bool:
@@ -184,6 +186,26 @@ class NeighbourGraph:
             if len(self._holders) < 100_000:
                 self._holders[u] = got
         return got
+
+    def holders_table(self) -> np.ndarray:
+        """Every client's holders at once, for a server that needs them all:
+        row ``r`` is :meth:`holders` of ``client_ids[r]`` as a sorted row of
+        ``degree + 1`` ids (uint32, read-only). Sparse graphs only (a complete
+        graph's table would be n x n; every row is ``client_ids``). Computed
+        with a few array operations on the first call, then cached."""
+        if self.complete:
+            raise ParameterError("holders_table is for sparse graphs: in a complete graph everyone holds everyone")
+        if self._table is None:
+            n = len(self.client_ids)
+            half = self.degree // 2
+            offs = np.arange(-half, half + 1, dtype=np.int64)
+            by_ring = self._ring[(np.arange(n, dtype=np.int64)[:, None] + offs) % n]  # row i: ring position i's
+            by_ring.sort(axis=1)
+            table = np.empty_like(by_ring, dtype=np.uint32)
+            table[self._order] = by_ring  # ring position i is client_ids[order[i]]: back to id order
+            table.flags.writeable = False
+            self._table = table
+        return self._table
 
     def are_neighbours(self, u: int, v: int) -> bool:
         if u == v:

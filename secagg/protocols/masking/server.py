@@ -256,10 +256,11 @@ class MaskingServer:
                 k = int(np.searchsorted(u1, sender))
                 ok = rec.shape == (count,) and bool((rec[:k] == u1[:k]).all()) and bool((rec[k:] == u1[k + 1:]).all())
         else:
-            expected = np.array([v for v in self.params.graph.neighbours(sender) if v in self._u1_set],
-                                dtype=np.uint32)
-            count = expected.size
-            ok = np.array_equal(rec, expected)
+            expected = self.params.graph.neighbours(sender)
+            if len(self.u1) < self.params.n:  # some never advertised: only those that did
+                expected = tuple(v for v in expected if v in self._u1_set)
+            count = len(expected)
+            ok = rec.shape == (count,) and rec.tolist() == list(expected)
         if not ok:
             raise _err(AbortReason.MALFORMED_MESSAGE, "shares must go to exactly the neighbours in U1, sorted")
         if len(msg.ciphertexts) != SHARE_RECORD_SIZE * count:
@@ -349,14 +350,23 @@ class MaskingServer:
         if p.is_complete:  # everyone gets the same broadcast (built and encoded once)
             msg = KeysBroadcast(p.session_id, self._u1_arr.copy(), *columns)
             out: dict[int, object] = {u: msg for u in self.u1}
-        else:  # each client gets the rows of its holders in U_1: gathers from one table per column
-            m = len(self.u1)
+        else:  # each client gets the rows of its holders in U_1: one gather per column for all clients
+            m, u1 = len(self.u1), self._u1_arr
             tables = [np.frombuffer(col, dtype=np.uint8).reshape(m, -1) for col in columns]
+            all_ids = np.array(p.client_ids, dtype=np.uint32)
+            holders = p.graph.holders_table()[np.searchsorted(all_ids, u1)]  # (m, k + 1), rows in U_1 order
+            rows = np.minimum(np.searchsorted(u1, holders), m - 1)  # U_1 position of each holder...
+            present = u1[rows] == holders  # ...where it advertised
+            whole = present.all(axis=1)
+            gathered = [t[rows] for t in tables]  # (m, k + 1, width): every client's rows, one copy per column
             out = {}
-            for u in self.u1:
-                ids = np.array([v for v in p.graph.holders(u) if v in self._u1_set], dtype=np.uint32)
-                rows = np.searchsorted(self._u1_arr, ids)
-                out[u] = KeysBroadcast(p.session_id, ids, *(t[rows].tobytes() for t in tables))
+            for j, u in enumerate(self.u1):
+                if whole[j]:  # every holder advertised (the usual case): row j as it is
+                    out[u] = KeysBroadcast(p.session_id, holders[j].copy(), *(g[j].tobytes() for g in gathered))
+                else:
+                    keep = present[j]
+                    out[u] = KeysBroadcast(p.session_id, holders[j][keep],
+                                           *(g[j][keep].tobytes() for g in gathered))
         self.stage = Stage.SHARE_KEYS
         return out
 
@@ -461,9 +471,14 @@ class MaskingServer:
                             f"{len(self.u3)} clients sent masked inputs; the DP noise needs n_min = {dp.n_min}")
         # every included client needs t surviving holders (complete graph: its
         # holders are all of U_3, just checked)
-        for u in (() if self.params.is_complete else self.u3):
-            self._need(len([v for v in self.params.graph.holders(u) if v in self._u3_set]),
-                       f"among the holders of client {u} survive")
+        if not self.params.is_complete:
+            all_ids = np.array(self.params.client_ids, dtype=np.uint32)
+            holders = self.params.graph.holders_table()[np.searchsorted(all_ids, self._u3_arr)]
+            alive = np.isin(holders, self._u3_arr).sum(axis=1)
+            short = np.flatnonzero(alive < self.params.threshold)
+            if short.size:
+                u = self.u3[int(short[0])]
+                self._need(int(alive[short[0]]), f"among the holders of client {u} survive")
         alive = np.array(self.u3, dtype=np.uint32)
         if self.params.malicious_server:
             req = ConsistencyRequest(self.params.session_id, alive)
