@@ -398,6 +398,49 @@ def test_sparse_server_refuses_share_keys_for_anyone_but_the_neighbours_that_adv
     assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= 1e-3 * len(included)
 
 
+def test_sparse_server_refuses_unmask_shares_for_owners_the_sender_cannot_hold():
+    """SecAgg+ unmasking: the owners of a holder's shares must be sorted,
+    distinct, among its holders, alive for self-mask shares and dropped for
+    mask-key shares. Each violation is refused with its typed reason, state
+    unchanged, and the honest replies then give the right aggregate."""
+    r = Round(n=40, dim=4, protocol="secagg+", degree=8, threshold=6, dropout_tolerance=0.2)
+    g = r.params.graph
+    gone = g.neighbours(1)[0]
+    r.run_to("unmasking", drop={gone: "masked_input"})
+    replies = r.step(hold=True, close=False)
+    sender = next(h for h in r.ids if h in replies and gone in g.neighbours(h) and h != 1)
+    good = replies[sender]
+    own = good.self_mask_owners.tolist()
+    assert good.mask_key_owners.tolist() == [gone] and len(own) >= 3
+    C = len(good.self_mask_shares) // len(own)
+    stranger = next(v for v in r.ids if v not in g.holders(sender) and v != gone)
+    alive_holder = next(v for v in own if v != sender)
+
+    def with_self(owners, shares):
+        return dataclasses.replace(good, self_mask_owners=np.array(owners, dtype=np.uint32), self_mask_shares=shares)
+
+    sh = good.self_mask_shares
+    cases = [
+        (with_self(own[::-1], sh), AbortReason.MALFORMED_MESSAGE),  # not sorted
+        (with_self([own[0], own[0]] + own[2:], sh), AbortReason.MALFORMED_MESSAGE),  # not distinct
+        (with_self(sorted(own[:-1] + [stranger]), sh), AbortReason.UNEXPECTED_SENDER),  # not its holder
+        (with_self(sorted(own[:-1] + [gone]), sh), AbortReason.UNEXPECTED_SENDER),  # dropped: no self mask
+        (dataclasses.replace(good, mask_key_owners=np.array([alive_holder], dtype=np.uint32)),
+         AbortReason.UNEXPECTED_SENDER),  # alive: no mask-key shares
+        (dataclasses.replace(good, mask_key_owners=np.array([stranger], dtype=np.uint32)),
+         AbortReason.UNEXPECTED_SENDER),
+    ]
+    assert C * len(own) == sh.size
+    for bad, reason in cases:
+        _server_rejects(r, sender, bad, reason)
+    assert all(r.release().values())
+    r.close()
+    out = r.server.outcome
+    assert isinstance(out, ServerResult) and gone not in out.included
+    included = list(out.included)
+    assert np.max(np.abs(out.sum_weighted - r.expected_sum(included))) <= 1e-3 * len(included)
+
+
 def test_server_rejects_duplicate_late_early_misrouted_and_malformed_without_state_change():
     """The network holds each stage's replies; the bad messages reach the
     server driver first, then the honest ones, then some again: every bad one

@@ -145,6 +145,7 @@ class NeighbourGraph:
         self._all = frozenset(client_ids)
         self._cache: dict[int, tuple[int, ...]] = {}
         self._holders: dict[int, tuple[int, ...]] = {}
+        self._holder_sets: dict[int, frozenset[int]] = {}
         self._table: np.ndarray | None = None
         if not self.complete:
             if degree % 2 or not 2 <= degree < n - 1:
@@ -185,6 +186,15 @@ class NeighbourGraph:
             got = tuple(sorted(self.neighbours(u) + (u,)))
             if len(self._holders) < 100_000:
                 self._holders[u] = got
+        return got
+
+    def holder_set(self, u: int) -> frozenset[int]:
+        """:meth:`holders` of ``u`` as a set (cached), for membership checks."""
+        got = self._holder_sets.get(u)
+        if got is None:
+            got = frozenset(self.holders(u))
+            if len(self._holder_sets) < 100_000:
+                self._holder_sets[u] = got
         return got
 
     def holders_table(self) -> np.ndarray:

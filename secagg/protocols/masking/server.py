@@ -301,14 +301,16 @@ class MaskingServer:
                 raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} share outside the field")
             if not owners.size or (complete and _same_array(owners, allowed_arr)):
                 continue  # the complete graph's usual answer: exactly U_3 / exactly the dropped, in order
-            if np.any(owners[1:] <= owners[:-1]):
-                raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
             if complete:  # every client holds shares of every client: only alive/dropped matters
+                if np.any(owners[1:] <= owners[:-1]):
+                    raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
                 pos = np.searchsorted(allowed_arr, owners)
                 ok = bool(allowed_arr.size and pos.max() < allowed_arr.size and np.array_equal(allowed_arr[pos], owners))
-            else:  # sender holds shares of its neighbours and itself
-                ids = set(owners.tolist())
-                ok = ids <= allowed and ids <= set(self.params.graph.holders(sender))
+            else:  # sender holds shares of its neighbours and itself: a few dozen ids, checked as a list
+                ids = owners.tolist()
+                if any(a >= b for a, b in zip(ids, ids[1:])):
+                    raise _err(AbortReason.MALFORMED_MESSAGE, f"{what} owners must be sorted and distinct")
+                ok = allowed.issuperset(ids) and self.params.graph.holder_set(sender).issuperset(ids)
             if not ok:
                 raise _err(AbortReason.UNEXPECTED_SENDER, f"{what} shares for clients this sender cannot hold")
         self._got.unmask[sender] = msg
