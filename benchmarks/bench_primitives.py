@@ -50,7 +50,8 @@ from masking_driver import cpu_description  # noqa: E402  (this directory is on 
 from secagg.primitives import aead, shamir
 from secagg.primitives.key_agreement import agree, agree_many, generate_keypair
 from secagg.primitives.prg import prg_backend, prg_ring, prg_ring_add_into
-from secagg.primitives.randomness import DeterministicRandom
+from secagg.encoding.fixed_point import FixedPoint
+from secagg.primitives.randomness import DeterministicRandom, SystemRandom
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (100_000, 1_000_000)
@@ -217,6 +218,8 @@ def bench_small(repeat: int) -> list[dict[str, Any]]:
     loaded = X25519PrivateKey.from_private_bytes(me.private)
     peer_key = X25519PublicKey.from_public_bytes(peer.public)
     peers = [generate_keypair(rng).public for _ in range(100)]
+    fixed = FixedPoint(clip=1.0, frac_bits=16, max_weight=1.0)
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, 100_000)
     many = measure(lambda: agree_many(me.private, peers), repeat)
     return [
         {"operation": "X25519 exchange, raw (private key loaded once)",
@@ -227,6 +230,13 @@ def bench_small(repeat: int) -> list[dict[str, Any]]:
          **{k: (v / 100 if k.endswith("_s") else v) for k, v in many.items()}},
         {"operation": "AEAD encrypt, 100-byte share", **measure(lambda: aead.encrypt(key, share, ad), repeat)},
         {"operation": "AEAD decrypt, 100-byte share", **measure(lambda: aead.decrypt(key, box, ad), repeat)},
+        # the randomness of stochastic rounding for 100K entries (8 bytes each)
+        {"operation": "os.urandom, 800 KB (100K entries' rounding)",
+         **measure(lambda: os.urandom(800_000), repeat)},
+        {"operation": "SystemRandom().bytes, 800 KB (ChaCha20 under a fresh os.urandom key)",
+         **measure(lambda: SystemRandom().bytes(800_000), repeat)},
+        {"operation": "FixedPoint.quantize, 100K entries, SystemRandom",
+         **measure(lambda: fixed.quantize(x, 1.0, SystemRandom()), repeat)},
     ]
 
 

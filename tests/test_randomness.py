@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from secagg.primitives.randomness import (
     DeterministicRandom,
     RandomSource,
+    SYSTEM_EXPAND_ABOVE,
     SystemRandom,
     default_random,
     uniform_floats,
@@ -69,6 +70,35 @@ def test_system_random() -> None:
     assert len(s.bytes(0)) == 0 and len(s.bytes(33)) == 33
     assert s.bytes(32) != s.bytes(32)
     assert isinstance(s, RandomSource) and isinstance(DeterministicRandom(1), RandomSource)
+
+
+def test_system_random_long_requests_are_fresh_and_unbiased() -> None:
+    """Past SYSTEM_EXPAND_ABOVE bytes the OS key is expanded with ChaCha20:
+    every request gets a fresh key (two requests never share a keystream, not
+    even a prefix), and the bytes look uniform (a mean and a bit count far
+    outside what a biased or zero stream would give)."""
+    s = SystemRandom()
+    n = SYSTEM_EXPAND_ABOVE + 1
+    a, b = s.bytes(n), s.bytes(n)
+    assert len(a) == n and type(a) is bytes and a[:32] != b[:32] and a[-32:] != b[-32:]
+    big = np.frombuffer(s.bytes(1 << 20), dtype=np.uint8)
+    assert abs(big.mean() - 127.5) < 1.0  # sd of the mean ~ 0.07
+    ones = int(np.unpackbits(big).sum())
+    assert abs(ones - 4 * (1 << 20)) < 10_000  # sd ~ 1450
+    assert len(s.bytes(SYSTEM_EXPAND_ABOVE)) == SYSTEM_EXPAND_ABOVE  # the boundary: os.urandom's own
+
+
+def test_system_random_long_requests_are_chacha20_under_an_os_key(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import secagg.primitives.randomness as R
+    asked = []
+    monkeypatch.setattr(R.os, "urandom", lambda k: asked.append(k) or bytes(range(k)))
+    got = SystemRandom().bytes(SYSTEM_EXPAND_ABOVE + 100)
+    assert asked == [32] and got == _reference_chacha(bytes(range(32)), SYSTEM_EXPAND_ABOVE + 100)
+    assert SystemRandom().bytes(10) == bytes(range(10)) and asked == [32, 10]
+
+
+def _reference_chacha(key: bytes, n: int) -> bytes:
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(n))
 
 
 def test_default_random() -> None:
