@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg.primitives.kdf import LABEL_PREFIX, derive_key, hkdf
+from secagg.primitives.kdf import LABEL_PREFIX, derive_key, derive_keys, hkdf
 
 # RFC 5869, Appendix A.1-A.3 (the SHA-256 cases).
 RFC5869 = [
@@ -172,3 +172,40 @@ def test_derive_key_fast_path_is_hkdf(secret, label) -> None:
     salt = hashlib.sha256(b"secagg/v1/context\x00" + context).digest()
     assert derive_key(secret, label, context) == hkdf(bytes(secret), label=label, salt=salt)
     assert derive_key(secret, label, context, length=48)[:32] == hkdf(bytes(secret), label=label, salt=salt)
+
+
+def test_derive_keys_is_derive_key_per_pair() -> None:
+    secrets = [bytes([i]) * 32 for i in range(1, 6)]
+    contexts = [b"", b"s", b"session" * 9, bytes(64), b"\xff" * 3]
+    assert derive_keys(secrets, "masking/pairwise-mask", contexts) == [
+        derive_key(s, "masking/pairwise-mask", c) for s, c in zip(secrets, contexts)]
+    assert derive_keys([], "x", []) == []
+    with pytest.raises(ValueError):
+        derive_keys(secrets, "x", contexts[:-1])
+    with pytest.raises(ValueError):
+        derive_keys(secrets, "", contexts)
+    for bad_secret, bad_context in ((b"", b"c"), (bytearray(32), b"c"), (b"k", "c")):
+        with pytest.raises(TypeError):
+            derive_keys([b"k" * 32, bad_secret], "x", [b"c", bad_context])
+
+
+def test_pairwise_keys_in_one_loop_are_the_single_derivations() -> None:
+    """The masking protocol's batched pairwise derivation gives, for peers on
+    both sides of u (the context orders the pair by id), exactly
+    share_encryption_key / pairwise_mask_seed; a party is never its own peer."""
+    from secagg.protocols.masking import _crypto as C
+    sid, u, pub_u = bytes(range(32)), 7, b"\x11" * 32
+    peers = [1, 3, 9, 12]
+    pubs = [bytes([p]) * 32 for p in peers]
+    shared = [bytes([40 + p]) * 32 for p in peers]
+    assert C.pair_keys("masking/share-encryption", shared, sid, u, pub_u, peers, pubs) == [
+        C.share_encryption_key(s, sid, u, v, pub_u, pv) for s, v, pv in zip(shared, peers, pubs)]
+    assert C.pair_keys("masking/pairwise-mask", shared, sid, u, pub_u, peers, pubs) == [
+        C.pairwise_mask_seed(s, sid, u, v, pub_u, pv) for s, v, pv in zip(shared, peers, pubs)]
+    # symmetric: v derives the same key with u
+    assert C.pair_keys("masking/pairwise-mask", shared[:1], sid, peers[0], pubs[0], [u], [pub_u]) == \
+        C.pair_keys("masking/pairwise-mask", shared, sid, u, pub_u, peers, pubs)[:1]
+    with pytest.raises(ValueError):
+        C.pair_keys("masking/pairwise-mask", shared[:1], sid, u, pub_u, [u], [pub_u])
+    with pytest.raises(ValueError):
+        C.pair_keys("masking/commit", shared, sid, u, pub_u, peers, pubs)

@@ -68,18 +68,26 @@ def agree_many(private: bytes, peer_publics: "list[bytes]") -> "list[bytes]":
     private key once (loading it computes its public point: as costly as an
     exchange)."""
     key = X25519PrivateKey.from_private_bytes(private)
+    exchange, load = key.exchange, X25519PublicKey.from_public_bytes
     out = []
     for peer_public in peer_publics:
-        if not isinstance(peer_public, (bytes, bytearray)) or len(peer_public) != PUBLIC_KEY_SIZE:
+        if type(peer_public) is not bytes:
+            if not isinstance(peer_public, (bytes, bytearray)):
+                raise BadPublicKey("X25519 public key must be 32 bytes")
+            peer_public = bytes(peer_public)
+        if len(peer_public) != PUBLIC_KEY_SIZE:
             raise BadPublicKey("X25519 public key must be 32 bytes")
         try:
-            shared = key.exchange(X25519PublicKey.from_public_bytes(bytes(peer_public)))
+            shared = exchange(load(peer_public))
         except ValueError as exc:
             raise BadPublicKey(f"X25519 exchange failed: {exc}") from None
-        if shared == b"\x00" * 32:
+        if shared == _ZERO_SECRET:
             raise BadPublicKey("X25519 shared secret is all zeros (low-order key)")
         out.append(shared)
     return out
+
+
+_ZERO_SECRET = bytes(PUBLIC_KEY_SIZE)
 
 
 _X25519_P = 2**255 - 19

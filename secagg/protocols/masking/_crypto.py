@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from ...primitives.kdf import derive_key
+from ...primitives.kdf import derive_key, derive_keys
 
 SELF_MASK_TAG = b"masking/self-mask"
 PAIR_MASK_TAG = b"masking/pairwise-mask"
@@ -30,6 +30,21 @@ def pairwise_mask_seed(shared_secret: bytes, session_id: bytes, u: int, v: int, 
                        mask_pub_v: bytes) -> bytes:
     """``s_{u,v}``: the full 256-bit PRG key of the pairwise mask (symmetric)."""
     return derive_key(shared_secret, "masking/pairwise-mask", _pair_context(session_id, u, v, mask_pub_u, mask_pub_v))
+
+
+def pair_keys(label: str, shared_secrets: "list[bytes]", session_id: bytes, u: int, pub_u: bytes,
+              peers: "list[int]", peer_publics: "list[bytes]") -> list[bytes]:
+    """:func:`share_encryption_key` (``label`` "masking/share-encryption") or
+    :func:`pairwise_mask_seed` ("masking/pairwise-mask") of ``u`` with every
+    peer at once: the same keys, one derivation loop."""
+    if label not in ("masking/share-encryption", "masking/pairwise-mask"):
+        raise ValueError(f"not a pairwise label: {label!r}")
+    if u in peers:
+        raise ValueError("a party has no pairwise key with itself")
+    pack = struct.Struct(">II").pack
+    contexts = [session_id + pack(u, v) + pub_u + pv if u < v else session_id + pack(v, u) + pv + pub_u
+                for v, pv in zip(peers, peer_publics)]
+    return derive_keys(shared_secrets, label, contexts)
 
 
 def share_associated_data(session_id: bytes, sender: int, recipient: int) -> bytes:

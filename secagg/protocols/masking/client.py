@@ -246,24 +246,20 @@ class MaskingClient:
         peer_masks = [msg.mask_publics[32 * i:32 * (i + 1)] for i, _ in peers]
         enc_secrets = agree_many(st.enc_private, peer_encs)
         mask_secrets = agree_many(st.mask_private, peer_masks)
-        enc_keys = bytearray(32 * len(ids))
-        mask_seeds = bytearray(32 * len(ids))
-        peer_keys = []
-        for (i, v), pe, pm, es, ms in zip(peers, peer_encs, peer_masks, enc_secrets, mask_secrets):
-            key = C.share_encryption_key(es, sid, u, v, st.enc_public, pe)
-            peer_keys.append(key)
-            enc_keys[32 * i:32 * (i + 1)] = key
-            mask_seeds[32 * i:32 * (i + 1)] = C.pairwise_mask_seed(ms, sid, u, v, st.mask_public, pm)
+        recipients = [v for _, v in peers]
+        peer_keys = C.pair_keys("masking/share-encryption", enc_secrets, sid, u, st.enc_public, recipients, peer_encs)
+        seeds = C.pair_keys("masking/pairwise-mask", mask_secrets, sid, u, st.mask_public, recipients, peer_masks)
+        me = ids.index(u)  # own slot: 32 zero bytes in both tables
+        enc_keys = b"".join(peer_keys[:me]) + bytes(32) + b"".join(peer_keys[me:])
+        mask_seeds = b"".join(seeds[:me]) + bytes(32) + b"".join(seeds[me:])
         share_b, share_sk = shamir.split_many([st.self_mask_seed, st.mask_private], p.threshold, ids, self._rng)
         # plaintext of the record for v: (u, v) then v's share of b_u, then of s_u^SK
         bodies = np.concatenate([share_b, share_sk], axis=1).astype("<u4")
-        recipients = [v for _, v in peers]
         records = aead.encrypt_many(
             peer_keys, [struct.pack(">II", u, v) + bodies[i].tobytes() for i, v in peers],
             [C.share_associated_data(sid, u, v) for v in recipients], self._rng)
-        me = ids.index(u)
         self.state = replace(
-            st, stage="shared", peers=msg, enc_keys=bytes(enc_keys), mask_seeds=bytes(mask_seeds),
+            st, stage="shared", peers=msg, enc_keys=enc_keys, mask_seeds=mask_seeds,
             held_owners=np.array([u], dtype=np.uint32),
             held_self_mask=share_b[me].astype(np.uint32), held_mask_key=share_sk[me].astype(np.uint32))
         return ShareKeys(u, sid, np.array(recipients, dtype=np.uint32), b"".join(records))

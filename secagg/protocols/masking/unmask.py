@@ -61,7 +61,7 @@ class MaskJob:
             return
         v, sid, pk_v = self.owner, self.session_id, self.owner_public
         shared = agree_many(self.secret, list(self.peer_publics))
-        seeds = [C.pairwise_mask_seed(s, sid, v, w, pk_v, pk_w) for w, pk_w, s in zip(self.peers, self.peer_publics, shared)]
+        seeds = C.pair_keys("masking/pairwise-mask", shared, sid, v, pk_v, list(self.peers), list(self.peer_publics))
         # w added sign(w, v) * PRG(s_{w,v}); remove it
         prg_ring_add_many_into(acc, seeds, C.PAIR_MASK_TAG, [-C.mask_sign(w, v) for w in self.peers])
 
