@@ -33,13 +33,13 @@ SYSTEM_EXPAND_ABOVE = 4096
 class SystemRandom:
     """The operating system's CSPRNG. The default everywhere.
 
-    Up to :data:`SYSTEM_EXPAND_ABOVE` bytes (every key, seed, nonce and
-    Shamir coefficient) are ``os.urandom``'s own. A longer request (the bulk
-    randomness of stochastic rounding and of noise samplers: 8 bytes per
-    entry of an update) is the ChaCha20 keystream under a fresh 256-bit key
-    from ``os.urandom``, used for that request only: as unpredictable to
-    anyone without the key, and about 2.5x cheaper than asking the kernel for
-    every byte (``benchmarks/bench_primitives.py``)."""
+    A request of up to :data:`SYSTEM_EXPAND_ABOVE` bytes (every key and
+    seed) is ``os.urandom``'s own bytes. A longer one (a client's batch of
+    nonces or Shamir coefficients at large n; stochastic rounding, 8 bytes
+    per entry of an update) is the ChaCha20 keystream under a fresh 256-bit
+    key from ``os.urandom``, used for that request only: unpredictable to
+    anyone without the key, and cheaper than asking the kernel for every
+    byte (``benchmarks/bench_primitives.py`` times both)."""
 
     def bytes(self, n: int) -> bytes:
         if n <= SYSTEM_EXPAND_ABOVE:
