@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import sys
 import time
 from pathlib import Path
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             s["server_core_over_floor"] = s["server_core"]["cpu_s"] / s["server_floor"]["cpu_s"]
             s["server_wire_over_core"] = s["server_wire"]["cpu_s"] / s["server_core"]["cpu_s"]
             if args.workers > 1 and (n, rate) in args.parallel_cells:
-                s["parallel"] = parallel_cell(keyed, schedule, report, args.workers)
+                s["parallel"] = D.parallel_rest(keyed, schedule, report, args.workers)
                 D.say(f"  unmasking on {args.workers} cores: {s['parallel']['unmasking_wall_s']:.2f} s wall vs "
                       f"{s['parallel']['one_core_unmasking_wall_s']:.2f} s on one "
                       f"({s['parallel']['unmasking_speedup']:.2f}x; server core {s['parallel']['server_core_speedup']:.2f}x)")
@@ -133,37 +132,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "timer": "process CPU time on one pinned core (wall time alongside)", "cells": cells,
             "speedup_goal": SPEEDUP_GOAL, "masking_goal": MASKING_GOAL, "server_profile_top": profile_text,
             **memory, "peak_rss_mb": D.peak_rss_mb()}
-
-
-def parallel_cell(keyed: Any, schedule: dict[int, str], one_core: Any, workers: int) -> dict[str, Any]:
-    """The same cell again with the server's mask removal on ``workers``
-    cores (``process_unmasker``): the server process may use every CPU during
-    the unmasking round (its workers inherit that), the rest of the round
-    stays on the pinned core. Wall time is the measure here (process CPU
-    time does not count the workers'); the one-core figures are the cell
-    just run, in the same process."""
-    from secagg.drivers.concurrency import process_unmasker
-
-    every = set(range(os.cpu_count() or 1))
-    pinned = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, every)
-    try:
-        unmasker = process_unmasker(workers).start()  # started (and imported) before anything is timed
-    finally:
-        os.sched_setaffinity(0, pinned)
-    try:
-        report = D.run_rest(keyed, schedule, unmasker=unmasker, unmask_cpus=every)
-    finally:
-        unmasker.shutdown()
-    s, o = report.summary(), one_core.summary()
-    un, un1 = s["server_core"]["by_stage"]["unmasking"], o["server_core"]["by_stage"]["unmasking"]
-    return {"workers": workers, "cpus": sorted(every), "server_core_wall_s": s["server_core"]["wall_s"],
-            "server_core_cpu_s_this_process": s["server_core"]["cpu_s"],
-            "one_core_server_core_wall_s": o["server_core"]["wall_s"],
-            "unmasking_wall_s": un["wall_s"], "one_core_unmasking_wall_s": un1["wall_s"],
-            "unmasking_speedup": un1["wall_s"] / un["wall_s"],
-            "server_core_speedup": o["server_core"]["wall_s"] / s["server_core"]["wall_s"],
-            "max_abs_error": report.max_abs_error, "error_bound": report.error_bound}
 
 
 def verdict(ok: bool) -> str:
@@ -241,6 +209,15 @@ def to_markdown(r: dict[str, Any]) -> str:
                             f"{c['server_core']['cpu_s'] / (f['cpu_s'] + f['subgroup_check_cpu_s']):.2f} | "
                             if "subgroup_check_cpu_s" in f else "— | — | ")
                          + f"{D.fmt_s(c['server_wire']['cpu_s'])} | {c['server_wire_over_core']:.2f} |")
+    copies = [c for c in r["cells"] if c.get("server_bytes_copy")]
+    if copies:
+        lines += ["", "Server wire: the complete graph's ForwardedShares are laid out in place by the share "
+                  "routing and LocalRound takes them as views of that buffer (`ServerDriver.close_stage(views="
+                  "True)`), so encoding them copies nothing. A transport that needs `bytes` (a Flower record) "
+                  "copies each once; timed apart, every copy alive at once: "
+                  + "; ".join(f"n = {c['n']}, {c['dropout']:.0%}: +{D.fmt_s(c['server_bytes_copy']['cpu_s'])}, "
+                              f"wire / core {(c['server_wire']['cpu_s'] + c['server_bytes_copy']['cpu_s']) / c['server_core']['cpu_s']:.2f}"
+                              for c in copies if c["dropout"] == 0) + "."]
     par = [c for c in r["cells"] if c.get("parallel")]
     if par:
         lines += ["", "The server's mask removal on several cores (`drivers.concurrency.process_unmasker`), "

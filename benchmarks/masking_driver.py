@@ -414,7 +414,7 @@ class ClockObserver(Observer):
             clock = self.client[ckey] = Clock()
         return _Span(clock, None)
 
-    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+    def message(self, stage: Stage, direction: str, party: int, data: "bytes | memoryview") -> None:
         if direction == TO_SERVER:
             self.bytes_sent[party] = self.bytes_sent.get(party, 0) + len(data)
             self.message_bytes.setdefault(CLIENT_MESSAGE.get(stage, stage.value), []).append(len(data))
@@ -702,6 +702,7 @@ class MaskingRunReport:
     error_bound: float
     included: int
     total_wall_s: float
+    bytes_copy: Clock = field(default_factory=Clock)  # copying laid-out messages into bytes (not in the wire)
 
     def server_total(self, wire_too: bool = False) -> Clock:
         c = Clock()
@@ -728,6 +729,9 @@ class MaskingRunReport:
             "server_wire": {"cpu_s": both.cpu - core.cpu, "wall_s": both.wall - core.wall,
                             "by_stage": {k: v.as_dict() for k, v in self.server_wire.items()}},
             "server_core_plus_wire": {"cpu_s": both.cpu, "wall_s": both.wall},
+            "server_bytes_copy": {"cpu_s": self.bytes_copy.cpu, "wall_s": self.bytes_copy.wall,
+                                  "note": "copying the messages LocalRound takes as views into bytes, as a "
+                                          "transport that needs bytes would (not in the wire figure)"},
             # clients that ran every round (dropped clients stop early)
             "client_core_cpu_s": describe(self.client_core[c].cpu for c in finished),
             "client_core_wall_s": describe(self.client_core[c].wall for c in finished),
@@ -774,6 +778,14 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
     probe_set = set(probe_clients) if bare is not None else set()
     probes: list[dict[str, float]] = []
     network = run.network(schedule)
+    # LocalRound takes the messages the server laid out in place (the complete
+    # graph's ForwardedShares) as views of its buffer; a transport that needs
+    # bytes (a Flower record) copies each once: timed here, apart from the
+    # round, with every copy alive at once as a transport's queue would hold them
+    views = [data for data in network.outbox.values() if isinstance(data, memoryview)]
+    bytes_copy = Clock()
+    copies = timed(bytes_copy, list, map(bytes, views))  # (map is lazy: the copies are made inside the timer)
+    del copies, views
 
     # round 2: each client's update made again (outside every timer) and handed
     # back to its store right before it handles its forwarded shares. The
@@ -836,7 +848,39 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
         client_wire=obs.client_totals("wire"), client_stage_core=obs.client_stage_core(),
         bytes_sent=obs.bytes_sent, bytes_received=obs.bytes_received, message_bytes=obs.message_bytes,
         probes=probes, result=outcome, max_abs_error=err, error_bound=bound, included=len(contributed),
-        total_wall_s=keyed.wall_s + wall_clock() - t_start)
+        total_wall_s=keyed.wall_s + wall_clock() - t_start, bytes_copy=bytes_copy)
+
+
+def parallel_rest(keyed: Any, schedule: dict[int, str], one_core: Any, workers: int) -> dict[str, Any]:
+    """The same cell again with the server's mask removal on ``workers``
+    cores (``process_unmasker``): the server process may use every CPU during
+    the unmasking round (its workers inherit that), the rest of the round
+    stays on the pinned core. Wall time is the measure here (process CPU
+    time does not count the workers'); the one-core figures are the cell
+    just run, in the same process."""
+    from secagg.drivers.concurrency import process_unmasker
+
+    every = set(range(os.cpu_count() or 1))
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, every)
+    try:
+        unmasker = process_unmasker(workers).start()  # started (and imported) before anything is timed
+    finally:
+        os.sched_setaffinity(0, pinned)
+    try:
+        report = run_rest(keyed, schedule, unmasker=unmasker, unmask_cpus=every)
+    finally:
+        unmasker.shutdown()
+    s, o = report.summary(), one_core.summary()
+    un, un1 = s["server_core"]["by_stage"]["unmasking"], o["server_core"]["by_stage"]["unmasking"]
+    return {"workers": workers, "cpus": sorted(every), "server_core_wall_s": s["server_core"]["wall_s"],
+            "server_core_cpu_s_this_process": s["server_core"]["cpu_s"],
+            "one_core_server_core_wall_s": o["server_core"]["wall_s"],
+            "unmasking_wall_s": un["wall_s"], "one_core_unmasking_wall_s": un1["wall_s"],
+            "unmasking_speedup": un1["wall_s"] / un["wall_s"],
+            "server_core_speedup": o["server_core"]["wall_s"] / s["server_core"]["wall_s"],
+            "server_wire_wall_s": s["server_wire"]["wall_s"],
+            "max_abs_error": report.max_abs_error, "error_bound": report.error_bound}
 
 
 def server_floor(params: MaskingParams, survivors: int, advertised: int, dropped: int,

@@ -90,8 +90,8 @@ class Network:
         """The pending server messages, decoded (each distinct encoding decoded once)."""
         box = self.network.outbox
         if self._decoded is None or self._decoded[0] != id(box) or len(self._decoded[1]) != len(box):
-            cache: dict[bytes, Any] = {}
-            self._decoded = (id(box), {p: cache[d] if d in cache else cache.setdefault(d, wire.decode(d))
+            cache: dict[int, Any] = {}  # by id: views of the server's buffers are unhashable
+            self._decoded = (id(box), {p: cache[id(d)] if id(d) in cache else cache.setdefault(id(d), wire.decode(d))
                                        for p, d in box.items()})
         return self._decoded[1]
 
@@ -104,13 +104,13 @@ class Network:
         return self.driver.outcome
 
     # ------------------------------------------------------------ stepping
-    def _hook(self, direction: str, stage: Stage, party: int, data: bytes) -> bytes | None:
+    def _hook(self, direction: str, stage: Stage, party: int, data: "bytes | memoryview") -> "bytes | memoryview | None":
         rewrite = self._rewrite_out if direction == TO_CLIENT else self._rewrite_in
         if rewrite is not None:
             out = rewrite(party, wire.decode(data))
             if out is None:
                 return None
-            data = out if isinstance(out, bytes) else wire.encode(out)
+            data = out if isinstance(out, (bytes, memoryview)) else wire.encode(out)
         if direction != TO_CLIENT:
             self._sent[party] = data
             if self._hold:
@@ -166,9 +166,9 @@ class Network:
 
     # ------------------------------------------------------------ a dishonest server
     def send(self, party: int, msg: Any, contribution: Contribution | None = None) -> Any:
-        """The server sends ``msg`` (a message or its bytes) to ``party``'s
+        """The server sends ``msg`` (a message, its bytes or a view of them) to ``party``'s
         driver; returns the decoded answer, or ``None``."""
-        data = msg if isinstance(msg, bytes) else wire.encode(msg)
+        data = msg if isinstance(msg, (bytes, memoryview)) else wire.encode(msg)
         out = self.network.clients[party].handle(data, contribution)
         return None if out is None else wire.decode(out)
 

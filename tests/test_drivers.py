@@ -578,3 +578,36 @@ def test_local_round_held_replies_reach_the_server_only_when_handed():
     net.deliver([2], hold=True)
     net.close()  # closing the stage hands what is still held first
     assert [e[2] for e in log if e[0] == "share_keys" and e[1] == "server"] == [1, 3, 2]
+
+
+def test_a_server_driver_hands_bytes_unless_the_transport_takes_views():
+    """The complete graph's ForwardedShares are laid out in place by the core.
+    By default the driver hands every message as ``bytes`` (a transport such
+    as Flower's records needs them); ``views=True`` (LocalRound) gets the
+    read-only views themselves. Both are the same bytes, and both rounds give
+    the same aggregate."""
+    def run(views: bool) -> tuple[dict[int, object], object]:
+        params = MaskingParams.create(range(1, 6), 3, protocol="secagg", dropout_tolerance=0.2,
+                                      rng=DeterministicRandom("views"))
+        clients = {i: ClientDriver(MaskingClientRole(i, rng=DeterministicRandom(f"c{i}"))) for i in params.client_ids}
+        server = ServerDriver(MaskingServer(params, DeterministicRandom("s")), "sum")
+        outbox = server.start(views=views)
+        seen = {}
+        while not server.done:
+            if server.stage is Stage.MASKED_INPUT:
+                seen = dict(outbox)
+            for party, data in outbox.items():
+                reply = clients[party].handle(data, Contribution(np.full(3, 0.1 * party)) if
+                                              server.stage is Stage.ADVERTISE_KEYS else None)
+                if reply is not None:
+                    server.receive(party, reply)
+            outbox = server.close_stage(views=views)
+        return seen, server.outcome
+
+    as_bytes, out_b = run(False)
+    as_views, out_v = run(True)
+    assert as_bytes and all(type(d) is bytes for d in as_bytes.values())
+    assert all(isinstance(d, memoryview) and d.readonly for d in as_views.values())
+    assert {p: bytes(d) for p, d in as_views.items()} == as_bytes
+    assert isinstance(out_b, ServerResult) and isinstance(out_v, ServerResult)
+    assert np.array_equal(out_b.sum_weighted, out_v.sum_weighted)

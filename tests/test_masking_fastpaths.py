@@ -231,3 +231,35 @@ def test_type_lookup_refuses_what_the_parse_refuses() -> None:
     with pytest.raises(WireFormatError, match="unexpected message type"):
         decode(good, ShareKeys)
     assert decode(good, (ShareKeys, MaskedInput)).client_id == 3
+
+
+@pytest.mark.parametrize("gone_at_keys, gone_at_shares", [((), ()), ((), (2,)), ((3,), (1, 8))])
+def test_forwarded_shares_laid_out_in_place_are_their_canonical_encodings(gone_at_keys: tuple[int, ...],
+                                                                         gone_at_shares: tuple[int, ...]) -> None:
+    """Complete graph: the routing writes each recipient's ForwardedShares
+    encoding in place (header, senders, records) and LocalRound sends it as a
+    read-only view. Each view must be exactly the canonical encoding of the
+    message it decodes to (the decoder takes canonical bytes only), name the
+    other members of U_2 as senders, and carry the records each sender made
+    for that recipient."""
+    from masking_harness import Round
+
+    r = Round(n=8, dim=3, dropout_tolerance=0.375)
+    r.step(skip=list(gone_at_keys))
+    sent = r.step(skip=list(gone_at_shares))
+    assert r.driver.stage.value == "masked_input"
+    u2 = sorted(sent)
+    assert len(r.network.outbox) == len(u2)
+    for u, data in r.network.outbox.items():
+        assert isinstance(data, memoryview) and data.readonly
+        msg = decode(data, ForwardedShares)
+        assert encode(msg) == bytes(data)
+        assert msg.senders.tolist() == [v for v in u2 if v != u]
+        for j, v in enumerate(msg.senders.tolist()):
+            row = sent[v]
+            assert isinstance(row, ShareKeys)
+            k = row.recipients.tolist().index(u)
+            want = bytes(row.ciphertexts[SHARE_RECORD_SIZE * k:SHARE_RECORD_SIZE * (k + 1)])
+            assert bytes(msg.ciphertexts[SHARE_RECORD_SIZE * j:SHARE_RECORD_SIZE * (j + 1)]) == want
+    out = r.run()
+    assert list(out.included) == u2

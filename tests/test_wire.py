@@ -29,6 +29,7 @@ from secagg.errors import (
     SecAggError,
     WireFormatError,
 )
+from secagg.encoding import wire
 from secagg.encoding.wire import MAX_MESSAGE_BYTES, WIRE_VERSION, decode, encode, message, registered
 
 
@@ -225,6 +226,33 @@ def test_round_trip_property(**kw: Any) -> None:
     back = decode(data, expected=Everything)
     assert same(back, msg)
     assert encode(back) == data
+
+
+def test_pieces_join_to_the_encoding_and_hold_payloads_uncopied() -> None:
+    msg = sample(count=1000, vec=np.arange(1000, dtype=np.uint64))
+    parts = wire.pieces(msg)
+    assert b"".join(parts) == encode(msg)
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert any(np.shares_memory(np.frombuffer(v, dtype=np.uint8), msg.vec) for v in views)
+
+
+def test_an_attached_encoding_is_sent_as_it_is_and_checked_for_shape() -> None:
+    msg = sample()
+    data = encode(msg)
+    assert wire.encoded(msg) == data and type(wire.encoded(msg)) is bytes  # none attached: encode
+    view = memoryview(bytearray(data)).toreadonly()
+    wire.attach_encoding(msg, view)
+    assert wire.encoded(msg) is view and encode(msg) == data  # encode still builds from the fields
+    other = sample()
+    for bad, err in ((memoryview(bytearray(data)), TypeError),  # writable
+                     (data, TypeError),  # not a view
+                     (memoryview(np.frombuffer(data[:8], dtype=np.uint32)), TypeError),  # not bytes
+                     (memoryview(b"\x00" * len(data)), ValueError)):  # no envelope
+        with pytest.raises(err):
+            wire.attach_encoding(other, bad)  # type: ignore[arg-type]
+    assert type(wire.encoded(other)) is bytes
+    with pytest.raises(TypeError):
+        wire.attach_encoding(object(), view)
 
 
 # --------------------------------------------------------- encoding misuse

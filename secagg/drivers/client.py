@@ -91,7 +91,7 @@ class ClientDriver:
     def party(self) -> int:
         return self.role.party
 
-    def handle(self, data: bytes, contribution: Contribution | None = None) -> bytes | None:
+    def handle(self, data: "bytes | memoryview", contribution: Contribution | None = None) -> bytes | None:
         """Answer one server message (wire bytes). Returns the reply's bytes,
         or ``None`` when there is nothing to send: the message needs no answer
         (:attr:`last_error` is ``None``), or it was refused (:attr:`last_error`

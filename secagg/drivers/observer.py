@@ -39,7 +39,7 @@ _NOTHING: ContextManager[None] = contextlib.nullcontext()
 class Observer:
     """Receives what the drivers report. Subclass and override what you need."""
 
-    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+    def message(self, stage: Stage, direction: str, party: int, data: "bytes | memoryview") -> None:
         """A message on the wire: ``party`` is the client it goes to or comes from."""
 
     def span(self, role: str, stage: Stage, part: str, party: int | None = None) -> ContextManager[None]:
@@ -60,7 +60,7 @@ class Observers(Observer):
     def __init__(self, observers: Iterable[Observer]):
         self._observers = tuple(observers)
 
-    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+    def message(self, stage: Stage, direction: str, party: int, data: "bytes | memoryview") -> None:
         for o in self._observers:
             o.message(stage, direction, party, data)
 
@@ -104,11 +104,11 @@ class Recorder(Observer):
         self.transcript: list[tuple[str, str, int, bytes]] | None = [] if transcript else None
         self.rejections: list[tuple[str, str, int, str]] = []  # (role, stage, party, reason)
 
-    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+    def message(self, stage: Stage, direction: str, party: int, data: "bytes | memoryview") -> None:
         book = self.bytes_sent if direction == TO_SERVER else self.bytes_received
         book[party] = book.get(party, 0) + len(data)
         if self.transcript is not None:
-            self.transcript.append((stage.value, direction, party, data))
+            self.transcript.append((stage.value, direction, party, data if type(data) is bytes else bytes(data)))
 
     def span(self, role: str, stage: Stage, part: str, party: int | None = None) -> ContextManager[None]:
         return _Timer(self.timings, f"{stage.value}.{'server' if role == SERVER else 'clients'}")

@@ -128,16 +128,17 @@ class ServerDriver:
             shutdown()
 
     # ---------------------------------------------------------------- round
-    def start(self) -> dict[int, bytes]:
-        """The round's first messages, by party."""
+    def start(self, *, views: bool = False) -> dict[int, wire.Encoded]:
+        """The round's first messages, by party (``views``: as for
+        :meth:`close_stage`)."""
         if self._started:
             raise LocalProtocolError("the round has already started")
         self._started = True
         with self.observer.span(SERVER, self.stage, "core"):
             out = self.core.start()
-        return self._outbox(out)
+        return self._outbox(out, views)
 
-    def receive(self, party: int, data: bytes, *, stage: Stage | None = None) -> bool:
+    def receive(self, party: int, data: wire.Encoded, *, stage: Stage | None = None) -> bool:
         """Take ``party``'s reply (wire bytes). Returns whether it was accepted.
         A refused reply changes nothing but the record, and its sender is
         dropped at this stage, unless it was refused as out of place
@@ -191,9 +192,15 @@ class ServerDriver:
             self._gone[party] = why
             self.failures[party] = f"{self.stage.value}: {why}"
 
-    def close_stage(self) -> dict[int, bytes]:
+    def close_stage(self, *, views: bool = False) -> dict[int, wire.Encoded]:
         """The stage is over (everyone answered, or the deadline passed): the
-        next stage's messages by party (empty when the round ended)."""
+        next stage's messages by party (empty when the round ended), as
+        ``bytes``. With ``views=True``, a message the core laid out in place
+        (the complete graph's ForwardedShares, written by the share routing
+        into one buffer) comes as a read-only ``memoryview`` of that buffer,
+        not copied: for a transport that can send a buffer view (in-process,
+        or a writer that takes memoryviews); otherwise it is copied into
+        ``bytes`` here, inside the wire span."""
         if not self._started:
             raise LocalProtocolError("start the round first")
         if self.done:
@@ -204,17 +211,18 @@ class ServerDriver:
         self.observer.stage_closed(stage, frozenset(self._answered), frozenset(self._awaiting | set(self._gone)))
         with self.observer.span(SERVER, stage, "core"):
             out = self.core.close_round()
-        return self._outbox(out)
+        return self._outbox(out, views)
 
-    def _outbox(self, out: Mapping[int, object]) -> dict[int, bytes]:
+    def _outbox(self, out: Mapping[int, object], views: bool = False) -> dict[int, wire.Encoded]:
         stage = self.stage
-        encoded: dict[int, tuple[object, bytes]] = {}  # id -> (message, bytes): objects held, so ids stay unique
-        box: dict[int, bytes] = {}
+        encoded: dict[int, tuple[object, wire.Encoded]] = {}  # id -> (message, bytes): objects held, so ids stay unique
+        box: dict[int, wire.Encoded] = {}
         with self.observer.span(SERVER, stage, "wire") if out else _NO_SPAN:
             for party, msg in out.items():
                 hit = encoded.get(id(msg))
-                if hit is None:
-                    hit = encoded[id(msg)] = (msg, wire.encode(msg))
+                if hit is None:  # bytes, or a read-only view where the core laid the message out in place
+                    data = wire.encoded(msg)
+                    hit = encoded[id(msg)] = (msg, data if views or type(data) is bytes else bytes(data))
                 box[party] = hit[1]
         for party, data in box.items():
             self.observer.message(stage, TO_CLIENT, party, data)

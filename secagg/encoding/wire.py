@@ -31,7 +31,8 @@ import numpy as np
 
 from ..errors import WireFormatError
 
-__all__ = ["message", "encode", "decode", "WIRE_VERSION", "MAX_MESSAGE_BYTES", "registered"]
+__all__ = ["message", "encode", "decode", "WIRE_VERSION", "MAX_MESSAGE_BYTES", "registered", "Encoded", "pieces",
+           "attach_encoding", "encoded"]
 
 WIRE_VERSION = 1
 MAGIC = "secagg"
@@ -259,13 +260,57 @@ def encode(msg: Any) -> bytes:
     """Canonical bytes of a registered message, written into one buffer: the
     headers are built first, long payloads (arrays, byte strings) are copied
     once, straight into the result."""
+    return b"".join(pieces(msg))
+
+
+def pieces(msg: Any) -> list[Any]:
+    """The canonical encoding of a registered message as the pieces
+    :func:`encode` joins, in order: header byte strings, and each long
+    payload (an array's bytes, a byte string field) as a buffer of the
+    message's own memory, not copied. ``b"".join(pieces(msg)) ==
+    encode(msg)``. A protocol core that lays its messages out in place (one
+    buffer for many messages, their payloads written there by array work)
+    reads the headers and the payloads' lengths from here."""
     cls = type(msg)
     name = getattr(cls, "__wire_name__", None)
     if name is None:
         raise TypeError(f"{cls.__name__} is not a registered wire message")
     out: list[Any] = [b"\x94\xa6secagg" + _int_bytes(WIRE_VERSION) + _str_bytes(name)]
     _emit(msg, cls, out)
-    return b"".join(out)
+    return out
+
+
+#: What a sender hands its transport: the canonical bytes, or a read-only
+#: view of them where the message was laid out in place (:func:`encoded`).
+Encoded = typing.Union[bytes, memoryview]
+
+_ENCODING_ATTR = "_wire_encoding"
+
+
+def attach_encoding(msg: Any, data: memoryview) -> None:
+    """Record that ``data`` (a read-only byte view) already holds the
+    canonical encoding of ``msg``, laid out in place by the protocol core
+    that made both (one buffer for many messages): :func:`encoded` then
+    returns it without copying. The caller guarantees ``bytes(data) ==
+    encode(msg)`` (``encode`` itself still builds the bytes from the fields,
+    which is how tests check it)."""
+    if type(getattr(type(msg), "__wire_name__", None)) is not str:
+        raise TypeError(f"{type(msg).__name__} is not a registered wire message")
+    if not isinstance(data, memoryview) or not data.readonly or data.format != "B" or data.ndim != 1:
+        raise TypeError("an attached encoding must be a read-only 1-D byte memoryview")
+    if bytes(data[:8]) != _ENVELOPE:
+        raise ValueError("an attached encoding must open with the secagg envelope")
+    try:
+        object.__setattr__(msg, _ENCODING_ATTR, data)
+    except AttributeError:  # a class with __slots__ has no room for it
+        raise TypeError(f"{type(msg).__name__} cannot carry an attached encoding") from None
+
+
+def encoded(msg: Any) -> Encoded:
+    """What a sender transmits for ``msg``: the encoding attached by
+    :func:`attach_encoding` if there is one (no copy), else :func:`encode`."""
+    data = getattr(msg, _ENCODING_ATTR, None)
+    return data if data is not None else encode(msg)
 
 
 # ---------------------------------------------------------------- decoding
@@ -703,7 +748,7 @@ _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in _ALLOWED_DTYP
 _ENVELOPE = b"\x94\xa6secagg"
 
 
-def decode(data: bytes, expected: type[T] | tuple[type, ...] | None = None,
+def decode(data: "bytes | bytearray | memoryview", expected: type[T] | tuple[type, ...] | None = None,
            max_size: int = MAX_MESSAGE_BYTES) -> T:
     """Parse and validate ``data``. ``expected`` restricts the message type(s).
 

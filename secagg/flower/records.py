@@ -102,10 +102,12 @@ class ModelLayout:
         return ArrayRecord(out)
 
 
-def pack(stage: str, payload: bytes, **extra: int | float | str | bytes | bool) -> RecordDict:
-    """A RecordDict carrying one protocol message."""
+def pack(stage: str, payload: "bytes | memoryview", **extra: int | float | str | bytes | bool) -> RecordDict:
+    """A RecordDict carrying one protocol message (a Flower record holds
+    ``bytes``: a view of a message laid out in place is copied here)."""
+    data = bytes(payload) if isinstance(payload, memoryview) else payload
     return RecordDict({RECORD_KEY: ConfigRecord({"version": ADAPTER_VERSION, "stage": stage,
-                                                 "payload": payload, **extra})})
+                                                 "payload": data, **extra})})
 
 
 def bytes_field(rec: ConfigRecord, key: str) -> bytes:

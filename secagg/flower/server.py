@@ -72,6 +72,7 @@ from ..dp.plan import DPConfig
 from ..dp.round import DPRoundParams, DPRoundReport
 from ..drivers.observer import TO_CLIENT, Observer, Observers
 from ..drivers.server import ServerDriver
+from ..encoding import wire
 from ..errors import AbortReason, LocalProtocolError, ParameterError, ProtocolAborted, RemoteProtocolError
 from ..protocols.masking import Abort, MaskingParams, MaskingServer
 from ..protocols.paillier import PaillierParams, PaillierServer, PublicKeyMessage
@@ -379,7 +380,7 @@ class StageLog(Observer):
         self.seconds: dict[str, float] = {}
         self._opened: dict[Stage, float] = {}
 
-    def message(self, stage: Stage, direction: str, party: int, data: bytes) -> None:
+    def message(self, stage: Stage, direction: str, party: int, data: wire.Encoded) -> None:
         if direction == TO_CLIENT:
             self._opened.setdefault(stage, time.monotonic())
 
@@ -531,7 +532,7 @@ def _masking_round(grid: Grid, nodes: tuple[int, ...], settings: SecAggSettings,
                           observer=stages if observer is None else Observers([stages, observer]))
     group = str(server_round)
 
-    def to_node(party: int, data: bytes, ttl: float) -> Message:
+    def to_node(party: int, data: wire.Encoded, ttl: float) -> Message:
         first = driver.stage is Stage.ADVERTISE_KEYS
         extra: dict[str, int | str] = {"client-id": party, **setup} if first else {}
         content = pack(driver.stage.value, data, round=server_round, **extra)
@@ -611,8 +612,8 @@ def run_secure_evaluation(grid: Grid, node_ids: Iterable[int], arrays: ArrayReco
 
 
 def _run_stages(grid: Grid, driver: ServerDriver, settings: SecAggSettings, client_of: Mapping[int, int],
-                node_of: Mapping[int, int], to_node: Callable[[int, bytes, float], Message], opening: Stage,
-                on_stage: Callable[[Stage, Mapping[int, bytes]], None] | None = None) -> None:
+                node_of: Mapping[int, int], to_node: Callable[[int, wire.Encoded, float], Message], opening: Stage,
+                on_stage: Callable[[Stage, Mapping[int, wire.Encoded]], None] | None = None) -> None:
     """Run the driver's round over the Grid, one exchange per stage: the
     opening stage (where the nodes train) with the train timeout, every
     other with the stage timeout; a stage closes early once every node
@@ -835,7 +836,7 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
     with ServerDriver(PaillierServer(params, committee=committee), the_rule, protocol="paillier",
                       observer=stages if observer is None else Observers([stages, observer])) as driver:
 
-        def to_node(party: int, data: bytes, ttl: float) -> Message:
+        def to_node(party: int, data: wire.Encoded, ttl: float) -> Message:
             opening = driver.stage is Stage.SUBMIT  # the round opens: the node trains on the global model
             extra: dict[str, int | str] = {"client-id": party, **setup} if opening else {}
             content = pack(driver.stage.value, data, round=server_round, **extra)
@@ -844,7 +845,7 @@ def _run_paillier_round(grid: Grid, nodes: tuple[int, ...], arrays: ArrayRecord,
                 content[config_key] = train_config
             return Message(content, node_of[party], message_type, ttl=ttl, group_id=group)
 
-        def on_stage(stage: Stage, outbox: Mapping[int, bytes]) -> None:
+        def on_stage(stage: Stage, outbox: Mapping[int, wire.Encoded]) -> None:
             asked = sorted(outbox)
             if stage is Stage.DECRYPT:
                 decryption["asked"] = asked

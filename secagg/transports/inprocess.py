@@ -18,6 +18,7 @@ import numpy as np
 
 from ..drivers.client import ClientDriver, Contribution
 from ..drivers.server import ServerDriver
+from ..encoding import wire
 from ..errors import LocalProtocolError, ParameterError
 from ..primitives.randomness import RandomSource
 from ..protocols.stages import Stage
@@ -26,7 +27,7 @@ __all__ = ["LocalRound", "Tamper", "dropout_schedule", "dropout_count"]
 
 #: ``tamper(direction, stage, party, data)`` returns the bytes to deliver, or
 #: ``None`` to lose the message; ``direction`` is ``"to_client"`` or ``"to_server"``.
-Tamper = Callable[[str, Stage, int, bytes], "bytes | None"]
+Tamper = Callable[[str, Stage, int, "bytes | memoryview"], "bytes | memoryview | None"]
 
 
 class LocalRound:
@@ -51,16 +52,16 @@ class LocalRound:
         self.dropouts = {p: Stage(s) for p, s in (dropouts or {}).items()}
         self.tamper = tamper
         self.server_last = server_last
-        self.held: dict[int, bytes] = {}  # replies made and not yet handed to the server (deliver(hold=True))
-        self.outbox: dict[int, bytes] = {}
+        self.held: dict[int, wire.Encoded] = {}  # replies made and not yet handed to the server (deliver(hold=True))
+        self.outbox: dict[int, wire.Encoded] = {}  # bytes, or read-only views of the server's buffers
         self._vanished: set[int] = set()
         self._started: set[int] = set()  # parties that got their first message (and contribution)
         self.refusals: dict[int, str] = {}  # party -> why its driver sent nothing
 
     def start(self) -> None:
-        self.outbox = self.server.start()
+        self.outbox = self.server.start(views=True)
 
-    def deliver(self, parties: Iterable[int] | None = None, *, hold: bool = False) -> dict[int, bytes]:
+    def deliver(self, parties: Iterable[int] | None = None, *, hold: bool = False) -> dict[int, wire.Encoded]:
         """Deliver the pending messages and hand the replies to the server,
         without closing the stage. ``parties``, if given, picks whose messages
         go now, in that order (the others stay pending; naming a party with no
@@ -78,7 +79,7 @@ class LocalRound:
             if missing or len(set(order)) != len(order):
                 raise LocalProtocolError(f"no pending message (or named twice) for parties {missing or order}")
         stage = self.server.stage
-        handed: dict[int, bytes] = {}
+        handed: dict[int, wire.Encoded] = {}
         for party in order:
             data = self.outbox.pop(party)
             if party in self._vanished or self.dropouts.get(party) == stage:
@@ -92,7 +93,7 @@ class LocalRound:
             driver = self.clients[party]
             first = party not in self._started
             self._started.add(party)
-            reply = driver.handle(data, self.contributions.get(party) if first else None)
+            reply: wire.Encoded | None = driver.handle(data, self.contributions.get(party) if first else None)
             if reply is None:
                 if driver.last_error is not None:
                     self.refusals[party] = f"{type(driver.last_error).__name__}: {driver.last_error}"
@@ -111,7 +112,7 @@ class LocalRound:
             self.hand_held()
         return handed
 
-    def hand_held(self) -> dict[int, bytes]:
+    def hand_held(self) -> dict[int, wire.Encoded]:
         """Hand the :attr:`held` replies to the server, back to back, in the
         order their clients made them; returns them."""
         held, self.held = self.held, {}
@@ -124,7 +125,7 @@ class LocalRound:
         messages become pending. Returns whether the round goes on. Replies
         still held are handed to the server first."""
         self.hand_held()
-        self.outbox = self.server.close_stage()
+        self.outbox = self.server.close_stage(views=True)
         return not self.server.done
 
     def step(self) -> bool:

@@ -395,14 +395,35 @@ class MaskingServer:
         order. In the buffer, recipient ``j``'s row holds the records of the
         other members of U_2 in id order, so sender ``i`` writes column
         ``i - 1`` of the rows above it and column ``i`` of the rows below.
-        Each recipient's :class:`ForwardedShares` is a view of its row (and of
-        its row of a sender table built the same way): nothing is joined,
-        sliced out or deleted per recipient. The received messages are
-        released as soon as their records are copied."""
+        Each row of the buffer is its recipient's whole encoded
+        :class:`ForwardedShares` (header and senders first, then the records),
+        and the message carries its row as its attached encoding
+        (:func:`~secagg.encoding.wire.attach_encoding`): nothing is joined,
+        sliced out, deleted or copied per recipient, not even to encode it.
+        The received messages are released as soon as their records are
+        copied."""
         rec = SHARE_RECORD_SIZE
         m1, m2 = self._u1_arr.size, u2.size
-        buf = np.empty((m2, m2 - 1, rec), dtype=np.uint8)
-        cells = buf.reshape(-1).view(f"V{rec}").reshape(m2, m2 - 1)  # one item per record
+        sid = self.params.session_id
+        senders = np.broadcast_to(u2, (m2, m2))[~np.eye(m2, dtype=bool)].reshape(m2, m2 - 1)
+        senders.flags.writeable = False
+        # Row j of `big` is recipient j's whole ForwardedShares encoding: the
+        # header (the same for every row but the senders' bytes), then its
+        # records, which the transpose below writes in place. The message is
+        # sent as a view of its row: nothing is copied to encode it.
+        width = (m2 - 1) * rec
+        parts = wire.pieces(ForwardedShares(sid, senders[0], cast(bytes, np.empty(width, dtype=np.uint8).data)))
+        head = b"".join(parts[:-1])  # every piece but the last: the records' payload
+        ids_at = len(b"".join(parts[:-3]))  # the senders' bytes: the piece before the records' header
+        ids_len = 4 * (m2 - 1)
+        if (len(parts[-1]) != width or len(parts[-3]) != ids_len
+                or head[ids_at:ids_at + ids_len] != senders[0].astype("<u4").tobytes()):
+            raise AssertionError("unexpected ForwardedShares layout")
+        big = np.empty((m2, len(head) + width), dtype=np.uint8)
+        big[:, :len(head)] = np.frombuffer(head, dtype=np.uint8)
+        big[:, ids_at:ids_at + ids_len] = senders.astype("<u4").view(np.uint8).reshape(m2, ids_len)
+        buf = big[:, len(head):]  # the records of every row
+        cells = buf.view(f"V{rec}")  # (m2, m2 - 1): one item per record
         same = m1 == m2  # nobody dropped after advertising: sender rows are the buffer's columns as they are
         pos = np.searchsorted(self._u1_arr, u2).astype(np.int64)  # U_1 position of each member of U_2
         for i, u in enumerate(self.u2):
@@ -418,12 +439,13 @@ class MaskingServer:
                 cells[i + 1:, i] = below
         got.clear()  # this dict is self._got.shares: the server keeps no ciphertexts once they are copied
         buf.flags.writeable = False
-        senders = np.broadcast_to(u2, (m2, m2))[~np.eye(m2, dtype=bool)].reshape(m2, m2 - 1)
-        senders.flags.writeable = False
-        flat = buf.reshape(m2, -1)
-        sid = self.params.session_id
-        return {u: ForwardedShares(sid, senders[j], cast(bytes, flat[j].data))  # a read-only view of row j
-                for j, u in enumerate(self.u2)}
+        big.flags.writeable = False
+        out: dict[int, object] = {}
+        for j, u in enumerate(self.u2):
+            msg = ForwardedShares(sid, senders[j], cast(bytes, buf[j].data))  # a read-only view of its records
+            wire.attach_encoding(msg, big[j].data)
+            out[u] = msg
+        return out
 
     def _route_graph(self, got: dict[int, ShareKeys], u2: np.ndarray) -> dict[int, object]:
         """Any graph: every record of a member of U_2 for a member of U_2 is
