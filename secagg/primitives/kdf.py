@@ -76,7 +76,8 @@ def derive_keys(secrets: "Sequence[bytes]", label: str, contexts: "Sequence[byte
     """``[derive_key(s, label, c) for s, c in zip(secrets, contexts)]`` (32-byte
     keys), for the per-peer loops of the masking protocol: the label is
     checked once and each key costs one SHA-256 and two HMACs, with no
-    per-call dispatch. Every secret and context must be non-empty ``bytes``."""
+    per-call dispatch. Every secret must be non-empty ``bytes``, every
+    context ``bytes``."""
     if len(secrets) != len(contexts):
         raise ValueError("derive_keys: one context per secret")
     if not isinstance(label, str) or not label:
