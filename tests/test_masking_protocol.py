@@ -302,6 +302,10 @@ def test_holders_table_lists_every_clients_holders(n, degree):
     for r, u in enumerate(ids):
         assert tuple(table[r].tolist()) == g.holders(u) == tuple(sorted(g.neighbours(u) + (u,)))
     assert g.holders_table() is table
+    pick = np.array([ids[-1], ids[0], ids[2]])
+    assert np.array_equal(g.holders_of(pick), table[[n - 1, 0, 2]])
+    with pytest.raises(ParameterError):
+        g.holders_of(np.array([ids[0], ids[0] + 1]))  # ids are odd: an even one is not a participant
     with pytest.raises(ParameterError):
         NeighbourGraph(ids, n - 1, bytes(32)).holders_table()
 

@@ -217,6 +217,17 @@ class NeighbourGraph:
             self._table = table
         return self._table
 
+    def holders_of(self, ids: np.ndarray) -> np.ndarray:
+        """The rows of :meth:`holders_table` for the participants ``ids`` (an
+        array of client ids, e.g. the members of U_1), in that order;
+        :class:`ParameterError` if one is not a participant."""
+        ids = np.asarray(ids)
+        all_ids = np.asarray(self.client_ids, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(all_ids, ids), max(len(all_ids) - 1, 0))
+        if ids.size and not np.array_equal(all_ids[rows], ids):
+            raise ParameterError("holders_of: not every id is a participant of this round")
+        return self.holders_table()[rows]
+
     def are_neighbours(self, u: int, v: int) -> bool:
         if u == v:
             return False

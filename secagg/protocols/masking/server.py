@@ -355,8 +355,7 @@ class MaskingServer:
         else:  # each client gets the rows of its holders in U_1: one gather per column for all clients
             m, u1 = len(self.u1), self._u1_arr
             tables = [np.frombuffer(col, dtype=np.uint8).reshape(m, -1) for col in columns]
-            all_ids = np.array(p.client_ids, dtype=np.uint32)
-            holders = p.graph.holders_table()[np.searchsorted(all_ids, u1)]  # (m, k + 1), rows in U_1 order
+            holders = p.graph.holders_of(u1)  # (m, k + 1), rows in U_1 order
             rows = np.minimum(np.searchsorted(u1, holders), m - 1)  # U_1 position of each holder...
             present = u1[rows] == holders  # ...where it advertised
             whole = present.all(axis=1)
@@ -496,8 +495,7 @@ class MaskingServer:
         # every included client needs t surviving holders (complete graph: its
         # holders are all of U_3, just checked)
         if not self.params.is_complete:
-            all_ids = np.array(self.params.client_ids, dtype=np.uint32)
-            holders = self.params.graph.holders_table()[np.searchsorted(all_ids, self._u3_arr)]
+            holders = self.params.graph.holders_of(self._u3_arr)
             alive = np.isin(holders, self._u3_arr).sum(axis=1)
             short = np.flatnonzero(alive < self.params.threshold)
             if short.size:
