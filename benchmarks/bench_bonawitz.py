@@ -192,12 +192,13 @@ def to_markdown(r: dict[str, Any]) -> str:
                   "a keystream of d words per survivor's self mask, one vector add per masked input, one "
                   "transpose of the n x (n - 1) table of encrypted share records into a preallocated buffer, "
                   "and per (dropped, survivor) pair one X25519 exchange and one keystream. The adds read distinct "
-                  "inputs from memory, as received inputs are. Apart: the primitives of the subgroup check "
-                  "of the 2n advertised keys (per key one Legendre symbol in gmpy2 and one bare X25519 "
-                  "exchange), which refusing mixed-order keys costs with the method used; "
+                  "inputs from memory, as received inputs are. Apart: the primitives of the key check "
+                  "of the 2n advertised keys (per key one Legendre symbol in gmpy2, per mask key one bare "
+                  "X25519 exchange; records at 5bf4391 and before spent an exchange on every key), which "
+                  "refusing twist and mixed-order mask keys costs with the method used; "
                   "`core / (floor + check)` counts them in:", "",
                   "| n | dropout | server core | floor | core / floor | of which keystreams | adds | transpose "
-                  "| X25519 | subgroup check | core / (floor + check) | server wire | wire / core |",
+                  "| X25519 | key check | core / (floor + check) | server wire | wire / core |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for c in r["cells"]:
             f = c["server_floor"]

@@ -326,3 +326,40 @@ def test_check_public_refuses_mixed_order_keys() -> None:
     check_public(honest)
     with pytest.raises(BadPublicKey, match="prime-order subgroup"):
         check_public(mixed)
+
+
+def test_check_public_without_the_subgroup_step_accepts_mixed_order_and_refuses_the_rest() -> None:
+    """``subgroup=False`` (the server's check of an encryption key, masking
+    SPEC §4.2): a mixed-order key passes; twist points, low-order points and
+    non-canonical encodings are still refused. On random canonical values the
+    refusals are exactly the points that are not on the curve, computed here
+    with Euler's criterion in plain integers."""
+    import random
+
+    from secagg.primitives.key_agreement import LOW_ORDER_U, check_public, generate_keypair, on_curve
+
+    honest = generate_keypair(DeterministicRandom(b"mixed-enc")).public
+    mixed = pow(int.from_bytes(honest, "little"), P - 2, P).to_bytes(32, "little")  # + the point of order 2
+    check_public(mixed, subgroup=False)
+    with pytest.raises(BadPublicKey, match="prime-order subgroup"):
+        check_public(mixed)
+    for bad in (bytes(32), (1).to_bytes(32, "little"), bytes(31) + b"\x80", bytes([0xFF] * 31 + [0x7F])):
+        with pytest.raises(BadPublicKey):
+            check_public(bad, subgroup=False)
+    gen = random.Random(7)
+    seen = {True: 0, False: 0}
+    for _ in range(400):
+        u = gen.randrange(2, P - 1)
+        if u in LOW_ORDER_U:
+            continue
+        expected = pow(u * (u * u + 486662 * u + 1) % P, (P - 1) // 2, P) == 1
+        assert on_curve(u) == expected
+        try:
+            check_public(u.to_bytes(32, "little"), subgroup=False)
+            accepted = True
+        except BadPublicKey as exc:
+            assert "twist" in str(exc)
+            accepted = False
+        assert accepted == expected, u
+        seen[accepted] += 1
+    assert seen[True] >= 150 and seen[False] >= 150  # about half of the values lie on the twist

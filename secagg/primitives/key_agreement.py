@@ -19,7 +19,7 @@ from ..errors import BadPublicKey
 from .randomness import RandomSource, default_random
 
 __all__ = ["KeyPair", "generate_keypair", "public_from_private", "agree", "agree_many", "is_canonical_public",
-           "canonical_publics", "check_public", "in_prime_order_subgroup", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
+           "canonical_publics", "check_public", "in_prime_order_subgroup", "on_curve", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
 
 PUBLIC_KEY_SIZE = 32
 
@@ -128,31 +128,37 @@ LOW_ORDER_U = frozenset({
 })
 
 
-def check_public(public: bytes) -> None:
-    """Refuse a malformed, non-canonical, low-order or mixed-order X25519
-    public key with :class:`~secagg.errors.BadPublicKey`: a key is accepted
-    only if it is the canonical u-coordinate of a point of the prime-order
-    subgroup (what an honest key pair produces). The five low-order
-    u-coordinates are compared first (tests check the list against an
-    exchange with a fixed scalar), then :func:`in_prime_order_subgroup` (one
-    Legendre symbol and one exchange).
+def check_public(public: bytes, *, subgroup: bool = True) -> None:
+    """Refuse a malformed, non-canonical, low-order, twist or (with
+    ``subgroup``, the default) mixed-order X25519 public key with
+    :class:`~secagg.errors.BadPublicKey`. By default a key is accepted only if
+    it is the canonical u-coordinate of a point of the prime-order subgroup
+    (what an honest key pair produces). The five low-order u-coordinates are
+    compared first (tests check the list against an exchange with a fixed
+    scalar), then the point must be on the curve (one Legendre symbol), then
+    :func:`in_prime_order_subgroup` (one exchange) unless ``subgroup=False``.
 
     The server uses it to refuse such a key when it is advertised. A key with
     a small-order component gives the same X25519 outputs as its prime-order
     part (every clamped scalar is a multiple of the cofactor 8), but it is not
-    the public key of any private key: a server that reconstructs the key
-    pair of a client who dropped would find that the private key does not
+    the public key of any private key: a server that reconstructs the mask
+    key pair of a client who dropped would find that the private key does not
     match what was advertised, and could not complete the round. Refused at
-    advertisement, the client is simply left out. Clients do not rely on this
-    check: their own exchanges refuse an all-zero result."""
+    advertisement, the client is simply left out. An encryption key is never
+    reconstructed nor checked against its private key, so the server checks it
+    with ``subgroup=False`` and saves the exchange (masking SPEC §4.2).
+    Clients do not rely on this check: their own exchanges refuse an all-zero
+    result."""
     if not is_canonical_public(public):
         raise BadPublicKey("X25519 public key is not canonically encoded")
     u = int.from_bytes(public, "little")
     if u in LOW_ORDER_U:
         raise BadPublicKey("X25519 public key has low order")
-    if not in_prime_order_subgroup(u):
+    if not on_curve(u):
+        raise BadPublicKey("X25519 public key is not a point of the curve (a point of the twist)")
+    if subgroup and not _probe_gives_back(u):
         raise BadPublicKey("X25519 public key is not a point of the prime-order subgroup "
-                           "(a point of the twist, or one with a small-order component)")
+                           "(it has a small-order component)")
 
 
 # Curve25519 (RFC 7748): v^2 = u^3 + A u^2 + u over GF(p), p = 2^255 - 19, whose
@@ -165,6 +171,16 @@ _L = 2**252 + 27742317777372353535851937790883648493
 _SUBGROUP_SCALAR = 8 * _L - 8 * pow(8, -1, _L) % (8 * _L)
 assert _SUBGROUP_SCALAR % 8 == 0 and _SUBGROUP_SCALAR % _L == _L - 1 and 2**254 <= _SUBGROUP_SCALAR < 2**255
 _subgroup_probe: "X25519PrivateKey | None" = None
+
+
+def on_curve(u: int) -> bool:
+    """Whether ``u`` (in ``[0, p)``) is the u-coordinate of a point of
+    Curve25519 other than ``O`` and the point of order 2 at ``u = 0``, not of
+    its twist: ``u^3 + A u^2 + u`` is a nonzero square (one Legendre symbol)."""
+    x = gmpy2.mpz(u)
+    if not 0 < x < _P:
+        return False
+    return bool(gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) == 1)
 
 
 def in_prime_order_subgroup(u: int) -> bool:
@@ -187,12 +203,14 @@ def in_prime_order_subgroup(u: int) -> bool:
     the exchange gives ``u`` back. Tests check the result against
     ``[l] P = O`` with a Montgomery ladder, on points with every torsion
     order."""
+    return on_curve(u) and _probe_gives_back(u)  # not on the curve: a point of the twist (or of order 2)
+
+
+def _probe_gives_back(u: int) -> bool:
+    """The exchange step of :func:`in_prime_order_subgroup`, for a ``u`` known
+    to be on the curve."""
     global _subgroup_probe
     x = gmpy2.mpz(u)
-    if not 0 < x < _P:
-        return False
-    if gmpy2.legendre(x * (x * x + _A * x + 1) % _P, _P) != 1:
-        return False  # a point of the twist (or of order 2)
     if _subgroup_probe is None:  # loading the key computes its public point: once per process
         _subgroup_probe = X25519PrivateKey.from_private_bytes(_SUBGROUP_SCALAR.to_bytes(32, "little"))
     public = int(x).to_bytes(32, "little")

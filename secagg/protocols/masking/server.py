@@ -226,8 +226,11 @@ class MaskingServer:
         if msg.enc_public == msg.mask_public:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
         # a low-order, malformed or non-canonical X25519 key would make every
-        # neighbour abort later (or alias another's key): refuse it now
-        check_public(msg.enc_public)
+        # neighbour abort later (or alias another's key): refuse it now. Only
+        # the mask key is ever matched against its private key (its
+        # reconstruction, round 4), so only it must lie in the prime-order
+        # subgroup: SPEC §4.2, one exchange per client instead of two
+        check_public(msg.enc_public, subgroup=False)
         check_public(msg.mask_public)
         if self.params.malicious_server:
             try:
