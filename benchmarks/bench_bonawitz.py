@@ -193,9 +193,9 @@ def to_markdown(r: dict[str, Any]) -> str:
                   "transpose of the n x (n - 1) table of encrypted share records into a preallocated buffer, "
                   "and per (dropped, survivor) pair one X25519 exchange and one keystream. The adds read distinct "
                   "inputs from memory, as received inputs are. Apart: the primitives of the key check "
-                  "of the 2n advertised keys (per key one Legendre symbol in gmpy2, per mask key one bare "
-                  "X25519 exchange; records at 5bf4391 and before spent an exchange on every key), which "
-                  "refusing twist and mixed-order mask keys costs with the method used; "
+                  "of the 2n advertised keys (per key one Legendre symbol in gmpy2; records at 5bf4391 and "
+                  "before also spent an X25519 exchange on every key, to refuse mixed-order keys, which the "
+                  "server now accepts: masking SPEC §4.2), which refusing twist keys costs; "
                   "`core / (floor + check)` counts them in:", "",
                   "| n | dropout | server core | floor | core / floor | of which keystreams | adds | transpose "
                   "| X25519 | key check | core / (floor + check) | server wire | wire / core |",

@@ -5,13 +5,13 @@ cost.)
 
 Two defences keep one corrupt client from spoiling a round for the others:
 
-- **the key check at advertisement**: the server refuses an X25519 public key
-  off the curve, and a mask key outside the prime-order subgroup
-  (``key_agreement.check_public``: the five low-order points by a set lookup,
-  twist keys by a Legendre symbol, mixed-order mask keys by
-  ``in_prime_order_subgroup``, one X25519 exchange; an encryption key is never
-  matched against a private key, so its torsion is harmless: masking SPEC
-  §4.2). The client is left out; the round goes on over the rest;
+- **the key check at advertisement**: the server refuses a malformed,
+  low-order or twist X25519 public key (``key_agreement.check_public(key,
+  subgroup=False)``: the five low-order points by a set lookup, twist keys
+  by a Legendre symbol; no exchange). A mixed-order key is accepted: clamped
+  exchanges ignore its small-order component and a reconstructed mask key is
+  matched up to it (masking SPEC §4.2). The client with a refused key is
+  left out; the round goes on over the rest;
 - **the reconstruction checks at unmasking**: every reconstructed self-mask
   seed is hashed and compared with the owner's round-0 commitment, every
   reconstructed mask secret key is turned into its public key and compared
@@ -22,7 +22,7 @@ Two defences keep one corrupt client from spoiling a round for the others:
 Measured in one run, one pinned core, process CPU time (wall alongside in the
 JSON), every comparison from figures taken in the same run, interleaved:
 
-1. **The key check** per key (honest keys, a mixed-order key, a twist key, a
+1. **The key check** per key (honest keys, a mixed-order key (accepted), a twist key, a
    low-order point) beside one bare X25519 exchange (``cryptography``'s
    ``X25519PrivateKey.exchange``) and the base-point multiplication, in
    interleaved repetitions; and, per honest round (n = 100, 500, 1000,
@@ -44,8 +44,8 @@ JSON), every comparison from figures taken in the same run, interleaved:
    each timed bare right after the cell.
 3. **The cost of a corrupt client to the honest ones** (n = 100, 500,
    d = 10K), interleaved repetitions of: an honest round; a round where one
-   client advertised a mixed-order mask key (its honest key moved by the
-   point of order 2, as in the adversarial test), refused at advertisement;
+   client advertised a twist point as its mask key, refused at
+   advertisement;
    a round where one client's self-mask seed was dealt inconsistently (every
    holder's share of it off by a different amount, as in the adversarial
    test: no holder set reconstructs it), which aborts at unmasking naming
@@ -124,11 +124,11 @@ LOW_ORDER_POINT = min(u for u in LOW_ORDER_U if u > 1).to_bytes(32, "little")
 
 
 def refuse_all(keys: list[bytes]) -> int:
-    """check_public on each key; returns how many were refused."""
+    """check_public on each key as the server calls it; returns how many were refused."""
     refused = 0
     for k in keys:
         try:
-            check_public(k)
+            check_public(k, subgroup=False)
         except BadPublicKey:
             refused += 1
     return refused
@@ -160,10 +160,10 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
     sid = bytes(32)
     seeds = [rng.bytes(32) for _ in range(k)]
     commits = [C.self_mask_commitment(sid, i, s) for i, s in enumerate(seeds)]
-    honest_masks = [(h, True) for h in honest]  # checked as mask keys (the subgroup step included)
+    honest_checked = [(h, False) for h in honest]  # checked as the server does (no subgroup step)
     # correctness, outside the timers
-    check_all(honest_masks)
-    assert refuse_all(mixed) == k and refuse_all(twist) == k and refuse_all(low) == k
+    check_all(honest_checked)
+    assert refuse_all(mixed) == 0 and refuse_all(twist) == k and refuse_all(low) == k
 
     def exchange() -> None:
         for pk in loaded:
@@ -184,8 +184,8 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("commitment")
 
     parts: dict[str, Callable[[], Any]] = {
-        "check_honest": lambda: check_all(honest_masks),
-        "refuse_mixed_order": lambda: refuse_all(mixed),
+        "check_honest": lambda: check_all(honest_checked),
+        "accept_mixed_order": lambda: refuse_all(mixed),
         "refuse_twist": lambda: refuse_all(twist),
         "refuse_low_order": lambda: refuse_all(low),
         "x25519_exchange": exchange,
@@ -206,7 +206,7 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
             got[name] = (cpu() - c0) / k
             samples[name].append(got[name])
         ratios["check_over_exchange"].append(got["check_honest"] / got["x25519_exchange"])
-        ratios["mixed_over_exchange"].append(got["refuse_mixed_order"] / got["x25519_exchange"])
+        ratios["mixed_over_exchange"].append(got["accept_mixed_order"] / got["x25519_exchange"])
         ratios["twist_over_exchange"].append(got["refuse_twist"] / got["x25519_exchange"])
         ratios["check_over_exchange_with_parse"].append(got["check_honest"] / got["x25519_exchange_with_parse"])
         ratios["check_over_public_from_private"].append(got["check_honest"] / got["public_from_private_and_compare"])
@@ -262,16 +262,16 @@ def keys_round(params: MaskingParams, seed: int, *, tamper: Tamper | None = None
 
 def key_recorder(into: list[tuple[bytes, bool]], corrupt: int | None = None) -> Tamper:
     """A wire hook that records every advertised public key (with whether the
-    server checks it for the subgroup: mask keys); if ``corrupt``
-    is a party, replaces its mask key by the mixed-order one first."""
+    server checks it for the subgroup: never, SPEC §4.2); if ``corrupt`` is a
+    party, replaces its mask key by a twist point first."""
     def tamper(direction: str, stage: Stage, party: int, data: bytes) -> bytes | None:
         if direction != "to_server" or stage is not Stage.ADVERTISE_KEYS:
             return data
         msg = wire.decode(data, AdvertiseKeys)
         if party == corrupt:
-            msg = dataclasses.replace(msg, mask_public=mixed_order(msg.mask_public))
+            msg = dataclasses.replace(msg, mask_public=twist_key(np.random.default_rng([party, 25519])))
             data = wire.encode(msg)
-        into.extend(((msg.enc_public, False), (msg.mask_public, True)))
+        into.extend(((msg.enc_public, False), (msg.mask_public, False)))
         return data
     return tamper
 
@@ -325,7 +325,7 @@ def report_figures(report: D.MaskingRunReport, honest_clients: Iterable[int]) ->
 
 def honest_round(n: int, args: argparse.Namespace, *, corrupt: int | None = None) -> dict[str, Any]:
     """A round over n clients; with ``corrupt``, that client advertises a
-    mixed-order mask key and must be refused and left out. The check_public
+    twist point as its mask key and must be refused and left out. The check_public
     time of the round's advertised keys is measured twice in the same
     process, right after the advertise stage and after the round."""
     ids = tuple(range(1, n + 1))
@@ -348,10 +348,10 @@ def honest_round(n: int, args: argparse.Namespace, *, corrupt: int | None = None
     wall = D.wall_clock() - t0
     if corrupt is not None and (corrupt in report.result.included
                                 or report.result.dropped.get(corrupt) != Stage.ADVERTISE_KEYS.value):
-        raise RuntimeError("the client with the mixed-order key was not left out at advertisement")
+        raise RuntimeError("the client with the twist key was not left out at advertisement")
     time_checks()
     out = report_figures(report, [i for i in ids if i != corrupt])
-    out.update(n=n, kind="mixed_order_key" if corrupt is not None else "honest", corrupt=corrupt,
+    out.update(n=n, kind="twist_key" if corrupt is not None else "honest", corrupt=corrupt,
                keys_checked=checks[0][1], check_public_cpu_s=statistics.fmean(c for c, _ in checks),
                check_public_cpu_s_samples=[c for c, _ in checks], round_wall_s=wall)
     return out
@@ -421,11 +421,11 @@ def abort_and_rerun(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def corrupt_rounds(n: int, args: argparse.Namespace, load: D.LoadLog) -> dict[str, Any]:
-    """``args.reps`` interleaved repetitions of (honest, mixed-order key,
+    """``args.reps`` interleaved repetitions of (honest, twist key,
     inconsistent shares + rerun), the order rotated per repetition."""
     kinds: dict[str, Callable[[], dict[str, Any]]] = {
         "honest": lambda: honest_round(n, args),
-        "mixed_order_key": lambda: honest_round(n, args, corrupt=1),
+        "twist_key": lambda: honest_round(n, args, corrupt=1),
         "inconsistent_shares": lambda: abort_and_rerun(n, args),
     }
     names = list(kinds)
@@ -437,15 +437,15 @@ def corrupt_rounds(n: int, args: argparse.Namespace, load: D.LoadLog) -> dict[st
             got[name] = kinds[name]()
             D.say(f"n={n} rep {rep + 1}/{args.reps} {name}: server core {D.fmt_s(got[name]['server_core_cpu_s'])}")
         load.mark(f"n={n} rep {rep + 1}")
-        h, m, a = got["honest"], got["mixed_order_key"], got["inconsistent_shares"]
+        h, m, a = got["honest"], got["twist_key"], got["inconsistent_shares"]
         got["ratios"] = {
-            "mixed_over_honest_server": m["server_core_cpu_s"] / h["server_core_cpu_s"],
+            "twist_over_honest_server": m["server_core_cpu_s"] / h["server_core_cpu_s"],
             "abort_over_honest_server": a["aborted"]["server_core_cpu_s"] / h["server_core_cpu_s"],
             "abort_unmasking_over_honest_unmasking": (a["aborted"]["server_core_by_stage_cpu_s"]["unmasking"]
                                                       / h["server_core_by_stage_cpu_s"]["unmasking"]),
             "rerun_over_honest_server": a["rerun"]["server_core_cpu_s"] / h["server_core_cpu_s"],
             "abort_plus_rerun_over_honest_server": a["server_core_cpu_s"] / h["server_core_cpu_s"],
-            "mixed_over_honest_client": m["honest_client_cpu_s_mean"] / h["honest_client_cpu_s_mean"],
+            "twist_over_honest_client": m["honest_client_cpu_s_mean"] / h["honest_client_cpu_s_mean"],
             "abort_plus_rerun_over_honest_client": a["honest_client_cpu_s_mean"] / h["honest_client_cpu_s_mean"],
             "abort_plus_rerun_over_honest_wall": a["round_wall_s"] / h["round_wall_s"],
             "check_share_of_advertise": h["check_public_cpu_s"] / h["server_core_by_stage_cpu_s"]["advertise_keys"],
@@ -457,13 +457,13 @@ def corrupt_rounds(n: int, args: argparse.Namespace, load: D.LoadLog) -> dict[st
     return {"n": n, "dim": args.dim, "repetitions": reps, "median_ratios": med,
             "median_server_core_cpu_s": {
                 "honest": statistics.median(r["honest"]["server_core_cpu_s"] for r in reps),
-                "mixed_order_key": statistics.median(r["mixed_order_key"]["server_core_cpu_s"] for r in reps),
+                "twist_key": statistics.median(r["twist_key"]["server_core_cpu_s"] for r in reps),
                 "aborted": statistics.median(r["inconsistent_shares"]["aborted"]["server_core_cpu_s"] for r in reps),
                 "rerun": statistics.median(r["inconsistent_shares"]["rerun"]["server_core_cpu_s"] for r in reps),
                 "abort_plus_rerun": statistics.median(r["inconsistent_shares"]["server_core_cpu_s"] for r in reps)},
             "median_honest_client_cpu_s": {
                 "honest": statistics.median(r["honest"]["honest_client_cpu_s_mean"] for r in reps),
-                "mixed_order_key": statistics.median(r["mixed_order_key"]["honest_client_cpu_s_mean"] for r in reps),
+                "twist_key": statistics.median(r["twist_key"]["honest_client_cpu_s_mean"] for r in reps),
                 "abort_plus_rerun": statistics.median(r["inconsistent_shares"]["honest_client_cpu_s_mean"]
                                                       for r in reps)}}
 
@@ -753,8 +753,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         "| operation | per call | multiple of one X25519 exchange |",
         "| --- | ---: | ---: |",
     ]
-    labels = [("check_honest", "`check_public`, honest key (accepted)", "check_over_exchange"),
-              ("refuse_mixed_order", "`check_public` refusing a mixed-order key (honest key + order-2 point)",
+    labels = [("check_honest", "`check_public(key, subgroup=False)`, honest key (accepted)", "check_over_exchange"),
+              ("accept_mixed_order", "`check_public` accepting a mixed-order key (honest key + order-2 point)",
                "mixed_over_exchange"),
               ("refuse_twist", "`check_public` refusing a twist key", "twist_over_exchange"),
               ("refuse_low_order", "`check_public` refusing a low-order point (order 8)", None),
@@ -846,14 +846,14 @@ def to_markdown(r: dict[str, Any]) -> str:
         "## 3. What a corrupt client costs the honest ones",
         "",
         f"Complete graph, d = {r['dim']:,}, no dropout. Per repetition, in rotated order: an honest round; a round "
-        "where client 1 advertised a mixed-order mask key (refused at advertisement as malformed, the round "
+        "where client 1 advertised a twist point as its mask key (refused at advertisement as malformed, the round "
         "completes over the other n − 1); a round where the middle client's self-mask seed was dealt "
         "inconsistently (the round aborts at unmasking with `reconstruction_failed` naming it), then the rerun "
         "over the same clients with it absent from advertisement on (as the training runner does). Server core "
         "CPU; honest client = mean CPU (core + wire) of the clients other than the corrupt one; ratios per "
         "repetition, then the median:",
         "",
-        "| n | reps | honest round | mixed-key round | ratio | aborted round | of which unmasking (honest) "
+        "| n | reps | honest round | twist-key round | ratio | aborted round | of which unmasking (honest) "
         "| rerun | abort + rerun | ratio | honest client: honest round | abort + rerun | ratio |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -863,25 +863,25 @@ def to_markdown(r: dict[str, Any]) -> str:
                                for x in c["repetitions"])
         hun = statistics.median(x["honest"]["server_core_by_stage_cpu_s"]["unmasking"] for x in c["repetitions"])
         lines.append(
-            f"| {c['n']} | {len(c['repetitions'])} | {D.fmt_s(s['honest'])} | {D.fmt_s(s['mixed_order_key'])} | "
-            f"{_x(q['mixed_over_honest_server'])} | {D.fmt_s(s['aborted'])} | {D.fmt_s(un)} ({D.fmt_s(hun)}) | "
+            f"| {c['n']} | {len(c['repetitions'])} | {D.fmt_s(s['honest'])} | {D.fmt_s(s['twist_key'])} | "
+            f"{_x(q['twist_over_honest_server'])} | {D.fmt_s(s['aborted'])} | {D.fmt_s(un)} ({D.fmt_s(hun)}) | "
             f"{D.fmt_s(s['rerun'])} | {D.fmt_s(s['abort_plus_rerun'])} | "
             f"{_x(q['abort_plus_rerun_over_honest_server'])} | {D.fmt_s(cl['honest'])} | "
             f"{D.fmt_s(cl['abort_plus_rerun'])} | {_x(q['abort_plus_rerun_over_honest_client'])} |")
     lines += ["", "Per repetition (server core CPU; ratio to that repetition's honest round):", "",
-              "| n | rep | order | honest | mixed key | ratio | aborted | rerun | abort + rerun | ratio |",
+              "| n | rep | order | honest | twist key | ratio | aborted | rerun | abort + rerun | ratio |",
               "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in r["corrupt_rounds"]:
         for i, x in enumerate(c["repetitions"]):
             q = x["ratios"]
             a = x["inconsistent_shares"]
             lines.append(f"| {c['n']} | {i + 1} | {', '.join(x['order'])} | {D.fmt_s(x['honest']['server_core_cpu_s'])} | "
-                         f"{D.fmt_s(x['mixed_order_key']['server_core_cpu_s'])} | {_x(q['mixed_over_honest_server'])} | "
+                         f"{D.fmt_s(x['twist_key']['server_core_cpu_s'])} | {_x(q['twist_over_honest_server'])} | "
                          f"{D.fmt_s(a['aborted']['server_core_cpu_s'])} | {D.fmt_s(a['rerun']['server_core_cpu_s'])} | "
                          f"{D.fmt_s(a['server_core_cpu_s'])} | {_x(q['abort_plus_rerun_over_honest_server'])} |")
     lines += ["", "## 4. What each defence costs, and why", ""] + account(r)
     errs = [x[k]["max_abs_error"] for c in r["corrupt_rounds"] for x in c["repetitions"]
-            for k in ("honest", "mixed_order_key")]
+            for k in ("honest", "twist_key")]
     errs += [x["inconsistent_shares"]["rerun"]["max_abs_error"] for c in r["corrupt_rounds"] for x in c["repetitions"]]
     errs += [c["max_abs_error"] for c in rec]
     lines += ["", f"Every completed round's aggregate was checked against the plaintext sum of its included "
@@ -906,14 +906,15 @@ def account(r: dict[str, Any]) -> list[str]:
         f"{', '.join(str(k['n']) for k in keys)})"
         + (f"; in place, the check is {_pct(min(c['share_of_stage'] for c in situ))}–"
            f"{_pct(max(c['share_of_stage'] for c in situ))} of the advertise stage" if situ else "")
-        + ".** The direct test of subgroup membership, multiplying the "
-        "point by the group order, cannot go through X25519 as it is (its scalars are clamped to multiples of "
-        "8); `in_prime_order_subgroup` multiplies by the clamped scalar that is -1 mod l instead, one X25519 "
-        "exchange in OpenSSL after one Legendre symbol (gmpy2), and compares the result with the key. It is paid "
-        "once per advertised mask key: O(n) per round, where the rest of the server's round "
+        + ".** The check is the canonical encoding, a set lookup for the five low-order points and one "
+        "Legendre symbol (gmpy2) for the curve: no exchange. A small-order component is not refused (masking "
+        "SPEC §4.2): clamped exchanges ignore it, and the server matches a reconstructed mask key against the "
+        "advertised key up to it (one exchange, paid only when the key differs from its advertisement). Until "
+        "2026-12-04 the server refused such keys with one exchange per key (two per client). It is paid "
+        "once per advertised key: O(n) per round, where the rest of the server's round "
         "is O(n^2) (share routing) plus O(n d) (the sum), so its share of the round falls as n grows. A "
         "mixed-order key costs what an honest key does "
-        f"({D.fmt_s(pc['refuse_mixed_order']['median'])}); a twist key "
+        f"({D.fmt_s(pc['accept_mixed_order']['median'])}); a twist key "
         f"fails the symbol ({D.fmt_s(pc['refuse_twist']['median'])}); a low-order point is a set lookup "
         f"({D.fmt_s(pc['refuse_low_order']['median'])}).",
     ]
@@ -937,9 +938,9 @@ def account(r: dict[str, Any]) -> list[str]:
     for c in r["corrupt_rounds"]:
         s, q = c["median_server_core_cpu_s"], c["median_ratios"]
         out.append(
-            f"- **n = {c['n']}: a mixed-order key costs the others {_x(q['mixed_over_honest_server'])} an honest "
-            f"round on the server ({D.fmt_s(s['mixed_order_key'])} against {D.fmt_s(s['honest'])}; their own "
-            f"CPU {_x(q['mixed_over_honest_client'])}).** The key is refused with one check and the round goes "
+            f"- **n = {c['n']}: a twist key costs the others {_x(q['twist_over_honest_server'])} an honest "
+            f"round on the server ({D.fmt_s(s['twist_key'])} against {D.fmt_s(s['honest'])}; their own "
+            f"CPU {_x(q['twist_over_honest_client'])}).** The key is refused with one check and the round goes "
             "on over n − 1 clients (one client fewer: about (n − 1)/n of the work, within the run's noise). "
             "**Inconsistent shares cost "
             f"{_x(q['abort_plus_rerun_over_honest_server'])} an honest round on the server "

@@ -363,3 +363,72 @@ def test_check_public_without_the_subgroup_step_accepts_mixed_order_and_refuses_
         assert accepted == expected, u
         seen[accepted] += 1
     assert seen[True] >= 150 and seen[False] >= 150  # about half of the values lie on the twist
+
+
+def _ladder_u(u: int, k: int) -> int | None:
+    """u([k] P) by an x-only Montgomery ladder with the unclamped scalar
+    ``k`` (RFC 7748's formulas); None for the point at infinity."""
+    a24 = (486662 - 2) // 4
+    x1, x2, z2, x3, z3, swap = u, 1, 0, u, 1, 0
+    for t in range(k.bit_length() - 1, -1, -1):
+        bit = (k >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b = (x2 + z2) % P, (x2 - z2) % P
+        aa, bb = a * a % P, b * b % P
+        e = (aa - bb) % P
+        c, d = (x3 + z3) % P, (x3 - z3) % P
+        da, cb = d * a % P, c * b % P
+        x3, z3 = (da + cb) ** 2 % P, x1 * (da - cb) ** 2 % P
+        x2, z2 = aa * bb % P, e * (aa + a24 * e) % P
+    if swap:
+        x2, z2 = x3, z3
+    return None if z2 % P == 0 else x2 * pow(z2, P - 2, P) % P
+
+
+def test_prime_order_part_is_the_projection_onto_the_subgroup() -> None:
+    """``prime_order_part`` (one clamped exchange) against ``[c] P`` computed
+    with an unclamped ladder, ``c = 1 mod l`` and ``0 mod 8`` (which keeps
+    ``P_l`` and kills the torsion), on random curve points (torsion of every
+    order among them), honest keys (unchanged) and honest keys moved by the
+    point of order 2; the low-order points raise."""
+    from secagg.errors import BadPublicKey
+    from secagg.primitives.key_agreement import LOW_ORDER_U, generate_keypair, on_curve, prime_order_part
+
+    c = 8 * pow(8, -1, L_ORDER) % (8 * L_ORDER)
+    assert c % 8 == 0 and c % L_ORDER == 1
+    rng = DeterministicRandom(b"projection")
+    honest = [int.from_bytes(generate_keypair(rng).public, "little") for _ in range(10)]
+    randoms = [u for u in (int.from_bytes(rng.bytes(32), "little") % P for _ in range(200)) if on_curve(u)]
+    moved = [pow(u, P - 2, P) for u in honest]
+    changed = 0
+    for u in honest + randoms + moved:
+        got = int.from_bytes(prime_order_part(u.to_bytes(32, "little")), "little")
+        assert got == _ladder_u(u, c), u
+        changed += got != u
+    assert all(int.from_bytes(prime_order_part(u.to_bytes(32, "little")), "little") == u for u in honest)
+    assert changed >= 80  # seven in eight random curve points carry torsion, and every moved key
+    for u in sorted(LOW_ORDER_U - {0}):
+        with pytest.raises(BadPublicKey):
+            prime_order_part(u.to_bytes(32, "little"))
+
+
+def test_key_matches_public_up_to_the_small_order_component() -> None:
+    """The server's check of a reconstructed mask key (masking SPEC §3.5 step
+    2): the private key matches its public key and that key moved by the
+    point of order 2, and nothing else: not another key, not that key moved
+    off the curve, not a low-order point."""
+    from secagg.primitives.key_agreement import generate_keypair, key_matches_public
+
+    rng = DeterministicRandom(b"matches")
+    mine, other = generate_keypair(rng), generate_keypair(rng)
+    u = int.from_bytes(mine.public, "little")
+    moved = pow(u, P - 2, P).to_bytes(32, "little")
+    assert key_matches_public(mine.private, mine.public)
+    assert key_matches_public(mine.private, moved)
+    assert not key_matches_public(mine.private, other.public)
+    assert not key_matches_public(other.private, moved)
+    twist = next(v for v in range(2, 100) if pow(v * (v * v + 486662 * v + 1) % P, (P - 1) // 2, P) == P - 1)
+    assert not key_matches_public(mine.private, twist.to_bytes(32, "little"))
+    assert not key_matches_public(mine.private, (1).to_bytes(32, "little"))

@@ -637,58 +637,64 @@ def test_server_refuses_low_order_public_keys_at_advertisement():
 
 
 
-def test_server_refuses_mixed_order_public_keys_and_the_round_goes_on():
-    """A corrupt client advertises its honest mask key moved by the point of
-    order 2 (u -> 1/u: every clamped exchange gives the same secret, so its
-    peers would not notice). Had it been accepted, the client could drop after
-    sharing and the server, reconstructing its private key, would find that
-    it does not match the advertised key: no aggregate for anyone. The server
-    refuses the key at advertisement, names the sender, and the round
-    completes over the others."""
-    p = 2**255 - 19
-    r = Round(n=6, dropout_tolerance=0.2)
-    adv = r.step(hold=True, close=False)[1]
-    mixed = pow(int.from_bytes(adv.mask_public, "little"), p - 2, p).to_bytes(32, "little")
-    _server_rejects(r, 1, dataclasses.replace(adv, mask_public=mixed), AbortReason.MALFORMED_MESSAGE)
-    r.release([i for i in r.ids if i != 1])
-    out = r.run()
-    assert isinstance(out, ServerResult)
-    assert 1 not in out.included and out.dropped.get(1) == "advertise_keys"
-    bound = r.params.encoding.sum_error_bound(len(out.included)) + 1e-12
-    assert np.max(np.abs(out.sum_weighted - r.expected_sum(out.included))) <= bound
-
+@pytest.mark.parametrize("which", ["enc_public", "mask_public"])
 @pytest.mark.parametrize("drop_owner", [False, True])
-def test_server_accepts_a_mixed_order_encryption_key_and_its_owner_is_included(drop_owner):
-    """SPEC §4.2: an encryption key is never matched against its private key,
-    so the server does not spend an exchange to refuse one with a small-order
-    component. Client 1 advertises (and keeps in its own state) its honest
-    encryption key moved by the point of order 2: every neighbour's clamped
-    exchange gives the secret it would give with the honest key, so every
-    share record to and from client 1 decrypts and client 1 is included; the
-    aggregate is exact. With client 1 dropping after its masked input is due
-    (``drop_owner``), its mask key is reconstructed and the round completes
-    too. A twist point in its place is still refused."""
+def test_server_accepts_a_mixed_order_key_and_its_owner_is_included(which, drop_owner):
+    """SPEC §4.2: client 1 advertises (and keeps in its own state) its honest
+    key moved by the point of order 2 (u -> 1/u). Every neighbour's clamped
+    exchange gives the secret it would give with the honest key, so the
+    server spends no exchange to refuse it: every share record to and from
+    client 1 decrypts, every pairwise mask cancels, client 1 is included and
+    the aggregate is exact. With client 1 dropping when its masked input is
+    due (``drop_owner``), its mask key is reconstructed and matched against
+    the advertised key up to the small-order component, and the round
+    completes without it: the key does not let a client stop the round.
+    A twist point in its place is still refused."""
     p = 2**255 - 19
     r = Round(n=6, dropout_tolerance=0.2)
     advs = r.step(hold=True, close=False)
     rec = r.record(1)
     assert rec is not None
-    mixed = pow(int.from_bytes(rec.client.enc_public, "little"), p - 2, p).to_bytes(32, "little")
-    assert mixed != rec.client.enc_public
+    honest = getattr(rec.client, which)
+    mixed = pow(int.from_bytes(honest, "little"), p - 2, p).to_bytes(32, "little")
+    assert mixed != honest
     twist = next(u for u in range(2, 100) if pow(u * (u * u + 486662 * u + 1) % p, (p - 1) // 2, p) == p - 1)
-    _server_rejects(r, 1, dataclasses.replace(advs[1], enc_public=twist.to_bytes(32, "little")),
+    _server_rejects(r, 1, dataclasses.replace(advs[1], **{which: twist.to_bytes(32, "little")}),
                     AbortReason.MALFORMED_MESSAGE)
     r.stores[1].save(r.params.session_id,
-                     dataclasses.replace(rec, client=dataclasses.replace(rec.client, enc_public=mixed)))
-    assert r.driver.receive(1, wire.encode(dataclasses.replace(advs[1], enc_public=mixed))) is True
+                     dataclasses.replace(rec, client=dataclasses.replace(rec.client, **{which: mixed})))
+    assert r.driver.receive(1, wire.encode(dataclasses.replace(advs[1], **{which: mixed}))) is True
     r.held.pop(1)
     assert all(r.release().values())
     out = r.run(drop={1: "masked_input"} if drop_owner else None)
     assert isinstance(out, ServerResult)
-    assert (1 in out.included) is not drop_owner
-    assert set(out.included) >= set(r.ids) - {1}
+    assert set(out.included) == set(r.ids) - ({1} if drop_owner else set())
     bound = r.params.encoding.sum_error_bound(len(out.included)) + 1e-12
     assert np.max(np.abs(out.sum_weighted - r.expected_sum(out.included))) <= bound
+
+
+def test_a_mixed_order_copy_of_another_clients_mask_key_cannot_be_matched():
+    """A client that moves another client's mask key by a point of order 2
+    passes the byte-wise duplicate check but holds no private key for it: it
+    deals shares of its own key, and when it drops the reconstruction
+    matches neither the advertised key nor its prime-order part. The round
+    aborts naming it (SPEC §3.5 step 3), as for any key its owner cannot
+    open; the victim is not named."""
+    p = 2**255 - 19
+    r = Round(n=6, dropout_tolerance=0.2)
+    advs = r.step(hold=True, close=False)
+    victim = advs[2].mask_public
+    copy = pow(int.from_bytes(victim, "little"), p - 2, p).to_bytes(32, "little")
+    rec = r.record(1)
+    assert rec is not None
+    r.stores[1].save(r.params.session_id,
+                     dataclasses.replace(rec, client=dataclasses.replace(rec.client, mask_public=copy)))
+    assert r.driver.receive(1, wire.encode(dataclasses.replace(advs[1], mask_public=copy))) is True
+    r.held.pop(1)
+    assert all(r.release().values())
+    out = r.run(drop={1: "masked_input"})
+    assert isinstance(out, Abort)
+    assert out.reason is AbortReason.RECONSTRUCTION_FAILED and out.culprits == (1,)
 
 
 # ================================================================ invariant 4: the mask PRG

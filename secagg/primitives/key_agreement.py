@@ -8,6 +8,7 @@ shared secret is never used directly; callers pass it through
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gmpy2
@@ -19,7 +20,8 @@ from ..errors import BadPublicKey
 from .randomness import RandomSource, default_random
 
 __all__ = ["KeyPair", "generate_keypair", "public_from_private", "agree", "agree_many", "is_canonical_public",
-           "canonical_publics", "check_public", "in_prime_order_subgroup", "on_curve", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
+           "canonical_publics", "check_public", "in_prime_order_subgroup", "on_curve", "prime_order_part",
+           "key_matches_public", "LOW_ORDER_U", "PUBLIC_KEY_SIZE"]
 
 PUBLIC_KEY_SIZE = 32
 
@@ -131,24 +133,20 @@ LOW_ORDER_U = frozenset({
 def check_public(public: bytes, *, subgroup: bool = True) -> None:
     """Refuse a malformed, non-canonical, low-order, twist or (with
     ``subgroup``, the default) mixed-order X25519 public key with
-    :class:`~secagg.errors.BadPublicKey`. By default a key is accepted only if
-    it is the canonical u-coordinate of a point of the prime-order subgroup
-    (what an honest key pair produces). The five low-order u-coordinates are
-    compared first (tests check the list against an exchange with a fixed
-    scalar), then the point must be on the curve (one Legendre symbol), then
-    :func:`in_prime_order_subgroup` (one exchange) unless ``subgroup=False``.
+    :class:`~secagg.errors.BadPublicKey`. The five low-order u-coordinates
+    are compared first (tests check the list against an exchange with a
+    fixed scalar), then the point must be on the curve (one Legendre symbol),
+    then, with ``subgroup``, in the prime-order subgroup
+    (:func:`in_prime_order_subgroup`, one exchange): what an honest key pair
+    produces.
 
-    The server uses it to refuse such a key when it is advertised. A key with
-    a small-order component gives the same X25519 outputs as its prime-order
-    part (every clamped scalar is a multiple of the cofactor 8), but it is not
-    the public key of any private key: a server that reconstructs the mask
-    key pair of a client who dropped would find that the private key does not
-    match what was advertised, and could not complete the round. Refused at
-    advertisement, the client is simply left out. An encryption key is never
-    reconstructed nor checked against its private key, so the server checks it
-    with ``subgroup=False`` and saves the exchange (masking SPEC §4.2).
-    Clients do not rely on this check: their own exchanges refuse an all-zero
-    result."""
+    The masking server checks advertised keys with ``subgroup=False``: a key
+    with a small-order component gives the same X25519 outputs as its
+    prime-order part (every clamped scalar is a multiple of the cofactor 8),
+    and the server matches a reconstructed mask key against it up to that
+    component (:func:`key_matches_public`), so such a key harms nobody and
+    the exchange is saved (masking SPEC §4.2). Clients do not rely on this
+    check: their own exchanges refuse an all-zero result."""
     if not is_canonical_public(public):
         raise BadPublicKey("X25519 public key is not canonically encoded")
     u = int.from_bytes(public, "little")
@@ -209,13 +207,49 @@ def in_prime_order_subgroup(u: int) -> bool:
 def _probe_gives_back(u: int) -> bool:
     """The exchange step of :func:`in_prime_order_subgroup`, for a ``u`` known
     to be on the curve."""
+    public = int(u).to_bytes(32, "little")
+    try:
+        return prime_order_part(public) == public
+    except BadPublicKey:  # all zeros: a point of low order
+        return False
+
+
+def prime_order_part(public: bytes) -> bytes:
+    """The u-coordinate of ``P_l``, the prime-order part of the curve point
+    ``P = P_l + T`` named by ``public`` (``T`` of order dividing 8): one
+    X25519 exchange with the clamped scalar that is ``-1 mod l``, which kills
+    ``T`` and negates ``P_l`` (the u-coordinate ignores the sign). Equals
+    ``public`` for every honest key. Raises
+    :class:`~secagg.errors.BadPublicKey` if the exchange gives all zeros (a
+    low-order point, ``P_l = O``). Meaningful for keys on the curve
+    (:func:`on_curve`)."""
     global _subgroup_probe
-    x = gmpy2.mpz(u)
     if _subgroup_probe is None:  # loading the key computes its public point: once per process
         _subgroup_probe = X25519PrivateKey.from_private_bytes(_SUBGROUP_SCALAR.to_bytes(32, "little"))
-    public = int(x).to_bytes(32, "little")
     try:
-        image = _subgroup_probe.exchange(X25519PublicKey.from_public_bytes(public))
-    except ValueError:  # all zeros: a point of low order
+        image = _subgroup_probe.exchange(X25519PublicKey.from_public_bytes(bytes(public)))
+    except ValueError:
+        raise BadPublicKey("X25519 public key has low order") from None
+    return image
+
+
+def key_matches_public(private: bytes, public: bytes) -> bool:
+    """Whether ``private`` is the private key behind the advertised
+    ``public``, up to a small-order component: its public key equals
+    ``public`` or the prime-order part of it (:func:`prime_order_part`, one
+    exchange, paid only when the first comparison fails). A key ``P_l + T``
+    gives every clamped exchange what ``P_l`` gives, so its owner holds the
+    private key of ``P_l`` (masking SPEC §4.2). ``public`` is a key the
+    caller checked with :func:`check_public` (canonical, not low-order, on
+    the curve)."""
+    mine = public_from_private(private)
+    if mine == public:
+        return True
+    try:
+        return mine == _prime_order_part_cached(bytes(public))
+    except BadPublicKey:
         return False
-    return image == public
+
+
+# a server retrying the reconstruction of one key matches each candidate against the same public key
+_prime_order_part_cached = functools.lru_cache(maxsize=1024)(prime_order_part)

@@ -25,7 +25,7 @@ from ...dp.round import DPRoundReport
 from ...encoding.ring import dtype_for, from_ring
 from ...errors import AbortReason, LocalProtocolError, RemoteProtocolError
 from ...primitives import shamir
-from ...primitives.key_agreement import check_public, public_from_private
+from ...primitives.key_agreement import check_public, key_matches_public
 from ...primitives.randomness import RandomSource, default_random
 from ...primitives.signatures import verify
 from ...errors import BadSignature, from_peer
@@ -225,13 +225,12 @@ class MaskingServer:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "public key already advertised by another client")
         if msg.enc_public == msg.mask_public:
             raise _err(AbortReason.DUPLICATE_PUBLIC_KEY, "encryption and masking keys must differ")
-        # a low-order, malformed or non-canonical X25519 key would make every
-        # neighbour abort later (or alias another's key): refuse it now. Only
-        # the mask key is ever matched against its private key (its
-        # reconstruction, round 4), so only it must lie in the prime-order
-        # subgroup: SPEC §4.2, one exchange per client instead of two
+        # a low-order, malformed, non-canonical or twist X25519 key would make
+        # every neighbour abort later (or alias another's key): refuse it now.
+        # A small-order component is harmless (SPEC §4.2): exchanges ignore
+        # it and a reconstructed mask key is matched up to it (round 4)
         check_public(msg.enc_public, subgroup=False)
-        check_public(msg.mask_public)
+        check_public(msg.mask_public, subgroup=False)
         if self.params.malicious_server:
             try:
                 verify(self.params.signing_keys[sender], C.advertise_statement(
@@ -536,7 +535,7 @@ class MaskingServer:
             lambda v, seed: C.self_mask_commitment(sid, v, seed) == adv[v].self_mask_commitment)
         mask_keys = self._reconstruct(
             [(h, got[h].mask_key_owners, got[h].mask_key_shares) for h in self.u5], "mask key",
-            lambda v, key: public_from_private(key) == adv[v].mask_public)
+            lambda v, key: key_matches_public(key, adv[v].mask_public))
         missing = (self._u3_set - set(self_masks)) or (self._dropped_set - set(mask_keys))
         if missing:
             raise _AbortNow(AbortReason.TOO_FEW_SURVIVORS,
