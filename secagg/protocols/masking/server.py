@@ -599,13 +599,14 @@ class MaskingServer:
         fast = self._reconstruct_common_holders(revealed, check)
         if fast is not None:
             return fast
-        parts = [(np.full(o.size, h, dtype=np.int64), o.astype(np.int64), s.reshape(-1, SHARE_CHUNKS))
-                 for h, o, s in revealed if o.size]
-        if not parts:
+        kept = [(h, o, s) for h, o, s in revealed if o.size]
+        if not kept:
             return {}
-        holder = np.concatenate([a for a, _, _ in parts])
-        owner = np.concatenate([b for _, b, _ in parts])
-        rows = np.concatenate([c for _, _, c in parts])
+        # one concatenation per column (a SecAgg+ server has one short message per holder)
+        sizes = np.fromiter((o.size for _, o, _ in kept), dtype=np.int64, count=len(kept))
+        holder = np.repeat(np.fromiter((h for h, _, _ in kept), dtype=np.int64, count=len(kept)), sizes)
+        owner = np.concatenate([o for _, o, _ in kept]).astype(np.int64)
+        rows = np.concatenate([s.reshape(-1) for _, _, s in kept]).reshape(-1, SHARE_CHUNKS)
         order = np.lexsort((holder, owner))
         holder, owner, rows = holder[order], owner[order], rows[order]
         owners, start, count = np.unique(owner, return_index=True, return_counts=True)
@@ -628,8 +629,7 @@ class MaskingServer:
         secrets = shamir.reconstruct_rows(coeffs, shares, 32)
         out: dict[int, bytes] = {}
         failed: list[int] = []
-        for i, secret in enumerate(secrets):
-            v = int(owners[i])
+        for i, (v, secret) in enumerate(zip(owners.tolist(), secrets)):
             if secret is not None and check(v, secret):
                 out[v] = secret
             else:
