@@ -774,9 +774,9 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"In honest rounds (complete graph, d = {r['dim']:,}, no dropout): the server checks two keys per client "
-        "(the encryption key on the curve, the mask key also in the prime-order subgroup: masking SPEC §4.2; "
-        "records at 5bf4391 and before ran the subgroup step on both). `check_public` on the round's 2n advertised "
-        "keys, as the server calls it, was timed in the same process "
+        "(each canonical, not low-order, on the curve; no subgroup exchange since a small-order component is "
+        "accepted: masking SPEC §4.2; records at 5bf4391 and before spent one exchange per key). `check_public` on "
+        "the round's 2n advertised keys, as the server calls it, was timed in the same process "
         "right after the advertise stage closed and again after the round (their mean); the round \"without the "
         "check\" is the measured round minus those measured checks. Medians over the rounds, ratios per round:",
         "",
