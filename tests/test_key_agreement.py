@@ -244,14 +244,13 @@ def test_canonical_publics_matches_the_scalar_check() -> None:
 L_ORDER = 2**252 + 27742317777372353535851937790883648493
 
 
-def _times_l_is_infinity(u: int) -> bool:
-    """[l] P = O for a point with u-coordinate ``u``, by an x-only Montgomery
-    ladder (RFC 7748's formulas) with the *unclamped* scalar l: the reference
-    for the subgroup check (slow: about a millisecond)."""
+def _ladder_u(u: int, k: int) -> int | None:
+    """u([k] P) by an x-only Montgomery ladder with the unclamped scalar
+    ``k`` (RFC 7748's formulas); None for the point at infinity."""
     a24 = (486662 - 2) // 4
     x1, x2, z2, x3, z3, swap = u, 1, 0, u, 1, 0
-    for t in range(L_ORDER.bit_length() - 1, -1, -1):
-        bit = (L_ORDER >> t) & 1
+    for t in range(k.bit_length() - 1, -1, -1):
+        bit = (k >> t) & 1
         if swap ^ bit:
             x2, x3, z2, z3 = x3, x2, z3, z2
         swap = bit
@@ -264,7 +263,14 @@ def _times_l_is_infinity(u: int) -> bool:
         x2, z2 = aa * bb % P, e * (aa + a24 * e) % P
     if swap:
         x2, z2 = x3, z3
-    return z2 % P == 0
+    return None if z2 % P == 0 else x2 * pow(z2, P - 2, P) % P
+
+
+def _times_l_is_infinity(u: int) -> bool:
+    """[l] P = O for a point with u-coordinate ``u``, by the x-only ladder
+    with the *unclamped* scalar l: the reference for the subgroup check
+    (slow: about a millisecond)."""
+    return _ladder_u(u, L_ORDER) is None
 
 
 def _double(u: int) -> int:
@@ -363,28 +369,6 @@ def test_check_public_without_the_subgroup_step_accepts_mixed_order_and_refuses_
         assert accepted == expected, u
         seen[accepted] += 1
     assert seen[True] >= 150 and seen[False] >= 150  # about half of the values lie on the twist
-
-
-def _ladder_u(u: int, k: int) -> int | None:
-    """u([k] P) by an x-only Montgomery ladder with the unclamped scalar
-    ``k`` (RFC 7748's formulas); None for the point at infinity."""
-    a24 = (486662 - 2) // 4
-    x1, x2, z2, x3, z3, swap = u, 1, 0, u, 1, 0
-    for t in range(k.bit_length() - 1, -1, -1):
-        bit = (k >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b = (x2 + z2) % P, (x2 - z2) % P
-        aa, bb = a * a % P, b * b % P
-        e = (aa - bb) % P
-        c, d = (x3 + z3) % P, (x3 - z3) % P
-        da, cb = d * a % P, c * b % P
-        x3, z3 = (da + cb) ** 2 % P, x1 * (da - cb) ** 2 % P
-        x2, z2 = aa * bb % P, e * (aa + a24 * e) % P
-    if swap:
-        x2, z2 = x3, z3
-    return None if z2 % P == 0 else x2 * pow(z2, P - 2, P) % P
 
 
 def test_prime_order_part_is_the_projection_onto_the_subgroup() -> None:
