@@ -396,6 +396,8 @@ def test_prime_order_part_is_the_projection_onto_the_subgroup() -> None:
     for u in sorted(LOW_ORDER_U - {0}):
         with pytest.raises(BadPublicKey):
             prime_order_part(u.to_bytes(32, "little"))
+    with pytest.raises(BadPublicKey, match="32 bytes"):
+        prime_order_part(bytes(31))
 
 
 def test_key_matches_public_up_to_the_small_order_component() -> None:

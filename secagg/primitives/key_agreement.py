@@ -224,6 +224,8 @@ def prime_order_part(public: bytes) -> bytes:
     low-order point, ``P_l = O``). Meaningful for keys on the curve
     (:func:`on_curve`)."""
     global _subgroup_probe
+    if not isinstance(public, (bytes, bytearray)) or len(public) != PUBLIC_KEY_SIZE:
+        raise BadPublicKey("X25519 public key must be 32 bytes")
     if _subgroup_probe is None:  # loading the key computes its public point: once per process
         _subgroup_probe = X25519PrivateKey.from_private_bytes(_SUBGROUP_SCALAR.to_bytes(32, "little"))
     try:
