@@ -123,22 +123,26 @@ def twist_key(rng: np.random.Generator) -> bytes:
 LOW_ORDER_POINT = min(u for u in LOW_ORDER_U if u > 1).to_bytes(32, "little")
 
 
+def server_check(key: bytes) -> None:
+    """``check_public`` as the masking server calls it on an advertised key
+    (no subgroup step: masking SPEC §4.2)."""
+    check_public(key, subgroup=False)
+
+
 def refuse_all(keys: list[bytes]) -> int:
-    """check_public on each key as the server calls it; returns how many were refused."""
+    """The server's check on each key; returns how many were refused."""
     refused = 0
     for k in keys:
         try:
-            check_public(k, subgroup=False)
+            server_check(k)
         except BadPublicKey:
             refused += 1
     return refused
 
 
-def check_all(keys: Iterable[tuple[bytes, bool]]) -> None:
-    """check_public on each (key, subgroup) as the server calls it: the
-    encryption key without the subgroup step (masking SPEC §4.2)."""
-    for k, subgroup in keys:
-        check_public(k, subgroup=subgroup)
+def check_all(keys: Iterable[bytes]) -> None:
+    for k in keys:
+        server_check(k)
 
 
 # ---------------------------------------------------------------------------- 1a. bare primitives
@@ -160,9 +164,8 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
     sid = bytes(32)
     seeds = [rng.bytes(32) for _ in range(k)]
     commits = [C.self_mask_commitment(sid, i, s) for i, s in enumerate(seeds)]
-    honest_checked = [(h, False) for h in honest]  # checked as the server does (no subgroup step)
     # correctness, outside the timers
-    check_all(honest_checked)
+    check_all(honest)
     assert refuse_all(mixed) == 0 and refuse_all(twist) == k and refuse_all(low) == k
 
     def exchange() -> None:
@@ -184,7 +187,7 @@ def primitives(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("commitment")
 
     parts: dict[str, Callable[[], Any]] = {
-        "check_honest": lambda: check_all(honest_checked),
+        "check_honest": lambda: check_all(honest),
         "accept_mixed_order": lambda: refuse_all(mixed),
         "refuse_twist": lambda: refuse_all(twist),
         "refuse_low_order": lambda: refuse_all(low),
@@ -260,10 +263,9 @@ def keys_round(params: MaskingParams, seed: int, *, tamper: Tamper | None = None
     return D.MaskingRun(params, seed, server, clients, stores, obs, network.outbox, D.wall_clock() - t_start)
 
 
-def key_recorder(into: list[tuple[bytes, bool]], corrupt: int | None = None) -> Tamper:
-    """A wire hook that records every advertised public key (with whether the
-    server checks it for the subgroup: never, SPEC §4.2); if ``corrupt`` is a
-    party, replaces its mask key by a twist point first."""
+def key_recorder(into: list[bytes], corrupt: int | None = None) -> Tamper:
+    """A wire hook that records every advertised public key; if ``corrupt`` is
+    a party, replaces its mask key by a twist point first."""
     def tamper(direction: str, stage: Stage, party: int, data: bytes) -> bytes | None:
         if direction != "to_server" or stage is not Stage.ADVERTISE_KEYS:
             return data
@@ -271,7 +273,7 @@ def key_recorder(into: list[tuple[bytes, bool]], corrupt: int | None = None) -> 
         if party == corrupt:
             msg = dataclasses.replace(msg, mask_public=twist_key(np.random.default_rng([party, 25519])))
             data = wire.encode(msg)
-        into.extend(((msg.enc_public, False), (msg.mask_public, False)))
+        into.extend((msg.enc_public, msg.mask_public))
         return data
     return tamper
 
@@ -330,11 +332,11 @@ def honest_round(n: int, args: argparse.Namespace, *, corrupt: int | None = None
     process, right after the advertise stage and after the round."""
     ids = tuple(range(1, n + 1))
     params = MaskingParams.create(ids, args.dim, protocol="secagg", dropout_tolerance=args.tolerance)
-    keys: list[tuple[bytes, bool]] = []
+    keys: list[bytes] = []
     checks: list[tuple[float, int]] = []  # (CPU seconds, keys checked)
 
     def time_checks() -> None:
-        good = [k for k in keys if _is_good(*k)]  # the keys the server accepted (outside the timer)
+        good = [k for k in keys if _is_good(k)]  # the keys the server accepted (outside the timer)
         c0 = cpu()
         check_all(good)
         checks.append((cpu() - c0, len(good)))
@@ -357,9 +359,9 @@ def honest_round(n: int, args: argparse.Namespace, *, corrupt: int | None = None
     return out
 
 
-def _is_good(key: bytes, subgroup: bool = True) -> bool:
+def _is_good(key: bytes) -> bool:
     try:
-        check_public(key, subgroup=subgroup)
+        server_check(key)
     except BadPublicKey:
         return False
     return True
