@@ -954,3 +954,36 @@ def test_large_payloads_decode_as_read_only_views_of_the_input() -> None:
     assert not back.masked.flags.writeable
     # short byte fields and fields not marked as views stay bytes
     assert type(decode(encode(Inner(7, bytes(range(256)) * 8))).blob) is bytes
+
+
+def test_messages_built_without_their_init_are_the_objects_init_builds() -> None:
+    """The compiled reader fills the ``__dict__`` of a frozen dataclass whose
+    ``__init__`` only stores its fields; a class with its own validation (a
+    ``__post_init__``) is still built through ``__init__``, so its checks run."""
+    from secagg.protocols.masking.messages import AdvertiseKeys, UnmaskShares
+
+    ids = np.arange(1, 5, dtype=np.uint32)
+    for msg in (AdvertiseKeys(7, b"s" * 32, b"e" * 32, b"m" * 32, b"c" * 32),
+                UnmaskShares(7, b"s" * 32, ids, np.arange(36, dtype=np.uint32), ids[:0], ids[:0]), Inner(3, b"x")):
+        back = decode(encode(msg))
+        assert type(back) is type(msg) and repr(back) == repr(msg) and encode(back) == encode(msg)
+        assert list(vars(back)) == list(vars(msg))  # the same fields, in the same order
+        if type(msg) is not UnmaskShares:  # (arrays have no truth value: its == cannot be used)
+            assert back == msg and hash(back) == hash(msg)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            object.__getattribute__(back, "__setattr__")(dataclasses.fields(msg)[0].name, 8)
+    assert wire._dataclass_init_only(AdvertiseKeys, True) and wire._dataclass_init_only(Inner, True)
+    assert not wire._dataclass_init_only(Checked, True) and not wire._dataclass_init_only(Normalising, True)
+    with pytest.raises(WireFormatError, match="unlucky"):
+        decode(pack(["secagg", WIRE_VERSION, "test.Checked", [13]]))
+
+
+def test_arrays_decoded_from_a_writable_buffer_cannot_be_made_writable() -> None:
+    from secagg.protocols.masking.messages import MaskedInput
+
+    vec = np.arange(1000, dtype=np.uint32)
+    for data in (encode(MaskedInput(3, b"s" * 32, vec)), bytearray(encode(MaskedInput(3, b"s" * 32, vec)))):
+        back = decode(data)
+        with pytest.raises(ValueError):
+            back.masked.flags.writeable = True
+        assert np.array_equal(back.masked, vec)

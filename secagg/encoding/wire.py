@@ -182,10 +182,7 @@ def _emit(value: Any, tp: Any, out: list[Any]) -> None:
         out.append(b"\x92" + _str_bytes(name) + _bin_header(view.nbytes))
         out.append(view)
     elif k == "message":
-        fields = kind[2]
-        out.append(_array_header(len(fields)))
-        for name, ftp, _ in fields:
-            _emit(getattr(value, name), ftp, out)
+        _writer(kind[1])(value, out)
     elif k == "optional":
         if value is None:
             out.append(b"\xc0")
@@ -212,6 +209,58 @@ def _emit(value: Any, tp: Any, out: list[Any]) -> None:
         out.append(msgpack.packb(value.value, use_bin_type=True))
     else:  # float, str, bool and anything msgpack packs as it is
         out.append(msgpack.packb(value, use_bin_type=True))
+
+
+# the head of a wire array ([dtype, bytes] pair and the dtype's packed name)
+# per dtype that travels as it is (native little-endian)
+_ARRAY_HEADS = {np.dtype(d): b"\x92" + _str_bytes(d) for d in sorted(_ALLOWED_DTYPES)
+                if np.dtype(d).newbyteorder("<") == np.dtype(d)}
+
+
+def _emit_array(value: Any, tp: Any, out: list[Any]) -> None:
+    """An array field: a 1-D contiguous array of a dtype that travels as it
+    is goes out as a view of its memory; anything else through :func:`_emit`."""
+    head = _ARRAY_HEADS.get(value.dtype) if type(value) is np.ndarray and value.ndim == 1 else None
+    if head is None or not value.flags.c_contiguous:
+        _emit(value, tp, out)
+        return
+    view = value.data.cast("B")
+    out.append(head + _bin_header(view.nbytes))
+    out.append(view)
+
+
+_WRITERS: dict[type, typing.Callable[[Any, list[Any]], None]] = {}
+
+
+def _writer(cls: type) -> typing.Callable[[Any, list[Any]], None]:
+    """The writer of one message class: its field-count header, then each
+    field as :func:`_emit` writes it, with the common types (an exact int,
+    bytes, an array) written inline. Like the reader (:func:`_compile_reader`)
+    it is straight-line Python written once per class from the schema."""
+    write = _WRITERS.get(cls)
+    if write is not None:
+        return write
+    fields = _kind(cls)[2]
+    ns: dict[str, Any] = {"_emit": _emit, "_emit_array": _emit_array, "_int_bytes": _int_bytes,
+                          "_bin_header": _bin_header, "HEAD": _array_header(len(fields))}
+    src = ["def write(msg, out):", "    out.append(HEAD)"]
+    for i, (name, ftp, _) in enumerate(fields):
+        ns[f"T{i}"] = ftp
+        k = _kind(ftp)[0]
+        src.append(f"    v = msg.{name}")
+        if k == "int":
+            src += ["    if type(v) is int:", "        out.append(_int_bytes(v))",
+                    "    else:", f"        _emit(v, T{i}, out)"]
+        elif k == "bytes":
+            src += ["    if type(v) is bytes:", "        out.append(_bin_header(len(v)))", "        out.append(v)",
+                    "    else:", f"        _emit(v, T{i}, out)"]
+        elif k == "array":
+            src.append(f"    _emit_array(v, T{i}, out)")
+        else:
+            src.append(f"    _emit(v, T{i}, out)")
+    exec("\n".join(src), ns)  # noqa: S102 (source written above from the class's schema)
+    write = _WRITERS[cls] = ns["write"]
+    return write
 
 
 _KINDS: dict[Any, tuple[Any, ...]] = {}
@@ -276,7 +325,7 @@ def pieces(msg: Any) -> list[Any]:
     if name is None:
         raise TypeError(f"{cls.__name__} is not a registered wire message")
     out: list[Any] = [b"\x94\xa6secagg" + _int_bytes(WIRE_VERSION) + _str_bytes(name)]
-    _emit(msg, cls, out)
+    _writer(cls)(msg, out)
     return out
 
 
@@ -599,6 +648,7 @@ class _Plan(typing.NamedTuple):
     positional: bool  # the fields can be passed by position
     names: tuple[str, ...]
     held: typing.Callable[[Any], tuple[Any, ...]]  # the field values a built message holds, as a tuple
+    read: typing.Callable[[Any, memoryview, int, str], tuple[Any, int]]  # the class's compiled reader
 
 
 _PLANS: dict[type, _Plan] = {}
@@ -607,9 +657,10 @@ _PLANS: dict[type, _Plan] = {}
 def _plan(cls: type) -> _Plan:
     """Per message class: its fields with a fast-path code (1: a byte string
     of fixed length below 256, 2: an integer with a range, 3: an array, 4: a
-    ``view`` byte string), and whether the fields can be passed by position.
-    A field whose bytes take no fast path is read by the general :func:`_read`
-    (which also gives every error)."""
+    ``view`` byte string), whether the fields can be passed by position, and
+    the reader :func:`_compile_reader` writes for it. A field whose bytes take
+    no fast path is read by the general :func:`_read` (which also gives every
+    error)."""
     plan = _PLANS.get(cls)
     if plan is None:
         rows = []
@@ -621,8 +672,9 @@ def _plan(cls: type) -> _Plan:
                 rows.append((name, ftp, meta, 2, (meta.get("min", _INT64[0]), meta.get("max", _INT64[1]))))
             elif k == "array":  # the dtypes this field takes, by their packed names
                 names = meta.get("dtypes", _ALLOWED_DTYPES)
-                rows.append((name, ftp, meta, 3, ({_str_bytes(d): _WIRE_DTYPES[d] for d in names if d in _ALLOWED_DTYPES},
-                                                  meta.get("max_size"))))
+                kinds = tuple((b"\x92" + _str_bytes(d), _WIRE_DTYPES[d], _WIRE_DTYPES[d].itemsize)
+                              for d in sorted(names) if d in _ALLOWED_DTYPES and _WIRE_DTYPES[d].isnative)
+                rows.append((name, ftp, meta, 3, (kinds, meta.get("max_size"))))
             elif k == "bytes" and meta.get("view") and "len" not in meta:
                 rows.append((name, ftp, meta, 4, meta.get("max_len", MAX_MESSAGE_BYTES)))
             else:
@@ -631,117 +683,183 @@ def _plan(cls: type) -> _Plan:
         names = tuple(r[0] for r in rows)
         getter = operator.attrgetter(*names) if names else (lambda msg: ())
         held = getter if len(names) != 1 else (lambda msg: (getter(msg),))
-        plan = _PLANS[cls] = _Plan(rows, positional, names, held)
+        plan = _Plan(rows, positional, names, held, _compile_reader(cls, rows, positional, held))
+        _PLANS[cls] = plan
     return plan
 
 
-def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) -> tuple[Any, int]:
-    rows, positional, _, held_of = _plan(cls)
-    count = len(rows)
-    if count < 16 and buf[pos] == 0x90 | count:
-        pos += 1
+def _fast_array(buf: Any, view: memoryview, pos: int, arg: Any) -> Any:
+    """Fast path 3: ``[fixstr dtype name, bin8/16/32 payload]`` with the
+    shortest bin header and a dtype the field takes, as a read-only view of
+    the input; None for anything else (the general :func:`_read` then
+    decides). ``arg``: the field's ``(opening, dtype, itemsize)`` per dtype
+    (opening = the pair's header and the packed name) and its ``max_size``."""
+    kinds, max_size = arg
+    if type(buf) is bytes:
+        for opening, dt, size in kinds:
+            if buf.startswith(opening, pos):
+                break
+        else:
+            return None
     else:
-        try:
-            got, pos = _read_array_header(buf, pos, path)
-        except WireFormatError:
-            got = -1
-        if got != count:
-            _fail(path, f"expected {count} fields for {cls.__name__}")
-    values: list[Any] = []
-    starts = []
-    # Each field's canonical encoding is read inline when it has the common
-    # shape (the fast-path codes of _plan); anything else, valid or not, goes
-    # to the general _read, which accepts and refuses exactly as before.
-    for name, ftp, fmeta, code, arg in rows:
-        starts.append(pos)
-        b = buf[pos]
+        for opening, dt, size in kinds:
+            if buf[pos:pos + len(opening)] == opening:
+                break
+        else:
+            return None
+    q = pos + len(opening)
+    h = buf[q]
+    if h == 0xc4:
+        n, q = buf[q + 1], q + 2
+    elif h == 0xc5:
+        n, q = (buf[q + 1] << 8) | buf[q + 2], q + 3
+        if n < 0x100:
+            return None
+    elif h == 0xc6:
+        n, q = _S_U32.unpack_from(buf, q + 1)[0], q + 5
+        if n < 0x10000:
+            return None
+    else:
+        return None
+    count = n // size
+    if n % size or (max_size is not None and count > max_size):
+        return None
+    end = q + n
+    if end > len(buf):
+        raise IndexError
+    # a read-only view of the input, as np.frombuffer(view[q:end], dt). Over
+    # bytes, the array constructor does the same at a third of the cost (its
+    # base is then the immutable bytes); over anything else its base would be
+    # the writable object under the read-only view, so frombuffer keeps the view.
+    if type(buf) is bytes:
+        return np.ndarray((count,), dt, view, q), end
+    return np.frombuffer(view, dtype=dt, count=count, offset=q), end
+
+
+def _fast_view(buf: Any, view: memoryview, pos: int, max_len: int) -> Any:
+    """Fast path 4: a ``view`` byte string of at least ``_VIEW_MIN`` bytes
+    with the shortest header (bin16 or bin32), as a view of the input; None
+    for anything else."""
+    b = buf[pos]
+    if b == 0xc5:
+        n, q = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+        if n < _VIEW_MIN:  # (>= 0x100: the shortest header)
+            return None
+    elif b == 0xc6:
+        n, q = _S_U32.unpack_from(buf, pos + 1)[0], pos + 5
+        if n < 0x10000:
+            return None
+    else:
+        return None
+    if n > max_len:
+        return None
+    end = q + n
+    if end > len(buf):
+        raise IndexError
+    return view[q:end], end
+
+
+def _held_as_parsed(cls: type, rows: list[Any], msg: Any, values: tuple[Any, ...], held_all: tuple[Any, ...],
+                    starts: tuple[int, ...], view: memoryview, path: str) -> None:
+    """A message holds what was parsed, so it encodes back to these bytes; a
+    class whose validation replaced a value must encode that value back to
+    the bytes it was parsed from (``starts``: where each field began, then
+    where the message ended)."""
+    for i, (name, ftp, _, _, _) in enumerate(rows):
+        held = held_all[i]
+        if held is not values[i]:
+            out: list[Any] = []
+            try:
+                _emit(held, ftp, out)
+            except Exception:
+                _fail(path, "message does not re-encode")
+            if b"".join(out) != view[starts[i]:starts[i + 1]]:
+                _fail(path, "the message does not re-encode to these bytes")
+
+
+def _dataclass_init_only(cls: type, positional: bool) -> bool:
+    """Whether building ``cls`` from its field values only stores them: a
+    frozen dataclass's generated ``__init__``, every field passed, no
+    ``__post_init__``, instances with a ``__dict__``. Such a message is built
+    by filling its ``__dict__``: the same object, without the frozen
+    ``__init__``'s per-field ``object.__setattr__``."""
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    params = getattr(cls, "__dataclass_params__", None)
+    return (positional and code is not None and code.co_filename == "<string>" and params is not None
+            and params.init and not hasattr(cls, "__post_init__") and "__slots__" not in cls.__dict__
+            and all(f.init for f in dataclasses.fields(cls)))
+
+
+def _compile_reader(cls: type, rows: list[Any], positional: bool,
+                    held_of: typing.Callable[[Any], tuple[Any, ...]]) -> typing.Callable[..., tuple[Any, int]]:
+    """The reader of one message class: the fields read in order, each by its
+    fast path (the canonical encoding of its common shape, as :func:`_plan`
+    codes it) or else by the general :func:`_read`, which accepts and refuses
+    exactly as it would on its own. Written out as straight-line Python per
+    class (as ``dataclasses`` writes ``__init__``) from the schema alone:
+    nothing of any input goes into the source."""
+    count = len(rows)
+    ns: dict[str, Any] = {"_read": _read, "_fail": _fail, "_read_array_header": _read_array_header,
+                          "WireFormatError": WireFormatError, "_fast_array": _fast_array, "_fast_view": _fast_view,
+                          "_held_as_parsed": _held_as_parsed, "_is": operator.is_, "cls": cls, "rows": rows,
+                          "held_of": held_of, "_new": object.__new__}
+    src = ["def read(buf, view, pos, path):"]
+    if count < 16:
+        src += [f"    if buf[pos] == {0x90 | count}:", "        pos += 1", "    else:"]
+    else:
+        src += ["    if True:"]
+    src += ["        try:", "            got, pos = _read_array_header(buf, pos, path)",
+            "        except WireFormatError:", "            got = -1",
+            f"        if got != {count}:", f"            _fail(path, {f'expected {count} fields for {cls.__name__}'!r})"]
+    for i, (name, ftp, meta, code, arg) in enumerate(rows):
+        ns[f"T{i}"], ns[f"M{i}"], ns[f"A{i}"] = ftp, meta, arg
+        general = f"v{i}, pos = _read(buf, view, pos, T{i}, M{i}, path + {'.' + name!r})"
+        src.append(f"    s{i} = pos")
         if code == 1:  # the canonical header of a short fixed-length byte string: bin8, its length
-            if b == 0xc4 and buf[pos + 1] == arg:
-                end = pos + 2 + arg
-                v = buf[pos + 2:end]
-                if len(v) != arg:
-                    raise IndexError
-                values.append(v if type(v) is bytes else bytes(v))
-                pos = end
-                continue
+            src += [f"    if buf[pos] == 0xc4 and buf[pos + 1] == {arg}:",
+                    f"        end = pos + {2 + arg}",
+                    f"        v{i} = buf[pos + 2:end]",
+                    f"        if len(v{i}) != {arg}:", "            raise IndexError",
+                    f"        if type(v{i}) is not bytes:", f"            v{i} = bytes(v{i})",
+                    "        pos = end",
+                    "    else:", f"        {general}"]
         elif code == 2:  # a positive fixint or a canonical uint16, in range
-            if b < 0x80:
-                if arg[0] <= b <= arg[1]:
-                    values.append(b)
-                    pos += 1
-                    continue
-            elif b == 0xcd:
-                v = (buf[pos + 1] << 8) | buf[pos + 2]
-                if v >= 0x100 and arg[0] <= v <= arg[1]:
-                    values.append(v)
-                    pos += 3
-                    continue
-        elif code == 3:  # [fixstr dtype name, bin8/16/32 payload] with the shortest bin header
-            if b == 0x92:
-                head = buf[pos + 1]
-                if 0xa0 <= head <= 0xbf:
-                    q = pos + 2 + (head & 0x1f)
-                    dt = arg[0].get(bytes(buf[pos + 1:q]))
-                    h = buf[q] if dt is not None else 0
-                    if h == 0xc4:
-                        n, q = buf[q + 1], q + 2
-                    elif h == 0xc5:
-                        n, q = (buf[q + 1] << 8) | buf[q + 2], q + 3
-                        if n < 0x100:
-                            n = -1
-                    elif h == 0xc6:
-                        n, q = _S_U32.unpack_from(buf, q + 1)[0], q + 5
-                        if n < 0x10000:
-                            n = -1
-                    else:
-                        n = -1
-                    if n >= 0 and dt is not None and not n % dt.itemsize and (
-                            arg[1] is None or n // dt.itemsize <= arg[1]) and dt.isnative:
-                        end = q + n
-                        if end > len(buf):
-                            raise IndexError
-                        # a read-only view of the input, as np.frombuffer(view[q:end], dt)
-                        values.append(np.frombuffer(view, dtype=dt, count=n // dt.itemsize, offset=q))
-                        pos = end
-                        continue
-        elif code == 4:  # a "view" byte string of at least _VIEW_MIN bytes: bin16 or bin32, shortest header
-            if b == 0xc5:
-                n, q = (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
-                ok = n >= _VIEW_MIN  # (>= 0x100: the shortest header)
-            elif b == 0xc6:
-                n, q = _S_U32.unpack_from(buf, pos + 1)[0], pos + 5
-                ok = n >= 0x10000
-            else:
-                ok = False
-            if ok and n <= arg:
-                end = q + n
-                if end > len(buf):
-                    raise IndexError
-                values.append(view[q:end])
-                pos = end
-                continue
-        v, pos = _read(buf, view, pos, ftp, fmeta, f"{path}.{name}")  # the general path (and its errors)
-        values.append(v)
-    try:
-        msg = cls(*values) if positional else cls(**{r[0]: v for r, v in zip(rows, values)})
-    except Exception as exc:  # a message's own validation: still only WireFormatError
-        _fail(path, f"invalid {cls.__name__}: {type(exc).__name__}: {exc}")
-    # the message holds what was parsed, so it encodes back to these bytes; a
-    # class whose validation replaced a value must encode back to them too
-    held_all = held_of(msg)
-    if not all(map(operator.is_, held_all, values)):  # (the common case: every value held as parsed)
-        for i, (name, ftp, _, _, _) in enumerate(rows):
-            held = held_all[i]
-            if held is not values[i]:
-                out: list[Any] = []
-                try:
-                    _emit(held, ftp, out)
-                except Exception:
-                    _fail(path, "message does not re-encode")
-                last = starts[i + 1] if i + 1 < count else pos
-                if b"".join(out) != view[starts[i]:last]:
-                    _fail(path, "the message does not re-encode to these bytes")
-    return msg, pos
+            lo, hi = arg
+            src += ["    b = buf[pos]",
+                    f"    if b < 0x80 and {lo} <= b <= {hi}:", f"        v{i} = b", "        pos += 1",
+                    f"    elif b == 0xcd and 0x100 <= (v := (buf[pos + 1] << 8) | buf[pos + 2]) and {lo} <= v <= {hi}:",
+                    f"        v{i} = v", "        pos += 3",
+                    "    else:", f"        {general}"]
+        elif code in (3, 4):  # an array / a long "view" byte string: its helper, else the general path
+            fast = "_fast_array" if code == 3 else "_fast_view"
+            src += [f"    got = {fast}(buf, view, pos, A{i})",
+                    "    if got is not None:", f"        v{i}, pos = got",
+                    "    else:", f"        {general}"]
+        else:
+            src.append(f"    {general}")
+    vals = ", ".join(f"v{i}" for i in range(count)) + ("," if count == 1 else "")
+    if _dataclass_init_only(cls, positional):
+        src += ["    msg = _new(cls)", "    d = msg.__dict__"]
+        src += [f"    d[{name!r}] = v{i}" for i, (name, *_) in enumerate(rows)]
+        src.append("    return msg, pos")  # it holds exactly what was parsed
+    else:
+        build = f"cls({vals})" if positional else \
+            "cls(" + ", ".join(f"{name}=v{i}" for i, (name, *_) in enumerate(rows)) + ")"
+        src += ["    try:", f"        msg = {build}",
+                "    except Exception as exc:  # a message's own validation: still only WireFormatError",
+                f"        _fail(path, f'invalid {cls.__name__}: {{type(exc).__name__}}: {{exc}}')",
+                f"    values = ({vals})", "    held_all = held_of(msg)",
+                "    if not all(map(_is, held_all, values)):  # (the common case: every value held as parsed)",
+                "        _held_as_parsed(cls, rows, msg, values, held_all, (" +
+                "".join(f"s{i}, " for i in range(count)) + "pos), view, path)",
+                "    return msg, pos"]
+    exec("\n".join(src), ns)  # noqa: S102 (source written above from the class's schema)
+    return typing.cast(typing.Callable[..., tuple[Any, int]], ns["read"])
+
+
+def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) -> tuple[Any, int]:
+    return _plan(cls).read(buf, view, pos, path)
 
 
 _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in _ALLOWED_DTYPES}
@@ -809,7 +927,7 @@ def decode(data: "bytes | bytearray | memoryview", expected: type[T] | tuple[typ
             allowed = expected if isinstance(expected, tuple) else (expected,)
             if cls not in allowed:
                 raise WireFormatError(f"unexpected message type {name!r}")
-        msg, end = _read(buf, view, pos, cls, {}, name)
+        msg, end = _read_message(buf, view, pos, cls, name)  # a registered class is a dataclass
     except (IndexError, struct.error):
         raise WireFormatError("truncated message") from None
     if end != size:
