@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         D.say(f"n={n}: threshold {params.threshold}, ring {params.ring_bits} bits; rounds 0-1")
         keys_prof = cProfile.Profile() if args.profile and n == args.n[-1] else None
         keyed = D.run_keys(params, seed=args.seed, progress=D.say, profile_server=keys_prof,
-                           server_last=not args.interleaved)
+                           server_last=not args.interleaved, freeze_gc=not args.no_freeze_gc)
         if keys_prof is not None:
             profile_text = (profile_text or "") + D.dump_profile(keys_prof, f"server_n{n}_rounds01")
         load.mark(f"n={n} keys")
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load.mark("end")
     return {"benchmark": "masking_bonawitz", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "quick": args.quick, "dim": args.dim,
-            "delivery": "interleaved" if args.interleaved else "server_last", "machine": machine, "load": load.summary(),
+            "delivery": "interleaved" if args.interleaved else "server_last", "freeze_gc": not args.no_freeze_gc, "machine": machine, "load": load.summary(),
             "timer": "process CPU time on one pinned core (wall time alongside)", "cells": cells,
             "speedup_goal": SPEEDUP_GOAL, "masking_goal": MASKING_GOAL, "server_profile_top": profile_text,
             **memory, "peak_rss_mb": D.peak_rss_mb()}
@@ -305,6 +305,9 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     ap.add_argument("--probe", type=int, help="clients whose masking step is timed per cell (default 20)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-freeze-gc", action="store_true",
+                    help="let collections the server's work triggers walk the in-process clients' objects too "
+                         "(masking_driver.BenchRound), as records before 2026-12-04, night, did")
     ap.add_argument("--interleaved", action="store_true",
                     help="hand each reply to the server as soon as its client made it (client, server, "
                          "client...), as runs before 2026-12-04 did; by default every client of a stage answers "

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"ring {params.ring_bits} bits")
     schedule = D.drop_schedule(ids, args.dropout, "masked_input", seed=args.seed)
     prof_keys = cProfile.Profile() if args.profile else None
-    keyed = D.run_keys(params, seed=args.seed, progress=D.say, profile_server=prof_keys)
+    keyed = D.run_keys(params, seed=args.seed, progress=D.say, profile_server=prof_keys,
+                       freeze_gc=not args.no_freeze_gc)
     load.mark("keys")
     prof_rest = cProfile.Profile() if args.profile else None
     bare = D.BareKeystream(4 * params.entries if params.ring_bits == 32 else 8 * params.entries)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile = D.dump_profile(prof_keys, f"server_10k_n{args.n}_rounds01") + D.dump_profile(prof_rest, f"server_10k_n{args.n}_rounds24")
     return {"benchmark": "masking_secaggplus_10k", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "quick": args.quick, "n": args.n, "dim": args.dim, "dropout": args.dropout,
-            "dropout_tolerance": args.tolerance, "delivery": "server_last", "degree": params.degree, "threshold": params.threshold,
+            "dropout_tolerance": args.tolerance, "delivery": "server_last", "freeze_gc": not args.no_freeze_gc, "degree": params.degree, "threshold": params.threshold,
             "machine": machine, "load": load.summary(),
             "timer": "process CPU time on one pinned core (wall alongside)", "run": s,
             "wall_clock_total_s": time.perf_counter() - t0, "peak_rss_mb": D.peak_rss_mb(), **memory,
@@ -135,6 +136,9 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.05, help="dropout_tolerance for the SecAgg+ derivation")
     ap.add_argument("--probe", type=int, default=20, help="clients whose masking step is timed")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-freeze-gc", action="store_true",
+                    help="let collections the server's work triggers walk the in-process clients' objects too "
+                         "(masking_driver.BenchRound), as records before 2026-12-04, night, did")
     ap.add_argument("--profile", action="store_true", help=f"cProfile the server (stats to {D.PROFILE_DIR})")
     ap.add_argument("--workers", type=int, default=2,
                     help="also run rounds 2-4 again with the server's mask removal on this many cores "
