@@ -759,8 +759,8 @@ def _fast_view(buf: Any, view: memoryview, pos: int, max_len: int) -> Any:
     return view[q:end], end
 
 
-def _held_as_parsed(cls: type, rows: list[Any], msg: Any, values: tuple[Any, ...], held_all: tuple[Any, ...],
-                    starts: tuple[int, ...], view: memoryview, path: str) -> None:
+def _held_as_parsed(rows: list[Any], values: tuple[Any, ...], held_all: tuple[Any, ...], starts: tuple[int, ...],
+                    view: memoryview, path: str) -> None:
     """A message holds what was parsed, so it encodes back to these bytes; a
     class whose validation replaced a value must encode that value back to
     the bytes it was parsed from (``starts``: where each field began, then
@@ -851,7 +851,7 @@ def _compile_reader(cls: type, rows: list[Any], positional: bool,
                 f"        _fail(path, f'invalid {cls.__name__}: {{type(exc).__name__}}: {{exc}}')",
                 f"    values = ({vals})", "    held_all = held_of(msg)",
                 "    if not all(map(_is, held_all, values)):  # (the common case: every value held as parsed)",
-                "        _held_as_parsed(cls, rows, msg, values, held_all, (" +
+                "        _held_as_parsed(rows, values, held_all, (" +
                 "".join(f"s{i}, " for i in range(count)) + "pos), view, path)",
                 "    return msg, pos"]
     exec("\n".join(src), ns)  # noqa: S102 (source written above from the class's schema)
