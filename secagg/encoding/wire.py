@@ -641,28 +641,19 @@ def _read(buf: Any, view: memoryview, pos: int, tp: Any, meta: typing.Mapping[st
     _fail(path, f"unsupported field type {tp!r}")
 
 
-class _Plan(typing.NamedTuple):
-    """How :func:`_read_message` reads one message class (built once per class)."""
-
-    rows: list[tuple[str, Any, Any, int, Any]]  # per field: name, type, metadata, fast-path code, its argument
-    positional: bool  # the fields can be passed by position
-    names: tuple[str, ...]
-    held: typing.Callable[[Any], tuple[Any, ...]]  # the field values a built message holds, as a tuple
-    read: typing.Callable[[Any, memoryview, int, str], tuple[Any, int]]  # the class's compiled reader
+_Reader = typing.Callable[[Any, memoryview, int, str], tuple[Any, int]]
+_READERS: dict[type, _Reader] = {}
 
 
-_PLANS: dict[type, _Plan] = {}
-
-
-def _plan(cls: type) -> _Plan:
-    """Per message class: its fields with a fast-path code (1: a byte string
-    of fixed length below 256, 2: an integer with a range, 3: an array, 4: a
-    ``view`` byte string), whether the fields can be passed by position, and
-    the reader :func:`_compile_reader` writes for it. A field whose bytes take
-    no fast path is read by the general :func:`_read` (which also gives every
-    error)."""
-    plan = _PLANS.get(cls)
-    if plan is None:
+def _reader(cls: type) -> _Reader:
+    """The reader of one message class (built once per class): its fields
+    with a fast-path code (1: a byte string of fixed length below 256, 2: an
+    integer with a range, 3: an array, 4: a ``view`` byte string) and whether
+    they can be passed by position, written out by :func:`_compile_reader`.
+    A field whose bytes take no fast path is read by the general
+    :func:`_read` (which also gives every error)."""
+    read = _READERS.get(cls)
+    if read is None:
         rows = []
         for name, ftp, meta in _kind(cls)[2]:
             k = _kind(ftp)[0]
@@ -683,9 +674,8 @@ def _plan(cls: type) -> _Plan:
         names = tuple(r[0] for r in rows)
         getter = operator.attrgetter(*names) if names else (lambda msg: ())
         held = getter if len(names) != 1 else (lambda msg: (getter(msg),))
-        plan = _Plan(rows, positional, names, held, _compile_reader(cls, rows, positional, held))
-        _PLANS[cls] = plan
-    return plan
+        read = _READERS[cls] = _compile_reader(cls, rows, positional, held)
+    return read
 
 
 def _fast_array(buf: Any, view: memoryview, pos: int, arg: Any) -> Any:
@@ -794,7 +784,7 @@ def _dataclass_init_only(cls: type, positional: bool) -> bool:
 def _compile_reader(cls: type, rows: list[Any], positional: bool,
                     held_of: typing.Callable[[Any], tuple[Any, ...]]) -> typing.Callable[..., tuple[Any, int]]:
     """The reader of one message class: the fields read in order, each by its
-    fast path (the canonical encoding of its common shape, as :func:`_plan`
+    fast path (the canonical encoding of its common shape, as :func:`_reader`
     codes it) or else by the general :func:`_read`, which accepts and refuses
     exactly as it would on its own. Written out as straight-line Python per
     class (as ``dataclasses`` writes ``__init__``) from the schema alone:
@@ -859,7 +849,7 @@ def _compile_reader(cls: type, rows: list[Any], positional: bool,
 
 
 def _read_message(buf: Any, view: memoryview, pos: int, cls: type, path: str) -> tuple[Any, int]:
-    return _plan(cls).read(buf, view, pos, path)
+    return _reader(cls)(buf, view, pos, path)
 
 
 _WIRE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in _ALLOWED_DTYPES}
