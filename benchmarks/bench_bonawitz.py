@@ -223,16 +223,25 @@ def to_markdown(r: dict[str, Any]) -> str:
     if par:
         lines += ["", "The server's mask removal on several cores (`drivers.concurrency.process_unmasker`), "
                   "the same cell run again in the same process; WALL seconds (the workers' CPU time is not "
-                  "the process's); the aggregate checked against the plaintext sum, as every cell's:", "",
+                  "the process's); the aggregate checked against the plaintext sum, as every cell's. Beside it, "
+                  "what the same cores gave the bare primitives of that work at that moment: the pairs' X25519 "
+                  "exchange and keystream alone in this process, then split evenly over this process and the "
+                  "spawned ones, three times each, just before and just after the library's run "
+                  "(`masking_driver.bare_two_core_ceiling`, no library code; the median of the two), and the "
+                  "hypervisor's steal time over the library's run (`/proc/stat`):", "",
                   "| n | dropout | workers | unmasking, 1 core | unmasking, workers | speedup | server core, 1 core "
-                  "| server core, workers | speedup |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| server core, workers | speedup | bare primitives' speedup (before / after) | unmasking "
+                  "speedup / bare | steal |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for c in par:
             q = c["parallel"]
+            bare = (f"{q['bare_speedup']:.2f}x ({q['bare_before']['speedup']:.2f}x / {q['bare_after']['speedup']:.2f}x) | "
+                    f"{q['unmasking_speedup'] / q['bare_speedup']:.2f} | {q['steal_s']:.1f} s in {q['steal_span_wall_s']:.0f} s"
+                    if "bare_speedup" in q else "not measured | | ")
             lines.append(f"| {c['n']} | {c['dropout']:.0%} | {q['workers']} | {D.fmt_s(q['one_core_unmasking_wall_s'])} | "
                          f"{D.fmt_s(q['unmasking_wall_s'])} | {q['unmasking_speedup']:.2f}x | "
                          f"{D.fmt_s(q['one_core_server_core_wall_s'])} | {D.fmt_s(q['server_core_wall_s'])} | "
-                         f"{q['server_core_speedup']:.2f}x |")
+                         f"{q['server_core_speedup']:.2f}x | {bare} |")
     keys, heads = D.client_stages(r["cells"][0]["client_stage_core_cpu_s"])
     lines += ["", "Client time by stage (CPU, mean per client that ran it):", "",
               "| n | dropout | " + " | ".join(heads) + " | share_keys | masked_input | unmasking | wire |",

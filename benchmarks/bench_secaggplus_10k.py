@@ -118,6 +118,13 @@ def to_markdown(r: dict[str, Any]) -> str:
                       f"{D.fmt_s(q['one_core_unmasking_wall_s'])} on one core ({q['unmasking_speedup']:.2f}x); "
                       f"server core + wire {D.fmt_s(two)} wall ({'met' if two < 3 else '**not met**'}); aggregate "
                       f"checked (max error {q['max_abs_error']:.1e}).")
+        if "bare_speedup" in q:
+            lines[-1] += (f" The same cores gave the bare primitives of the mask removal (per dropped-client pair "
+                          f"one X25519 exchange and one keystream, alone and then split over the processes, no "
+                          f"library code; `masking_driver.bare_two_core_ceiling`) {q['bare_speedup']:.2f}x "
+                          f"({q['bare_before']['speedup']:.2f}x just before, {q['bare_after']['speedup']:.2f}x just "
+                          f"after); hypervisor steal {q['steal_s']:.1f} s over the {q['steal_span_wall_s']:.0f} s of "
+                          f"the run.")
     lines.append("")
     if k:
         lines += [f"Masking step ({k['clients']} probed clients, {k['peers_median']:.0f} peers): "

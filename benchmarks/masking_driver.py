@@ -69,7 +69,7 @@ from secagg.drivers import (ClientDriver, Contribution, MaskingClientRole, Maski
                             StageAlreadyAnswered, StateStore)
 from secagg.drivers.observer import SERVER, TO_SERVER
 from secagg.encoding import wire
-from secagg.encoding.ring import from_ring
+from secagg.encoding.ring import dtype_for, from_ring
 from secagg.primitives.key_agreement import agree_many
 from secagg.primitives.prg import prg_ring_add_into, prg_ring_add_many_into
 from secagg.primitives.shamir import split_many as shamir_split_many
@@ -887,6 +887,86 @@ def run_rest(keyed: MaskingRun, schedule: Mapping[int, str], *, probe_clients: I
         total_wall_s=keyed.wall_s + wall_clock() - t_start, bytes_copy=bytes_copy)
 
 
+# ---------------------------------------------------------------------------- two cores, bare
+_WORKER_BARE: "BareKeystream | None" = None
+
+
+def _bare_worker_start(nbytes: int, mode: str) -> bool:
+    """In a worker process: the bare primitives, ready before any timer."""
+    global _WORKER_BARE
+    _WORKER_BARE = BareKeystream(nbytes)
+    _WORKER_BARE.mode = mode
+    return True
+
+
+def _bare_pairs(count: int) -> float:
+    """In a worker process: ``count`` dropped-client pairs' bare work (one
+    X25519 exchange and one keystream each); returns its CPU seconds."""
+    assert _WORKER_BARE is not None
+    c0 = cpu_clock()
+    _WORKER_BARE.exchanges(count)
+    _WORKER_BARE.run(count)
+    return cpu_clock() - c0
+
+
+def bare_two_core_ceiling(nbytes: int, workers: int, seconds: float = 0.6, repeats: int = 3) -> dict[str, Any]:
+    """What ``workers`` cores give the bare primitives of the server's mask
+    removal, right now on this host: dropped-client pairs (one X25519
+    exchange and one keystream of ``nbytes`` each; as many as take about
+    ``seconds`` on one core) in this process alone, then the same pairs
+    split evenly between this process and
+    ``workers - 1`` spawned ones running at once, WALL seconds, alternated
+    ``repeats`` times. Their ratio is the most the library's parallel mask
+    removal could gain at that moment (no library code runs here): on a
+    shared host a second vCPU is not always a second core."""
+    from secagg.drivers.concurrency import process_executor
+
+    every = set(range(os.cpu_count() or 1))
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, every)
+    bare = BareKeystream(nbytes)
+    pool = process_executor(workers - 1)
+    try:
+        for f in [pool.submit(_bare_worker_start, nbytes, bare.mode) for _ in range(workers - 1)]:
+            f.result()
+        w0 = wall_clock()
+        bare.exchanges(200)
+        bare.run(200)
+        pairs = max(200 * workers, int(200 * seconds / max(wall_clock() - w0, 1e-6)))
+        one, many = [], []
+        share = pairs // workers
+        for _ in range(repeats):
+            w0 = wall_clock()
+            bare.exchanges(pairs)
+            bare.run(pairs)
+            one.append(wall_clock() - w0)
+            w0 = wall_clock()
+            futures = [pool.submit(_bare_pairs, share) for _ in range(workers - 1)]
+            bare.exchanges(pairs - share * (workers - 1))
+            bare.run(pairs - share * (workers - 1))
+            for f in futures:
+                f.result()
+            many.append(wall_clock() - w0)
+    finally:
+        pool.shutdown(wait=True)
+        os.sched_setaffinity(0, pinned)
+    return {"pairs": pairs, "workers": workers, "repeats": repeats, "keystream_mode": bare.mode,
+            "one_core_wall_s": one, "workers_wall_s": many,
+            "speedup": statistics.median(one) / statistics.median(many),
+            "speedups": [a / b for a, b in zip(one, many)]}
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to others while this VM's CPUs wanted
+    to run (``/proc/stat``, all CPUs; 0.0 where it is not reported)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def parallel_rest(keyed: Any, schedule: dict[int, str], one_core: Any, workers: int) -> dict[str, Any]:
     """The same cell again with the server's mask removal on ``workers``
     cores (``process_unmasker``): the server process may use every CPU during
@@ -903,10 +983,15 @@ def parallel_rest(keyed: Any, schedule: dict[int, str], one_core: Any, workers: 
         unmasker = process_unmasker(workers).start()  # started (and imported) before anything is timed
     finally:
         os.sched_setaffinity(0, pinned)
+    nbytes = keyed.params.entries * np.dtype(dtype_for(keyed.params.ring_bits)).itemsize
+    before = bare_two_core_ceiling(nbytes, workers)
+    steal0, w0 = steal_seconds(), wall_clock()
     try:
         report = run_rest(keyed, schedule, unmasker=unmasker, unmask_cpus=every)
     finally:
         unmasker.shutdown()
+    steal, span = steal_seconds() - steal0, wall_clock() - w0
+    after = bare_two_core_ceiling(nbytes, workers)
     s, o = report.summary(), one_core.summary()
     un, un1 = s["server_core"]["by_stage"]["unmasking"], o["server_core"]["by_stage"]["unmasking"]
     return {"workers": workers, "cpus": sorted(every), "server_core_wall_s": s["server_core"]["wall_s"],
@@ -916,7 +1001,10 @@ def parallel_rest(keyed: Any, schedule: dict[int, str], one_core: Any, workers: 
             "unmasking_speedup": un1["wall_s"] / un["wall_s"],
             "server_core_speedup": o["server_core"]["wall_s"] / s["server_core"]["wall_s"],
             "server_wire_wall_s": s["server_wire"]["wall_s"],
-            "max_abs_error": report.max_abs_error, "error_bound": report.error_bound}
+            "max_abs_error": report.max_abs_error, "error_bound": report.error_bound,
+            "bare_before": before, "bare_after": after,
+            "bare_speedup": statistics.median([before["speedup"], after["speedup"]]),
+            "steal_s": steal, "steal_span_wall_s": span}
 
 
 def server_floor(params: MaskingParams, survivors: int, advertised: int, dropped: int,
