@@ -16,7 +16,8 @@ them: the jobs are what the server hands its unmasker) and times, alternated
 - the bare primitives of the same number of pairs (X25519 exchange and
   keystream, no library code) alone and split over the same cores
   (``masking_driver.bare_two_core_ceiling``): the speedup two vCPUs of this
-  host gave at that moment, the ceiling for the library's.
+  host gave at that moment, beside the library's (a measure of the host, not
+  a bound: both move from second to second).
 
     .venv/bin/python benchmarks/bench_unmask_parallel.py            # d = 100K, 60 dropped x 300 survivors
     .venv/bin/python benchmarks/bench_unmask_parallel.py --quick    # d = 10K (seconds)

@@ -899,13 +899,22 @@ def _bare_worker_start(nbytes: int, mode: str) -> bool:
     return True
 
 
+def _pairs(bare: "BareKeystream", count: int) -> None:
+    """``count`` dropped-client pairs' bare work, one X25519 exchange and one
+    keystream each, in blocks of 16 pairs (exchanges, then keystreams), so
+    that processes running at once are not in the same phase for long (two
+    vCPUs may share one core's multipliers or AES units)."""
+    for lo in range(0, count, 16):
+        k = min(16, count - lo)
+        bare.exchanges(k)
+        bare.run(k)
+
+
 def _bare_pairs(count: int) -> float:
-    """In a worker process: ``count`` dropped-client pairs' bare work (one
-    X25519 exchange and one keystream each); returns its CPU seconds."""
+    """In a worker process: :func:`_pairs`; returns its CPU seconds."""
     assert _WORKER_BARE is not None
     c0 = cpu_clock()
-    _WORKER_BARE.exchanges(count)
-    _WORKER_BARE.run(count)
+    _pairs(_WORKER_BARE, count)
     return cpu_clock() - c0
 
 
@@ -916,9 +925,11 @@ def bare_two_core_ceiling(nbytes: int, workers: int, seconds: float = 0.6, repea
     ``seconds`` on one core) in this process alone, then the same pairs
     split evenly between this process and
     ``workers - 1`` spawned ones running at once, WALL seconds, alternated
-    ``repeats`` times. Their ratio is the most the library's parallel mask
-    removal could gain at that moment (no library code runs here): on a
-    shared host a second vCPU is not always a second core."""
+    ``repeats`` times (no library code runs here). Their ratio says what a
+    second vCPU of this host gave at that moment: on a shared host it is not
+    always a second core. It is a measure of the host beside the library's
+    figure, not a bound: both move from second to second, and either may come
+    out above the other."""
     from secagg.drivers.concurrency import process_executor
 
     every = set(range(os.cpu_count() or 1))
@@ -930,20 +941,17 @@ def bare_two_core_ceiling(nbytes: int, workers: int, seconds: float = 0.6, repea
         for f in [pool.submit(_bare_worker_start, nbytes, bare.mode) for _ in range(workers - 1)]:
             f.result()
         w0 = wall_clock()
-        bare.exchanges(200)
-        bare.run(200)
+        _pairs(bare, 200)
         pairs = max(200 * workers, int(200 * seconds / max(wall_clock() - w0, 1e-6)))
         one, many = [], []
         share = pairs // workers
         for _ in range(repeats):
             w0 = wall_clock()
-            bare.exchanges(pairs)
-            bare.run(pairs)
+            _pairs(bare, pairs)
             one.append(wall_clock() - w0)
             w0 = wall_clock()
             futures = [pool.submit(_bare_pairs, share) for _ in range(workers - 1)]
-            bare.exchanges(pairs - share * (workers - 1))
-            bare.run(pairs - share * (workers - 1))
+            _pairs(bare, pairs - share * (workers - 1))
             for f in futures:
                 f.result()
             many.append(wall_clock() - w0)
