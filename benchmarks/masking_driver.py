@@ -932,6 +932,8 @@ def bare_two_core_ceiling(nbytes: int, workers: int, seconds: float = 0.6, repea
     out above the other."""
     from secagg.drivers.concurrency import process_executor
 
+    if workers < 2:
+        raise ValueError("the bare two-core figure needs workers >= 2")
     every = set(range(os.cpu_count() or 1))
     pinned = os.sched_getaffinity(0)
     os.sched_setaffinity(0, every)

@@ -190,9 +190,10 @@ class ProcessUnmasker:
     Where the two ends meet, a worker may hold a part it has not started
     (the pool queues one beyond each running call, and a queued part cannot
     be withdrawn): this process then waits for it. The default of 16 parts
-    per worker keeps that tail to about 1/32 of the work on two cores; with
-    4 (the default before) a 2.6 s removal ran 1.51x faster on two cores
-    than on one, with 16 1.79x, in the same run (``benchmarks/README.md``).
+    per worker keeps that tail to about 1/32 of the work on two cores. In
+    one run of ``benchmarks/bench_unmask_parallel.py`` (18,000 pairwise
+    streams of 100K words), two cores took 1.56 s with 16 parts per worker
+    and 1.81 s with 4, the default before.
 
     The processes start on first use (or :meth:`start`) and are kept for the
     rounds that follow; :meth:`shutdown` ends them. A copy of the server
